@@ -1,0 +1,32 @@
+# One entry point for humans and CI. `make demo` installs everything and runs the support desk;
+# `make check` is what CI runs: format check, lint, types, tests.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo check test lint typecheck install clean
+
+$(STAMP): pyproject.toml scripts/install.sh
+	bash scripts/install.sh "$(VENV)" "$(PY)"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m examples.support_desk $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check src tests examples bench
+	$(BIN)/ruff check src tests examples bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+check: lint typecheck test
+
+clean:
+	rm -rf $(VENV) .corral .pytest_cache .mypy_cache .ruff_cache

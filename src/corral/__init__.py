@@ -1,0 +1,66 @@
+"""Corral: a production runtime for multi-agent LLM systems.
+
+Typed handoffs, durable runs, guards and traces are built in and on by default. Start with `App`,
+`Agent`, `tool` and a workflow; see the README for the patterns.
+"""
+
+from __future__ import annotations
+
+from corral.agent import Agent, AgentLimits, FunctionAgent, function_agent
+from corral.app import App, RunHandle, RunResult
+from corral.clock import Clock, SystemClock
+from corral.config import AppConfig, ModelPrice, SimConfig, load_config
+from corral.contracts import Envelope, EnvelopeMetadata, RunId, StepId
+from corral.errors import (
+    AgentError,
+    ConfigError,
+    CorralError,
+    LimitError,
+    PayloadError,
+    ProviderError,
+    StateError,
+    UnknownNameError,
+    UsageError,
+)
+from corral.model import Message, Model, ModelRequest, ModelResponse, ToolCall, ToolSpec, Usage
+from corral.tool import Tool, tool
+from corral.workflow import RunContext
+
+__all__ = [
+    "Agent",
+    "AgentError",
+    "AgentLimits",
+    "App",
+    "AppConfig",
+    "Clock",
+    "ConfigError",
+    "CorralError",
+    "Envelope",
+    "EnvelopeMetadata",
+    "FunctionAgent",
+    "LimitError",
+    "Message",
+    "Model",
+    "ModelPrice",
+    "ModelRequest",
+    "ModelResponse",
+    "PayloadError",
+    "ProviderError",
+    "RunContext",
+    "RunHandle",
+    "RunId",
+    "RunResult",
+    "SimConfig",
+    "StateError",
+    "StepId",
+    "SystemClock",
+    "Tool",
+    "ToolCall",
+    "ToolSpec",
+    "UnknownNameError",
+    "Usage",
+    "UsageError",
+    "function_agent",
+    "load_config",
+    "tool",
+]

@@ -1,0 +1,459 @@
+"""One agent call: the model/tool loop, output validation and the bounded repair.
+
+Each model call and each tool call is its own journaled step (`<call>.1`, `<call>.2`, ...), so a
+crash mid-agent resumes after the last completed model call instead of paying for it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from corral.agent import Agent, FunctionAgent
+from corral.clock import Clock
+from corral.contracts import JsonValue, dump_payload, validate_payload
+from corral.durable import Journal
+from corral.errors import AgentError, ProviderError, ProviderTimeoutError
+from corral.model import Message, ModelRequest, ModelResponse, ToolCall, Usage
+from corral.tool import Tool, ToolArgumentsError
+from corral.trace import Recorder, Span, SpanKind, SpanStatus
+
+if TYPE_CHECKING:
+    from corral.workflow import RunContext
+
+log = logging.getLogger(__name__)
+
+In = TypeVar("In", bound=BaseModel)
+Out = TypeVar("Out", bound=BaseModel)
+
+_REPAIR_PROMPT = (
+    "Your previous answer was rejected: {errors}. Reply again with only one JSON object that "
+    "matches the schema exactly."
+)
+
+
+class AgentCall(Generic[In, Out]):
+    """Runs one call of one agent inside a run. Internal to `RunContext.call`."""
+
+    def __init__(
+        self,
+        *,
+        ctx: RunContext,
+        agent: Agent[In, Out] | FunctionAgent[In, Out],
+        payload: In,
+        step_id: str,
+        sender: str,
+        journal: Journal,
+        recorder: Recorder,
+        clock: Clock,
+        timeout_s: float,
+    ) -> None:
+        self.ctx = ctx
+        self.agent = agent
+        self.payload = payload
+        self.step_id = step_id
+        self.sender = sender
+        self.journal = journal
+        self.recorder = recorder
+        self.clock = clock
+        self.timeout_s = timeout_s
+        self._inner = 0
+        self.usage = Usage()
+
+    def _next_inner(self) -> str:
+        self._inner += 1
+        return f"{self.step_id}.{self._inner}"
+
+    async def run(self) -> Out:
+        if isinstance(self.agent, FunctionAgent):
+            return await self._run_function(self.agent)
+        return await self._run_llm(self.agent)
+
+    async def _run_function(self, agent: FunctionAgent[In, Out]) -> Out:
+        payload_json = dump_payload(self.payload)
+
+        async def step() -> JsonValue:
+            started, t0 = self.clock.now(), self.clock.monotonic()
+            try:
+                result = await agent.run(self.payload)
+                output = validate_payload(
+                    agent.output, result, agent=agent.name, code="invalid_output", role="output of"
+                )
+            except AgentError as exc:
+                outcome: dict[str, Any] = {"error": exc.to_dict()}
+            else:
+                outcome = {"output": output.model_dump(mode="json")}
+            await self._record(
+                kind="agent",
+                step_id=self.step_id,
+                parent_id=None,
+                name=agent.name,
+                input=payload_json,
+                output=outcome.get("output"),
+                error=outcome.get("error"),
+                status="ok" if "output" in outcome else "invalid_output",
+                started=started,
+                t0=t0,
+            )
+            return outcome
+
+        outcome = await self.journal.step(self.step_id, f"agent:{agent.name}", step)
+        if "error" in outcome:
+            raise AgentError.from_dict(outcome["error"])
+        return agent.output.model_validate(outcome["output"])
+
+    async def _run_llm(self, agent: Agent[In, Out]) -> Out:
+        messages = agent.messages(self.payload)
+        model = self.ctx.model(agent.model)
+        limits = agent.limits
+        rounds = repairs = invalid_calls = 0
+        started, t0 = self.clock.now(), self.clock.monotonic()
+        try:
+            while True:
+                response = await self._model_step(
+                    agent, model.name, messages, allow_tools=rounds < limits.max_tool_rounds
+                )
+                if response.tool_calls and rounds < limits.max_tool_rounds:
+                    rounds += 1
+                    messages.append(
+                        Message(role="assistant", content=response.text, tool_calls=response.tool_calls)
+                    )
+                    for tool_call in response.tool_calls:
+                        content, ok = await self._tool_call(agent, tool_call)
+                        invalid_calls += 0 if ok else 1
+                        messages.append(
+                            Message(role="tool", content=content, tool_call_id=tool_call.id)
+                        )
+                    if invalid_calls > limits.max_invalid_tool_calls:
+                        raise AgentError(
+                            f"{invalid_calls} tool calls had invalid arguments "
+                            f"(limit {limits.max_invalid_tool_calls})",
+                            agent=agent.name,
+                            code="tool_error",
+                        )
+                    continue
+                try:
+                    output = validate_payload(
+                        agent.output,
+                        _json_text(response.text),
+                        agent=agent.name,
+                        code="invalid_output",
+                        role="output of",
+                    )
+                except AgentError as exc:
+                    if repairs >= limits.max_repairs:
+                        raise
+                    repairs += 1
+                    self.ctx.stats.repairs += 1
+                    messages.append(Message(role="assistant", content=response.text))
+                    messages.append(
+                        Message(role="user", content=_REPAIR_PROMPT.format(errors=exc.reason))
+                    )
+                    continue
+                await self._agent_span(agent, started, t0, output=output)
+                return output
+        except AgentError as exc:
+            await self._agent_span(agent, started, t0, error=exc)
+            raise
+
+    async def _agent_span(
+        self,
+        agent: Agent[In, Out],
+        started: Any,
+        t0: float,
+        *,
+        output: BaseModel | None = None,
+        error: AgentError | None = None,
+    ) -> None:
+        spent = self.usage
+        await self._record(
+            kind="agent",
+            step_id=self.step_id,
+            parent_id=None,
+            name=agent.name,
+            model=agent.model,
+            input=dump_payload(self.payload),
+            output=output.model_dump(mode="json") if output is not None else None,
+            error=error.to_dict() if error is not None else None,
+            status="ok" if error is None else "error",
+            started=started,
+            t0=t0,
+            tokens_in=spent.input_tokens,
+            tokens_out=spent.output_tokens,
+            cost_usd=spent.cost_usd,
+        )
+
+    async def _model_step(
+        self, agent: Agent[In, Out], model_name: str, messages: list[Message], *, allow_tools: bool
+    ) -> ModelResponse:
+        step_id = self._next_inner()
+        request = ModelRequest(
+            model=model_name,
+            messages=tuple(messages),
+            output_schema=agent.output_schema(),
+            tools=tuple(t.spec for t in agent.tools) if allow_tools else (),
+            max_output_tokens=agent.max_output_tokens,
+            temperature=agent.temperature,
+            metadata={"run_id": self.ctx.run_id, "agent": agent.name, "step_id": step_id},
+        )
+        model = self.ctx.model(agent.model)
+
+        async def step() -> JsonValue:
+            started, t0 = self.clock.now(), self.clock.monotonic()
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    response = await model.complete(request)
+            except TimeoutError:
+                error: ProviderError = ProviderTimeoutError(
+                    f"model {model.name} did not answer within {self.timeout_s:g}s",
+                    provider=model.name.split(":", 1)[0],
+                    timeout_s=self.timeout_s,
+                )
+            except ProviderError as exc:
+                error = exc
+            else:
+                await self._record(
+                    kind="model",
+                    step_id=step_id,
+                    parent_id=self.step_id,
+                    name=agent.name,
+                    model=response.model,
+                    input=[_message_dict(m) for m in messages[-2:]],
+                    output=response.text,
+                    started=started,
+                    t0=t0,
+                    tokens_in=response.input_tokens,
+                    tokens_out=response.output_tokens,
+                    cost_usd=response.cost_usd or Decimal(0),
+                )
+                return {"response": _response_dict(response)}
+            await self._record(
+                kind="model",
+                step_id=step_id,
+                parent_id=self.step_id,
+                name=agent.name,
+                model=model.name,
+                input=[_message_dict(m) for m in messages[-2:]],
+                error=error.to_dict(),
+                status="error",
+                started=started,
+                t0=t0,
+            )
+            return {"error": error.to_dict()}
+
+        outcome = await self.journal.step(step_id, f"model:{agent.name}", step)
+        if "error" in outcome:
+            err = outcome["error"]
+            raise AgentError(
+                f"model call failed: {err.get('message')}",
+                agent=agent.name,
+                code="provider_error",
+                retryable=bool(err.get("retryable")),
+                details=err,
+            )
+        response = _response_from_dict(outcome["response"])
+        used = Usage(
+            input_tokens=response.input_tokens,
+            output_tokens=response.output_tokens,
+            cost_usd=response.cost_usd or Decimal(0),
+            calls=1,
+        )
+        self.usage = self.usage + used
+        self.ctx.stats.usage = self.ctx.stats.usage + used
+        return response
+
+    async def _tool_call(self, agent: Agent[In, Out], call: ToolCall) -> tuple[str, bool]:
+        """Run one model-proposed tool call; returns the tool message content and validity."""
+        step_id = self._next_inner()
+        tool = agent.tool_named(call.name)
+        problem: dict[str, Any] | None = None
+        if tool is None:
+            problem = {
+                "error": "unknown_tool",
+                "message": f"there is no tool {call.name!r}",
+                "known": [t.name for t in agent.tools],
+            }
+        else:
+            try:
+                tool.validate(call.arguments)
+            except ToolArgumentsError as exc:
+                problem = {"error": "invalid_arguments", "message": str(exc), "errors": exc.errors}
+        if problem is not None:
+            self.ctx.stats.invalid_tool_calls += 1
+            now = self.clock.now()
+            await self._record(
+                kind="tool",
+                step_id=step_id,
+                parent_id=self.step_id,
+                name=call.name,
+                input=call.arguments,
+                error=problem,
+                status="invalid_args",
+                started=now,
+                t0=self.clock.monotonic(),
+            )
+            return json.dumps(problem), False
+        assert tool is not None
+        outcome = await self.tool_step(
+            ctx=self.ctx,
+            tool=tool,
+            arguments=call.arguments,
+            step_id=step_id,
+            parent_id=self.step_id,
+            agent=agent.name,
+        )
+        return json.dumps(outcome), "error" not in outcome
+
+    @staticmethod
+    async def tool_step(
+        *,
+        ctx: RunContext,
+        tool: Tool,
+        arguments: dict[str, Any],
+        step_id: str,
+        parent_id: str | None,
+        agent: str | None,
+    ) -> dict[str, Any]:
+        """Run a validated tool call as a journaled step, recording side effects by key."""
+        key = f"{ctx.run_id}:{step_id}"
+        recorder: Recorder = ctx._recorder
+        clock: Clock = ctx._clock
+
+        async def step() -> JsonValue:
+            started, t0 = clock.now(), clock.monotonic()
+            status: SpanStatus = "ok"
+            if tool.side_effect and (done := await recorder.effect(key)) is not None:
+                outcome: dict[str, Any] = {"result": done["result"]}
+                status = "replayed_effect"
+            else:
+                try:
+                    result = await tool.invoke(arguments, idempotency_key=key)
+                except Exception as exc:  # boundary: a user's tool must not crash the run
+                    log.warning("tool %s raised %r", tool.name, exc, extra={"tool": tool.name})
+                    outcome = {"error": {"type": type(exc).__name__, "message": str(exc)}}
+                    status = "error"
+                else:
+                    if tool.side_effect:
+                        await recorder.record_effect(key, ctx.run_id, tool.name, result)
+                    outcome = {"result": result}
+            await _record_span(
+                recorder,
+                clock,
+                run_id=ctx.run_id,
+                kind="tool",
+                step_id=step_id,
+                parent_id=parent_id,
+                name=tool.name,
+                agent=agent,
+                input=arguments,
+                output=outcome.get("result"),
+                error=outcome.get("error"),
+                status=status,
+                started=started,
+                t0=t0,
+            )
+            return outcome
+
+        result: dict[str, Any] = await ctx._journal.step(step_id, f"tool:{tool.name}", step)
+        return result
+
+    async def _record(self, **fields: Any) -> None:
+        await _record_span(
+            self.recorder, self.clock, run_id=self.ctx.run_id, agent=self.agent.name, **fields
+        )
+
+
+async def _record_span(
+    recorder: Recorder,
+    clock: Clock,
+    *,
+    run_id: str,
+    kind: SpanKind,
+    step_id: str,
+    parent_id: str | None,
+    name: str,
+    agent: str | None,
+    started: Any,
+    t0: float,
+    model: str | None = None,
+    input: JsonValue = None,
+    output: JsonValue = None,
+    error: dict[str, Any] | None = None,
+    status: SpanStatus = "ok",
+    tokens_in: int = 0,
+    tokens_out: int = 0,
+    cost_usd: Decimal = Decimal(0),
+) -> None:
+    await recorder.record_span(
+        Span(
+            run_id=run_id,
+            step_id=step_id,
+            parent_id=parent_id,
+            kind=kind,
+            name=name,
+            agent=agent,
+            model=model,
+            input=input,
+            output=output,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            cost_usd=cost_usd,
+            latency_ms=(clock.monotonic() - t0) * 1000,
+            status=status,
+            error=error,
+            started_at=started,
+        )
+    )
+
+
+def _json_text(text: str) -> str:
+    """The JSON object inside a model's answer: strips code fences and chatter around it."""
+    stripped = text.strip()
+    if stripped.startswith("```"):
+        stripped = stripped.strip("`")
+        stripped = stripped.removeprefix("json").strip()
+    start, end = stripped.find("{"), stripped.rfind("}")
+    if start != -1 and end > start:
+        return stripped[start : end + 1]
+    return stripped
+
+
+def _message_dict(message: Message) -> dict[str, Any]:
+    return {"role": message.role, "content": message.content}
+
+
+def _response_dict(response: ModelResponse) -> dict[str, Any]:
+    return {
+        "text": response.text,
+        "model": response.model,
+        "tool_calls": [
+            {"id": c.id, "name": c.name, "arguments": c.arguments} for c in response.tool_calls
+        ],
+        "input_tokens": response.input_tokens,
+        "output_tokens": response.output_tokens,
+        "latency_s": response.latency_s,
+        "finish_reason": response.finish_reason,
+        "cost_usd": str(response.cost_usd or 0),
+    }
+
+
+def _response_from_dict(data: dict[str, Any]) -> ModelResponse:
+    return ModelResponse(
+        text=data["text"],
+        model=data["model"],
+        tool_calls=tuple(
+            ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"])
+            for c in data["tool_calls"]
+        ),
+        input_tokens=data["input_tokens"],
+        output_tokens=data["output_tokens"],
+        latency_s=data["latency_s"],
+        finish_reason=data["finish_reason"],
+        cost_usd=Decimal(data["cost_usd"]),
+    )
+

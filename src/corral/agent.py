@@ -1,0 +1,140 @@
+"""Agents: an LLM with typed input and output, or a plain function with the same contract.
+
+Control flow lives in workflows; an agent is one unit of work with a schema on each side. Where
+logic is static, prefer a `FunctionAgent` (deterministic code is cheaper and never hallucinates).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, get_type_hints
+
+from pydantic import BaseModel
+
+from corral.model import Message
+from corral.tool import Tool
+
+__all__ = ["Agent", "AgentLimits", "FunctionAgent", "function_agent"]
+
+In = TypeVar("In", bound=BaseModel)
+Out = TypeVar("Out", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentLimits:
+    """Bounds on one call of one agent."""
+
+    max_tool_rounds: int = 4
+    """Model turns that may request tools before the agent must answer."""
+    max_invalid_tool_calls: int = 3
+    """Tool calls with invalid arguments tolerated before the agent fails with `tool_error`."""
+    max_repairs: int = 1
+    """Repair attempts after an invalid output (the validation error is fed back each time)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Agent(Generic[In, Out]):
+    """An LLM agent with a typed contract.
+
+    Args:
+        name: Unique within an app; appears in traces, costs and errors.
+        instructions: The system prompt.
+        input: Pydantic model every payload sent to this agent must satisfy.
+        output: Pydantic model the agent must answer with; the model is asked for JSON matching
+            its schema and the answer is validated, with one repair attempt.
+        tools: Tools the model may call.
+        model: A tier name (`small`, `medium`, `large`) or a concrete model (`sim:default`).
+        max_output_tokens: Upper bound on the answer's length (also the budget reservation).
+        temperature: Sampling temperature.
+        limits: Per-call bounds (tool rounds, invalid tool calls, repairs).
+        fallback: An agent with the same contract to try when this one fails.
+    """
+
+    name: str
+    instructions: str
+    input: type[In]
+    output: type[Out]
+    tools: tuple[Tool, ...] = ()
+    model: str = "small"
+    max_output_tokens: int = 512
+    temperature: float = 0.0
+    limits: AgentLimits = AgentLimits()
+    fallback: Agent[In, Out] | FunctionAgent[In, Out] | None = None
+
+    def __post_init__(self) -> None:
+        names = [t.name for t in self.tools]
+        if len(set(names)) != len(names):
+            raise ValueError(f"agent {self.name!r} lists a tool twice: {names}")
+
+    def tool_named(self, name: str) -> Tool | None:
+        """The tool called `name`, if this agent has it."""
+        return next((t for t in self.tools if t.name == name), None)
+
+    def output_schema(self) -> dict[str, Any]:
+        """The JSON schema the model's answer must satisfy."""
+        return self.output.model_json_schema()
+
+    def messages(self, payload: In) -> list[Message]:
+        """The opening conversation for one call: instructions, schema, then the payload."""
+        schema = json.dumps(self.output_schema(), separators=(",", ":"))
+        system = (
+            f"{self.instructions.strip()}\n\n"
+            f"Answer with one JSON object that matches this JSON schema, and nothing else:\n{schema}"
+        )
+        return [
+            Message(role="system", content=system),
+            Message(role="user", content=payload.model_dump_json()),
+        ]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FunctionAgent(Generic[In, Out]):
+    """Deterministic code with an agent's contract: validated input in, validated output out."""
+
+    name: str
+    fn: Callable[[In], Out | Awaitable[Out]]
+    input: type[In]
+    output: type[Out]
+    fallback: Agent[In, Out] | FunctionAgent[In, Out] | None = None
+
+    async def run(self, payload: In) -> Out:
+        """Call the function (awaiting it when it is async)."""
+        result = self.fn(payload)
+        if inspect.isawaitable(result):
+            return await result
+        return result
+
+
+def function_agent(
+    fn: Callable[[Any], Any] | None = None, /, *, name: str | None = None
+) -> Any:
+    """Make a `FunctionAgent` from a function annotated `(payload: In) -> Out`.
+
+    Example:
+        ```python
+        @function_agent
+        def normalize(ticket: Ticket) -> CleanTicket:
+            return CleanTicket(text=ticket.text.strip())
+        ```
+    """
+
+    def build(func: Callable[[Any], Any]) -> FunctionAgent[Any, Any]:
+        hints = get_type_hints(func)
+        params = list(inspect.signature(func).parameters)
+        if len(params) != 1:
+            raise TypeError(f"function agent {func.__name__!r} must take exactly one parameter")
+        in_type, out_type = hints.get(params[0]), hints.get("return")
+        for label, typ in (("parameter", in_type), ("return", out_type)):
+            if not (isinstance(typ, type) and issubclass(typ, BaseModel)):
+                raise TypeError(
+                    f"function agent {func.__name__!r}: the {label} annotation must be a "
+                    f"Pydantic model, got {typ!r}"
+                )
+        return FunctionAgent(name=name or func.__name__, fn=func, input=in_type, output=out_type)
+
+    if fn is not None:
+        return build(fn)
+    return build

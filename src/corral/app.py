@@ -1,0 +1,446 @@
+"""The application object: registered workflows, models, storage and the entry points.
+
+This module wires adapters together (the store, the DBOS engine, the providers). It imports them
+lazily, inside `open()`, so `import corral` stays light; the logic of a run lives in
+`corral.workflow` and `corral._agent_call`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from corral.clock import Clock, SystemClock
+from corral.config import AppConfig
+from corral.contracts import JsonValue, RunId, dump_payload, validate_payload
+from corral.durable import Engine, EphemeralEngine
+from corral.errors import AgentError, CorralError, PayloadError, UnknownNameError, UsageError
+from corral.model import Model, Usage
+from corral.trace import NullRecorder, Recorder, RunRecord, RunStatus
+from corral.workflow import RunContext, Workflow, WorkflowFn
+
+__all__ = ["App", "RunHandle", "RunResult"]
+
+log = logging.getLogger(__name__)
+
+Out = TypeVar("Out", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunResult(Generic[Out]):
+    """How a run ended.
+
+    `output` is the workflow's validated output when `status` is `succeeded`; otherwise `error`
+    describes what stopped it (`code`, `message`, and the error's typed attributes).
+    """
+
+    run_id: RunId
+    workflow: str
+    status: RunStatus
+    output: Out | None
+    error: dict[str, Any] | None
+    usage: Usage
+    duration_s: float
+
+    @property
+    def cost_usd(self) -> Decimal:
+        """What the run's model calls cost."""
+        return self.usage.cost_usd
+
+    @property
+    def ok(self) -> bool:
+        """Whether the run succeeded."""
+        return self.status == "succeeded"
+
+
+class RunHandle(Generic[Out]):
+    """A run started with `App.start`; await `result()` for its `RunResult`."""
+
+    def __init__(self, run_id: RunId, task: asyncio.Task[RunResult[Out]]) -> None:
+        self.run_id = run_id
+        self._task = task
+
+    async def result(self) -> RunResult[Out]:
+        """Wait for the run to end."""
+        return await asyncio.shield(self._task)
+
+    def done(self) -> bool:
+        """Whether the run has ended."""
+        return self._task.done()
+
+
+class App:
+    """A Corral application.
+
+    Args:
+        config: Database, tiers, prices, simulator and run defaults; `AppConfig()` is safe.
+        models: Extra concrete models by name (`"mine:fast": MyModel()`), used before providers.
+        clock: Time source (inject `corral.testing.FakeClock` in tests).
+        recorder: Where spans go. Default: the SQL store of `config.database`.
+        id_factory: Makes run ids (inject for deterministic tests).
+
+    Example:
+        ```python
+        app = App()
+
+        @app.workflow
+        async def answer(ctx: RunContext, q: Question) -> Answer:
+            return await ctx.call(answerer, q)
+
+        async with app:
+            result = await app.run("answer", {"text": "hi"})
+        ```
+    """
+
+    def __init__(
+        self,
+        config: AppConfig | None = None,
+        *,
+        models: dict[str, Model] | None = None,
+        clock: Clock | None = None,
+        recorder: Recorder | None = None,
+        id_factory: Callable[[], str] | None = None,
+    ) -> None:
+        self.config = config or AppConfig()
+        self.clock: Clock = clock or SystemClock()
+        self._extra_models = dict(models or {})
+        self._models: dict[str, Model] = {}
+        self._workflows: dict[str, Workflow] = {}
+        self._recorder: Recorder | None = recorder
+        self._store: Any = None
+        self._durable: Engine | None = None
+        self._ephemeral = EphemeralEngine()
+        self._id_factory = id_factory or (lambda: uuid.uuid4().hex)
+        self._started = False
+        self._start_lock: asyncio.Lock | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- registration ---------------------------------------------------------------------------
+
+    def workflow(
+        self, fn: WorkflowFn | None = None, /, *, name: str | None = None
+    ) -> Any:
+        """Register `async def wf(ctx, payload: In) -> Out` under its name (or `name`).
+
+        Raises:
+            UsageError: a workflow with that name is already registered.
+        """
+
+        def register(func: WorkflowFn) -> WorkflowFn:
+            wf = Workflow.from_function(func, name)
+            if wf.name in self._workflows:
+                raise UsageError(f"workflow {wf.name!r} is registered twice")
+            self._workflows[wf.name] = wf
+            return func
+
+        if fn is not None:
+            return register(fn)
+        return register
+
+    @property
+    def workflows(self) -> dict[str, Workflow]:
+        """Registered workflows by name."""
+        return dict(self._workflows)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> App:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Open the store and launch the durable engine; unfinished runs resume from here.
+
+        Raises:
+            StateError: the database is locked, corrupt or from a newer Corral.
+            ConfigError: the database URL is unusable.
+        """
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._started:
+                return
+            from corral.store.sql import SqlStore  # adapter, imported on use
+
+            self._store = await SqlStore.open(self.config.database)
+            if self._recorder is None:
+                self._recorder = self._store
+            await self._ephemeral.launch(self._execute)
+            if self.config.durable:
+                from corral.engine.dbos import DbosEngine
+
+                self._durable = DbosEngine(
+                    self._store,
+                    application_version=self.config.application_version,
+                    executor_id=self.config.executor_id,
+                )
+                await self._durable.launch(self._execute)
+            self._started = True
+
+    async def close(self) -> None:
+        """Wait for started runs, then stop the engine and close the store."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._durable is not None:
+            await self._durable.close()
+            self._durable = None
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+        self._started = False
+
+    # -- running --------------------------------------------------------------------------------
+
+    async def run(
+        self,
+        workflow: str,
+        payload: BaseModel | dict[str, Any] | str,
+        *,
+        user: str | None = None,
+        tenant: str | None = None,
+        tags: list[str] | tuple[str, ...] = (),
+        durable: bool | None = None,
+        run_id: str | None = None,
+    ) -> RunResult[Any]:
+        """Run `workflow` to the end and return its `RunResult`.
+
+        The payload is validated before anything is written, so a bad call leaves no trace.
+        Failures inside the run (an agent error, the deadline) come back in the result.
+
+        Args:
+            workflow: A registered workflow name.
+            payload: Its input (model instance, dict or JSON text).
+            user: Who the run is for (cost attribution).
+            tenant: Who is billed.
+            tags: Labels shown by `corral runs`.
+            durable: Journal every step (default from config); `False` for latency-critical work.
+            run_id: Give the run a known id; starting an id twice executes it once.
+
+        Raises:
+            UnknownNameError: no workflow with that name.
+            PayloadError: the payload does not fit the workflow's input or is not JSON.
+        """
+        rid, wf, data, meta, engine = await self._prepare(
+            workflow, payload, user, tenant, tags, durable, run_id
+        )
+        t0 = self.clock.monotonic()
+        record = await engine.run(rid, wf.name, data, meta)
+        return self._result(wf, record, self.clock.monotonic() - t0)
+
+    async def start(
+        self,
+        workflow: str,
+        payload: BaseModel | dict[str, Any] | str,
+        **options: Any,
+    ) -> RunHandle[Any]:
+        """Like `run`, but return a `RunHandle` at once; the app owns the task until `close`."""
+        rid, wf, data, meta, engine = await self._prepare(
+            workflow,
+            payload,
+            options.get("user"),
+            options.get("tenant"),
+            options.get("tags", ()),
+            options.get("durable"),
+            options.get("run_id"),
+        )
+
+        async def go() -> RunResult[Any]:
+            t0 = self.clock.monotonic()
+            record = await engine.run(rid, wf.name, data, meta)
+            return self._result(wf, record, self.clock.monotonic() - t0)
+
+        task = asyncio.create_task(go(), name=f"corral-run-{rid}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return RunHandle(rid, task)
+
+    async def resume(self) -> list[RunResult[Any]]:
+        """Wait for every unfinished durable run of this executor to finish and return them.
+
+        Runs interrupted by a crash are resumed by `open()`; this collects their results.
+        """
+        await self.open()
+        if self._durable is None:
+            return []
+        results = []
+        for rid in await self._durable.pending():
+            t0 = self.clock.monotonic()
+            record = await self._durable.wait(rid)
+            wf = self._workflows.get(record.get("workflow", ""))
+            if wf is None:
+                raise UnknownNameError("workflow", record.get("workflow", "?"), list(self._workflows))
+            results.append(self._result(wf, record, self.clock.monotonic() - t0))
+        return results
+
+    async def _prepare(
+        self,
+        workflow: str,
+        payload: Any,
+        user: str | None,
+        tenant: str | None,
+        tags: list[str] | tuple[str, ...],
+        durable: bool | None,
+        run_id: str | None,
+    ) -> tuple[RunId, Workflow, JsonValue, dict[str, Any], Engine]:
+        wf = self._workflows.get(workflow)
+        if wf is None:
+            raise UnknownNameError("workflow", workflow, list(self._workflows))
+        try:
+            checked = validate_payload(
+                wf.input, payload, agent=wf.name, code="invalid_input", role="input of workflow"
+            )
+        except AgentError as exc:
+            raise PayloadError(exc.reason, errors=exc.details.get("errors")) from exc
+        data = dump_payload(checked)
+        await self.open()
+        want_durable = self.config.durable if durable is None else durable
+        if want_durable and self._durable is None:
+            raise UsageError("durable runs need AppConfig(durable=True) when the app starts")
+        engine: Engine = self._durable if want_durable and self._durable else self._ephemeral
+        meta = {"user": user, "tenant": tenant, "tags": list(tags), "durable": want_durable}
+        return RunId(run_id or self._id_factory()), wf, data, meta, engine
+
+    def _result(self, wf: Workflow, record: dict[str, Any], duration_s: float) -> RunResult[Any]:
+        output = record.get("output")
+        if output is not None and wf.output is not None:
+            output = wf.output.model_validate(output)
+        return RunResult(
+            run_id=RunId(record["run_id"]),
+            workflow=wf.name,
+            status=record["status"],
+            output=output,
+            error=record.get("error"),
+            usage=Usage.from_dict(record.get("usage") or {}),
+            duration_s=duration_s,
+        )
+
+    async def _execute(
+        self, workflow: str, run_id: RunId, payload: JsonValue, meta: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The body of every run, durable or not: build the context, run, record the outcome."""
+        wf = self._workflows.get(workflow)
+        if wf is None:
+            raise UnknownNameError("workflow", workflow, list(self._workflows))
+        recorder = self._recorder or NullRecorder()
+        engine: Engine = self._durable if meta.get("durable") and self._durable else self._ephemeral
+        ctx = RunContext(
+            run_id=run_id,
+            workflow=wf.name,
+            journal=await engine.journal(run_id),
+            recorder=recorder,
+            resolve_model=self.model,
+            clock=self.clock,
+            user=meta.get("user"),
+            tenant=meta.get("tenant"),
+            tags=tuple(meta.get("tags") or ()),
+            call_timeout_s=self.config.call_timeout_s,
+        )
+        started = self.clock.now()
+        base = RunRecord(
+            run_id=run_id,
+            workflow=wf.name,
+            status="running",
+            durable=bool(meta.get("durable")),
+            user=ctx.user,
+            tenant=ctx.tenant,
+            tags=ctx.tags,
+            input=payload,
+            started_at=started,
+        )
+        await recorder.record_run(base)
+        status: RunStatus = "succeeded"
+        output: JsonValue = None
+        error: dict[str, Any] | None = None
+        try:
+            async with asyncio.timeout(self.config.deadline_s):
+                value = await wf.fn(ctx, wf.input.model_validate(payload))
+            if wf.output is not None:
+                value = validate_payload(
+                    wf.output, value, agent=wf.name, code="invalid_output", role="output of workflow"
+                )
+            output = dump_payload(value) if value is not None else None
+        except CorralError as exc:
+            status, error = "failed", exc.to_dict()
+        except TimeoutError:
+            status = "deadline_exceeded"
+            error = {
+                "code": "deadline_exceeded",
+                "message": f"run exceeded its deadline of {self.config.deadline_s:g}s",
+                "deadline_s": self.config.deadline_s,
+            }
+        except Exception as exc:  # boundary: a bug in user code fails the run, not the app
+            log.exception("workflow %s raised", wf.name, extra={"run_id": run_id})
+            status = "failed"
+            error = {"code": "workflow_error", "message": f"{type(exc).__name__}: {exc}"}
+        usage = ctx.usage
+        await recorder.record_run(
+            RunRecord(
+                run_id=base.run_id,
+                workflow=base.workflow,
+                status=status,
+                durable=base.durable,
+                user=base.user,
+                tenant=base.tenant,
+                tags=base.tags,
+                input=payload,
+                output=output,
+                error=error,
+                tokens_in=usage.input_tokens,
+                tokens_out=usage.output_tokens,
+                cost_usd=usage.cost_usd,
+                calls=usage.calls,
+                started_at=started,
+                finished_at=self.clock.now(),
+            )
+        )
+        return {
+            "run_id": run_id,
+            "workflow": wf.name,
+            "status": status,
+            "output": output,
+            "error": error,
+            "usage": usage.to_dict(),
+        }
+
+    # -- models ---------------------------------------------------------------------------------
+
+    def model(self, name: str) -> Model:
+        """Resolve a tier (`small`) or concrete model (`sim:small`) to a priced `Model`.
+
+        Raises:
+            UnknownNameError: neither a tier nor a known provider.
+        """
+        concrete = self.config.tiers.get(name, name)
+        found = self._models.get(concrete)
+        if found is not None:
+            return found
+        if concrete in self._extra_models:
+            model = self._extra_models[concrete]
+        elif ":" in concrete:
+            from corral.models import build_model  # adapter, imported on use
+
+            model = build_model(concrete, self.config, self.clock)
+        else:
+            raise UnknownNameError("model or tier", name, list(self.config.tiers))
+        from corral.models.pricing import Priced
+
+        priced: Model = Priced(model, self.config.prices)
+        self._models[concrete] = priced
+        return priced
+

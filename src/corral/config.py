@@ -1,0 +1,190 @@
+"""Application configuration: read once at the edge, validated, then frozen.
+
+`load_config` reads `corral.toml` (all keys optional) and returns an `AppConfig`. An unknown key, a
+negative number or a tier pointing nowhere is a `ConfigError` whose message starts with the key
+path. Python users build `AppConfig(...)` directly; the same validation runs.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from corral.errors import ConfigError
+
+__all__ = ["AppConfig", "ModelPrice", "SimConfig", "load_config"]
+
+DEFAULT_DATABASE = "sqlite:///.corral/corral.db"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelPrice:
+    """USD per million tokens, for models `genai-prices` does not know (`sim`, `local`)."""
+
+    input_per_mtok: Decimal
+    output_per_mtok: Decimal
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimConfig:
+    """Behaviour of the `sim` provider (see `corral.models.sim.SimModel`)."""
+
+    seed: int = 0
+    """Same seed, same inputs: same outputs and faults."""
+    latency_s: float = 0.0
+    """Median simulated latency per call."""
+    latency_jitter: float = 0.0
+    """Log-normal sigma around the median (0 = fixed latency)."""
+    error_rate: float = 0.0
+    """Share of calls failing with a retryable 500."""
+    rate_limit_rate: float = 0.0
+    """Share of calls answered with 429 and Retry-After."""
+    timeout_rate: float = 0.0
+    """Share of calls that time out."""
+    malformed_rate: float = 0.0
+    """Share of answers that are not valid JSON."""
+    hallucinated_args_rate: float = 0.0
+    """Share of tool calls with a made-up parameter and a missing one."""
+    outages: tuple[tuple[float, float], ...] = ()
+    """(start_s, end_s) windows, in clock-monotonic seconds since the model was built, where
+    every call fails with 503."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppConfig:
+    """Everything an `App` needs. Every field has a safe default."""
+
+    database: str = DEFAULT_DATABASE
+    """SQLAlchemy URL. SQLite (default, a file under `.corral/`) or `postgresql://...`."""
+    tiers: dict[str, str] = field(
+        default_factory=lambda: {"small": "sim:small", "medium": "sim:medium", "large": "sim:large"}
+    )
+    """Tier name -> concrete model (`provider:variant`)."""
+    prices: dict[str, ModelPrice] = field(
+        default_factory=lambda: {
+            "sim": ModelPrice(input_per_mtok=Decimal("0.50"), output_per_mtok=Decimal("1.50")),
+            "local": ModelPrice(input_per_mtok=Decimal("0.10"), output_per_mtok=Decimal("0.10")),
+        }
+    )
+    """Price per provider (`sim`) or per concrete model (`sim:large`); the longest match wins."""
+    sim: SimConfig = SimConfig()
+    """The simulator's seed, latency and faults."""
+    durable: bool = True
+    """Default for runs: journal every step (`False` = ephemeral, no journal)."""
+    deadline_s: float = 900.0
+    """Wall-clock bound on every run."""
+    call_timeout_s: float = 120.0
+    """Bound on every model call."""
+    application_version: str = "corral-1"
+    """Pinned engine version: runs started under another version are not resumed by this one."""
+    executor_id: str = "corral-local"
+    """Identity of this process for recovery; restart with the same id to resume its runs."""
+
+    def __post_init__(self) -> None:
+        for key in ("deadline_s", "call_timeout_s"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"must be > 0, got {getattr(self, key)}", key=key)
+        for tier, model in self.tiers.items():
+            if ":" not in model:
+                raise ConfigError(
+                    f"{model!r} is not a model name; use provider:variant, e.g. sim:small",
+                    key=f"tiers.{tier}",
+                )
+        for name, price in self.prices.items():
+            if price.input_per_mtok < 0 or price.output_per_mtok < 0:
+                raise ConfigError("prices must be >= 0", key=f"prices.{name}")
+        rates = ("error_rate", "rate_limit_rate", "timeout_rate", "malformed_rate")
+        for key in (*rates, "hallucinated_args_rate"):
+            value = getattr(self.sim, key)
+            if not 0 <= value <= 1:
+                raise ConfigError(f"must be between 0 and 1, got {value}", key=f"sim.{key}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _PriceFile(_Strict):
+    input_per_mtok: Decimal = Field(ge=0)
+    output_per_mtok: Decimal = Field(ge=0)
+
+
+class _SimFile(_Strict):
+    seed: int = 0
+    latency_s: float = Field(0.0, ge=0)
+    latency_jitter: float = Field(0.0, ge=0)
+    error_rate: float = Field(0.0, ge=0, le=1)
+    rate_limit_rate: float = Field(0.0, ge=0, le=1)
+    timeout_rate: float = Field(0.0, ge=0, le=1)
+    malformed_rate: float = Field(0.0, ge=0, le=1)
+    hallucinated_args_rate: float = Field(0.0, ge=0, le=1)
+    outages: list[tuple[float, float]] = []
+
+
+class _ConfigFile(_Strict):
+    database: str = DEFAULT_DATABASE
+    tiers: dict[str, str] | None = None
+    prices: dict[str, _PriceFile] | None = None
+    sim: _SimFile = _SimFile()
+    durable: bool = True
+    deadline_s: float = Field(900.0, gt=0)
+    call_timeout_s: float = Field(120.0, gt=0)
+    application_version: str = "corral-1"
+    executor_id: str = "corral-local"
+
+
+def parse_config(data: dict[str, Any]) -> AppConfig:
+    """Validate a config mapping (as read from TOML) into an `AppConfig`.
+
+    Raises:
+        ConfigError: names the first offending key path.
+    """
+    try:
+        parsed = _ConfigFile.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        key = ".".join(str(p) for p in first["loc"])
+        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        raise ConfigError(msg, key=key) from exc
+    defaults = AppConfig()
+    prices = dict(defaults.prices)
+    for name, price in (parsed.prices or {}).items():
+        prices[name] = ModelPrice(
+            input_per_mtok=price.input_per_mtok, output_per_mtok=price.output_per_mtok
+        )
+    sim = parsed.sim.model_dump()
+    sim["outages"] = tuple(tuple(w) for w in sim["outages"])
+    return AppConfig(
+        database=parsed.database,
+        tiers={**defaults.tiers, **(parsed.tiers or {})},
+        prices=prices,
+        sim=SimConfig(**sim),
+        durable=parsed.durable,
+        deadline_s=parsed.deadline_s,
+        call_timeout_s=parsed.call_timeout_s,
+        application_version=parsed.application_version,
+        executor_id=parsed.executor_id,
+    )
+
+
+def load_config(path: str | Path | None = None) -> AppConfig:
+    """Read `corral.toml` (or `path`); no file means the defaults.
+
+    Raises:
+        ConfigError: the file is not valid TOML, or a key is unknown or out of range.
+    """
+    file = Path(path) if path is not None else Path("corral.toml")
+    if not file.exists():
+        if path is not None:
+            raise ConfigError(f"config file {str(file)!r} does not exist")
+        return AppConfig()
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file} is not valid TOML: {exc}") from exc
+    return parse_config(data)

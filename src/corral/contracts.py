@@ -1,0 +1,142 @@
+"""The inter-agent envelope and the identifiers that travel with it.
+
+Every handoff between agents is an `Envelope`. The payload inside it has been validated against
+the sender's output schema and the receiver's input schema before the receiver sees it; a payload
+that fails either check becomes an `AgentError` and is never delivered.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal, NewType, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from corral.errors import AgentError, PayloadError
+
+__all__ = [
+    "Envelope",
+    "EnvelopeMetadata",
+    "JsonValue",
+    "RunId",
+    "StepId",
+    "dump_payload",
+    "validate_payload",
+]
+
+RunId = NewType("RunId", str)
+StepId = NewType("StepId", str)
+JsonValue = Any
+"""A JSON-compatible value (dict, list, str, int, float, bool, None)."""
+
+M = TypeVar("M", bound=BaseModel)
+EnvelopeType = Literal["request", "response", "error", "event"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnvelopeMetadata:
+    """Accounting attached to a message: what producing it cost."""
+
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: Decimal = Decimal(0)
+    latency_ms: float = 0.0
+    model: str | None = None
+    timestamp: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Envelope:
+    """One validated message between two parties of a run.
+
+    `correlation_id` is the run; `parent_id` is the step that caused this message.
+    """
+
+    id: StepId
+    sender: str
+    """Who produced the payload (`from` on the wire; `from` is a Python keyword)."""
+    receiver: str
+    type: EnvelopeType
+    correlation_id: RunId
+    parent_id: StepId | None
+    payload: JsonValue
+    metadata: EnvelopeMetadata = field(default_factory=EnvelopeMetadata)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form, with `from` and `to` as in the architecture."""
+        meta = self.metadata
+        return {
+            "id": self.id,
+            "from": self.sender,
+            "to": self.receiver,
+            "type": self.type,
+            "correlation_id": self.correlation_id,
+            "parent_id": self.parent_id,
+            "payload": self.payload,
+            "metadata": {
+                "tokens_in": meta.tokens_in,
+                "tokens_out": meta.tokens_out,
+                "cost_usd": str(meta.cost_usd),
+                "latency_ms": meta.latency_ms,
+                "model": meta.model,
+                "timestamp": meta.timestamp.isoformat() if meta.timestamp else None,
+            },
+        }
+
+
+def validate_payload(
+    schema: type[M], payload: Any, *, agent: str, code: str, role: str
+) -> M:
+    """Validate `payload` against `schema`, or raise an `AgentError` naming every problem.
+
+    Args:
+        schema: The Pydantic model the payload must satisfy.
+        payload: A model instance, a dict, or JSON text.
+        agent: The agent the check is for (named in the error).
+        code: The error code to use (`invalid_input` or `invalid_output`).
+        role: Words for the message, e.g. "input of" or "output of".
+
+    Raises:
+        AgentError: the payload does not fit; `details["errors"]` lists each problem.
+    """
+    try:
+        if isinstance(payload, schema):
+            # Re-validate: a model instance can be built with model_construct or mutated.
+            return schema.model_validate(payload.model_dump())
+        if isinstance(payload, BaseModel):
+            return schema.model_validate(payload.model_dump())
+        if isinstance(payload, str | bytes):
+            return schema.model_validate_json(payload)
+        return schema.model_validate(payload)
+    except ValidationError as exc:
+        errors = [
+            {"loc": ".".join(str(p) for p in err["loc"]), "msg": err["msg"], "type": err["type"]}
+            for err in exc.errors(include_url=False)
+        ]
+        summary = "; ".join(f"{e['loc'] or '<root>'}: {e['msg']}" for e in errors[:5])
+        raise AgentError(
+            f"{role} {schema.__name__} is invalid: {summary}",
+            agent=agent,
+            code=code,
+            details={"errors": errors},
+        ) from exc
+
+
+def dump_payload(value: Any) -> JsonValue:
+    """Turn a payload into plain JSON data, or raise `PayloadError` if it cannot be stored.
+
+    Raises:
+        PayloadError: the value is not JSON-serializable (names the offending type).
+    """
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as exc:
+        raise PayloadError(
+            f"payload is not JSON-serializable ({exc}); pass a Pydantic model or plain "
+            "dict/list/str/int/float/bool/None values"
+        ) from exc

@@ -1,0 +1,1 @@
+"""Durable execution adapter (DBOS). Import `corral.engine.dbos` only where durability is needed."""

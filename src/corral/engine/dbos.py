@@ -1,0 +1,153 @@
+"""Durable execution on DBOS Transact: the only module that imports `dbos`.
+
+Shape (see shared/notes/dbos.md for the measured sharp edges this follows):
+
+- One generic workflow, `corral.run`, is registered at import time, before launch, and dispatches
+  to the app's executor by workflow name. Workflows users write carry no DBOS decorators.
+- DBOS owns the run's lifecycle: the run row, recovery of PENDING runs when a process with the same
+  executor id and application version launches, exactly-once start of a run id, cancel.
+- Steps are journaled in Corral's own `corral_steps` table, keyed by Corral's hierarchical step id
+  (`3.2`), not by DBOS's start-order step counter. Parallel agents finish in a different order on
+  every execution; keying by program position keeps replay exact where a start-order counter would
+  hand one branch another branch's result.
+- `DBOS.launch()` is called from inside the running event loop, so DBOS adopts it as its main
+  loop and recovered runs execute on the same loop as everything else in the app.
+- One DBOS instance per process (DBOS is a singleton); a second durable app in the same process
+  must use the same database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from dbos import DBOS, SetWorkflowID
+
+from corral.contracts import JsonValue, RunId
+from corral.durable import RunExecutor, StepFn
+from corral.errors import StateError, UsageError
+from corral.store.sql import SqlStore
+
+__all__ = ["DbosEngine"]
+
+log = logging.getLogger(__name__)
+
+WORKFLOW_NAME = "corral.run"
+_executor: RunExecutor | None = None
+_database: str | None = None
+
+
+@DBOS.workflow(name=WORKFLOW_NAME)
+async def _corral_run(
+    workflow: str, run_id: str, payload: JsonValue, meta: dict[str, Any]
+) -> dict[str, Any]:
+    if _executor is None:
+        raise StateError(
+            f"run {run_id} of {workflow!r} was recovered before any Corral app launched; "
+            "construct the App and call open() in this process"
+        )
+    return await _executor(workflow, RunId(run_id), payload, meta)
+
+
+class SqlJournal:
+    """A run's checkpointed steps, preloaded from `corral_steps`."""
+
+    def __init__(self, store: SqlStore, run_id: str, done: dict[str, JsonValue]) -> None:
+        self._store = store
+        self._run_id = run_id
+        self._done = done
+
+    async def step(self, step_id: str, name: str, fn: StepFn) -> JsonValue:
+        if step_id in self._done:
+            return self._done[step_id]
+        result = await fn()
+        await self._store.save_step(self._run_id, step_id, name, result)
+        self._done[step_id] = result
+        return result
+
+
+class DbosEngine:
+    """The durable `Engine`: DBOS for run lifecycle and recovery, `corral_steps` for steps."""
+
+    is_durable = True
+
+    def __init__(
+        self,
+        store: SqlStore,
+        *,
+        application_version: str,
+        executor_id: str,
+        max_executor_threads: int = 32,
+    ) -> None:
+        self._store = store
+        self._version = application_version
+        self._executor_id = executor_id
+        self._threads = max_executor_threads
+
+    async def launch(self, executor: RunExecutor) -> None:
+        global _executor, _database
+        if _database is not None:
+            if _database != self._store.url:
+                raise UsageError(
+                    f"this process already runs durable workflows on {_database}; DBOS allows "
+                    f"one database per process, so {self._store.url} cannot be used too"
+                )
+            _executor = executor
+            return
+        _executor, _database = executor, self._store.url
+        DBOS(
+            config={
+                "name": "corral",
+                "system_database_url": self._store.url,
+                "system_database_engine": self._store.engine,
+                "application_version": self._version,
+                "executor_id": self._executor_id,
+                "max_executor_threads": self._threads,
+                "log_level": "WARNING",
+            }
+        )
+        # Called on the loop thread on purpose: DBOS adopts the running loop, so runs recovered at
+        # launch execute here, next to the app's other tasks (notes/dbos.md, sharp edge 4).
+        try:
+            DBOS.launch()
+        except Exception as exc:  # boundary: DBOS raises many types for an unusable database
+            _executor = _database = None
+            DBOS.destroy()
+            raise StateError(f"the durable engine could not start on {self._store.url}: {exc}") from exc
+
+    async def run(
+        self, run_id: RunId, workflow: str, payload: JsonValue, meta: dict[str, Any]
+    ) -> dict[str, Any]:
+        with SetWorkflowID(run_id):
+            handle = await DBOS.start_workflow_async(_corral_run, workflow, run_id, payload, meta)
+        result: dict[str, Any] = await handle.get_result()
+        return result
+
+    async def journal(self, run_id: RunId) -> SqlJournal:
+        return SqlJournal(self._store, run_id, await self._store.load_steps(run_id))
+
+    async def pending(self) -> list[RunId]:
+        found = await DBOS.list_workflows_async(
+            status=["PENDING", "ENQUEUED"], name=WORKFLOW_NAME, sort_desc=False
+        )
+        return [RunId(w.workflow_id) for w in found]
+
+    async def wait(self, run_id: RunId) -> dict[str, Any]:
+        handle = await DBOS.retrieve_workflow_async(run_id)
+        result: dict[str, Any] = await handle.get_result()
+        return result
+
+    async def close(self) -> None:
+        # The DBOS singleton lives as long as the process: destroying it costs ~1 s and a later
+        # App in the same process (tests, notebooks) would have to launch it again.
+        global _executor
+        _executor = None
+        await asyncio.sleep(0)
+
+
+def shutdown() -> None:
+    """Destroy the process's DBOS instance (for tests and clean interpreter exits)."""
+    global _executor, _database
+    _executor = _database = None
+    DBOS.destroy()

@@ -1,0 +1,135 @@
+"""The model seam: one async call from a request to a response.
+
+Every provider (`sim`, `local`, later the hosted ones) implements `Model`; every guard wraps a
+`Model` and is one. Requests and responses are plain frozen values so they can be journaled,
+hashed and compared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Literal, Protocol
+
+__all__ = [
+    "Message",
+    "Model",
+    "ModelRequest",
+    "ModelResponse",
+    "ToolCall",
+    "ToolSpec",
+    "Usage",
+]
+
+Role = Literal["system", "user", "assistant", "tool"]
+FinishReason = Literal["stop", "length", "tool_calls", "error"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCall:
+    """A tool invocation proposed by the model; `arguments` are unvalidated."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message:
+    """One chat message. `tool_calls` on assistant messages, `tool_call_id` on tool results."""
+
+    role: Role
+    content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolSpec:
+    """What the model is told about a tool: its name, purpose and JSON schema of arguments."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelRequest:
+    """Everything a provider needs for one call."""
+
+    model: str
+    messages: tuple[Message, ...]
+    output_schema: dict[str, Any] | None = None
+    """JSON schema the answer must satisfy; providers that support it constrain decoding."""
+    tools: tuple[ToolSpec, ...] = ()
+    max_output_tokens: int = 512
+    temperature: float = 0.0
+    metadata: dict[str, str] = field(default_factory=dict)
+    """Free-form tags (run id, agent, step) for providers and guards; never sent as prompt."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Usage:
+    """Tokens and money for one call or a sum of calls."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+    calls: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cost_usd=self.cost_usd + other.cost_usd,
+            calls=self.calls + other.calls,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": str(self.cost_usd),
+            "calls": self.calls,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Usage:
+        return cls(
+            input_tokens=int(data.get("input_tokens", 0)),
+            output_tokens=int(data.get("output_tokens", 0)),
+            cost_usd=Decimal(str(data.get("cost_usd", "0"))),
+            calls=int(data.get("calls", 0)),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelResponse:
+    """A provider's answer: text (JSON text when an output schema was given) and/or tool calls."""
+
+    text: str
+    model: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_s: float = 0.0
+    finish_reason: FinishReason = "stop"
+    cost_usd: Decimal | None = None
+    """Set by the pricing layer; providers leave it `None`."""
+
+
+class Model(Protocol):
+    """Anything that answers a `ModelRequest`.
+
+    Raises:
+        ProviderError: the backend failed; `retryable` tells whether trying again can help.
+    """
+
+    @property
+    def name(self) -> str:
+        """The concrete model id, e.g. `sim:default` or `local:smollm2-135m`."""
+        ...
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        """Answer one request."""
+        ...

@@ -1,0 +1,64 @@
+"""Costing every response in USD.
+
+Configured prices (`AppConfig.prices`, per provider or per concrete model) come first: that is how
+`sim` and `local` get a price, so cost governance is exercised offline. Otherwise the
+`genai-prices` package prices known hosted models. An unknown model costs 0 and is logged once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from decimal import Decimal
+
+from corral.config import ModelPrice
+from corral.model import Model, ModelRequest, ModelResponse
+
+__all__ = ["Priced", "price_of"]
+
+log = logging.getLogger(__name__)
+_MILLION = Decimal(1_000_000)
+_warned: set[str] = set()
+
+
+def price_of(
+    model: str, input_tokens: int, output_tokens: int, prices: dict[str, ModelPrice]
+) -> Decimal:
+    """USD for a call of `model` (`provider:variant`) with these token counts."""
+    provider, _, variant = model.partition(":")
+    price = prices.get(model) or prices.get(provider)
+    if price is not None:
+        return (
+            price.input_per_mtok * input_tokens + price.output_per_mtok * output_tokens
+        ) / _MILLION
+    try:
+        from genai_prices import Usage, calc_price
+
+        calc = calc_price(
+            Usage(input_tokens=input_tokens, output_tokens=output_tokens),
+            model_ref=variant or provider,
+            provider_id=provider if variant else None,
+        )
+        return Decimal(calc.total_price)
+    except LookupError:
+        if model not in _warned:
+            _warned.add(model)
+            log.warning("no price known for model %s; its calls are costed at 0", model)
+        return Decimal(0)
+
+
+class Priced:
+    """Wraps a `Model` and sets `cost_usd` on every response."""
+
+    def __init__(self, inner: Model, prices: dict[str, ModelPrice]) -> None:
+        self.inner = inner
+        self._prices = prices
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        response = await self.inner.complete(request)
+        cost = price_of(response.model, response.input_tokens, response.output_tokens, self._prices)
+        return dataclasses.replace(response, cost_usd=cost)

@@ -1,0 +1,232 @@
+"""`sim`: a deterministic, seedable model simulator with injectable faults.
+
+Answers are derived from the request: a JSON object that satisfies the output schema, built from
+the words of the input, so a pipeline of agents on `sim` does real validation and real handoffs.
+Token counts follow text length (about 4 characters a token). Faults (500s, 429s with Retry-After,
+timeouts, malformed JSON, hallucinated tool arguments, outage windows) are drawn from a random
+stream keyed by (seed, request fingerprint, how many times this exact request was seen), so the
+same run with the same seed fails the same way, whatever order parallel calls arrive in.
+
+Why our own: no library simulates an LLM provider's failure modes against a JSON schema; this is
+the test double every guard is exercised against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import re
+import threading
+from collections import Counter
+from typing import Any
+
+from corral.clock import Clock
+from corral.config import SimConfig
+from corral.errors import ProviderError, ProviderRateLimitError, ProviderTimeoutError
+from corral.model import ModelRequest, ModelResponse, ToolCall
+
+__all__ = ["SimModel", "value_for_schema"]
+
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_FILLER = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot")
+
+
+def _tokens(text: str) -> int:
+    return max(1, math.ceil(len(text) / 4))
+
+
+class SimModel:
+    """A simulated provider.
+
+    Args:
+        name: The concrete model name, e.g. `sim:small`.
+        config: Seed, latency and fault rates.
+        clock: Where simulated latency is spent (a `FakeClock` makes it free).
+    """
+
+    def __init__(self, name: str = "sim:small", config: SimConfig | None = None, *, clock: Clock) -> None:
+        self._name = name
+        self.config = config or SimConfig()
+        self._clock = clock
+        self._t0 = clock.monotonic()
+        self._seen: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self.calls = 0
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def _rng(self, request: ModelRequest) -> random.Random:
+        body = json.dumps(
+            {
+                "model": request.model,
+                "messages": [[m.role, m.content, m.tool_call_id] for m in request.messages],
+                "schema": request.output_schema,
+                "tools": [t.name for t in request.tools],
+            },
+            sort_keys=True,
+        )
+        fingerprint = hashlib.sha256(body.encode()).hexdigest()
+        with self._lock:
+            nth = self._seen[fingerprint]
+            self._seen[fingerprint] += 1
+            self.calls += 1
+        return random.Random(f"{self.config.seed}:{fingerprint}:{nth}")
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        cfg = self.config
+        rng = self._rng(request)
+        latency = cfg.latency_s
+        if latency > 0 and cfg.latency_jitter > 0:
+            latency *= rng.lognormvariate(0, cfg.latency_jitter)
+        elapsed = self._clock.monotonic() - self._t0
+        if any(start <= elapsed < end for start, end in cfg.outages):
+            raise ProviderError(
+                f"{self._name} is unavailable (simulated outage)", retryable=True, provider="sim", status=503
+            )
+        roll = rng.random()
+        if roll < cfg.timeout_rate:
+            await self._clock.sleep(latency)
+            raise ProviderTimeoutError(f"{self._name} timed out (simulated)", provider="sim")
+        roll -= cfg.timeout_rate
+        if roll < cfg.rate_limit_rate:
+            raise ProviderRateLimitError(
+                f"{self._name}: rate limit exceeded (simulated 429)",
+                provider="sim",
+                retry_after_s=float(rng.randint(1, 5)),
+            )
+        roll -= cfg.rate_limit_rate
+        if roll < cfg.error_rate:
+            raise ProviderError(
+                f"{self._name}: internal server error (simulated 500)",
+                retryable=True,
+                provider="sim",
+                status=500,
+            )
+        if latency > 0:
+            await self._clock.sleep(latency)
+
+        words = _words(request)
+        input_tokens = sum(_tokens(m.content) for m in request.messages) + 3 * len(request.messages)
+        has_tool_result = any(m.role == "tool" for m in request.messages)
+        if request.tools and not has_tool_result:
+            tool = request.tools[0]
+            args = value_for_schema(tool.parameters, rng, words, tool.parameters)
+            if rng.random() < cfg.hallucinated_args_rate and isinstance(args, dict):
+                required = tool.parameters.get("required", [])
+                if required:
+                    args.pop(required[0], None)
+                args["confidence_threshold"] = 0.9
+            call = ToolCall(id=f"call_{rng.getrandbits(32):08x}", name=tool.name, arguments=args)
+            text = ""
+            return ModelResponse(
+                text=text,
+                model=self._name,
+                tool_calls=(call,),
+                input_tokens=input_tokens,
+                output_tokens=_tokens(json.dumps(args)),
+                latency_s=latency,
+                finish_reason="tool_calls",
+            )
+        if request.output_schema is not None:
+            value = value_for_schema(request.output_schema, rng, words, request.output_schema)
+            text = json.dumps(value, ensure_ascii=False)
+            if rng.random() < cfg.malformed_rate:
+                text = "Sure! Here is the JSON you asked for: " + text[: max(1, len(text) // 2)]
+        else:
+            text = " ".join(rng.choice(words) for _ in range(12))
+        output_tokens = _tokens(text)
+        finish = "stop"
+        if output_tokens > request.max_output_tokens:
+            text = text[: request.max_output_tokens * 4]
+            output_tokens = request.max_output_tokens
+            finish = "length"
+        return ModelResponse(
+            text=text,
+            model=self._name,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            latency_s=latency,
+            finish_reason=finish,  # type: ignore[arg-type]  # "stop" | "length"
+        )
+
+
+def _words(request: ModelRequest) -> list[str]:
+    users = [m.content for m in request.messages if m.role in ("user", "tool")]
+    found: list[str] = []
+    for text in users[-2:]:
+        try:
+            found.extend(_strings(json.loads(text)))
+        except ValueError:
+            found.extend(_WORD.findall(text))
+    words = [w for w in found if len(w) > 2][:200]
+    return words or list(_FILLER)
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return _WORD.findall(value)
+    if isinstance(value, dict):
+        return [w for v in value.values() for w in _strings(v)]
+    if isinstance(value, list):
+        return [w for v in value for w in _strings(v)]
+    return []
+
+
+def value_for_schema(
+    schema: dict[str, Any], rng: random.Random, words: list[str], root: dict[str, Any]
+) -> Any:
+    """A value that satisfies `schema` (the JSON-schema subset Pydantic emits), built from `words`."""
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        return value_for_schema(root.get("$defs", {})[name], rng, words, root)
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return rng.choice(schema["enum"])
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            options = [s for s in schema[key] if s.get("type") != "null"] or schema[key]
+            return value_for_schema(rng.choice(options), rng, words, root)
+    if "allOf" in schema:
+        return value_for_schema(schema["allOf"][0], rng, words, root)
+    kind = schema.get("type", "object")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "string")
+    if kind == "object":
+        props: dict[str, Any] = schema.get("properties", {})
+        required = set(schema.get("required", []))
+        return {
+            name: value_for_schema(sub, rng, words, root)
+            for name, sub in props.items()
+            if name in required or rng.random() < 0.7
+        }
+    if kind == "array":
+        low = int(schema.get("minItems", 1))
+        high = max(low, min(int(schema.get("maxItems", 3)), low + 2))
+        items = schema.get("items", {"type": "string"})
+        return [value_for_schema(items, rng, words, root) for _ in range(rng.randint(low, high))]
+    if kind == "integer":
+        low = int(schema.get("minimum", schema.get("exclusiveMinimum", -1) + 1))
+        high = int(schema.get("maximum", schema.get("exclusiveMaximum", low + 6) - 1))
+        return rng.randint(low, max(low, high))
+    if kind == "number":
+        low = float(schema.get("minimum", 0.0))
+        high = float(schema.get("maximum", max(low, 1.0)))
+        return round(rng.uniform(low, high), 3)
+    if kind == "boolean":
+        return rng.random() < 0.5
+    if kind == "null":
+        return None
+    count = rng.randint(3, 10)
+    start = rng.randrange(len(words))
+    text = " ".join(words[(start + i) % len(words)] for i in range(count))
+    min_len, max_len = int(schema.get("minLength", 0)), schema.get("maxLength")
+    if len(text) < min_len:
+        text = (text + " ") * (min_len // max(1, len(text)) + 1)
+    if max_len is not None:
+        text = text[: int(max_len)]
+    return text.strip() if len(text.strip()) >= min_len else text

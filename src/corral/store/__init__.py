@@ -1,0 +1,1 @@
+"""SQL storage adapter (SQLAlchemy): runs, spans, journal, effects."""

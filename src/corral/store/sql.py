@@ -1,0 +1,380 @@
+"""Corral's tables (runs, spans, journaled steps, side effects) in SQLite or PostgreSQL.
+
+SQLAlchemy Core, sync engine, every call moved off the event loop with `asyncio.to_thread`.
+SQLite runs in WAL mode with `synchronous=NORMAL` and a busy timeout (see notes/dbos.md: the default
+journal mode pays an fsync per commit). The same engine is handed to DBOS, so one file holds both.
+
+Schema changes: bump `SCHEMA_VERSION` and add a line to `_CHANGELOG`. A database written by a newer
+Corral is refused with a `StateError` instead of being misread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from corral.contracts import JsonValue
+from corral.errors import ConfigError, StateError
+from corral.trace import RunRecord, Span
+
+__all__ = ["SCHEMA_VERSION", "SqlStore", "make_engine"]
+
+SCHEMA_VERSION = 1
+_CHANGELOG = {1: "runs, spans, steps, effects"}
+
+T = TypeVar("T")
+metadata = sa.MetaData()
+
+meta_table = sa.Table(
+    "corral_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(256), nullable=False),
+)
+runs = sa.Table(
+    "corral_runs",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("workflow", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("durable", sa.Boolean, nullable=False),
+    sa.Column("user_id", sa.String(200)),
+    sa.Column("tenant", sa.String(200)),
+    sa.Column("tags", sa.Text, nullable=False, default="[]"),
+    sa.Column("input", sa.Text),
+    sa.Column("output", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Column("tokens_in", sa.Integer, nullable=False, default=0),
+    sa.Column("tokens_out", sa.Integer, nullable=False, default=0),
+    sa.Column("cost_usd", sa.String(40), nullable=False, default="0"),
+    sa.Column("calls", sa.Integer, nullable=False, default=0),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+)
+spans = sa.Table(
+    "corral_spans",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("step_id", sa.String(64), primary_key=True),
+    sa.Column("parent_id", sa.String(64)),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("agent", sa.String(200)),
+    sa.Column("model", sa.String(200)),
+    sa.Column("input", sa.Text),
+    sa.Column("output", sa.Text),
+    sa.Column("tokens_in", sa.Integer, nullable=False),
+    sa.Column("tokens_out", sa.Integer, nullable=False),
+    sa.Column("cost_usd", sa.String(40), nullable=False),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+)
+steps = sa.Table(
+    "corral_steps",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("step_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("result", sa.Text, nullable=False),
+)
+effects = sa.Table(
+    "corral_effects",
+    metadata,
+    sa.Column("key", sa.String(160), primary_key=True),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("tool", sa.String(200), nullable=False),
+    sa.Column("result", sa.Text, nullable=False),
+)
+
+
+def make_engine(url: str) -> sa.Engine:
+    """A SQLAlchemy engine for `url`, with SQLite tuned for concurrent durable writes.
+
+    Raises:
+        ConfigError: the URL is not SQLite or PostgreSQL, or its driver is missing.
+    """
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(f"{url!r} is not a database URL ({exc})", key="database") from exc
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            parsed, connect_args={"check_same_thread": False, "timeout": 10}, pool_size=20
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        try:
+            return sa.create_engine(parsed, pool_size=20, pool_pre_ping=True)
+        except ModuleNotFoundError as exc:
+            raise ConfigError(
+                f"PostgreSQL needs a driver: pip install 'corral[postgres]' ({exc})", key="database"
+            ) from exc
+    raise ConfigError(
+        f"unsupported database {parsed.get_backend_name()!r}; use sqlite:///path or "
+        "postgresql://user@host/db",
+        key="database",
+    )
+
+
+def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+    # Writes open with BEGIN IMMEDIATE, so concurrent writers queue on the busy timeout instead of
+    # failing with "database is locked" when a read lock cannot be upgraded.
+    dbapi_conn.isolation_level = "IMMEDIATE"
+    cur = dbapi_conn.cursor()
+    for pragma in (
+        "journal_mode=WAL",
+        "synchronous=NORMAL",
+        "busy_timeout=10000",
+        "foreign_keys=ON",
+    ):
+        cur.execute(f"PRAGMA {pragma}")
+    cur.close()
+
+
+def _dump(value: JsonValue) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"), default=str)
+
+
+def _load(text: str | None) -> JsonValue:
+    return None if text is None else json.loads(text)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite returns naive datetimes even for timezone=True columns; everything stored is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+class SqlStore:
+    """Runs, spans, journaled steps and side effects in one SQL database (a `Recorder`)."""
+
+    def __init__(self, engine: sa.Engine, url: str) -> None:
+        self.engine = engine
+        self.url = url
+        dialect = engine.dialect.name
+        self._insert: Any = sqlite.insert if dialect == "sqlite" else postgresql.insert
+
+    @classmethod
+    async def open(cls, url: str) -> SqlStore:
+        """Connect, create missing tables and check the schema version.
+
+        Raises:
+            StateError: the database is locked, corrupt, unreachable or from a newer Corral.
+            ConfigError: the URL is unusable.
+        """
+        store = cls(make_engine(url), url)
+        await store._call(store._migrate)
+        return store
+
+    async def close(self) -> None:
+        """Release connections."""
+        await asyncio.to_thread(self.engine.dispose)
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except OperationalError as exc:
+            raise self._state_error(exc) from exc
+        except DBAPIError as exc:
+            raise StateError(f"database {self._safe_url()} failed: {exc.orig}") from exc
+
+    def _safe_url(self) -> str:
+        return sa.engine.make_url(self.url).render_as_string(hide_password=True)
+
+    def _state_error(self, exc: OperationalError) -> StateError:
+        text = str(exc.orig)
+        where = self._safe_url()
+        if "locked" in text:
+            return StateError(
+                f"database {where} is locked by another process; wait for it to finish or "
+                "point this app at another database (config key `database`)"
+            )
+        if "not a database" in text or "malformed" in text:
+            return StateError(
+                f"database {where} is corrupt ({text}); restore it from a backup or move it "
+                "aside to start fresh"
+            )
+        return StateError(f"cannot use database {where}: {text}")
+
+    def _migrate(self) -> None:
+        with self.engine.begin() as conn:
+            metadata.create_all(conn)
+            row = conn.execute(
+                sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
+            ).first()
+            if row is None:
+                conn.execute(meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise StateError(
+                    f"database {self._safe_url()} has Corral schema version {row[0]}, newer than "
+                    f"this Corral understands ({SCHEMA_VERSION}); upgrade corral"
+                )
+
+    # -- Recorder -------------------------------------------------------------------------------
+
+    async def record_run(self, run: RunRecord) -> None:
+        values = {
+            "run_id": run.run_id,
+            "workflow": run.workflow,
+            "status": run.status,
+            "durable": run.durable,
+            "user_id": run.user,
+            "tenant": run.tenant,
+            "tags": json.dumps(list(run.tags)),
+            "input": _dump(run.input),
+            "output": _dump(run.output),
+            "error": _dump(run.error),
+            "tokens_in": run.tokens_in,
+            "tokens_out": run.tokens_out,
+            "cost_usd": str(run.cost_usd),
+            "calls": run.calls,
+            "started_at": run.started_at,
+            "finished_at": run.finished_at,
+        }
+        await self._call(self._upsert, runs, ["run_id"], values)
+
+    async def record_span(self, span: Span) -> None:
+        values = {
+            "run_id": span.run_id,
+            "step_id": span.step_id,
+            "parent_id": span.parent_id,
+            "kind": span.kind,
+            "name": span.name,
+            "agent": span.agent,
+            "model": span.model,
+            "input": _dump(span.input),
+            "output": _dump(span.output),
+            "tokens_in": span.tokens_in,
+            "tokens_out": span.tokens_out,
+            "cost_usd": str(span.cost_usd),
+            "latency_ms": span.latency_ms,
+            "status": span.status,
+            "error": _dump(span.error),
+            "started_at": span.started_at,
+        }
+        await self._call(self._upsert, spans, ["run_id", "step_id"], values)
+
+    async def effect(self, key: str) -> dict[str, JsonValue] | None:
+        """`{"result": ...}` for a recorded side effect, or None."""
+
+        def read() -> dict[str, JsonValue] | None:
+            with self.engine.connect() as conn:
+                row = conn.execute(sa.select(effects.c.result).where(effects.c.key == key)).first()
+            return None if row is None else {"result": _load(row[0])}
+
+        return await self._call(read)
+
+    async def record_effect(self, key: str, run_id: str, tool: str, result: JsonValue) -> None:
+        values = {"key": key, "run_id": run_id, "tool": tool, "result": _dump(result) or "null"}
+        await self._call(self._upsert, effects, ["key"], values)
+
+    def _upsert(self, table: sa.Table, keys: list[str], values: dict[str, Any]) -> None:
+        stmt = self._insert(table).values(**values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=keys, set_={k: v for k, v in values.items() if k not in keys}
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt)
+
+    # -- journal --------------------------------------------------------------------------------
+
+    async def load_steps(self, run_id: str) -> dict[str, JsonValue]:
+        """Every journaled step result of a run, by step id."""
+
+        def read() -> dict[str, JsonValue]:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    sa.select(steps.c.step_id, steps.c.result).where(steps.c.run_id == run_id)
+                ).all()
+            return {row[0]: json.loads(row[1]) for row in rows}
+
+        return await self._call(read)
+
+    async def save_step(self, run_id: str, step_id: str, name: str, result: JsonValue) -> None:
+        """Journal a step's result; a second write of the same step keeps the first."""
+
+        def write() -> None:
+            stmt = (
+                self._insert(steps)
+                .values(run_id=run_id, step_id=step_id, name=name, result=_dump(result) or "null")
+                .on_conflict_do_nothing(index_elements=["run_id", "step_id"])
+            )
+            with self.engine.begin() as conn:
+                conn.execute(stmt)
+
+        await self._call(write)
+
+    # -- queries (CLI, dashboard) ---------------------------------------------------------------
+
+    async def list_runs(self, limit: int = 20, status: str | None = None) -> list[dict[str, Any]]:
+        """The most recent runs, newest first."""
+
+        def read() -> list[dict[str, Any]]:
+            query = sa.select(runs).order_by(runs.c.started_at.desc()).limit(limit)
+            if status:
+                query = query.where(runs.c.status == status)
+            with self.engine.connect() as conn:
+                return [self._run_row(row._mapping) for row in conn.execute(query)]
+
+        return await self._call(read)
+
+    async def get_run(self, run_id: str) -> dict[str, Any] | None:
+        """One run (a unique id prefix is enough), or None."""
+
+        def read() -> dict[str, Any] | None:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    sa.select(runs).where(runs.c.run_id.startswith(run_id, autoescape=True)).limit(2)
+                ).all()
+            return self._run_row(rows[0]._mapping) if len(rows) == 1 else None
+
+        return await self._call(read)
+
+    async def list_spans(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's spans in step order."""
+
+        def read() -> list[dict[str, Any]]:
+            with self.engine.connect() as conn:
+                rows = conn.execute(sa.select(spans).where(spans.c.run_id == run_id)).all()
+            out = []
+            for row in rows:
+                item = dict(row._mapping)
+                for key in ("input", "output", "error"):
+                    item[key] = _load(item[key])
+                item["cost_usd"] = Decimal(item["cost_usd"])
+                item["started_at"] = _aware(item["started_at"])
+                out.append(item)
+            out.sort(key=lambda s: [int(p) if p.isdigit() else 0 for p in s["step_id"].split(".")])
+            return out
+
+        return await self._call(read)
+
+    @staticmethod
+    def _run_row(mapping: Any) -> dict[str, Any]:
+        item = dict(mapping)
+        for key in ("input", "output", "error"):
+            item[key] = _load(item[key])
+        item["tags"] = json.loads(item["tags"] or "[]")
+        item["cost_usd"] = Decimal(item["cost_usd"])
+        item["started_at"] = _aware(item["started_at"])
+        item["finished_at"] = _aware(item["finished_at"])
+        return item

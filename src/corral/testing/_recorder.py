@@ -1,0 +1,37 @@
+"""An in-memory Recorder for tests."""
+
+from __future__ import annotations
+
+from corral.contracts import JsonValue
+from corral.trace import RunRecord, Span
+
+
+class SpanRecorder:
+    """Collects runs and spans; `spans` keeps the latest version of each (run, step)."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, RunRecord] = {}
+        self._spans: dict[tuple[str, str], Span] = {}
+        self.effects: dict[str, JsonValue] = {}
+
+    @property
+    def spans(self) -> list[Span]:
+        return list(self._spans.values())
+
+    def spans_of(self, run_id: str, kind: str | None = None) -> list[Span]:
+        """A run's spans (optionally of one kind) in recording order."""
+        return [s for s in self.spans if s.run_id == run_id and (kind is None or s.kind == kind)]
+
+    async def record_run(self, run: RunRecord) -> None:
+        self.runs[run.run_id] = run
+
+    async def record_span(self, span: Span) -> None:
+        self._spans[(span.run_id, span.step_id)] = span
+
+    async def effect(self, key: str) -> dict[str, JsonValue] | None:
+        if key in self.effects:
+            return {"result": self.effects[key]}
+        return None
+
+    async def record_effect(self, key: str, run_id: str, tool: str, result: JsonValue) -> None:
+        self.effects[key] = result

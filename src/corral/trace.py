@@ -1,0 +1,103 @@
+"""Spans: the record of every run, agent call, model call and tool call.
+
+The core writes spans through the `Recorder` protocol. The SQL store implements it (what
+`corral show` reads); `corral.testing.SpanRecorder` collects them in memory for tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal, Protocol
+
+from corral.contracts import JsonValue
+
+__all__ = ["NullRecorder", "Recorder", "RunRecord", "Span"]
+
+SpanKind = Literal["agent", "model", "tool"]
+SpanStatus = Literal["ok", "error", "invalid_output", "invalid_args", "replayed_effect"]
+RunStatus = Literal["running", "succeeded", "failed", "deadline_exceeded"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Span:
+    """One unit of work inside a run. `step_id` is unique within the run."""
+
+    run_id: str
+    step_id: str
+    parent_id: str | None
+    kind: SpanKind
+    name: str
+    agent: str | None
+    model: str | None = None
+    input: JsonValue = None
+    output: JsonValue = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: Decimal = Decimal(0)
+    latency_ms: float = 0.0
+    status: SpanStatus = "ok"
+    error: dict[str, Any] | None = None
+    started_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunRecord:
+    """A run's row: who started it, what it cost and how it ended."""
+
+    run_id: str
+    workflow: str
+    status: RunStatus
+    durable: bool
+    user: str | None = None
+    tenant: str | None = None
+    tags: tuple[str, ...] = ()
+    input: JsonValue = None
+    output: JsonValue = None
+    error: dict[str, Any] | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: Decimal = Decimal(0)
+    calls: int = 0
+    started_at: datetime
+    finished_at: datetime | None = None
+
+
+class Recorder(Protocol):
+    """Where runs and spans go."""
+
+    async def record_run(self, run: RunRecord) -> None:
+        """Insert or update a run's row (keyed by `run_id`)."""
+        ...
+
+    async def record_span(self, span: Span) -> None:
+        """Insert or replace a span (keyed by `run_id`, `step_id`)."""
+        ...
+
+    async def effect(self, key: str) -> JsonValue | None:
+        """The recorded result of a side effect, or None if it never completed."""
+        ...
+
+    async def record_effect(self, key: str, run_id: str, tool: str, result: JsonValue) -> None:
+        """Remember that the side effect `key` happened and what it returned."""
+        ...
+
+
+class NullRecorder:
+    """Records nothing; effects are remembered in memory for the life of the process."""
+
+    def __init__(self) -> None:
+        self._effects: dict[str, JsonValue] = {}
+
+    async def record_run(self, run: RunRecord) -> None:
+        return None
+
+    async def record_span(self, span: Span) -> None:
+        return None
+
+    async def effect(self, key: str) -> JsonValue | None:
+        return self._effects.get(key)
+
+    async def record_effect(self, key: str, run_id: str, tool: str, result: JsonValue) -> None:
+        self._effects[key] = {"result": result}

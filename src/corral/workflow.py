@@ -1,0 +1,256 @@
+"""Workflows and the run context they receive.
+
+A workflow is an `async def (ctx, payload) -> output` registered by name. Control flow is code;
+the context is how that code reaches agents, tools and parallelism, and every such call is a
+checkpointed step of the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar, get_type_hints, overload
+
+from pydantic import BaseModel
+
+from corral._agent_call import AgentCall
+from corral.agent import Agent, FunctionAgent
+from corral.clock import Clock
+from corral.contracts import JsonValue, RunId, validate_payload
+from corral.durable import Journal
+from corral.errors import AgentError, PayloadError, ProviderError
+from corral.model import Model, Usage
+from corral.tool import Tool, ToolArgumentsError
+from corral.trace import Recorder
+
+__all__ = ["RunContext", "Workflow"]
+
+log = logging.getLogger(__name__)
+
+In = TypeVar("In", bound=BaseModel)
+Out = TypeVar("Out", bound=BaseModel)
+T = TypeVar("T")
+WorkflowFn = Callable[["RunContext", Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Workflow:
+    """A registered workflow: its name, function and the types at each end."""
+
+    name: str
+    fn: WorkflowFn
+    input: type[BaseModel]
+    output: type[BaseModel] | None
+
+    @classmethod
+    def from_function(cls, fn: WorkflowFn, name: str | None = None) -> Workflow:
+        """Read the input and output types from `async def wf(ctx, payload: In) -> Out`.
+
+        Raises:
+            TypeError: the function is not async or its payload is not a Pydantic model.
+        """
+        wf_name = name or fn.__name__
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(f"workflow {wf_name!r} must be an async function")
+        params = list(inspect.signature(fn).parameters)
+        if len(params) != 2:
+            raise TypeError(f"workflow {wf_name!r} must take (ctx, payload)")
+        hints = get_type_hints(fn)
+        in_type = hints.get(params[1])
+        if not (isinstance(in_type, type) and issubclass(in_type, BaseModel)):
+            raise TypeError(
+                f"workflow {wf_name!r}: annotate the payload with a Pydantic model, got {in_type!r}"
+            )
+        out_type = hints.get("return")
+        is_model = isinstance(out_type, type) and issubclass(out_type, BaseModel)
+        return cls(name=wf_name, fn=fn, input=in_type, output=out_type if is_model else None)
+
+
+@dataclass(slots=True, kw_only=True)
+class _Stats:
+    usage: Usage = field(default_factory=Usage)
+    repairs: int = 0
+    invalid_tool_calls: int = 0
+    failures: int = 0
+
+
+class RunContext:
+    """What a workflow uses to call agents and tools. One per run; created by the app.
+
+    Attributes:
+        run_id: This run's id (also the envelope correlation id).
+        workflow: The workflow's name.
+        user: Who the run is for, if given.
+        tenant: The tenant the run is billed to, if given.
+        tags: Free-form labels given at start.
+    """
+
+    def __init__(
+        self,
+        *,
+        run_id: RunId,
+        workflow: str,
+        journal: Journal,
+        recorder: Recorder,
+        resolve_model: Callable[[str], Model],
+        clock: Clock,
+        user: str | None = None,
+        tenant: str | None = None,
+        tags: tuple[str, ...] = (),
+        call_timeout_s: float = 120.0,
+    ) -> None:
+        self.run_id = run_id
+        self.workflow = workflow
+        self.user = user
+        self.tenant = tenant
+        self.tags = tags
+        self._journal = journal
+        self._recorder = recorder
+        self._resolve_model = resolve_model
+        self._clock = clock
+        self._call_timeout_s = call_timeout_s
+        self._seq = itertools.count(1)
+        self.stats = _Stats()
+
+    @property
+    def usage(self) -> Usage:
+        """Tokens, calls and cost of this run so far (replayed steps included)."""
+        return self.stats.usage
+
+    def _next_step_id(self) -> str:
+        # Taken synchronously when a call starts, before any await, so ids follow program order
+        # even under `parallel`: the same run always numbers its calls the same way.
+        return str(next(self._seq))
+
+    async def call(
+        self,
+        agent: Agent[In, Out] | FunctionAgent[In, Out],
+        payload: In | dict[str, Any] | str,
+        *,
+        sender: str | None = None,
+    ) -> Out:
+        """Hand `payload` to `agent` and return its validated output.
+
+        The payload is validated against the agent's input schema first; the answer against its
+        output schema. If the agent fails and names a fallback, the fallback is tried.
+
+        Raises:
+            AgentError: invalid input, or the agent (and its fallback) could not produce a valid
+                output. Never returns unvalidated data.
+        """
+        step_id = self._next_step_id()
+        try:
+            return await self._call_one(agent, payload, step_id, sender or self.workflow)
+        except AgentError as first:
+            if agent.fallback is None or first.code == "invalid_input":
+                raise
+            log.warning(
+                "agent %s failed (%s); trying fallback %s",
+                agent.name,
+                first.code,
+                agent.fallback.name,
+                extra={"run_id": self.run_id, "agent": agent.name},
+            )
+            return await self._call_one(agent.fallback, payload, f"{step_id}.f", agent.name)
+
+    async def _call_one(
+        self,
+        agent: Agent[In, Out] | FunctionAgent[In, Out],
+        payload: Any,
+        step_id: str,
+        sender: str,
+    ) -> Out:
+        checked = validate_payload(
+            agent.input, payload, agent=agent.name, code="invalid_input", role="input of"
+        )
+        call = AgentCall(
+            ctx=self,
+            agent=agent,
+            payload=checked,
+            step_id=step_id,
+            sender=sender,
+            journal=self._journal,
+            recorder=self._recorder,
+            clock=self._clock,
+            timeout_s=self._call_timeout_s,
+        )
+        try:
+            return await call.run()
+        except AgentError:
+            self.stats.failures += 1
+            raise
+
+    async def tool(self, tool: Tool, /, **arguments: Any) -> JsonValue:
+        """Call a tool directly from workflow code, as a checkpointed step.
+
+        Raises:
+            PayloadError: the arguments do not fit the tool's signature.
+            ProviderError: the tool raised; `provider` is `tool:<name>`.
+        """
+        step_id = self._next_step_id()
+        try:
+            tool.validate(arguments)
+        except ToolArgumentsError as exc:
+            raise PayloadError(str(exc), errors=list(exc.errors)) from exc
+        outcome = await AgentCall.tool_step(
+            ctx=self, tool=tool, arguments=arguments, step_id=step_id, parent_id=None, agent=None
+        )
+        if "error" in outcome:
+            raise ProviderError(
+                f"tool {tool.name!r} failed: {outcome['error']['message']}",
+                retryable=False,
+                provider=f"tool:{tool.name}",
+            )
+        return outcome["result"]
+
+    @overload
+    async def parallel(
+        self, *calls: Coroutine[Any, Any, T], errors: Literal["raise"] = "raise"
+    ) -> list[T]: ...
+
+    @overload
+    async def parallel(
+        self, *calls: Coroutine[Any, Any, T], errors: Literal["return"]
+    ) -> list[T | AgentError]: ...
+
+    async def parallel(
+        self, *calls: Coroutine[Any, Any, T], errors: Literal["raise", "return"] = "raise"
+    ) -> list[T] | list[T | AgentError]:
+        """Run calls concurrently and return their results in the order given.
+
+        Args:
+            calls: Un-awaited `ctx.call(...)` / `ctx.tool(...)` coroutines.
+            errors: `raise` re-raises the first `AgentError` after all calls settle; `return`
+                puts each `AgentError` in its slot so the caller can decide (other exceptions
+                always propagate).
+        """
+        tasks: list[asyncio.Task[T]] = []
+        async with asyncio.TaskGroup() as group:
+            for coro in calls:
+                tasks.append(group.create_task(_settle(coro)))  # type: ignore[arg-type]
+        results: list[T | AgentError] = [task.result() for task in tasks]
+        if errors == "raise":
+            for item in results:
+                if isinstance(item, AgentError):
+                    raise item
+        return results
+
+    def model(self, name: str) -> Model:
+        """The model a tier or model name resolves to in this app.
+
+        Raises:
+            UnknownNameError: no such tier or provider.
+        """
+        return self._resolve_model(name)
+
+
+async def _settle(coro: Coroutine[Any, Any, T]) -> T | AgentError:
+    try:
+        return await coro
+    except AgentError as exc:
+        return exc
+
