@@ -1,0 +1,73 @@
+"""A run killed with SIGKILL resumes at its first unfinished step (invariant 2).
+
+Each case kills a real subprocess at a step boundary (or inside a side-effecting step), starts the
+app again, and checks against the ledger the subprocess writes: no completed model call is paid
+twice, the side effect happened exactly once, and the result equals an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+KILLED = -9
+
+
+def _run(database: str, run_id: str, kill_at: str, ledger: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tests.integration.crash_app", database, run_id, kill_at, str(ledger)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _ledger(path: Path) -> list[dict[str, str]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _final(proc: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'corral.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.mark.parametrize("kill_at", ["after-step:1", "after-step:2", "after-step:3", "in-effect"])
+def test_killed_run_resumes_without_repeating_calls_or_effects(
+    database: str, kill_at: str, tmp_path: Path
+) -> None:
+    reference_ledger = tmp_path / "reference.jsonl"
+    reference = _final(_run(f"sqlite:///{tmp_path / 'reference.db'}", "ref", "none", reference_ledger))
+
+    ledger = tmp_path / "ledger.jsonl"
+    crashed = _run(database, "run-1", kill_at, ledger)
+    assert crashed.returncode == KILLED, crashed.stderr[-2000:]
+    before = _ledger(ledger)
+
+    resumed = _final(_run(database, "run-1", "none", ledger))
+    entries = _ledger(ledger)
+
+    model_steps = Counter(e["detail"] for e in entries if e["kind"] == "model")
+    assert set(model_steps.values()) == {1}, f"a model call was paid twice: {model_steps}"
+    assert len(model_steps) == 3
+    effects = [e for e in entries if e["kind"] == "effect"]
+    assert [e["detail"] for e in effects] == ["run-1:4"]
+    assert len({e["pid"] for e in entries}) == (1 if len(before) == len(entries) else 2)
+    assert resumed["status"] == "succeeded"
+    assert resumed["output"]["reply"] == reference["output"]["reply"]
+    assert resumed["output"]["receipt"] == "msg-run-1:4"
