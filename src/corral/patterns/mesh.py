@@ -1,0 +1,99 @@
+"""Mesh: agents subscribed to topics on a bus; the run ends when the bus is quiescent.
+
+Delivery is deterministic, so a replayed run takes the same path: messages are delivered in waves;
+every message queued when a wave starts goes to its subscribers concurrently, and what they
+publish is queued in (message order, subscriber order), not in completion order. A message bound
+(`max_messages`) guarantees termination even when agents keep publishing to each other.
+
+Example:
+    ```python
+    mesh = Mesh([
+        Subscriber(topic="alert", agent=triager, publish="diagnosis"),
+        Subscriber(topic="diagnosis", agent=fixer, publish=lambda fix: "done" if fix.ok else "alert"),
+    ])
+    result = await mesh.run(ctx, "alert", alert)
+    ```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from corral.agent import Agent, FunctionAgent
+from corral.errors import AgentError
+from corral.workflow import RunContext
+
+__all__ = ["Mesh", "MeshMessage", "MeshResult", "Subscriber"]
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    """An agent listening on `topic`; its output is published to `publish` (a topic, a function
+    of the output returning a topic or None, or None to publish nothing)."""
+
+    topic: str
+    agent: Agent[Any, Any] | FunctionAgent[Any, Any]
+    publish: str | Callable[[Any], str | None] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeshMessage:
+    """One message on the bus."""
+
+    seq: int
+    topic: str
+    sender: str
+    payload: Any
+    parent: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeshResult:
+    """The bus's history. `status` is `quiescent` (no message left) or `limit` (bound hit)."""
+
+    status: Literal["quiescent", "limit"]
+    messages: list[MeshMessage]
+    errors: list[AgentError] = field(default_factory=list)
+
+    def last(self, topic: str) -> Any:
+        """The payload of the last message on `topic`, or None."""
+        found = [m for m in self.messages if m.topic == topic]
+        return found[-1].payload if found else None
+
+
+class Mesh:
+    """A topic bus over agents."""
+
+    def __init__(self, subscribers: Sequence[Subscriber], *, max_messages: int = 100) -> None:
+        self.subscribers = list(subscribers)
+        self.max_messages = max_messages
+
+    async def run(self, ctx: RunContext, topic: str, payload: BaseModel) -> MeshResult:
+        history: list[MeshMessage] = []
+        errors: list[AgentError] = []
+        queue = [MeshMessage(seq=0, topic=topic, sender=ctx.workflow, payload=payload)]
+        history.extend(queue)
+        while queue:
+            deliveries = [(m, s) for m in queue for s in self.subscribers if s.topic == m.topic]
+            results = await ctx.parallel(
+                *(ctx.call(s.agent, m.payload, sender=m.sender) for m, s in deliveries), errors="return"
+            )
+            queue = []
+            for (message, sub), result in zip(deliveries, results, strict=True):
+                if isinstance(result, AgentError):
+                    errors.append(result)
+                    continue
+                target = sub.publish(result) if callable(sub.publish) else sub.publish
+                if target is None:
+                    continue
+                if len(history) >= self.max_messages:
+                    return MeshResult(status="limit", messages=history, errors=errors)
+                out = MeshMessage(seq=len(history), topic=target, sender=sub.agent.name,
+                                  payload=result, parent=message.seq)
+                history.append(out)
+                queue.append(out)
+        return MeshResult(status="quiescent", messages=history, errors=errors)
