@@ -418,6 +418,12 @@ class App:
             "usage": usage.to_dict(),
         }
 
+    async def spans(self, run_id: str) -> list[dict[str, Any]]:
+        """The recorded spans of a run, in step order (from the app's database)."""
+        await self.open()
+        spans: list[dict[str, Any]] = await self._store.list_spans(run_id)
+        return spans
+
     # -- models ---------------------------------------------------------------------------------
 
     def model(self, name: str) -> Model:
