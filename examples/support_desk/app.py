@@ -60,7 +60,7 @@ class DraftRequest(BaseModel):
 
 
 class Draft(BaseModel):
-    reply: str = Field(min_length=1)
+    reply: str = Field(min_length=1, max_length=300)
 
 
 class ReviewRequest(BaseModel):

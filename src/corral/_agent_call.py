@@ -176,7 +176,7 @@ class AgentCall(Generic[In, Out]):
             step_id=self.step_id,
             parent_id=None,
             name=agent.name,
-            model=agent.model,
+            model=self.ctx.model(agent.model).name,
             input=dump_payload(self.payload),
             output=output.model_dump(mode="json") if output is not None else None,
             error=error.to_dict() if error is not None else None,

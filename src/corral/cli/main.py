@@ -1,0 +1,191 @@
+"""`corral`: run workflows, list runs, show a run's steps, resume interrupted runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from corral.config import AppConfig, load_config
+from corral.errors import CorralError
+
+app = typer.Typer(
+    name="corral",
+    help="Corral: a production runtime for multi-agent LLM systems.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="corral.toml to read")]
+DbOpt = Annotated[str | None, typer.Option("--db", help="database URL (overrides the config file)")]
+
+
+def _config(config: Path | None, db: str | None) -> AppConfig:
+    cfg = load_config(config)
+    if db:
+        from dataclasses import replace
+
+        cfg = replace(cfg, database=db)
+    return cfg
+
+
+def _short(value: Any, width: int = 80) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+async def _store(cfg: AppConfig) -> Any:
+    from corral.store.sql import SqlStore
+
+    return await SqlStore.open(cfg.database)
+
+
+@app.command()
+def run(
+    workflow: Annotated[str, typer.Argument(help="registered workflow name")],
+    app_ref: Annotated[str, typer.Option("--app", "-a", help="module:attribute of the App (or a factory)")],
+    input: Annotated[str, typer.Option("--input", "-i", help="JSON payload, or @file.json")] = "{}",
+    user: Annotated[str | None, typer.Option(help="user the run is for")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="label (repeatable)")] = None,
+    ephemeral: Annotated[bool, typer.Option(help="run without a journal")] = False,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Run WORKFLOW once and print its result as JSON."""
+    from corral.cli._load import load_app
+
+    payload = Path(input[1:]).read_text(encoding="utf-8") if input.startswith("@") else input
+    cfg = _config(config, db)
+    target = load_app(app_ref, cfg)
+
+    async def go() -> Any:
+        async with target:
+            return await target.run(workflow, payload, user=user, tags=tag or (), durable=not ephemeral)
+
+    result = asyncio.run(go())
+    output = result.output.model_dump(mode="json") if result.output is not None else None
+    console.print_json(json.dumps({"run_id": result.run_id, "status": result.status, "output": output,
+                                   "error": result.error, "usage": result.usage.to_dict()}))
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def runs(
+    limit: Annotated[int, typer.Option(help="how many")] = 20,
+    status: Annotated[str | None, typer.Option(help="only runs with this status")] = None,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """List recent runs: status, cost, tokens, duration."""
+
+    async def go() -> list[dict[str, Any]]:
+        store = await _store(_config(config, db))
+        try:
+            rows: list[dict[str, Any]] = await store.list_runs(limit, status)
+            return rows
+        finally:
+            await store.close()
+
+    rows = asyncio.run(go())
+    table = Table(title="Recent runs")
+    for col in ("run id", "workflow", "status", "calls", "tokens", "cost $", "duration s", "started"):
+        table.add_column(col)
+    for r in rows:
+        duration = (r["finished_at"] - r["started_at"]).total_seconds() if r["finished_at"] else None
+        table.add_row(r["run_id"][:12], r["workflow"], r["status"], str(r["calls"]),
+                      str(r["tokens_in"] + r["tokens_out"]), f"{r['cost_usd']:.6f}",
+                      f"{duration:.2f}" if duration is not None else "-", r["started_at"].strftime("%Y-%m-%d %H:%M:%S"))
+    console.print(table)
+
+
+@app.command()
+def show(
+    run_id: Annotated[str, typer.Argument(help="run id or a unique prefix")],
+    width: Annotated[int, typer.Option(help="truncate inputs/outputs to this many characters")] = 80,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Show a run's steps as a tree: agent, input/output, tokens, cost, latency, errors."""
+
+    async def go() -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        store = await _store(_config(config, db))
+        try:
+            found = await store.get_run(run_id)
+            return found, (await store.list_spans(found["run_id"]) if found else [])
+        finally:
+            await store.close()
+
+    found, spans = asyncio.run(go())
+    if found is None:
+        err.print(f"[red]no run matches {run_id!r}[/red] (use `corral runs` to list them)")
+        raise typer.Exit(2)
+    root = Tree(f"[bold]{found['workflow']}[/bold] {found['run_id']}  status={found['status']}  "
+                f"calls={found['calls']} tokens={found['tokens_in'] + found['tokens_out']} cost=${found['cost_usd']:.6f}")
+    root.add(f"input: {_short(found['input'], width)}")
+    nodes: dict[str, Any] = {}
+    for s in spans:
+        colour = "green" if s["status"] == "ok" else "yellow" if s["status"] == "replayed_effect" else "red"
+        label = (f"[{colour}]{s['step_id']} {s['kind']}:{s['name']}[/{colour}] "
+                 f"{s['model'] or ''} tok={s['tokens_in']}/{s['tokens_out']} ${s['cost_usd']:.6f} "
+                 f"{s['latency_ms']:.0f}ms {s['status']}")
+        parent = nodes.get(s["parent_id"] or "", root)
+        node = parent.add(label)
+        if s["error"]:
+            node.add(f"[red]error: {_short(s['error'], width)}[/red]")
+        else:
+            node.add(f"in:  {_short(s['input'], width)}")
+            node.add(f"out: {_short(s['output'], width)}")
+        nodes[s["step_id"]] = node
+    if found["error"]:
+        root.add(f"[red]error: {_short(found['error'], width * 2)}[/red]")
+    elif found["output"] is not None:
+        root.add(f"output: {_short(found['output'], width * 2)}")
+    console.print(root)
+
+
+@app.command()
+def resume(
+    app_ref: Annotated[str, typer.Option("--app", "-a", help="module:attribute of the App (or a factory)")],
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Resume runs interrupted by a crash and wait for them to finish."""
+    from corral.cli._load import load_app
+
+    target = load_app(app_ref, _config(config, db))
+
+    async def go() -> Any:
+        async with target:
+            return await target.resume()
+
+    results = asyncio.run(go())
+    if not results:
+        console.print("no interrupted runs")
+    for r in results:
+        console.print(f"{r.run_id}  {r.workflow}  {r.status}  ${r.cost_usd:.6f}")
+
+
+def main() -> None:
+    """Entry point: turns Corral errors into a one-line message and exit code 2."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except CorralError as exc:
+        err.print(f"[red]error[/red] [{exc.code}] {exc}")
+        sys.exit(2)
+    finally:
+        if "corral.engine.dbos" in sys.modules:
+            from corral.engine.dbos import shutdown
+
+            shutdown()
