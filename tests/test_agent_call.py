@@ -1,0 +1,208 @@
+"""Agent calls: validation at both ends, the bounded repair, tools, fallbacks (offline, FakeModel)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import BaseModel, Field
+
+from corral import Agent, AgentError, AgentLimits, RunContext, function_agent, tool
+from corral.errors import ProviderError
+from corral.model import ToolCall
+from corral.testing import FakeModel, reply
+from tests.helpers import ephemeral_app
+
+
+class Question(BaseModel):
+    text: str
+
+
+class Answer(BaseModel):
+    answer: str
+    score: int = Field(ge=1, le=5)
+
+
+def make(model: FakeModel, **agent_kw: object):
+    app, recorder, _ = ephemeral_app(models={"fake:model": model}, tiers={"small": "fake:model"})
+    agent = Agent(name="answerer", instructions="Answer.", input=Question, output=Answer, **agent_kw)
+
+    @app.workflow
+    async def ask(ctx: RunContext, q: Question) -> Answer:
+        return await ctx.call(agent, q)
+
+    return app, recorder, agent
+
+
+async def test_valid_output_is_returned_typed_with_usage_and_spans():
+    model = FakeModel([{"answer": "42", "score": 5}])
+    app, recorder, _ = make(model)
+    result = await app.run("ask", {"text": "meaning of life?"})
+    assert result.ok and result.output == Answer(answer="42", score=5)
+    assert result.usage.calls == 1 and result.usage.input_tokens == 10
+    assert result.cost_usd == 0  # fake:model has no configured price
+    kinds = [(s.kind, s.step_id, s.status) for s in recorder.spans_of(result.run_id)]
+    assert ("model", "1.1", "ok") in kinds and ("agent", "1", "ok") in kinds
+    request = model.requests[0]
+    assert request.output_schema == Answer.model_json_schema()
+    assert json.loads(request.messages[-1].content) == {"text": "meaning of life?"}
+    model.assert_done()
+
+
+async def test_invalid_output_gets_exactly_one_repair_with_the_error_fed_back():
+    model = FakeModel([{"answer": "x", "score": 9}, {"answer": "x", "score": 4}])
+    app, _, _ = make(model)
+    result = await app.run("ask", {"text": "q"})
+    assert result.ok and result.output.score == 4
+    repair = model.requests[1].messages[-1].content
+    assert "score" in repair and "less than or equal to 5" in repair
+    model.assert_done()
+
+
+async def test_still_invalid_after_repair_is_a_structured_agent_error_never_garbage():
+    model = FakeModel(["not json at all", '{"answer": "x"}'])
+    app, recorder, _ = make(model)
+    result = await app.run("ask", {"text": "q"})
+    assert result.status == "failed" and result.output is None
+    assert result.error["code"] == "invalid_output"
+    assert result.error["agent"] == "answerer"
+    assert result.error["details"]["errors"][0]["loc"] == "score"
+    assert result.usage.calls == 2  # the repair attempt is charged
+    agent_span = next(s for s in recorder.spans_of(result.run_id, "agent"))
+    assert agent_span.status == "error"
+
+
+async def test_invalid_payload_is_rejected_before_any_model_call():
+    model = FakeModel([])
+    app, _, agent = make(model)
+
+    @app.workflow
+    async def bad(ctx: RunContext, q: Question) -> Answer:
+        return await ctx.call(agent, {"txt": q.text})
+
+    result = await app.run("bad", {"text": "q"})
+    assert result.error["code"] == "invalid_input"
+    assert "text" in result.error["message"] and "Field required" in result.error["message"]
+    assert model.requests == []
+
+
+async def test_provider_error_reaches_the_workflow_as_agent_error():
+    model = FakeModel([ProviderError("boom", retryable=True, provider="fake", status=503)])
+    app, _, _ = make(model)
+    result = await app.run("ask", {"text": "q"})
+    assert result.error["code"] == "provider_error"
+    assert result.error["retryable"] is True
+    assert result.error["details"]["status"] == 503
+
+
+async def test_fallback_agent_answers_when_the_primary_fails():
+    primary = FakeModel([ProviderError("down", retryable=True, status=503)], name="fake:primary")
+    backup = FakeModel([{"answer": "from backup", "score": 3}], name="fake:backup")
+    app, _, _ = ephemeral_app(models={"fake:primary": primary, "fake:backup": backup})
+    general = Agent(name="generalist", instructions="x", input=Question, output=Answer, model="fake:backup")
+    special = Agent(name="specialist", instructions="x", input=Question, output=Answer,
+                    model="fake:primary", fallback=general)
+
+    @app.workflow
+    async def ask(ctx: RunContext, q: Question) -> Answer:
+        return await ctx.call(special, q)
+
+    result = await app.run("ask", {"text": "q"})
+    assert result.ok and result.output.answer == "from backup"
+
+
+@tool
+def lookup(topic: str, limit: int = 1) -> list[str]:
+    """Look a topic up."""
+    return [f"fact about {topic}"] * limit
+
+
+async def test_tool_call_runs_and_its_result_goes_back_to_the_model():
+    model = FakeModel([
+        reply(tool_calls=[ToolCall(id="c1", name="lookup", arguments={"topic": "owls", "limit": 2})]),
+        {"answer": "owls", "score": 2},
+    ])
+    app, recorder, _ = make(model, tools=(lookup,))
+    result = await app.run("ask", {"text": "owls?"})
+    assert result.ok
+    tool_msg = model.requests[1].messages[-1]
+    assert tool_msg.role == "tool" and json.loads(tool_msg.content) == {"result": ["fact about owls"] * 2}
+    assert model.requests[0].tools[0].parameters["required"] == ["topic"]
+    tool_span = recorder.spans_of(result.run_id, "tool")[0]
+    assert tool_span.status == "ok" and tool_span.parent_id == "1"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "name", "expect"),
+    [
+        pytest.param({"topic": "owls", "made_up": 1}, "lookup", "made_up: Extra inputs", id="hallucinated-parameter"),
+        pytest.param({"limit": 2}, "lookup", "topic", id="missing-parameter"),
+        pytest.param({"topic": "owls", "limit": "many"}, "lookup", "limit", id="wrong-type"),
+        pytest.param({"topic": "owls"}, "delete_everything", "unknown_tool", id="unknown-tool"),
+    ],
+)
+async def test_bad_tool_arguments_never_run_the_tool_and_are_reported_to_the_model(arguments, name, expect):
+    calls: list[str] = []
+
+    @tool(name="lookup")
+    def spy(topic: str, limit: int = 1) -> str:
+        """Look a topic up."""
+        calls.append(topic)
+        return "ran"
+
+    model = FakeModel([
+        reply(tool_calls=[ToolCall(id="c1", name=name, arguments=arguments)]),
+        {"answer": "ok", "score": 1},
+    ])
+    app, recorder, _ = make(model, tools=(spy,))
+    result = await app.run("ask", {"text": "q"})
+    assert result.ok and calls == []
+    fed_back = model.requests[1].messages[-1].content
+    assert expect in fed_back
+    assert recorder.spans_of(result.run_id, "tool")[0].status == "invalid_args"
+
+
+async def test_too_many_invalid_tool_calls_fail_the_agent():
+    bad = reply(tool_calls=[ToolCall(id="c", name="lookup", arguments={})])
+    model = FakeModel([bad, bad])
+    app, _, _ = make(model, tools=(lookup,), limits=AgentLimits(max_invalid_tool_calls=1))
+    result = await app.run("ask", {"text": "q"})
+    assert result.error["code"] == "tool_error"
+
+
+async def test_function_agent_is_validated_like_any_agent():
+    @function_agent
+    def shout(q: Question) -> Answer:
+        return Answer(answer=q.text.upper(), score=1)
+
+    @function_agent
+    def broken(q: Question) -> Answer:
+        return Answer.model_construct(answer="x", score=99)
+
+    app, recorder, _ = ephemeral_app()
+
+    @app.workflow
+    async def wf(ctx: RunContext, q: Question) -> Answer:
+        return await ctx.call(shout, q)
+
+    @app.workflow
+    async def wf_bad(ctx: RunContext, q: Question) -> Answer:
+        return await ctx.call(broken, q)
+
+    assert (await app.run("wf", {"text": "hi"})).output.answer == "HI"
+    bad = await app.run("wf_bad", {"text": "hi"})
+    assert bad.error["code"] == "invalid_output" and bad.error["agent"] == "broken"
+
+
+async def test_parallel_returns_results_in_call_order_and_structured_errors_when_asked():
+    model = FakeModel([{"answer": "a", "score": 1}, "garbage", "garbage"])
+    app, _, agent = make(model)
+
+    @app.workflow
+    async def fan(ctx: RunContext, q: Question) -> Answer:
+        outcomes = await ctx.parallel(ctx.call(agent, q), ctx.call(agent, q), errors="return")
+        assert isinstance(outcomes[1], AgentError)
+        return outcomes[0]
+
+    result = await app.run("fan", {"text": "q"})
+    assert result.ok and result.output.answer == "a"

@@ -1,0 +1,211 @@
+"""The app's entry points: bad input gives a clear structured error and leaves nothing behind."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from pydantic import BaseModel
+
+from corral import App, AppConfig, PayloadError, RunContext, UnknownNameError
+from corral.config import load_config, parse_config
+from corral.errors import ConfigError, StateError
+from corral.store.sql import SqlStore
+from tests.helpers import ephemeral_app
+
+
+class Ticket(BaseModel):
+    text: str
+
+
+class Out(BaseModel):
+    text: str
+
+
+def app_with_echo() -> tuple[App, object]:
+    app, recorder, clock = ephemeral_app()
+
+    @app.workflow
+    async def echo(ctx: RunContext, t: Ticket) -> Out:
+        return Out(text=t.text)
+
+    return app, recorder
+
+
+async def test_unknown_workflow_names_the_known_ones():
+    app, recorder = app_with_echo()
+    with pytest.raises(UnknownNameError) as info:
+        await app.run("ecko", {"text": "x"})
+    assert "ecko" in str(info.value) and "echo" in str(info.value)
+    assert recorder.runs == {}
+
+
+async def test_invalid_payload_is_refused_before_anything_is_written():
+    app, recorder = app_with_echo()
+    with pytest.raises(PayloadError) as info:
+        await app.run("echo", {"txt": "x"})
+    assert "text" in str(info.value) and info.value.errors[0]["loc"] == "text"
+    assert recorder.runs == {}
+
+
+async def test_unserializable_payload_is_a_payload_error():
+    app, recorder = app_with_echo()
+    with pytest.raises(PayloadError):
+        await app.run("echo", {"text": object()})
+    assert recorder.runs == {}
+
+
+async def test_unknown_model_tier_is_a_structured_run_error():
+    from corral import Agent
+
+    app, _, _ = ephemeral_app()
+    agent = Agent(name="a", instructions="x", input=Ticket, output=Out, model="huge")
+
+    @app.workflow
+    async def wf(ctx: RunContext, t: Ticket) -> Out:
+        return await ctx.call(agent, t)
+
+    result = await app.run("wf", {"text": "x"})
+    assert result.error["code"] == "unknown_name" and "huge" in result.error["message"]
+
+
+async def test_a_workflow_bug_fails_the_run_not_the_app():
+    app, _, _ = ephemeral_app()
+
+    @app.workflow
+    async def buggy(ctx: RunContext, t: Ticket) -> Out:
+        raise KeyError("oops")
+
+    result = await app.run("buggy", {"text": "x"})
+    assert result.status == "failed" and result.error["code"] == "workflow_error"
+    assert "KeyError" in result.error["message"]
+
+
+async def test_deadline_ends_a_run_that_would_never_finish():
+    import asyncio
+
+    app, _, _ = ephemeral_app(deadline_s=0.05)
+    never = asyncio.Event()
+
+    @app.workflow
+    async def stuck(ctx: RunContext, t: Ticket) -> Out:
+        await never.wait()
+        return Out(text="never")
+
+    result = await app.run("stuck", {"text": "x"})
+    assert result.status == "deadline_exceeded" and result.error["deadline_s"] == 0.05
+
+
+async def test_start_returns_a_handle_owned_by_the_app():
+    app, _ = app_with_echo()
+    handle = await app.start("echo", {"text": "hi"})
+    result = await handle.result()
+    assert result.output.text == "hi" and handle.done()
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        pytest.param({"databse": "x"}, "databse", id="unknown-key"),
+        pytest.param({"deadline_s": -1}, "deadline_s", id="negative"),
+        pytest.param({"sim": {"error_rate": 2}}, "sim.error_rate", id="rate-out-of-range"),
+        pytest.param({"tiers": {"small": "gpt"}}, "tiers.small", id="tier-without-provider"),
+        pytest.param({"prices": {"sim": {"input_per_mtok": -1, "output_per_mtok": 1}}}, "prices.sim.input_per_mtok", id="negative-price"),
+    ],
+)
+def test_broken_config_names_the_key(data, key):
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    assert info.value.key == key and str(info.value).startswith(key)
+
+
+def test_config_file_round_trip(tmp_path):
+    path = tmp_path / "corral.toml"
+    path.write_text('database = "sqlite:///x.db"\n[tiers]\nsmall = "local:smollm2"\n[sim]\nseed = 4\n')
+    cfg = load_config(path)
+    assert cfg.database == "sqlite:///x.db" and cfg.tiers["small"] == "local:smollm2" and cfg.sim.seed == 4
+    path.write_text("database = [unclosed")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path)
+
+
+async def test_corrupt_database_is_a_state_error_that_says_what_to_do(tmp_path):
+    db = tmp_path / "bad.db"
+    db.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StateError, match="corrupt"):
+        await SqlStore.open(f"sqlite:///{db}")
+
+
+async def test_locked_database_is_a_state_error(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "locked.db"
+    store = await SqlStore.open(f"sqlite:///{db}")
+    await store.close()
+    holder = sqlite3.connect(db, timeout=0)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        store = await SqlStore.open(f"sqlite:///{db}?timeout=0")
+        store.engine.pool.dispose()
+        import sqlalchemy as sa
+
+        def force_short_timeout(conn, _):
+            conn.execute("PRAGMA busy_timeout=50")
+
+        sa.event.listen(store.engine, "connect", force_short_timeout)
+        from corral.trace import RunRecord
+        from datetime import UTC, datetime
+
+        with pytest.raises(StateError, match="locked"):
+            await store.record_run(RunRecord(run_id="r", workflow="w", status="running", durable=False,
+                                             started_at=datetime.now(UTC)))
+    except StateError as exc:  # the lock may already bite while opening
+        assert "locked" in str(exc)
+    finally:
+        holder.rollback()
+        holder.close()
+
+
+async def test_newer_schema_is_refused(tmp_path):
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    store = await SqlStore.open(url)
+    await store.close()
+    with sqlite3.connect(tmp_path / "new.db") as conn:
+        conn.execute("UPDATE corral_meta SET value='99' WHERE key='schema_version'")
+    with pytest.raises(StateError, match="newer"):
+        await SqlStore.open(url)
+
+
+def test_unsupported_database_url_is_a_config_error():
+    from corral.store.sql import make_engine
+
+    with pytest.raises(ConfigError, match="unsupported database"):
+        make_engine("mysql://x@y/z")
+
+
+def test_importing_corral_pulls_in_no_adapter_or_sdk():
+    code = (
+        "import sys, corral, corral.patterns, corral.testing\n"
+        "allowed = ('corral', 'pydantic', 'pydantic_core', 'typing_extensions', 'annotated_types',"
+        " 'typing_inspection', '_')\n"
+        "import sysconfig\n"
+        "std = sys.stdlib_module_names\n"
+        "bad = sorted({m.split('.')[0] for m in sys.modules} - set(std) - set(sys.builtin_module_names)"
+        " - {m for m in sys.modules if m.startswith(allowed)})\n"
+        "adapters = sorted(m for m in sys.modules if m.startswith(('corral.engine', 'corral.store',"
+        " 'corral.models', 'corral.cli')))\n"
+        "print(bad, adapters)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[] []", out.stdout
+
+
+def test_public_api_is_pinned():
+    import corral
+
+    assert corral.__all__ == sorted(corral.__all__)
+    for name in corral.__all__:
+        assert hasattr(corral, name), name
