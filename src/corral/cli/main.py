@@ -189,3 +189,7 @@ def main() -> None:
             from corral.engine.dbos import shutdown
 
             shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""The examples run end to end on `sim` (durable, real SQLite) as a user would run them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_support_desk_processes_every_ticket_on_sim(tmp_path):
+    out = tmp_path / "results.jsonl"
+    proc = subprocess.run(
+        [sys.executable, "-m", "examples.support_desk", "--model", "sim", "--all",
+         "--out", str(out), "--db", f"sqlite:///{tmp_path / 'c.db'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    tickets = (ROOT / "examples/support_desk/tickets.jsonl").read_text().splitlines()
+    assert len(rows) == len(tickets) >= 30
+    outcomes = {r["ticket_id"]: r["outcome"] for r in rows}
+    assert outcomes["t04"] == outcomes["t17"] == "escalated"  # empty
+    assert outcomes["t07"] == "escalated"  # prompt injection
+    assert outcomes["t08"] == "duplicate" and outcomes["t28"] == "duplicate"
+    assert {"replied", "escalated"} <= set(outcomes.values())
+    assert all(r["status"] in ("succeeded", "skipped") for r in rows)
+    assert "Per agent" in proc.stdout and "triage" in proc.stdout
+
+    show = subprocess.run(
+        [sys.executable, "-m", "corral.cli.main", "show", rows[0]["run_id"][:10],
+         "--db", f"sqlite:///{tmp_path / 'c.db'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert show.returncode == 0, show.stderr
+    assert "agent:screen" in show.stdout and "status=succeeded" in show.stdout
