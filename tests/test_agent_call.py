@@ -25,7 +25,9 @@ class Answer(BaseModel):
 
 def make(model: FakeModel, **agent_kw: object):
     app, recorder, _ = ephemeral_app(models={"fake:model": model}, tiers={"small": "fake:model"})
-    agent = Agent(name="answerer", instructions="Answer.", input=Question, output=Answer, **agent_kw)
+    agent = Agent(
+        name="answerer", instructions="Answer.", input=Question, output=Answer, **agent_kw
+    )
 
     @app.workflow
     async def ask(ctx: RunContext, q: Question) -> Answer:
@@ -99,9 +101,17 @@ async def test_fallback_agent_answers_when_the_primary_fails():
     primary = FakeModel([ProviderError("down", retryable=True, status=503)], name="fake:primary")
     backup = FakeModel([{"answer": "from backup", "score": 3}], name="fake:backup")
     app, _, _ = ephemeral_app(models={"fake:primary": primary, "fake:backup": backup})
-    general = Agent(name="generalist", instructions="x", input=Question, output=Answer, model="fake:backup")
-    special = Agent(name="specialist", instructions="x", input=Question, output=Answer,
-                    model="fake:primary", fallback=general)
+    general = Agent(
+        name="generalist", instructions="x", input=Question, output=Answer, model="fake:backup"
+    )
+    special = Agent(
+        name="specialist",
+        instructions="x",
+        input=Question,
+        output=Answer,
+        model="fake:primary",
+        fallback=general,
+    )
 
     @app.workflow
     async def ask(ctx: RunContext, q: Question) -> Answer:
@@ -118,15 +128,23 @@ def lookup(topic: str, limit: int = 1) -> list[str]:
 
 
 async def test_tool_call_runs_and_its_result_goes_back_to_the_model():
-    model = FakeModel([
-        reply(tool_calls=[ToolCall(id="c1", name="lookup", arguments={"topic": "owls", "limit": 2})]),
-        {"answer": "owls", "score": 2},
-    ])
+    model = FakeModel(
+        [
+            reply(
+                tool_calls=[
+                    ToolCall(id="c1", name="lookup", arguments={"topic": "owls", "limit": 2})
+                ]
+            ),
+            {"answer": "owls", "score": 2},
+        ]
+    )
     app, recorder, _ = make(model, tools=(lookup,))
     result = await app.run("ask", {"text": "owls?"})
     assert result.ok
     tool_msg = model.requests[1].messages[-1]
-    assert tool_msg.role == "tool" and json.loads(tool_msg.content) == {"result": ["fact about owls"] * 2}
+    assert tool_msg.role == "tool" and json.loads(tool_msg.content) == {
+        "result": ["fact about owls"] * 2
+    }
     assert model.requests[0].tools[0].parameters["required"] == ["topic"]
     tool_span = recorder.spans_of(result.run_id, "tool")[0]
     assert tool_span.status == "ok" and tool_span.parent_id == "1"
@@ -135,13 +153,20 @@ async def test_tool_call_runs_and_its_result_goes_back_to_the_model():
 @pytest.mark.parametrize(
     ("arguments", "name", "expect"),
     [
-        pytest.param({"topic": "owls", "made_up": 1}, "lookup", "made_up: Extra inputs", id="hallucinated-parameter"),
+        pytest.param(
+            {"topic": "owls", "made_up": 1},
+            "lookup",
+            "made_up: Extra inputs",
+            id="hallucinated-parameter",
+        ),
         pytest.param({"limit": 2}, "lookup", "topic", id="missing-parameter"),
         pytest.param({"topic": "owls", "limit": "many"}, "lookup", "limit", id="wrong-type"),
         pytest.param({"topic": "owls"}, "delete_everything", "unknown_tool", id="unknown-tool"),
     ],
 )
-async def test_bad_tool_arguments_never_run_the_tool_and_are_reported_to_the_model(arguments, name, expect):
+async def test_bad_tool_arguments_never_run_the_tool_and_are_reported_to_the_model(
+    arguments, name, expect
+):
     calls: list[str] = []
 
     @tool(name="lookup")
@@ -150,10 +175,12 @@ async def test_bad_tool_arguments_never_run_the_tool_and_are_reported_to_the_mod
         calls.append(topic)
         return "ran"
 
-    model = FakeModel([
-        reply(tool_calls=[ToolCall(id="c1", name=name, arguments=arguments)]),
-        {"answer": "ok", "score": 1},
-    ])
+    model = FakeModel(
+        [
+            reply(tool_calls=[ToolCall(id="c1", name=name, arguments=arguments)]),
+            {"answer": "ok", "score": 1},
+        ]
+    )
     app, recorder, _ = make(model, tools=(spy,))
     result = await app.run("ask", {"text": "q"})
     assert result.ok and calls == []

@@ -8,7 +8,7 @@ import sys
 import pytest
 from pydantic import BaseModel
 
-from corral import App, AppConfig, PayloadError, RunContext, UnknownNameError
+from corral import App, PayloadError, RunContext, UnknownNameError
 from corral.config import load_config, parse_config
 from corral.errors import ConfigError, StateError
 from corral.store.sql import SqlStore
@@ -111,7 +111,11 @@ async def test_start_returns_a_handle_owned_by_the_app():
         pytest.param({"deadline_s": -1}, "deadline_s", id="negative"),
         pytest.param({"sim": {"error_rate": 2}}, "sim.error_rate", id="rate-out-of-range"),
         pytest.param({"tiers": {"small": "gpt"}}, "tiers.small", id="tier-without-provider"),
-        pytest.param({"prices": {"sim": {"input_per_mtok": -1, "output_per_mtok": 1}}}, "prices.sim.input_per_mtok", id="negative-price"),
+        pytest.param(
+            {"prices": {"sim": {"input_per_mtok": -1, "output_per_mtok": 1}}},
+            "prices.sim.input_per_mtok",
+            id="negative-price",
+        ),
     ],
 )
 def test_broken_config_names_the_key(data, key):
@@ -122,9 +126,15 @@ def test_broken_config_names_the_key(data, key):
 
 def test_config_file_round_trip(tmp_path):
     path = tmp_path / "corral.toml"
-    path.write_text('database = "sqlite:///x.db"\n[tiers]\nsmall = "local:smollm2"\n[sim]\nseed = 4\n')
+    path.write_text(
+        'database = "sqlite:///x.db"\n[tiers]\nsmall = "local:smollm2"\n[sim]\nseed = 4\n'
+    )
     cfg = load_config(path)
-    assert cfg.database == "sqlite:///x.db" and cfg.tiers["small"] == "local:smollm2" and cfg.sim.seed == 4
+    assert (
+        cfg.database == "sqlite:///x.db"
+        and cfg.tiers["small"] == "local:smollm2"
+        and cfg.sim.seed == 4
+    )
     path.write_text("database = [unclosed")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(path)
@@ -154,12 +164,20 @@ async def test_locked_database_is_a_state_error(tmp_path):
             conn.execute("PRAGMA busy_timeout=50")
 
         sa.event.listen(store.engine, "connect", force_short_timeout)
-        from corral.trace import RunRecord
         from datetime import UTC, datetime
 
+        from corral.trace import RunRecord
+
         with pytest.raises(StateError, match="locked"):
-            await store.record_run(RunRecord(run_id="r", workflow="w", status="running", durable=False,
-                                             started_at=datetime.now(UTC)))
+            await store.record_run(
+                RunRecord(
+                    run_id="r",
+                    workflow="w",
+                    status="running",
+                    durable=False,
+                    started_at=datetime.now(UTC),
+                )
+            )
     except StateError as exc:  # the lock may already bite while opening
         assert "locked" in str(exc)
     finally:

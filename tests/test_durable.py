@@ -41,7 +41,9 @@ def durable_db(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 async def test_same_run_id_twice_executes_once_and_both_get_the_result(durable_db):
     model = Counting()
-    app = App(AppConfig(database=durable_db, tiers={"small": "count:sim"}), models={"count:sim": model})
+    app = App(
+        AppConfig(database=durable_db, tiers={"small": "count:sim"}), models={"count:sim": model}
+    )
     agent = Agent(name="a", instructions="x", input=Q, output=A)
 
     @app.workflow
@@ -59,7 +61,9 @@ async def test_same_run_id_twice_executes_once_and_both_get_the_result(durable_d
 
 async def test_parallel_calls_journal_under_program_order_ids(durable_db):
     model = Counting()
-    app = App(AppConfig(database=durable_db, tiers={"small": "count:sim"}), models={"count:sim": model})
+    app = App(
+        AppConfig(database=durable_db, tiers={"small": "count:sim"}), models={"count:sim": model}
+    )
     agent = Agent(name="a", instructions="x", input=Q, output=A)
 
     @app.workflow

@@ -13,9 +13,23 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_support_desk_processes_every_ticket_on_sim(tmp_path):
     out = tmp_path / "results.jsonl"
     proc = subprocess.run(
-        [sys.executable, "-m", "examples.support_desk", "--model", "sim", "--all",
-         "--out", str(out), "--db", f"sqlite:///{tmp_path / 'c.db'}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "examples.support_desk",
+            "--model",
+            "sim",
+            "--all",
+            "--out",
+            str(out),
+            "--db",
+            f"sqlite:///{tmp_path / 'c.db'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -30,9 +44,20 @@ def test_support_desk_processes_every_ticket_on_sim(tmp_path):
     assert "Per agent" in proc.stdout and "triage" in proc.stdout
 
     show = subprocess.run(
-        [sys.executable, "-m", "corral.cli.main", "show", rows[0]["run_id"][:10],
-         "--db", f"sqlite:///{tmp_path / 'c.db'}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "corral.cli.main",
+            "show",
+            rows[0]["run_id"][:10],
+            "--db",
+            f"sqlite:///{tmp_path / 'c.db'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert show.returncode == 0, show.stderr
     assert "agent:screen" in show.stdout and "status=succeeded" in show.stdout

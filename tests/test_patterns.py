@@ -50,8 +50,14 @@ async def test_pipeline_runs_stages_in_order_and_gates_can_escalate():
 
     @app.workflow
     async def gated(ctx: RunContext, t: Text) -> Text:
-        result = await Pipeline([Stage(first, gate=lambda s: Gate.escalate("needs a human")), second]).run(ctx, t)
-        assert result.status == "escalated" and result.stage == "first" and result.reason == "needs a human"
+        result = await Pipeline(
+            [Stage(first, gate=lambda s: Gate.escalate("needs a human")), second]
+        ).run(ctx, t)
+        assert (
+            result.status == "escalated"
+            and result.stage == "first"
+            and result.reason == "needs a human"
+        )
         return Text(text=result.status)
 
     assert (await app.run("flow", {"text": "hello world"})).ok
@@ -75,7 +81,9 @@ async def test_pipeline_gate_repairs_then_fails_with_best_result_so_far():
 
 async def test_supervisor_walks_its_state_machine_and_sees_worker_errors_as_values():
     model = FakeModel([{"steps": [{"text": "ok task"}, {"text": "bad task"}]}])
-    app, _, _ = ephemeral_app(models={"fake:model": model}, tiers={"small": "sim:small", "fake": "fake:model"})
+    app, _, _ = ephemeral_app(
+        models={"fake:model": model}, tiers={"small": "sim:small", "fake": "fake:model"}
+    )
     planner = Agent(name="planner", instructions="x", input=Text, output=Plan, model="fake")
     worker = Agent(name="worker", instructions="x", input=Text, output=Scored, model="small")
     synth = Agent(name="synth", instructions="x", input=Text, output=Report, model="small")
@@ -87,9 +95,16 @@ async def test_supervisor_walks_its_state_machine_and_sees_worker_errors_as_valu
         return Scored(text=t.text, score=3)
 
     sup = Supervisor(
-        planner=planner, workers={"picky": picky, "worker": worker}, synthesizer=synth,
-        tasks=lambda plan: [Task(worker="picky", payload=s) for s in plan.steps] + [Task(worker="ghost", payload={})],
-        synthesis_input=lambda goal, outcomes: Text(text=" ".join(o.output.text for o in outcomes if o.ok)),
+        planner=planner,
+        workers={"picky": picky, "worker": worker},
+        synthesizer=synth,
+        tasks=lambda plan: (
+            [Task(worker="picky", payload=s) for s in plan.steps]
+            + [Task(worker="ghost", payload={})]
+        ),
+        synthesis_input=lambda goal, outcomes: Text(
+            text=" ".join(o.output.text for o in outcomes if o.ok)
+        ),
         max_retries=1,
     )
 
@@ -136,7 +151,9 @@ async def test_mesh_is_deterministic_and_ends_when_quiescent_or_at_its_bound():
         return d
 
     subs = [
-        Subscriber(topic="alert", agent=diagnose, publish=lambda d: "resolved" if d.fixed else "open"),
+        Subscriber(
+            topic="alert", agent=diagnose, publish=lambda d: "resolved" if d.fixed else "open"
+        ),
         Subscriber(topic="open", agent=reopen, publish="alert"),
         Subscriber(topic="resolved", agent=audit, publish=None),
     ]
@@ -152,14 +169,16 @@ async def test_mesh_is_deterministic_and_ends_when_quiescent_or_at_its_bound():
 
     @app.workflow
     async def runaway(ctx: RunContext, a: Alert) -> Diagnosis:
-        loop = [Subscriber(topic="alert", agent=diagnose, publish="open"),
-                Subscriber(topic="open", agent=reopen, publish="alert")]
+        loop = [
+            Subscriber(topic="alert", agent=diagnose, publish="open"),
+            Subscriber(topic="open", agent=reopen, publish="alert"),
+        ]
         result = await Mesh(loop, max_messages=7).run(ctx, "alert", a)
         assert result.status == "limit" and len(result.messages) == 7
         return Diagnosis(service="x", hops=0, fixed=False)
 
     first = await app.run("incident", {"service": "db"})
-    second = await app.run("incident", {"service": "db"})
+    await app.run("incident", {"service": "db"})
     assert first.output.fixed and first.output.hops == 3
     assert seen[0] == seen[1]
     assert (await app.run("runaway", {"service": "db"})).ok

@@ -1,7 +1,7 @@
 """Run the support desk over the shipped tickets.
 
-    python -m examples.support_desk                # local model, first 6 tickets
-    python -m examples.support_desk --all --model sim
+python -m examples.support_desk                # local model, first 6 tickets
+python -m examples.support_desk --all --model sim
 """
 
 from __future__ import annotations
@@ -17,30 +17,45 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from examples.support_desk.app import Ticket, build_app, load_tickets
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from corral import AppConfig, CorralError
 from corral.app import RunResult
-from examples.support_desk.app import Ticket, build_app, load_tickets
 
 MODELS = {"sim": "sim:small", "local": "local:smollm2"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m examples.support_desk", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=sorted(MODELS), default="local",
-                        help="model behind every agent (default: local, SmolLM2-135M via llama.cpp)")
+    parser = argparse.ArgumentParser(
+        prog="python -m examples.support_desk",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--model",
+        choices=sorted(MODELS),
+        default="local",
+        help="model behind every agent (default: local, SmolLM2-135M via llama.cpp)",
+    )
     parser.add_argument("--all", action="store_true", help="process every shipped ticket")
-    parser.add_argument("--limit", type=int, default=6, help="tickets to process without --all (default 6)")
+    parser.add_argument(
+        "--limit", type=int, default=6, help="tickets to process without --all (default 6)"
+    )
     parser.add_argument("--tickets", type=Path, help="a JSONL file of {id, text} tickets")
-    parser.add_argument("--out", type=Path, default=Path("support_desk_results.jsonl"), help="results file")
+    parser.add_argument(
+        "--out", type=Path, default=Path("support_desk_results.jsonl"), help="results file"
+    )
     parser.add_argument("--db", default="sqlite:///.corral/corral.db", help="database URL")
     parser.add_argument("--ephemeral", action="store_true", help="no journal (durable=False)")
-    parser.add_argument("--concurrency", type=int, default=0,
-                        help="tickets in flight (default: 8 on sim, 1 on local)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=0,
+        help="tickets in flight (default: 8 on sim, 1 on local)",
+    )
     return parser.parse_args(argv)
 
 
@@ -49,37 +64,66 @@ async def process(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     if not args.all:
         tickets = tickets[: args.limit]
     model = MODELS[args.model]
-    config = AppConfig(database=args.db, tiers={"small": model, "medium": model, "large": model},
-                       durable=not args.ephemeral)
+    config = AppConfig(
+        database=args.db,
+        tiers={"small": model, "medium": model, "large": model},
+        durable=not args.ephemeral,
+    )
     app = build_app(config)
     seen: dict[str, str] = {}
     rows: list[dict[str, Any]] = []
     limit = asyncio.Semaphore(args.concurrency or (8 if args.model == "sim" else 1))
 
     async with app:
+
         async def one(ticket: Ticket) -> None:
             digest = hashlib.sha256(" ".join(ticket.text.lower().split()).encode()).hexdigest()
             if digest in seen and ticket.text.strip():
-                rows.append({"ticket_id": ticket.id, "outcome": "duplicate", "reason": f"same as {seen[digest]}",
-                             "run_id": None, "status": "skipped", "spans": []})
+                rows.append(
+                    {
+                        "ticket_id": ticket.id,
+                        "outcome": "duplicate",
+                        "reason": f"same as {seen[digest]}",
+                        "run_id": None,
+                        "status": "skipped",
+                        "spans": [],
+                    }
+                )
                 progress.advance(task)
                 return
             seen.setdefault(digest, ticket.id)
             async with limit:
-                result: RunResult[Any] = await app.run("support", ticket, tags=["support-desk", args.model])
+                result: RunResult[Any] = await app.run(
+                    "support", ticket, tags=["support-desk", args.model]
+                )
             spans = await app.spans(result.run_id)
             out = result.output.model_dump() if result.output else {}
-            rows.append({"ticket_id": ticket.id, "run_id": result.run_id, "status": result.status,
-                         "outcome": out.get("outcome", "failed"), "category": out.get("category"),
-                         "reason": out.get("reason") or (result.error or {}).get("message"),
-                         "reply": out.get("reply"), "calls": result.usage.calls,
-                         "tokens": result.usage.input_tokens + result.usage.output_tokens,
-                         "cost_usd": str(result.cost_usd), "duration_s": round(result.duration_s, 3),
-                         "spans": spans})
+            rows.append(
+                {
+                    "ticket_id": ticket.id,
+                    "run_id": result.run_id,
+                    "status": result.status,
+                    "outcome": out.get("outcome", "failed"),
+                    "category": out.get("category"),
+                    "reason": out.get("reason") or (result.error or {}).get("message"),
+                    "reply": out.get("reply"),
+                    "calls": result.usage.calls,
+                    "tokens": result.usage.input_tokens + result.usage.output_tokens,
+                    "cost_usd": str(result.cost_usd),
+                    "duration_s": round(result.duration_s, 3),
+                    "spans": spans,
+                }
+            )
             progress.advance(task)
 
-        with Progress(TextColumn("[bold]support desk"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=console, transient=False) as progress:
+        with Progress(
+            TextColumn("[bold]support desk"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as progress:
             task = progress.add_task("tickets", total=len(tickets))
             await asyncio.gather(*(one(t) for t in tickets))
 
@@ -87,7 +131,10 @@ async def process(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     rows.sort(key=lambda r: order[r["ticket_id"]])
     with args.out.open("w", encoding="utf-8") as f:
         for row in rows:
-            f.write(json.dumps({k: v for k, v in row.items() if k != "spans"}, ensure_ascii=False) + "\n")
+            f.write(
+                json.dumps({k: v for k, v in row.items() if k != "spans"}, ensure_ascii=False)
+                + "\n"
+            )
     return {"rows": rows, "model": model}
 
 
@@ -98,12 +145,19 @@ def report(summary: dict[str, Any], console: Console, out: Path) -> None:
         tickets.add_column(col)
     for r in rows:
         text = r.get("reply") or r.get("reason") or ""
-        tickets.add_row(r["ticket_id"], r["outcome"], r.get("category") or "-", str(r.get("calls", 0)),
-                        r.get("cost_usd", "0"), (text[:70] + "…") if len(text) > 70 else text)
+        tickets.add_row(
+            r["ticket_id"],
+            r["outcome"],
+            r.get("category") or "-",
+            str(r.get("calls", 0)),
+            r.get("cost_usd", "0"),
+            (text[:70] + "…") if len(text) > 70 else text,
+        )
     console.print(tickets)
 
-    agents: dict[str, dict[str, Any]] = defaultdict(lambda: {"calls": 0, "tokens": 0, "cost": Decimal(0),
-                                                            "latency": [], "failures": 0})
+    agents: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"calls": 0, "tokens": 0, "cost": Decimal(0), "latency": [], "failures": 0}
+    )
     repairs = invalid_args = 0
     for r in rows:
         for s in r["spans"]:
@@ -128,8 +182,14 @@ def report(summary: dict[str, Any], console: Console, out: Path) -> None:
         table.add_column(col)
     for name, a in sorted(agents.items()):
         lat = sorted(a["latency"])
-        table.add_row(name, str(a["calls"]), str(a["tokens"]), f"{a['cost']:.6f}",
-                      f"{lat[len(lat) // 2]:.0f}" if lat else "-", str(a["failures"]))
+        table.add_row(
+            name,
+            str(a["calls"]),
+            str(a["tokens"]),
+            f"{a['cost']:.6f}",
+            f"{lat[len(lat) // 2]:.0f}" if lat else "-",
+            str(a["failures"]),
+        )
     console.print(table)
     outcomes: dict[str, int] = defaultdict(int)
     for r in rows:

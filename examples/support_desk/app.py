@@ -25,7 +25,9 @@ _INJECTION = re.compile(
     r"ignore (all )?(previous|prior) instructions|system prompt|developer mode|^\s*system:",
     re.IGNORECASE | re.MULTILINE,
 )
-_POLICY = re.compile(r"\b(sue|lawyer|legal|gdpr|delete all my|someone else logged)\b", re.IGNORECASE)
+_POLICY = re.compile(
+    r"\b(sue|lawyer|legal|gdpr|delete all my|someone else logged)\b", re.IGNORECASE
+)
 MAX_CHARS = 1500
 
 
@@ -153,11 +155,15 @@ async def handle_ticket(ctx: RunContext, ticket: Ticket) -> Resolution:
     """Screen, triage, research, draft and review one ticket."""
     screened = await ctx.call(screen, ticket)
     if screened.flag != "ok":
-        return Resolution(ticket_id=ticket.id, outcome="escalated", reason=f"screening: {screened.flag}")
+        return Resolution(
+            ticket_id=ticket.id, outcome="escalated", reason=f"screening: {screened.flag}"
+        )
     try:
         tri = await ctx.call(triage, screened)
     except AgentError as exc:
-        return Resolution(ticket_id=ticket.id, outcome="escalated", reason=f"triage failed: {exc.code}")
+        return Resolution(
+            ticket_id=ticket.id, outcome="escalated", reason=f"triage failed: {exc.code}"
+        )
     if tri.confidence < CONFIDENCE_FLOOR:
         return Resolution(
             ticket_id=ticket.id,
@@ -170,17 +176,23 @@ async def handle_ticket(ctx: RunContext, ticket: Ticket) -> Resolution:
     try:
         draft = await ctx.call(
             drafter,
-            DraftRequest(ticket=screened.text, category=tri.category, articles=[a["body"] for a in articles]),
+            DraftRequest(
+                ticket=screened.text, category=tri.category, articles=[a["body"] for a in articles]
+            ),
         )
         review = await ctx.call(reviewer, ReviewRequest(ticket=screened.text, reply=draft.reply))
     except AgentError as exc:
         return Resolution(
-            ticket_id=ticket.id, outcome="escalated", category=tri.category,
+            ticket_id=ticket.id,
+            outcome="escalated",
+            category=tri.category,
             reason=f"{exc.agent} failed: {exc.code}",
         )
     if not review.approved:
         return Resolution(
-            ticket_id=ticket.id, outcome="escalated", category=tri.category,
+            ticket_id=ticket.id,
+            outcome="escalated",
+            category=tri.category,
             reason=f"review rejected the draft (score {review.score})",
         )
     return Resolution(

@@ -121,7 +121,9 @@ class AgentCall(Generic[In, Out]):
                 if response.tool_calls and rounds < limits.max_tool_rounds:
                     rounds += 1
                     messages.append(
-                        Message(role="assistant", content=response.text, tool_calls=response.tool_calls)
+                        Message(
+                            role="assistant", content=response.text, tool_calls=response.tool_calls
+                        )
                     )
                     for tool_call in response.tool_calls:
                         content, ok = await self._tool_call(agent, tool_call)
@@ -456,4 +458,3 @@ def _response_from_dict(data: dict[str, Any]) -> ModelResponse:
         finish_reason=data["finish_reason"],
         cost_usd=Decimal(data["cost_usd"]),
     )
-

@@ -82,7 +82,8 @@ class Agent(Generic[In, Out]):
         schema = json.dumps(self.output_schema(), separators=(",", ":"))
         system = (
             f"{self.instructions.strip()}\n\n"
-            f"Answer with one JSON object that matches this JSON schema, and nothing else:\n{schema}"
+            "Answer with one JSON object that matches this JSON schema, and nothing else:\n"
+            f"{schema}"
         )
         return [
             Message(role="system", content=system),
@@ -108,9 +109,7 @@ class FunctionAgent(Generic[In, Out]):
         return result
 
 
-def function_agent(
-    fn: Callable[[Any], Any] | None = None, /, *, name: str | None = None
-) -> Any:
+def function_agent(fn: Callable[[Any], Any] | None = None, /, *, name: str | None = None) -> Any:
     """Make a `FunctionAgent` from a function annotated `(payload: In) -> Out`.
 
     Example:
@@ -133,6 +132,8 @@ def function_agent(
                     f"function agent {func.__name__!r}: the {label} annotation must be a "
                     f"Pydantic model, got {typ!r}"
                 )
+        assert isinstance(in_type, type)
+        assert isinstance(out_type, type)
         return FunctionAgent(name=name or func.__name__, fn=func, input=in_type, output=out_type)
 
     if fn is not None:

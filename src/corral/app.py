@@ -125,9 +125,7 @@ class App:
 
     # -- registration ---------------------------------------------------------------------------
 
-    def workflow(
-        self, fn: WorkflowFn | None = None, /, *, name: str | None = None
-    ) -> Any:
+    def workflow(self, fn: WorkflowFn | None = None, /, *, name: str | None = None) -> Any:
         """Register `async def wf(ctx, payload: In) -> Out` under its name (or `name`).
 
         Raises:
@@ -284,7 +282,9 @@ class App:
             record = await self._durable.wait(rid)
             wf = self._workflows.get(record.get("workflow", ""))
             if wf is None:
-                raise UnknownNameError("workflow", record.get("workflow", "?"), list(self._workflows))
+                raise UnknownNameError(
+                    "workflow", record.get("workflow", "?"), list(self._workflows)
+                )
             results.append(self._result(wf, record, self.clock.monotonic() - t0))
         return results
 
@@ -372,7 +372,11 @@ class App:
                 value = await wf.fn(ctx, wf.input.model_validate(payload))
             if wf.output is not None:
                 value = validate_payload(
-                    wf.output, value, agent=wf.name, code="invalid_output", role="output of workflow"
+                    wf.output,
+                    value,
+                    agent=wf.name,
+                    code="invalid_output",
+                    role="output of workflow",
                 )
             output = dump_payload(value) if value is not None else None
         except CorralError as exc:
@@ -449,4 +453,3 @@ class App:
         priced: Model = Priced(model, self.config.prices)
         self._models[concrete] = priced
         return priced
-

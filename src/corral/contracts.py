@@ -87,9 +87,7 @@ class Envelope:
         }
 
 
-def validate_payload(
-    schema: type[M], payload: Any, *, agent: str, code: str, role: str
-) -> M:
+def validate_payload(schema: type[M], payload: Any, *, agent: str, code: str, role: str) -> M:
     """Validate `payload` against `schema`, or raise an `AgentError` naming every problem.
 
     Args:

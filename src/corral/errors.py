@@ -5,11 +5,11 @@ CorralError                      code="corral_error"
 ├── ConfigError                  fix the configuration; raised at startup
 ├── UsageError                   a developer called the API wrong
 │   ├── UnknownNameError         a workflow, agent, tool or model name that is not registered
-│   └── PayloadError             a payload that cannot be serialized or does not fit its schema
-├── AgentError                   an agent could not produce a valid output (structured, never garbage)
+│   └── PayloadError             a payload that is not JSON or does not fit its schema
+├── AgentError                   an agent could not produce a valid output (never garbage)
 ├── LimitError                   a guard refused the call before it was made
 │   └── DeadlineExceededError    the run ran past its deadline
-├── ProviderError                a model or tool backend failed; `retryable` says if a retry can help
+├── ProviderError                a model or tool backend failed; `retryable`: can a retry help
 │   ├── ProviderTimeoutError
 │   └── ProviderRateLimitError   HTTP 429; carries `retry_after_s`
 └── StateError                   durable state missing, corrupt, locked or from a newer schema

@@ -73,7 +73,8 @@ class Tool:
         """
         if not isinstance(arguments, dict):
             raise ToolArgumentsError(
-                self.name, [{"loc": "", "msg": f"expected an object, got {type(arguments).__name__}"}]
+                self.name,
+                [{"loc": "", "msg": f"expected an object, got {type(arguments).__name__}"}],
             )
         try:
             return self.arguments.model_validate(arguments)
@@ -114,7 +115,7 @@ def _arguments_model(fn: Callable[..., Any], name: str) -> tuple[type[BaseModel]
         annotation = hints.get(param.name, Any)
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[param.name] = (annotation, default)
-    model = create_model(  # type: ignore[call-overload]  # dynamic field definitions
+    model: type[BaseModel] = create_model(
         f"{name}_arguments", __config__=ConfigDict(extra="forbid"), **fields
     )
     return model, wants_key
@@ -172,5 +173,3 @@ def tool(
     if fn is not None:
         return build(fn)
     return build
-
-

@@ -253,4 +253,3 @@ async def _settle(coro: Coroutine[Any, Any, T]) -> T | AgentError:
         return await coro
     except AgentError as exc:
         return exc
-

@@ -19,9 +19,9 @@ import sys
 from pydantic import BaseModel
 
 from corral import Agent, App, AppConfig, RunContext, SimConfig, tool
+from corral.clock import SystemClock
 from corral.model import ModelRequest, ModelResponse
 from corral.models.sim import SimModel
-from corral.clock import SystemClock
 
 
 class Ticket(BaseModel):
@@ -133,7 +133,15 @@ async def main() -> None:
         result = await app.run("support", {"text": "I was charged twice for March."}, run_id=run_id)
     else:
         result = next(r for r in resumed if r.run_id == run_id)
-    print(json.dumps({"status": result.status, "output": result.output.model_dump() if result.output else None, "calls": result.usage.calls}))
+    print(
+        json.dumps(
+            {
+                "status": result.status,
+                "output": result.output.model_dump() if result.output else None,
+                "calls": result.usage.calls,
+            }
+        )
+    )
     await app.close()
     from corral.engine.dbos import shutdown
 

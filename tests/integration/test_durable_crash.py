@@ -19,9 +19,19 @@ ROOT = Path(__file__).resolve().parents[2]
 KILLED = -9
 
 
-def _run(database: str, run_id: str, kill_at: str, ledger: Path) -> subprocess.CompletedProcess[str]:
+def _run(
+    database: str, run_id: str, kill_at: str, ledger: Path
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tests.integration.crash_app", database, run_id, kill_at, str(ledger)],
+        [
+            sys.executable,
+            "-m",
+            "tests.integration.crash_app",
+            database,
+            run_id,
+            kill_at,
+            str(ledger),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -52,7 +62,9 @@ def test_killed_run_resumes_without_repeating_calls_or_effects(
     database: str, kill_at: str, tmp_path: Path
 ) -> None:
     reference_ledger = tmp_path / "reference.jsonl"
-    reference = _final(_run(f"sqlite:///{tmp_path / 'reference.db'}", "ref", "none", reference_ledger))
+    reference = _final(
+        _run(f"sqlite:///{tmp_path / 'reference.db'}", "ref", "none", reference_ledger)
+    )
 
     ledger = tmp_path / "ledger.jsonl"
     crashed = _run(database, "run-1", kill_at, ledger)

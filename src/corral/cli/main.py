@@ -53,7 +53,9 @@ async def _store(cfg: AppConfig) -> Any:
 @app.command()
 def run(
     workflow: Annotated[str, typer.Argument(help="registered workflow name")],
-    app_ref: Annotated[str, typer.Option("--app", "-a", help="module:attribute of the App (or a factory)")],
+    app_ref: Annotated[
+        str, typer.Option("--app", "-a", help="module:attribute of the App (or a factory)")
+    ],
     input: Annotated[str, typer.Option("--input", "-i", help="JSON payload, or @file.json")] = "{}",
     user: Annotated[str | None, typer.Option(help="user the run is for")] = None,
     tag: Annotated[list[str] | None, typer.Option(help="label (repeatable)")] = None,
@@ -70,12 +72,23 @@ def run(
 
     async def go() -> Any:
         async with target:
-            return await target.run(workflow, payload, user=user, tags=tag or (), durable=not ephemeral)
+            return await target.run(
+                workflow, payload, user=user, tags=tag or (), durable=not ephemeral
+            )
 
     result = asyncio.run(go())
     output = result.output.model_dump(mode="json") if result.output is not None else None
-    console.print_json(json.dumps({"run_id": result.run_id, "status": result.status, "output": output,
-                                   "error": result.error, "usage": result.usage.to_dict()}))
+    console.print_json(
+        json.dumps(
+            {
+                "run_id": result.run_id,
+                "status": result.status,
+                "output": output,
+                "error": result.error,
+                "usage": result.usage.to_dict(),
+            }
+        )
+    )
     if not result.ok:
         raise typer.Exit(1)
 
@@ -99,20 +112,40 @@ def runs(
 
     rows = asyncio.run(go())
     table = Table(title="Recent runs")
-    for col in ("run id", "workflow", "status", "calls", "tokens", "cost $", "duration s", "started"):
+    for col in (
+        "run id",
+        "workflow",
+        "status",
+        "calls",
+        "tokens",
+        "cost $",
+        "duration s",
+        "started",
+    ):
         table.add_column(col)
     for r in rows:
-        duration = (r["finished_at"] - r["started_at"]).total_seconds() if r["finished_at"] else None
-        table.add_row(r["run_id"][:12], r["workflow"], r["status"], str(r["calls"]),
-                      str(r["tokens_in"] + r["tokens_out"]), f"{r['cost_usd']:.6f}",
-                      f"{duration:.2f}" if duration is not None else "-", r["started_at"].strftime("%Y-%m-%d %H:%M:%S"))
+        duration = (
+            (r["finished_at"] - r["started_at"]).total_seconds() if r["finished_at"] else None
+        )
+        table.add_row(
+            r["run_id"][:12],
+            r["workflow"],
+            r["status"],
+            str(r["calls"]),
+            str(r["tokens_in"] + r["tokens_out"]),
+            f"{r['cost_usd']:.6f}",
+            f"{duration:.2f}" if duration is not None else "-",
+            r["started_at"].strftime("%Y-%m-%d %H:%M:%S"),
+        )
     console.print(table)
 
 
 @app.command()
 def show(
     run_id: Annotated[str, typer.Argument(help="run id or a unique prefix")],
-    width: Annotated[int, typer.Option(help="truncate inputs/outputs to this many characters")] = 80,
+    width: Annotated[
+        int, typer.Option(help="truncate inputs/outputs to this many characters")
+    ] = 80,
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
@@ -130,15 +163,26 @@ def show(
     if found is None:
         err.print(f"[red]no run matches {run_id!r}[/red] (use `corral runs` to list them)")
         raise typer.Exit(2)
-    root = Tree(f"[bold]{found['workflow']}[/bold] {found['run_id']}  status={found['status']}  "
-                f"calls={found['calls']} tokens={found['tokens_in'] + found['tokens_out']} cost=${found['cost_usd']:.6f}")
+    root = Tree(
+        f"[bold]{found['workflow']}[/bold] {found['run_id']}  status={found['status']}  "
+        f"calls={found['calls']} tokens={found['tokens_in'] + found['tokens_out']} "
+        f"cost=${found['cost_usd']:.6f}"
+    )
     root.add(f"input: {_short(found['input'], width)}")
     nodes: dict[str, Any] = {}
     for s in spans:
-        colour = "green" if s["status"] == "ok" else "yellow" if s["status"] == "replayed_effect" else "red"
-        label = (f"[{colour}]{s['step_id']} {s['kind']}:{s['name']}[/{colour}] "
-                 f"{s['model'] or ''} tok={s['tokens_in']}/{s['tokens_out']} ${s['cost_usd']:.6f} "
-                 f"{s['latency_ms']:.0f}ms {s['status']}")
+        colour = (
+            "green"
+            if s["status"] == "ok"
+            else "yellow"
+            if s["status"] == "replayed_effect"
+            else "red"
+        )
+        label = (
+            f"[{colour}]{s['step_id']} {s['kind']}:{s['name']}[/{colour}] "
+            f"{s['model'] or ''} tok={s['tokens_in']}/{s['tokens_out']} ${s['cost_usd']:.6f} "
+            f"{s['latency_ms']:.0f}ms {s['status']}"
+        )
         parent = nodes.get(s["parent_id"] or "", root)
         node = parent.add(label)
         if s["error"]:
@@ -156,7 +200,9 @@ def show(
 
 @app.command()
 def resume(
-    app_ref: Annotated[str, typer.Option("--app", "-a", help="module:attribute of the App (or a factory)")],
+    app_ref: Annotated[
+        str, typer.Option("--app", "-a", help="module:attribute of the App (or a factory)")
+    ],
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:

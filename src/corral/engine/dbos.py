@@ -114,13 +114,17 @@ class DbosEngine:
         except Exception as exc:  # boundary: DBOS raises many types for an unusable database
             _executor = _database = None
             DBOS.destroy()
-            raise StateError(f"the durable engine could not start on {self._store.url}: {exc}") from exc
+            raise StateError(
+                f"the durable engine could not start on {self._store.url}: {exc}"
+            ) from exc
 
     async def run(
         self, run_id: RunId, workflow: str, payload: JsonValue, meta: dict[str, Any]
     ) -> dict[str, Any]:
         with SetWorkflowID(run_id):
-            handle = await DBOS.start_workflow_async(_corral_run, workflow, run_id, payload, meta)
+            handle: Any = await DBOS.start_workflow_async(
+                _corral_run, workflow, run_id, payload, meta
+            )
         result: dict[str, Any] = await handle.get_result()
         return result
 
@@ -134,7 +138,7 @@ class DbosEngine:
         return [RunId(w.workflow_id) for w in found]
 
     async def wait(self, run_id: RunId) -> dict[str, Any]:
-        handle = await DBOS.retrieve_workflow_async(run_id)
+        handle: Any = await DBOS.retrieve_workflow_async(run_id)
         result: dict[str, Any] = await handle.get_result()
         return result
 

@@ -107,7 +107,10 @@ class LocalModel:
                 raw = llm.create_chat_completion(**kwargs)
             except ValueError as exc:  # llama.cpp: prompt longer than the context window, etc.
                 raise ProviderError(
-                    f"{self._name} rejected the request: {exc}", retryable=False, provider="local", status=400
+                    f"{self._name} rejected the request: {exc}",
+                    retryable=False,
+                    provider="local",
+                    status=400,
                 ) from exc
             except RuntimeError as exc:
                 raise ProviderError(

@@ -46,7 +46,9 @@ class SimModel:
         clock: Where simulated latency is spent (a `FakeClock` makes it free).
     """
 
-    def __init__(self, name: str = "sim:small", config: SimConfig | None = None, *, clock: Clock) -> None:
+    def __init__(
+        self, name: str = "sim:small", config: SimConfig | None = None, *, clock: Clock
+    ) -> None:
         self._name = name
         self.config = config or SimConfig()
         self._clock = clock
@@ -85,7 +87,10 @@ class SimModel:
         elapsed = self._clock.monotonic() - self._t0
         if any(start <= elapsed < end for start, end in cfg.outages):
             raise ProviderError(
-                f"{self._name} is unavailable (simulated outage)", retryable=True, provider="sim", status=503
+                f"{self._name} is unavailable (simulated outage)",
+                retryable=True,
+                provider="sim",
+                status=503,
             )
         roll = rng.random()
         if roll < cfg.timeout_rate:
@@ -179,7 +184,7 @@ def _strings(value: Any) -> list[str]:
 def value_for_schema(
     schema: dict[str, Any], rng: random.Random, words: list[str], root: dict[str, Any]
 ) -> Any:
-    """A value that satisfies `schema` (the JSON-schema subset Pydantic emits), built from `words`."""
+    """A value satisfying `schema` (the JSON-schema subset Pydantic emits), made of `words`."""
     if "$ref" in schema:
         name = schema["$ref"].rsplit("/", 1)[-1]
         return value_for_schema(root.get("$defs", {})[name], rng, words, root)
@@ -214,9 +219,9 @@ def value_for_schema(
         high = int(schema.get("maximum", schema.get("exclusiveMaximum", low + 6) - 1))
         return rng.randint(low, max(low, high))
     if kind == "number":
-        low = float(schema.get("minimum", 0.0))
-        high = float(schema.get("maximum", max(low, 1.0)))
-        return round(rng.uniform(low, high), 3)
+        lo = float(schema.get("minimum", 0.0))
+        hi = float(schema.get("maximum", max(lo, 1.0)))
+        return round(rng.uniform(lo, hi), 3)
     if kind == "boolean":
         return rng.random() < 0.5
     if kind == "null":

@@ -9,7 +9,8 @@ Example:
     ```python
     def coordinator(board: Blackboard) -> list[BoardTask]:
         if "outline" not in board:
-            return [BoardTask(agent=outliner, key="outline", payload=lambda b: Topic(text=b.get("topic")))]
+            topic = lambda b: Topic(text=b.get("topic"))
+            return [BoardTask(agent=outliner, key="outline", payload=topic)]
         return []
     board = Blackboard({"topic": "durable agents"})
     await board.run(ctx, coordinator)
@@ -35,7 +36,9 @@ class StaleWriteError(CorralError):
     code = "stale_write"
 
     def __init__(self, key: str, expected: int, actual: int) -> None:
-        super().__init__(f"stale write to {key!r}: based on version {expected}, current is {actual}")
+        super().__init__(
+            f"stale write to {key!r}: based on version {expected}, current is {actual}"
+        )
         self.key, self.expected, self.actual = key, expected, actual
 
 
@@ -51,8 +54,13 @@ class BoardTask:
 class Blackboard:
     """Versioned shared context for one run."""
 
-    def __init__(self, initial: dict[str, Any] | None = None, *, max_rounds: int = 20,
-                 max_stale_retries: int = 2) -> None:
+    def __init__(
+        self,
+        initial: dict[str, Any] | None = None,
+        *,
+        max_rounds: int = 20,
+        max_stale_retries: int = 2,
+    ) -> None:
         self._entries: dict[str, tuple[int, Any]] = {k: (1, v) for k, v in (initial or {}).items()}
         self.max_rounds = max_rounds
         self.max_stale_retries = max_stale_retries
@@ -84,7 +92,9 @@ class Blackboard:
     def snapshot(self) -> dict[str, Any]:
         return {k: v for k, (_, v) in self._entries.items()}
 
-    async def run(self, ctx: RunContext, coordinator: Callable[[Blackboard], list[BoardTask]]) -> int:
+    async def run(
+        self, ctx: RunContext, coordinator: Callable[[Blackboard], list[BoardTask]]
+    ) -> int:
         """Let the coordinator assign work until it returns no tasks; returns rounds used.
 
         Tasks of one round run in parallel, each against the versions it read when the round
@@ -114,7 +124,11 @@ class Blackboard:
                 if not tasks:
                     break
             for task in tasks:
-                self.errors.append(AgentError(
-                    f"gave up on {task.key!r} after {self.max_stale_retries} stale writes",
-                    agent=task.agent.name, code="stale_write"))
+                self.errors.append(
+                    AgentError(
+                        f"gave up on {task.key!r} after {self.max_stale_retries} stale writes",
+                        agent=task.agent.name,
+                        code="stale_write",
+                    )
+                )
         return self.max_rounds

@@ -9,7 +9,7 @@ Example:
     ```python
     mesh = Mesh([
         Subscriber(topic="alert", agent=triager, publish="diagnosis"),
-        Subscriber(topic="diagnosis", agent=fixer, publish=lambda fix: "done" if fix.ok else "alert"),
+        Subscriber(topic="diagnosis", agent=fixer, publish=lambda f: "done" if f.ok else "alert"),
     ])
     result = await mesh.run(ctx, "alert", alert)
     ```
@@ -80,7 +80,8 @@ class Mesh:
         while queue:
             deliveries = [(m, s) for m in queue for s in self.subscribers if s.topic == m.topic]
             results = await ctx.parallel(
-                *(ctx.call(s.agent, m.payload, sender=m.sender) for m, s in deliveries), errors="return"
+                *(ctx.call(s.agent, m.payload, sender=m.sender) for m, s in deliveries),
+                errors="return",
             )
             queue = []
             for (message, sub), result in zip(deliveries, results, strict=True):
@@ -92,8 +93,13 @@ class Mesh:
                     continue
                 if len(history) >= self.max_messages:
                     return MeshResult(status="limit", messages=history, errors=errors)
-                out = MeshMessage(seq=len(history), topic=target, sender=sub.agent.name,
-                                  payload=result, parent=message.seq)
+                out = MeshMessage(
+                    seq=len(history),
+                    topic=target,
+                    sender=sub.agent.name,
+                    payload=result,
+                    parent=message.seq,
+                )
                 history.append(out)
                 queue.append(out)
         return MeshResult(status="quiescent", messages=history, errors=errors)

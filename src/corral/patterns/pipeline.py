@@ -7,7 +7,7 @@ escalating are outcomes in the `PipelineResult`, not exceptions.
 Example:
     ```python
     pipeline = Pipeline([
-        Stage(triage, gate=lambda t: Gate.escalate("legal") if t.category == "legal" else Gate.ok()),
+        Stage(triage, gate=lambda t: Gate.escalate("legal") if t.legal else Gate.ok()),
         Stage(drafter),
     ])
     result = await pipeline.run(ctx, ticket)
@@ -102,8 +102,13 @@ class Pipeline:
                     output = await ctx.call(stage.agent, current)
                 except AgentError as exc:
                     return PipelineResult(
-                        status="failed", output=best, stage=name, reason=exc.reason, error=exc,
-                        repairs=repairs, outputs=outputs,
+                        status="failed",
+                        output=best,
+                        stage=name,
+                        reason=exc.reason,
+                        error=exc,
+                        repairs=repairs,
+                        outputs=outputs,
                     )
                 decision = stage.gate(output) if stage.gate else Gate.ok()
                 if decision.verdict == "repair" and attempt < stage.max_repairs:
@@ -113,19 +118,30 @@ class Pipeline:
                 break
             if decision.verdict == "repair":
                 return PipelineResult(
-                    status="failed", output=best, stage=name,
-                    reason=f"gate still rejects after {stage.max_repairs} repair(s): {decision.reason}",
-                    repairs=repairs, outputs=outputs,
+                    status="failed",
+                    output=best,
+                    stage=name,
+                    reason=(
+                        f"gate still rejects after {stage.max_repairs} repair(s): {decision.reason}"
+                    ),
+                    repairs=repairs,
+                    outputs=outputs,
                 )
             outputs[name] = output
             if decision.verdict in ("stop", "escalate"):
                 return PipelineResult(
                     status="stopped" if decision.verdict == "stop" else "escalated",
-                    output=output, stage=name, reason=decision.reason, repairs=repairs,
+                    output=output,
+                    stage=name,
+                    reason=decision.reason,
+                    repairs=repairs,
                     outputs=outputs,
                 )
             best = current = output
         return PipelineResult(
-            status="completed", output=best, stage=self.stages[-1].agent.name, repairs=repairs,
+            status="completed",
+            output=best,
+            stage=self.stages[-1].agent.name,
+            repairs=repairs,
             outputs=outputs,
         )

@@ -9,7 +9,7 @@ Example:
     ```python
     supervisor = Supervisor(
         planner=planner, workers={"search": searcher, "math": calculator}, synthesizer=writer,
-        tasks=lambda plan: [Task(worker=s.worker, payload={"question": s.question}) for s in plan.steps],
+        tasks=lambda plan: [Task(worker=s.worker, payload=s.question) for s in plan.steps],
         synthesis_input=lambda goal, outcomes: Findings(goal=goal.text, notes=[...]),
     )
     result = await supervisor.run(ctx, goal)
@@ -110,7 +110,9 @@ class Supervisor:
                     continue
                 planned = self.tasks(plan)[: self.max_tasks]
                 if not planned:
-                    error = AgentError("the plan has no tasks", agent=self.planner.name, code="empty_plan")
+                    error = AgentError(
+                        "the plan has no tasks", agent=self.planner.name, code="empty_plan"
+                    )
                     state = move("failed", "empty plan")
                     continue
                 pending = [TaskOutcome(task=t, attempts=0) for t in planned]
@@ -119,16 +121,26 @@ class Supervisor:
                 pending = await ctx.parallel(*(self._attempt(ctx, o) for o in pending))
                 state = move("monitor")
             elif state == "monitor":
-                retry = [o for o in pending if not o.ok and o.attempts <= self.max_retries
-                         and o.error is not None and o.error.code != "unknown_worker"]
+                retry = [
+                    o
+                    for o in pending
+                    if not o.ok
+                    and o.attempts <= self.max_retries
+                    and o.error is not None
+                    and o.error.code != "unknown_worker"
+                ]
                 done = [o for o in pending if o not in retry]
                 outcomes.extend(done)
                 if retry:
                     pending = retry
                     state = move("delegate", f"retry {len(retry)}")
                 elif not any(o.ok for o in outcomes):
-                    error = AgentError("every task failed", agent=self.synthesizer.name, code="all_tasks_failed",
-                                       details={"errors": [o.error.to_dict() for o in outcomes if o.error]})
+                    error = AgentError(
+                        "every task failed",
+                        agent=self.synthesizer.name,
+                        code="all_tasks_failed",
+                        details={"errors": [o.error.to_dict() for o in outcomes if o.error]},
+                    )
                     state = move("failed", "all tasks failed")
                 else:
                     state = move("synthesize", f"{sum(o.ok for o in outcomes)}/{len(outcomes)} ok")
@@ -141,7 +153,10 @@ class Supervisor:
                 state = move("done")
         return SupervisorResult(
             status="done" if state == "done" else "failed",
-            output=output, outcomes=outcomes, transitions=transitions, error=error,
+            output=output,
+            outcomes=outcomes,
+            transitions=transitions,
+            error=error,
         )
 
     async def _attempt(self, ctx: RunContext, previous: TaskOutcome) -> TaskOutcome:
@@ -150,10 +165,18 @@ class Supervisor:
         attempts = previous.attempts + 1
         if worker is None:
             known = ", ".join(sorted(self.workers))
-            return TaskOutcome(task=task, attempts=attempts, error=AgentError(
-                f"the plan names worker {task.worker!r}, which does not exist (known: {known})",
-                agent=self.planner.name, code="unknown_worker"))
+            return TaskOutcome(
+                task=task,
+                attempts=attempts,
+                error=AgentError(
+                    f"the plan names worker {task.worker!r}, which does not exist (known: {known})",
+                    agent=self.planner.name,
+                    code="unknown_worker",
+                ),
+            )
         try:
-            return TaskOutcome(task=task, attempts=attempts, output=await ctx.call(worker, task.payload))
+            return TaskOutcome(
+                task=task, attempts=attempts, output=await ctx.call(worker, task.payload)
+            )
         except AgentError as exc:
             return TaskOutcome(task=task, attempts=attempts, error=exc)

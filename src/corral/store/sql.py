@@ -222,7 +222,9 @@ class SqlStore:
                 sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
             ).first()
             if row is None:
-                conn.execute(meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+                conn.execute(
+                    meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
+                )
             elif int(row[0]) > SCHEMA_VERSION:
                 raise StateError(
                     f"database {self._safe_url()} has Corral schema version {row[0]}, newer than "
@@ -343,7 +345,9 @@ class SqlStore:
         def read() -> dict[str, Any] | None:
             with self.engine.connect() as conn:
                 rows = conn.execute(
-                    sa.select(runs).where(runs.c.run_id.startswith(run_id, autoescape=True)).limit(2)
+                    sa.select(runs)
+                    .where(runs.c.run_id.startswith(run_id, autoescape=True))
+                    .limit(2)
                 ).all()
             return self._run_row(rows[0]._mapping) if len(rows) == 1 else None
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, Union
+from typing import Any
 
 from corral.model import ModelRequest, ModelResponse, ToolCall
 
-Step = Union[ModelResponse, BaseException, Callable[[ModelRequest], ModelResponse], str, dict[str, Any]]
+Step = (
+    ModelResponse | BaseException | Callable[[ModelRequest], ModelResponse] | str | dict[str, Any]
+)
 
 
 def reply(
