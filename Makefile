@@ -17,8 +17,8 @@ demo: $(STAMP)
 	$(BIN)/python -m examples.support_desk $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff format --check src tests examples bench
-	$(BIN)/ruff check src tests examples bench
+	$(BIN)/ruff format --check src tests examples
+	$(BIN)/ruff check src tests examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
