@@ -61,3 +61,31 @@ def test_support_desk_processes_every_ticket_on_sim(tmp_path):
     )
     assert show.returncode == 0, show.stderr
     assert "agent:screen" in show.stdout and "status=succeeded" in show.stdout
+
+
+def test_research_team_and_incident_mesh_run_on_sim(tmp_path):
+    for module in ("examples.research_team", "examples.incident_mesh"):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                module,
+                "--model",
+                "sim",
+                "--db",
+                f"sqlite:///{tmp_path / 'x.db'}",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, (module, proc.stdout[-2000:], proc.stderr[-2000:])
+        result = json.loads(proc.stdout)
+        assert result["status"] == "succeeded"
+        if module.endswith("mesh"):
+            assert result["output"]["status"] == "quiescent"
+            assert result["output"]["topics"][:2] == ["alert", "diagnosis"]
+        else:
+            assert result["output"]["summary"]
