@@ -6,15 +6,13 @@ topics until the bus is quiescent.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
 import sys
 
 from pydantic import BaseModel, Field
 
 from corral import Agent, App, AppConfig, RunContext, function_agent
 from corral.patterns import Mesh, Subscriber
+from examples._runner import run_once
 
 
 class Alert(BaseModel):
@@ -94,35 +92,13 @@ def build_app(config: AppConfig | None = None) -> App:
     return app
 
 
-async def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m examples.incident_mesh")
-    parser.add_argument("alert", nargs="?", default="checkout latency p99 is 4s since 09:00")
-    parser.add_argument("--model", choices=["sim", "local"], default="sim")
-    parser.add_argument("--db", default="sqlite:///.corral/corral.db")
-    args = parser.parse_args(argv)
-    model = {"sim": "sim:small", "local": "local:smollm2"}[args.model]
-    app = build_app(AppConfig(database=args.db, tiers={"small": model}))
-    async with app:
-        result = await app.run("incident", {"text": args.alert})
-    print(
-        json.dumps(
-            {
-                "run_id": result.run_id,
-                "status": result.status,
-                "output": result.output.model_dump() if result.output else None,
-                "error": result.error,
-                "cost_usd": str(result.cost_usd),
-            },
-            indent=2,
+if __name__ == "__main__":
+    sys.exit(
+        run_once(
+            build_app,
+            "incident",
+            sys.argv[1:],
+            prog="python -m examples.incident_mesh",
+            default="checkout latency p99 is 4s since 09:00",
         )
     )
-    return 0 if result.ok else 1
-
-
-if __name__ == "__main__":
-    try:
-        sys.exit(asyncio.run(main(sys.argv[1:])))
-    finally:
-        from corral.engine.dbos import shutdown
-
-        shutdown()

@@ -6,9 +6,6 @@ parallel, a writer synthesizes.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
 import sys
 from typing import Literal
 
@@ -16,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from corral import Agent, App, AppConfig, RunContext
 from corral.patterns import Supervisor, Task
+from examples._runner import run_once
 
 
 class Question(BaseModel):
@@ -104,35 +102,13 @@ def build_app(config: AppConfig | None = None) -> App:
     return app
 
 
-async def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m examples.research_team")
-    parser.add_argument("question", nargs="?", default="How do durable workflows survive crashes?")
-    parser.add_argument("--model", choices=["sim", "local"], default="sim")
-    parser.add_argument("--db", default="sqlite:///.corral/corral.db")
-    args = parser.parse_args(argv)
-    model = {"sim": "sim:small", "local": "local:smollm2"}[args.model]
-    app = build_app(AppConfig(database=args.db, tiers={"small": model}))
-    async with app:
-        result = await app.run("research", {"text": args.question})
-    print(
-        json.dumps(
-            {
-                "run_id": result.run_id,
-                "status": result.status,
-                "output": result.output.model_dump() if result.output else None,
-                "error": result.error,
-                "cost_usd": str(result.cost_usd),
-            },
-            indent=2,
+if __name__ == "__main__":
+    sys.exit(
+        run_once(
+            build_app,
+            "research",
+            sys.argv[1:],
+            prog="python -m examples.research_team",
+            default="How do durable workflows survive crashes?",
         )
     )
-    return 0 if result.ok else 1
-
-
-if __name__ == "__main__":
-    try:
-        sys.exit(asyncio.run(main(sys.argv[1:])))
-    finally:
-        from corral.engine.dbos import shutdown
-
-        shutdown()
