@@ -1,11 +1,16 @@
 """W1: a 4-agent pipeline on `sim` with zero latency; microseconds per agent step.
 
-    .venv/bin/python bench/w1_pipeline.py [--runs 2000]
+    .venv/bin/python bench/w1_pipeline.py [--runs 2000] [--block 50]
 
-Modes, measured side by side in one process:
-- ephemeral, no recorder: the runtime itself (validation, prompt, sim, parsing, envelopes);
+Modes, measured side by side in one process and interleaved in blocks of `--block` runs (the
+machine is noisy: interleaving spreads the noise over every mode instead of one):
+
+- ephemeral, no recorder: the runtime itself (input/output validation, prompt, sim generation
+  from the JSON schema, JSON parsing, usage and pricing);
 - ephemeral + SQLite spans: the same with every span written to the store;
-- durable (DBOS + journal on SQLite WAL): every model call journaled.
+- durable: DBOS run + Corral's step journal + spans on SQLite WAL;
+- raw DBOS: the baseline the durable target is measured against: a plain DBOS workflow with four
+  `DBOS.run_step_async` steps, each doing the same model call and output validation by hand.
 """
 
 from __future__ import annotations
@@ -15,10 +20,15 @@ import asyncio
 import statistics
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 
+from dbos import DBOS
 from pydantic import BaseModel
 
 from corral import Agent, App, AppConfig, RunContext
+from corral.clock import SystemClock
+from corral.model import ModelRequest
+from corral.models.sim import SimModel
 from corral.trace import NullRecorder
 
 
@@ -27,6 +37,26 @@ class Doc(BaseModel):
 
 
 STAGES = [Agent(name=f"stage{i}", instructions="Rewrite.", input=Doc, output=Doc) for i in range(4)]
+_raw_model = SimModel("sim:small", clock=SystemClock())
+
+
+@DBOS.workflow(name="bench.raw_pipeline")
+async def raw_pipeline(text: str) -> str:
+    """The same four model calls as plain DBOS steps (registered before launch)."""
+    doc = Doc(text=text)
+    for stage in STAGES:
+
+        async def call(stage: Agent[Doc, Doc] = stage, doc: Doc = doc) -> str:
+            request = ModelRequest(
+                model="sim:small",
+                messages=tuple(stage.messages(doc)),
+                output_schema=stage.output_schema(),
+            )
+            response = await _raw_model.complete(request)
+            return Doc.model_validate_json(response.text).model_dump_json()
+
+        doc = Doc.model_validate_json(await DBOS.run_step_async({"name": stage.name}, call))
+    return doc.text
 
 
 def build(config: AppConfig, *, record: bool) -> App:
@@ -41,49 +71,68 @@ def build(config: AppConfig, *, record: bool) -> App:
     return app
 
 
-async def measure(app: App, runs: int, durable: bool) -> list[float]:
-    per_step = []
-    async with app:
-        for i in range(50):
-            await app.run("pipeline", {"text": f"warm up {i}"}, durable=durable)
-        for i in range(runs):
-            t0 = time.perf_counter()
-            result = await app.run("pipeline", {"text": f"document number {i}"}, durable=durable)
-            per_step.append((time.perf_counter() - t0) / 4 * 1e6)
-            assert result.ok
-    return per_step
+Runner = Callable[[int], Awaitable[None]]
 
 
-def summary(name: str, samples: list[float]) -> str:
+def corral_runner(app: App, durable: bool) -> Runner:
+    async def one(i: int) -> None:
+        result = await app.run("pipeline", {"text": f"document number {i}"}, durable=durable)
+        assert result.ok, result.error
+
+    return one
+
+
+async def raw_dbos(i: int) -> None:
+    handle = await DBOS.start_workflow_async(raw_pipeline, f"document number {i}")
+    await handle.get_result()
+
+
+def summary(name: str, samples: list[float], base: float | None = None) -> str:
     samples = sorted(samples)
-    p99 = samples[int(len(samples) * 0.99) - 1]
-    return f"| {name} | {statistics.median(samples):.0f} | {p99:.0f} |"
+    p99 = samples[max(0, int(len(samples) * 0.99) - 1)]
+    median = statistics.median(samples)
+    ratio = f"{median / base:.2f}x" if base else ""
+    return f"| {name} | {len(samples)} | {median:.0f} | {p99:.0f} | {ratio} |"
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument("--runs", type=int, default=2000, help="measured runs per mode")
+    parser.add_argument("--block", type=int, default=50, help="runs per mode before switching")
+    parser.add_argument("--warmup", type=int, default=50)
     args = parser.parse_args()
     tmp = tempfile.mkdtemp()
-    rows = []
-    eph = AppConfig(database=f"sqlite:///{tmp}/e.db", durable=False)
-    rows.append(
-        summary("ephemeral, no recorder", await measure(build(eph, record=False), args.runs, False))
-    )
-    rows.append(
-        summary(
-            "ephemeral + SQLite spans", await measure(build(eph, record=True), args.runs, False)
-        )
-    )
-    dur = AppConfig(database=f"sqlite:///{tmp}/d.db", durable=True)
-    rows.append(
-        summary(
-            "durable (DBOS + journal, SQLite WAL)",
-            await measure(build(dur, record=True), args.runs, True),
-        )
-    )
-    print("| mode | median us/step | p99 us/step |\n| --- | --- | --- |")
-    print("\n".join(rows))
+    ephemeral = build(AppConfig(database=f"sqlite:///{tmp}/e.db", durable=False), record=False)
+    spans = build(AppConfig(database=f"sqlite:///{tmp}/s.db", durable=False), record=True)
+    durable = build(AppConfig(database=f"sqlite:///{tmp}/d.db", durable=True), record=True)
+    modes: dict[str, Runner] = {
+        "ephemeral, no recorder": corral_runner(ephemeral, False),
+        "ephemeral + SQLite spans": corral_runner(spans, False),
+        "durable (DBOS + journal + spans, SQLite WAL)": corral_runner(durable, True),
+        "raw DBOS, 4 steps, same model calls": raw_dbos,
+    }
+    samples: dict[str, list[float]] = {name: [] for name in modes}
+    async with ephemeral, spans, durable:
+        for run in modes.values():
+            for i in range(args.warmup):
+                await run(-i - 1)
+        n = 0
+        while n < args.runs:
+            block = min(args.block, args.runs - n)
+            for name, run in modes.items():
+                for i in range(n, n + block):
+                    t0 = time.perf_counter()
+                    await run(i)
+                    samples[name].append((time.perf_counter() - t0) / len(STAGES) * 1e6)
+            n += block
+    raw = statistics.median(samples["raw DBOS, 4 steps, same model calls"])
+    eph = statistics.median(samples["ephemeral, no recorder"])
+    print("| mode | runs | median us/step | p99 us/step | ratio |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, values in samples.items():
+        base = raw if name.startswith("durable") else None
+        print(summary(name, values, base))
+    print(f"\nraw DBOS alone (minus the same model work run ephemerally): {raw - eph:.0f} us/step")
     from corral.engine.dbos import shutdown
 
     shutdown()

@@ -21,7 +21,7 @@ from corral.durable import Journal
 from corral.errors import AgentError, ProviderError, ProviderTimeoutError
 from corral.model import Message, ModelRequest, ModelResponse, ToolCall, Usage
 from corral.tool import Tool, ToolArgumentsError
-from corral.trace import Recorder, Span, SpanKind, SpanStatus
+from corral.trace import BatchingRecorder, NullRecorder, Recorder, Span, SpanKind, SpanStatus
 
 if TYPE_CHECKING:
     from corral.workflow import RunContext
@@ -391,6 +391,8 @@ async def _record_span(
     tokens_out: int = 0,
     cost_usd: Decimal = Decimal(0),
 ) -> None:
+    if isinstance(recorder, BatchingRecorder) and isinstance(recorder.inner, NullRecorder):
+        return
     await recorder.record_span(
         Span(
             run_id=run_id,

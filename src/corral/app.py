@@ -24,7 +24,7 @@ from corral.contracts import JsonValue, RunId, dump_payload, validate_payload
 from corral.durable import Engine, EphemeralEngine
 from corral.errors import AgentError, CorralError, PayloadError, UnknownNameError, UsageError
 from corral.model import Model, Usage
-from corral.trace import NullRecorder, Recorder, RunRecord, RunStatus
+from corral.trace import BatchingRecorder, NullRecorder, Recorder, RunRecord, RunStatus
 from corral.workflow import RunContext, Workflow, WorkflowFn
 
 __all__ = ["App", "RunHandle", "RunResult"]
@@ -337,12 +337,12 @@ class App:
         wf = self._workflows.get(workflow)
         if wf is None:
             raise UnknownNameError("workflow", workflow, list(self._workflows))
-        recorder = self._recorder or NullRecorder()
+        recorder = BatchingRecorder(self._recorder or NullRecorder())
         engine: Engine = self._durable if meta.get("durable") and self._durable else self._ephemeral
         ctx = RunContext(
             run_id=run_id,
             workflow=wf.name,
-            journal=await engine.journal(run_id),
+            journal=await engine.journal(run_id, recorder),
             recorder=recorder,
             resolve_model=self.model,
             clock=self.clock,

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from corral.contracts import JsonValue, RunId
+from corral.trace import BatchingRecorder
 
 __all__ = ["Engine", "EphemeralEngine", "EphemeralJournal", "Journal", "RunExecutor", "StepFn"]
 
@@ -59,8 +60,12 @@ class Engine(Protocol):
         result record. Starting the same run id twice executes it once."""
         ...
 
-    async def journal(self, run_id: RunId) -> Journal:
-        """The journal of `run_id`, loaded with the steps it completed before."""
+    async def journal(self, run_id: RunId, spans: BatchingRecorder | None = None) -> Journal:
+        """The journal of `run_id`, loaded with the steps it completed before.
+
+        `spans`, when given, holds the run's unwritten spans; a journal that writes to the same
+        database drains them into each step's transaction.
+        """
         ...
 
     async def pending(self) -> list[RunId]:
@@ -94,7 +99,7 @@ class EphemeralEngine:
             raise RuntimeError("EphemeralEngine.run() before launch()")
         return await self._executor(workflow, run_id, payload, meta)
 
-    async def journal(self, run_id: RunId) -> Journal:
+    async def journal(self, run_id: RunId, spans: BatchingRecorder | None = None) -> Journal:
         return EphemeralJournal()
 
     async def pending(self) -> list[RunId]:

@@ -7,6 +7,7 @@ hashed and compared.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal, Protocol
@@ -59,7 +60,7 @@ class ModelRequest:
 
     model: str
     messages: tuple[Message, ...]
-    output_schema: dict[str, Any] | None = None
+    output_schema: Mapping[str, Any] | None = None
     """JSON schema the answer must satisfy; providers that support it constrain decoding."""
     tools: tuple[ToolSpec, ...] = ()
     max_output_tokens: int = 512

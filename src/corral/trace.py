@@ -6,6 +6,7 @@ The core writes spans through the `Recorder` protocol. The SQL store implements 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -13,7 +14,7 @@ from typing import Any, Literal, Protocol
 
 from corral.contracts import JsonValue
 
-__all__ = ["NullRecorder", "Recorder", "RunRecord", "Span"]
+__all__ = ["BatchingRecorder", "NullRecorder", "Recorder", "RunRecord", "Span"]
 
 SpanKind = Literal["agent", "model", "tool"]
 SpanStatus = Literal["ok", "error", "invalid_output", "invalid_args", "replayed_effect"]
@@ -75,6 +76,10 @@ class Recorder(Protocol):
         """Insert or replace a span (keyed by `run_id`, `step_id`)."""
         ...
 
+    async def record_spans(self, spans: Sequence[Span]) -> None:
+        """`record_span` for many spans at once (one transaction where the backend has them)."""
+        ...
+
     async def effect(self, key: str) -> JsonValue | None:
         """The recorded result of a side effect, or None if it never completed."""
         ...
@@ -96,8 +101,56 @@ class NullRecorder:
     async def record_span(self, span: Span) -> None:
         return None
 
+    async def record_spans(self, spans: Sequence[Span]) -> None:
+        return None
+
     async def effect(self, key: str) -> JsonValue | None:
         return self._effects.get(key)
 
     async def record_effect(self, key: str, run_id: str, tool: str, result: JsonValue) -> None:
         self._effects[key] = {"result": result}
+
+
+class BatchingRecorder:
+    """One run's recorder: spans are held and written in batches instead of one by one.
+
+    A durable journal drains the held spans into the transaction that saves a step, so a model
+    call's span and its checkpoint are written together. Everything still held is written before
+    the run's record is updated (so a finished run always has all its spans), and whenever
+    `max_held` spans are waiting (so a long run's trace fills in as it goes).
+    """
+
+    def __init__(self, inner: Recorder, *, max_held: int = 64) -> None:
+        self.inner = inner
+        self._held: list[Span] = []
+        self._max_held = max_held
+
+    def drain(self) -> list[Span]:
+        """Take the held spans (the caller now owns writing them)."""
+        held, self._held = self._held, []
+        return held
+
+    async def flush(self) -> None:
+        """Write the held spans now."""
+        if self._held:
+            await self.inner.record_spans(self.drain())
+
+    async def record_run(self, run: RunRecord) -> None:
+        await self.flush()
+        await self.inner.record_run(run)
+
+    async def record_span(self, span: Span) -> None:
+        self._held.append(span)
+        if len(self._held) >= self._max_held:
+            await self.flush()
+
+    async def record_spans(self, spans: Sequence[Span]) -> None:
+        self._held.extend(spans)
+        if len(self._held) >= self._max_held:
+            await self.flush()
+
+    async def effect(self, key: str) -> JsonValue | None:
+        return await self.inner.effect(key)
+
+    async def record_effect(self, key: str, run_id: str, tool: str, result: JsonValue) -> None:
+        await self.inner.record_effect(key, run_id, tool, result)

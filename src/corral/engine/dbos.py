@@ -28,6 +28,7 @@ from corral.contracts import JsonValue, RunId
 from corral.durable import RunExecutor, StepFn
 from corral.errors import StateError, UsageError
 from corral.store.sql import SqlStore
+from corral.trace import BatchingRecorder
 
 __all__ = ["DbosEngine"]
 
@@ -53,16 +54,24 @@ async def _corral_run(
 class SqlJournal:
     """A run's checkpointed steps, preloaded from `corral_steps`."""
 
-    def __init__(self, store: SqlStore, run_id: str, done: dict[str, JsonValue]) -> None:
+    def __init__(
+        self,
+        store: SqlStore,
+        run_id: str,
+        done: dict[str, JsonValue],
+        spans: BatchingRecorder | None = None,
+    ) -> None:
         self._store = store
         self._run_id = run_id
         self._done = done
+        self._spans = spans
 
     async def step(self, step_id: str, name: str, fn: StepFn) -> JsonValue:
         if step_id in self._done:
             return self._done[step_id]
         result = await fn()
-        await self._store.save_step(self._run_id, step_id, name, result)
+        held = self._spans.drain() if self._spans is not None else []
+        await self._store.save_step(self._run_id, step_id, name, result, with_spans=held)
         self._done[step_id] = result
         return result
 
@@ -128,8 +137,12 @@ class DbosEngine:
         result: dict[str, Any] = await handle.get_result()
         return result
 
-    async def journal(self, run_id: RunId) -> SqlJournal:
-        return SqlJournal(self._store, run_id, await self._store.load_steps(run_id))
+    async def journal(self, run_id: RunId, spans: BatchingRecorder | None = None) -> SqlJournal:
+        # Spans ride along with step checkpoints only when they go to this same database.
+        same_db = spans is not None and spans.inner is self._store
+        return SqlJournal(
+            self._store, run_id, await self._store.load_steps(run_id), spans if same_db else None
+        )
 
     async def pending(self) -> list[RunId]:
         found = await DBOS.list_workflows_async(

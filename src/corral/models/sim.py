@@ -20,6 +20,7 @@ import random
 import re
 import threading
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from corral.clock import Clock
@@ -53,7 +54,8 @@ class SimModel:
         self.config = config or SimConfig()
         self._clock = clock
         self._t0 = clock.monotonic()
-        self._seen: Counter[str] = Counter()
+        self._seen: Counter[bytes] = Counter()
+        self._schema_keys: dict[int, tuple[Mapping[str, Any], str]] = {}
         self._lock = threading.Lock()
         self.calls = 0
 
@@ -61,22 +63,41 @@ class SimModel:
     def name(self) -> str:
         return self._name
 
+    def _fingerprint(self, request: ModelRequest) -> bytes:
+        h = hashlib.blake2b(digest_size=16)
+        for part in (request.model, self._schema_key(request.output_schema)):
+            h.update(part.encode())
+            h.update(b"\0")
+        for m in request.messages:
+            h.update(f"{m.role}\0{m.tool_call_id}\0{len(m.content)}\0".encode())
+            h.update(m.content.encode())
+        for t in request.tools:
+            h.update(b"\0tool\0" + t.name.encode())
+        return h.digest()
+
+    def _schema_key(self, schema: Mapping[str, Any] | None) -> str:
+        # Agents pass the same schema object on every call: serialize it once per object. The
+        # object is kept in the cache so its id cannot be reused by another schema.
+        if schema is None:
+            return ""
+        hit = self._schema_keys.get(id(schema))
+        if hit is None or hit[0] is not schema:
+            hit = (schema, json.dumps(schema, sort_keys=True))
+            if len(self._schema_keys) > 1024:
+                self._schema_keys.clear()
+            self._schema_keys[id(schema)] = hit
+        return hit[1]
+
     def _rng(self, request: ModelRequest) -> random.Random:
-        body = json.dumps(
-            {
-                "model": request.model,
-                "messages": [[m.role, m.content, m.tool_call_id] for m in request.messages],
-                "schema": request.output_schema,
-                "tools": [t.name for t in request.tools],
-            },
-            sort_keys=True,
-        )
-        fingerprint = hashlib.sha256(body.encode()).hexdigest()
+        fingerprint = self._fingerprint(request)
         with self._lock:
             nth = self._seen[fingerprint]
             self._seen[fingerprint] += 1
             self.calls += 1
-        return random.Random(f"{self.config.seed}:{fingerprint}:{nth}")
+        seed = hashlib.blake2b(
+            f"{self.config.seed}:{nth}:".encode() + fingerprint, digest_size=8
+        ).digest()
+        return random.Random(int.from_bytes(seed, "big"))
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         cfg = self.config
@@ -182,7 +203,7 @@ def _strings(value: Any) -> list[str]:
 
 
 def value_for_schema(
-    schema: dict[str, Any], rng: random.Random, words: list[str], root: dict[str, Any]
+    schema: Mapping[str, Any], rng: random.Random, words: list[str], root: Mapping[str, Any]
 ) -> Any:
     """A value satisfying `schema` (the JSON-schema subset Pydantic emits), made of `words`."""
     if "$ref" in schema:

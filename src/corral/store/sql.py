@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -172,6 +172,23 @@ class SqlStore:
         self.url = url
         dialect = engine.dialect.name
         self._insert: Any = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        # Upserts are built once and executed with bound parameters: building a statement from
+        # literal values costs more than the SQLite write itself.
+        self._upserts = {
+            "runs": self._upsert_statement(runs, ["run_id"]),
+            "spans": self._upsert_statement(spans, ["run_id", "step_id"]),
+            "effects": self._upsert_statement(effects, ["key"]),
+        }
+        self._save_step = self._insert(steps).on_conflict_do_nothing(
+            index_elements=["run_id", "step_id"]
+        )
+
+    def _upsert_statement(self, table: sa.Table, keys: list[str]) -> Any:
+        stmt = self._insert(table)
+        return stmt.on_conflict_do_update(
+            index_elements=keys,
+            set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys},
+        )
 
     @classmethod
     async def open(cls, url: str) -> SqlStore:
@@ -252,28 +269,24 @@ class SqlStore:
             "started_at": run.started_at,
             "finished_at": run.finished_at,
         }
-        await self._call(self._upsert, runs, ["run_id"], values)
+        await self._call(self._upsert, "runs", values)
 
     async def record_span(self, span: Span) -> None:
-        values = {
-            "run_id": span.run_id,
-            "step_id": span.step_id,
-            "parent_id": span.parent_id,
-            "kind": span.kind,
-            "name": span.name,
-            "agent": span.agent,
-            "model": span.model,
-            "input": _dump(span.input),
-            "output": _dump(span.output),
-            "tokens_in": span.tokens_in,
-            "tokens_out": span.tokens_out,
-            "cost_usd": str(span.cost_usd),
-            "latency_ms": span.latency_ms,
-            "status": span.status,
-            "error": _dump(span.error),
-            "started_at": span.started_at,
-        }
-        await self._call(self._upsert, spans, ["run_id", "step_id"], values)
+        await self.record_spans([span])
+
+    async def record_spans(self, spans_: Sequence[Span]) -> None:
+        if not spans_:
+            return
+
+        def write() -> None:
+            with self.engine.begin() as conn:
+                self._write_spans(conn, spans_)
+
+        await self._call(write)
+
+    def _write_spans(self, conn: sa.Connection, batch: Sequence[Span]) -> None:
+        if batch:
+            conn.execute(self._upserts["spans"], [_span_values(span) for span in batch])
 
     async def effect(self, key: str) -> dict[str, JsonValue] | None:
         """`{"result": ...}` for a recorded side effect, or None."""
@@ -287,15 +300,11 @@ class SqlStore:
 
     async def record_effect(self, key: str, run_id: str, tool: str, result: JsonValue) -> None:
         values = {"key": key, "run_id": run_id, "tool": tool, "result": _dump(result) or "null"}
-        await self._call(self._upsert, effects, ["key"], values)
+        await self._call(self._upsert, "effects", values)
 
-    def _upsert(self, table: sa.Table, keys: list[str], values: dict[str, Any]) -> None:
-        stmt = self._insert(table).values(**values)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=keys, set_={k: v for k, v in values.items() if k not in keys}
-        )
+    def _upsert(self, table: str, values: dict[str, Any]) -> None:
         with self.engine.begin() as conn:
-            conn.execute(stmt)
+            conn.execute(self._upserts[table], values)
 
     # -- journal --------------------------------------------------------------------------------
 
@@ -311,17 +320,27 @@ class SqlStore:
 
         return await self._call(read)
 
-    async def save_step(self, run_id: str, step_id: str, name: str, result: JsonValue) -> None:
-        """Journal a step's result; a second write of the same step keeps the first."""
+    async def save_step(
+        self,
+        run_id: str,
+        step_id: str,
+        name: str,
+        result: JsonValue,
+        with_spans: Sequence[Span] = (),
+    ) -> None:
+        """Journal a step's result, with spans written in the same transaction; a second write
+        of the same step keeps the first."""
 
         def write() -> None:
-            stmt = (
-                self._insert(steps)
-                .values(run_id=run_id, step_id=step_id, name=name, result=_dump(result) or "null")
-                .on_conflict_do_nothing(index_elements=["run_id", "step_id"])
-            )
+            values = {
+                "run_id": run_id,
+                "step_id": step_id,
+                "name": name,
+                "result": _dump(result) or "null",
+            }
             with self.engine.begin() as conn:
-                conn.execute(stmt)
+                conn.execute(self._save_step, values)
+                self._write_spans(conn, with_spans)
 
         await self._call(write)
 
@@ -382,3 +401,24 @@ class SqlStore:
         item["started_at"] = _aware(item["started_at"])
         item["finished_at"] = _aware(item["finished_at"])
         return item
+
+
+def _span_values(span: Span) -> dict[str, Any]:
+    return {
+        "run_id": span.run_id,
+        "step_id": span.step_id,
+        "parent_id": span.parent_id,
+        "kind": span.kind,
+        "name": span.name,
+        "agent": span.agent,
+        "model": span.model,
+        "input": _dump(span.input),
+        "output": _dump(span.output),
+        "tokens_in": span.tokens_in,
+        "tokens_out": span.tokens_out,
+        "cost_usd": str(span.cost_usd),
+        "latency_ms": span.latency_ms,
+        "status": span.status,
+        "error": _dump(span.error),
+        "started_at": span.started_at,
+    }

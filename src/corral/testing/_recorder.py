@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from corral.contracts import JsonValue
 from corral.trace import RunRecord, Span
 
@@ -27,6 +29,10 @@ class SpanRecorder:
 
     async def record_span(self, span: Span) -> None:
         self._spans[(span.run_id, span.step_id)] = span
+
+    async def record_spans(self, spans: Sequence[Span]) -> None:
+        for span in spans:
+            await self.record_span(span)
 
     async def effect(self, key: str) -> dict[str, JsonValue] | None:
         if key in self.effects:

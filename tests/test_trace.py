@@ -1,0 +1,74 @@
+"""Span batching: spans are never lost and go out in as few transactions as possible."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from corral.engine.dbos import SqlJournal
+from corral.store.sql import SqlStore
+from corral.testing import SpanRecorder
+from corral.trace import BatchingRecorder, RunRecord, Span
+
+
+def span(step: str, run: str = "r1") -> Span:
+    return Span(
+        run_id=run,
+        step_id=step,
+        parent_id=None,
+        kind="model",
+        name="a",
+        agent="a",
+        started_at=datetime.now(UTC),
+    )
+
+
+def run(status: str = "succeeded") -> RunRecord:
+    return RunRecord(
+        run_id="r1",
+        workflow="w",
+        status=status,  # type: ignore[arg-type]
+        durable=False,
+        started_at=datetime.now(UTC),
+    )
+
+
+async def test_held_spans_are_written_before_the_run_record():
+    inner = SpanRecorder()
+    batch = BatchingRecorder(inner, max_held=10)
+    await batch.record_span(span("1"))
+    await batch.record_span(span("2"))
+    assert inner.spans == []
+    await batch.record_run(run())
+    assert [s.step_id for s in inner.spans] == ["1", "2"]
+    assert "r1" in inner.runs
+
+
+async def test_a_full_batch_is_written_without_waiting_for_the_run_to_end():
+    inner = SpanRecorder()
+    batch = BatchingRecorder(inner, max_held=3)
+    for step in ("1", "2", "3", "4"):
+        await batch.record_span(span(step))
+    assert [s.step_id for s in inner.spans] == ["1", "2", "3"]
+    await batch.flush()
+    assert len(inner.spans) == 4
+
+
+async def test_a_journaled_step_carries_the_held_spans_in_its_transaction(tmp_path):
+    store = await SqlStore.open(f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        batch = BatchingRecorder(store)
+        journal = SqlJournal(store, "r1", {}, batch)
+
+        async def step() -> dict[str, str]:
+            await batch.record_span(span("1.1"))
+            return {"ok": "yes"}
+
+        assert await journal.step("1.1", "model:a", step) == {"ok": "yes"}
+        # Written with the checkpoint, before any flush or run record.
+        assert [s["step_id"] for s in await store.list_spans("r1")] == ["1.1"]
+        assert (await store.load_steps("r1")) == {"1.1": {"ok": "yes"}}
+        # A span written twice (a replayed agent span) is one row, the latest version.
+        await store.record_spans([span("1.1"), span("1.1")])
+        assert len(await store.list_spans("r1")) == 1
+    finally:
+        await store.close()
