@@ -5,8 +5,9 @@
 Modes, measured side by side in one process and interleaved in blocks of `--block` runs (the
 machine is noisy: interleaving spreads the noise over every mode instead of one):
 
-- ephemeral, no recorder: the runtime itself (input/output validation, prompt, sim generation
-  from the JSON schema, JSON parsing, usage and pricing);
+- ephemeral, constant model: the runtime alone (input/output validation, envelopes, prompt,
+  JSON parsing, usage and pricing) with a model that returns a fixed valid answer;
+- ephemeral, no recorder: the same plus the simulator generating each answer from the schema;
 - ephemeral + SQLite spans: the same with every span written to the store;
 - durable: DBOS run + Corral's step journal + spans on SQLite WAL;
 - raw DBOS: the baseline the durable target is measured against: a plain DBOS workflow with four
@@ -21,13 +22,16 @@ import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any
 
 from dbos import DBOS
 from pydantic import BaseModel
 
 from corral import Agent, App, AppConfig, RunContext
 from corral.clock import SystemClock
-from corral.model import ModelRequest
+from corral.config import ModelPrice
+from corral.model import ModelRequest, ModelResponse
 from corral.models.sim import SimModel
 from corral.trace import NullRecorder
 
@@ -59,8 +63,19 @@ async def raw_pipeline(text: str) -> str:
     return doc.text
 
 
-def build(config: AppConfig, *, record: bool) -> App:
-    app = App(config, recorder=None if record else NullRecorder())
+class Constant:
+    """A model that costs nothing: isolates Corral's own per-step work."""
+
+    name = "const:fixed"
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        return ModelResponse(
+            text='{"text":"a fixed answer"}', model=self.name, input_tokens=20, output_tokens=6
+        )
+
+
+def build(config: AppConfig, *, record: bool, models: dict[str, Any] | None = None) -> App:
+    app = App(config, recorder=None if record else NullRecorder(), models=models)
 
     @app.workflow
     async def pipeline(ctx: RunContext, doc: Doc) -> Doc:
@@ -103,16 +118,27 @@ async def main() -> None:
     args = parser.parse_args()
     tmp = tempfile.mkdtemp()
     ephemeral = build(AppConfig(database=f"sqlite:///{tmp}/e.db", durable=False), record=False)
+    constant = build(
+        AppConfig(
+            database=f"sqlite:///{tmp}/c.db",
+            durable=False,
+            tiers={"small": "const:fixed"},
+            prices={"const": ModelPrice(input_per_mtok=Decimal(1), output_per_mtok=Decimal(2))},
+        ),
+        record=False,
+        models={"const:fixed": Constant()},
+    )
     spans = build(AppConfig(database=f"sqlite:///{tmp}/s.db", durable=False), record=True)
     durable = build(AppConfig(database=f"sqlite:///{tmp}/d.db", durable=True), record=True)
     modes: dict[str, Runner] = {
+        "ephemeral, constant model (runtime only)": corral_runner(constant, False),
         "ephemeral, no recorder": corral_runner(ephemeral, False),
         "ephemeral + SQLite spans": corral_runner(spans, False),
         "durable (DBOS + journal + spans, SQLite WAL)": corral_runner(durable, True),
         "raw DBOS, 4 steps, same model calls": raw_dbos,
     }
     samples: dict[str, list[float]] = {name: [] for name in modes}
-    async with ephemeral, spans, durable:
+    async with constant, ephemeral, spans, durable:
         for run in modes.values():
             for i in range(args.warmup):
                 await run(-i - 1)

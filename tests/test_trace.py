@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 from corral.engine.dbos import SqlJournal
@@ -70,5 +71,30 @@ async def test_a_journaled_step_carries_the_held_spans_in_its_transaction(tmp_pa
         # A span written twice (a replayed agent span) is one row, the latest version.
         await store.record_spans([span("1.1"), span("1.1")])
         assert len(await store.list_spans("r1")) == 1
+    finally:
+        await store.close()
+
+
+async def test_concurrent_writes_share_transactions_and_a_bad_write_fails_alone(tmp_path):
+    store = await SqlStore.open(f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        writer = store._writer
+        before = writer.transactions
+
+        async def bad() -> None:
+            await store._write(
+                lambda conn: conn.exec_driver_sql("INSERT INTO no_such_table VALUES (1)")
+            )
+
+        results = await asyncio.gather(
+            *(store.record_spans([span(str(i), run="r2")]) for i in range(200)),
+            bad(),
+            return_exceptions=True,
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        assert len(errors) == 1 and "no_such_table" in str(errors[0])
+        assert len(await store.list_spans("r2")) == 200
+        # 200 writes needed far fewer commits than 200 (the exact number depends on timing).
+        assert writer.transactions - before < 200
     finally:
         await store.close()

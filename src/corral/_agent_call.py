@@ -172,6 +172,8 @@ class AgentCall(Generic[In, Out]):
         output: BaseModel | None = None,
         error: AgentError | None = None,
     ) -> None:
+        if not _records(self.recorder):
+            return
         spent = self.usage
         await self._record(
             kind="agent",
@@ -391,7 +393,7 @@ async def _record_span(
     tokens_out: int = 0,
     cost_usd: Decimal = Decimal(0),
 ) -> None:
-    if isinstance(recorder, BatchingRecorder) and isinstance(recorder.inner, NullRecorder):
+    if not _records(recorder):
         return
     await recorder.record_span(
         Span(
@@ -413,6 +415,12 @@ async def _record_span(
             started_at=started,
         )
     )
+
+
+def _records(recorder: Recorder) -> bool:
+    """False for a recorder that drops spans (then building them is skipped)."""
+    inner = recorder.inner if isinstance(recorder, BatchingRecorder) else recorder
+    return not isinstance(inner, NullRecorder)
 
 
 def _json_text(text: str) -> str:

@@ -7,7 +7,6 @@ Configured prices (`AppConfig.prices`, per provider or per concrete model) come 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from decimal import Decimal
 
@@ -61,4 +60,13 @@ class Priced:
     async def complete(self, request: ModelRequest) -> ModelResponse:
         response = await self.inner.complete(request)
         cost = price_of(response.model, response.input_tokens, response.output_tokens, self._prices)
-        return dataclasses.replace(response, cost_usd=cost)
+        return ModelResponse(
+            text=response.text,
+            model=response.model,
+            tool_calls=response.tool_calls,
+            input_tokens=response.input_tokens,
+            output_tokens=response.output_tokens,
+            latency_s=response.latency_s,
+            finish_reason=response.finish_reason,
+            cost_usd=cost,
+        )

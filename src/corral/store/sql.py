@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from corral.contracts import JsonValue
 from corral.errors import ConfigError, StateError
+from corral.store._writer import GroupWriter
 from corral.trace import RunRecord, Span
 
 __all__ = ["SCHEMA_VERSION", "SqlStore", "make_engine"]
@@ -171,6 +172,7 @@ class SqlStore:
         self.engine = engine
         self.url = url
         dialect = engine.dialect.name
+        self._writer = GroupWriter(engine)
         self._insert: Any = sqlite.insert if dialect == "sqlite" else postgresql.insert
         # Upserts are built once and executed with bound parameters: building a statement from
         # literal values costs more than the SQLite write itself.
@@ -204,7 +206,17 @@ class SqlStore:
 
     async def close(self) -> None:
         """Release connections."""
+        await asyncio.to_thread(self._writer.close)
         await asyncio.to_thread(self.engine.dispose)
+
+    async def _write(self, fn: Callable[[sa.Connection], Any]) -> None:
+        """One write, committed (in a transaction it may share with other writes) on return."""
+        try:
+            await self._writer.write(fn)
+        except OperationalError as exc:
+            raise self._state_error(exc) from exc
+        except DBAPIError as exc:
+            raise StateError(f"database {self._safe_url()} failed: {exc.orig}") from exc
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -269,7 +281,7 @@ class SqlStore:
             "started_at": run.started_at,
             "finished_at": run.finished_at,
         }
-        await self._call(self._upsert, "runs", values)
+        await self._write(lambda conn: conn.execute(self._upserts["runs"], values))
 
     async def record_span(self, span: Span) -> None:
         await self.record_spans([span])
@@ -278,11 +290,7 @@ class SqlStore:
         if not spans_:
             return
 
-        def write() -> None:
-            with self.engine.begin() as conn:
-                self._write_spans(conn, spans_)
-
-        await self._call(write)
+        await self._write(lambda conn: self._write_spans(conn, spans_))
 
     def _write_spans(self, conn: sa.Connection, batch: Sequence[Span]) -> None:
         if batch:
@@ -300,11 +308,7 @@ class SqlStore:
 
     async def record_effect(self, key: str, run_id: str, tool: str, result: JsonValue) -> None:
         values = {"key": key, "run_id": run_id, "tool": tool, "result": _dump(result) or "null"}
-        await self._call(self._upsert, "effects", values)
-
-    def _upsert(self, table: str, values: dict[str, Any]) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(self._upserts[table], values)
+        await self._write(lambda conn: conn.execute(self._upserts["effects"], values))
 
     # -- journal --------------------------------------------------------------------------------
 
@@ -331,18 +335,14 @@ class SqlStore:
         """Journal a step's result, with spans written in the same transaction; a second write
         of the same step keeps the first."""
 
-        def write() -> None:
-            values = {
-                "run_id": run_id,
-                "step_id": step_id,
-                "name": name,
-                "result": _dump(result) or "null",
-            }
-            with self.engine.begin() as conn:
-                conn.execute(self._save_step, values)
-                self._write_spans(conn, with_spans)
+        values = {"run_id": run_id, "step_id": step_id, "name": name, "result": _dump(result)}
+        values["result"] = values["result"] or "null"
 
-        await self._call(write)
+        def write(conn: sa.Connection) -> None:
+            conn.execute(self._save_step, values)
+            self._write_spans(conn, with_spans)
+
+        await self._write(write)
 
     # -- queries (CLI, dashboard) ---------------------------------------------------------------
 
