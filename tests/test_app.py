@@ -6,11 +6,12 @@ import subprocess
 import sys
 
 import pytest
+import sqlalchemy as sa
 from pydantic import BaseModel
 
 from corral import App, PayloadError, RunContext, UnknownNameError
 from corral.config import load_config, parse_config
-from corral.errors import ConfigError, StateError
+from corral.errors import ConfigError, StateError, UsageError
 from corral.store.sql import SqlStore
 from tests.helpers import ephemeral_app
 
@@ -95,6 +96,24 @@ async def test_deadline_ends_a_run_that_would_never_finish():
 
     result = await app.run("stuck", {"text": "x"})
     assert result.status == "deadline_exceeded" and result.error["deadline_s"] == 0.05
+
+
+async def test_a_run_can_set_its_own_deadline_and_a_bad_one_is_refused():
+    import asyncio
+
+    app, recorder, _ = ephemeral_app()
+    never = asyncio.Event()
+
+    @app.workflow
+    async def stuck(ctx: RunContext, t: Ticket) -> Out:
+        await never.wait()
+        return Out(text="never")
+
+    result = await app.run("stuck", {"text": "x"}, deadline_s=0.05)
+    assert result.status == "deadline_exceeded" and result.error["deadline_s"] == 0.05
+    with pytest.raises(UsageError, match="deadline_s must be a positive"):
+        await app.run("stuck", {"text": "x"}, deadline_s=0)
+    assert len(recorder.runs) == 1, "a refused run writes nothing"
 
 
 async def test_start_returns_a_handle_owned_by_the_app():
@@ -227,3 +246,46 @@ def test_public_api_is_pinned():
     assert corral.__all__ == sorted(corral.__all__)
     for name in corral.__all__:
         assert hasattr(corral, name), name
+
+
+async def test_migrations_build_exactly_the_tables_the_store_uses(tmp_path):
+    """Alembic's revisions and the table definitions in `corral.store.sql` must not drift."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from corral.store.sql import VERSION_TABLE, metadata
+
+    store = await SqlStore.open(f"sqlite:///{tmp_path / 'm.db'}")
+    try:
+        with store.engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+            assert context.get_current_revision() == "0001"
+            diff = compare_metadata(context, metadata)
+        assert [d for d in diff if "dbos" not in str(d)] == []
+    finally:
+        await store.close()
+
+
+async def test_a_database_from_before_alembic_is_adopted_not_recreated(tmp_path):
+    import sqlite3
+
+    from corral.store.sql import metadata
+
+    db = tmp_path / "old.db"
+    engine = sa.create_engine(f"sqlite:///{db}")
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO corral_meta VALUES ('schema_version', '1')")
+        conn.exec_driver_sql(
+            """INSERT INTO corral_steps VALUES ('r1', '1', 'agent:a', '{"output": 1}')"""
+        )
+    engine.dispose()
+    store = await SqlStore.open(f"sqlite:///{db}")
+    try:
+        assert await store.load_steps("r1") == {"1": {"output": 1}}
+    finally:
+        await store.close()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT version_num FROM corral_alembic_version").fetchall() == [
+            ("0001",)
+        ]

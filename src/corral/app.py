@@ -215,6 +215,7 @@ class App:
         tags: list[str] | tuple[str, ...] = (),
         durable: bool | None = None,
         run_id: str | None = None,
+        deadline_s: float | None = None,
     ) -> RunResult[Any]:
         """Run `workflow` to the end and return its `RunResult`.
 
@@ -229,13 +230,15 @@ class App:
             tags: Labels shown by `corral runs`.
             durable: Journal every step (default from config); `False` for latency-critical work.
             run_id: Give the run a known id; starting an id twice executes it once.
+            deadline_s: Wall-clock limit for the whole run (default `config.deadline_s`). It is
+                stored with the run: a run resumed after a crash keeps its original deadline.
 
         Raises:
             UnknownNameError: no workflow with that name.
             PayloadError: the payload does not fit the workflow's input or is not JSON.
         """
         rid, wf, data, meta, engine = await self._prepare(
-            workflow, payload, user, tenant, tags, durable, run_id
+            workflow, payload, user, tenant, tags, durable, run_id, deadline_s
         )
         t0 = self.clock.monotonic()
         record = await engine.run(rid, wf.name, data, meta)
@@ -256,6 +259,7 @@ class App:
             options.get("tags", ()),
             options.get("durable"),
             options.get("run_id"),
+            options.get("deadline_s"),
         )
 
         async def go() -> RunResult[Any]:
@@ -297,6 +301,7 @@ class App:
         tags: list[str] | tuple[str, ...],
         durable: bool | None,
         run_id: str | None,
+        deadline_s: float | None = None,
     ) -> tuple[RunId, Workflow, JsonValue, dict[str, Any], Engine]:
         wf = self._workflows.get(workflow)
         if wf is None:
@@ -313,7 +318,18 @@ class App:
         if want_durable and self._durable is None:
             raise UsageError("durable runs need AppConfig(durable=True) when the app starts")
         engine: Engine = self._durable if want_durable and self._durable else self._ephemeral
-        meta = {"user": user, "tenant": tenant, "tags": list(tags), "durable": want_durable}
+        if deadline_s is not None and not deadline_s > 0:
+            raise UsageError(f"deadline_s must be a positive number of seconds, got {deadline_s!r}")
+        limit = self.config.deadline_s if deadline_s is None else deadline_s
+        meta = {
+            "user": user,
+            "tenant": tenant,
+            "tags": list(tags),
+            "durable": want_durable,
+            # Absolute, so a run resumed in another process keeps its original deadline.
+            "deadline_s": limit,
+            "deadline_at": self.clock.now().timestamp() + limit,
+        }
         return RunId(run_id or self._id_factory()), wf, data, meta, engine
 
     def _result(self, wf: Workflow, record: dict[str, Any], duration_s: float) -> RunResult[Any]:
@@ -367,8 +383,13 @@ class App:
         status: RunStatus = "succeeded"
         output: JsonValue = None
         error: dict[str, Any] | None = None
+        limit = float(meta.get("deadline_s", self.config.deadline_s))
+        deadline_at = float(meta.get("deadline_at", started.timestamp() + limit))
         try:
-            async with asyncio.timeout(self.config.deadline_s):
+            remaining = deadline_at - self.clock.now().timestamp()
+            if remaining <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(remaining):
                 value = await wf.fn(ctx, wf.input.model_validate(payload))
             if wf.output is not None:
                 value = validate_payload(
@@ -385,8 +406,8 @@ class App:
             status = "deadline_exceeded"
             error = {
                 "code": "deadline_exceeded",
-                "message": f"run exceeded its deadline of {self.config.deadline_s:g}s",
-                "deadline_s": self.config.deadline_s,
+                "message": f"run exceeded its deadline of {limit:g}s",
+                "deadline_s": limit,
             }
         except Exception as exc:  # boundary: a bug in user code fails the run, not the app
             log.exception("workflow %s raised", wf.name, extra={"run_id": run_id})

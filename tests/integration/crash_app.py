@@ -6,6 +6,9 @@ KILL_AT is `none`, `after-step:N` (die right after the journal records the N-th 
 `in-effect` (die after the side effect ran and was recorded, before its step is journaled).
 LEDGER is a file every model call and every real side effect appends a line to, so the test can
 count what was paid for and what happened in the world.
+
+Environment: CRASH_DEADLINE_S sets the run's deadline; CRASH_CLOCK_OFFSET_S moves this process's
+wall clock forward (a restart "an hour later" without waiting an hour).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import os
 import signal
 import sys
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel
 
@@ -83,10 +87,21 @@ triage = Agent(name="triage", instructions="Classify.", input=Ticket, output=Tri
 drafter = Agent(name="drafter", instructions="Draft.", input=Triage, output=Draft, model="sim")
 reviewer = Agent(name="reviewer", instructions="Review.", input=Draft, output=Review, model="sim")
 
+
+class ShiftedClock(SystemClock):
+    def __init__(self, offset_s: float) -> None:
+        self.offset = timedelta(seconds=offset_s)
+
+    def now(self) -> datetime:
+        return super().now() + self.offset
+
+
 app = App(
     AppConfig(database=database, tiers={"sim": "counting:sim"}),
     models={"counting:sim": CountingSim()},
+    clock=ShiftedClock(float(os.environ.get("CRASH_CLOCK_OFFSET_S", "0"))),
 )
+deadline_s = float(os.environ["CRASH_DEADLINE_S"]) if "CRASH_DEADLINE_S" in os.environ else None
 
 
 @app.workflow
@@ -130,7 +145,12 @@ async def main() -> None:
     resumed = await app.resume()
     if not resumed:
         install_kill_switch()
-        result = await app.run("support", {"text": "I was charged twice for March."}, run_id=run_id)
+        result = await app.run(
+            "support",
+            {"text": "I was charged twice for March."},
+            run_id=run_id,
+            deadline_s=deadline_s,
+        )
     else:
         result = next(r for r in resumed if r.run_id == run_id)
     print(

@@ -8,6 +8,7 @@ twice, the side effect happened exactly once, and the result equals an uninterru
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -20,7 +21,7 @@ KILLED = -9
 
 
 def _run(
-    database: str, run_id: str, kill_at: str, ledger: Path
+    database: str, run_id: str, kill_at: str, ledger: Path, **env: str
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
@@ -37,6 +38,7 @@ def _run(
         text=True,
         timeout=120,
         check=False,
+        env={**os.environ, **env},
     )
 
 
@@ -83,3 +85,16 @@ def test_killed_run_resumes_without_repeating_calls_or_effects(
     assert resumed["status"] == "succeeded"
     assert resumed["output"]["reply"] == reference["output"]["reply"]
     assert resumed["output"]["receipt"] == "msg-run-1:4"
+
+
+def test_a_resumed_run_keeps_its_original_deadline(tmp_path: Path) -> None:
+    """The deadline is stored with the run: restarting after it passed does not buy more time."""
+    database = f"sqlite:///{tmp_path / 'corral.db'}"
+    ledger = tmp_path / "ledger.jsonl"
+    crashed = _run(database, "run-d", "after-step:1", ledger, CRASH_DEADLINE_S="60")
+    assert crashed.returncode == KILLED, crashed.stderr[-2000:]
+
+    resumed = _final(_run(database, "run-d", "none", ledger, CRASH_CLOCK_OFFSET_S="3600"))
+    assert resumed["status"] == "deadline_exceeded"
+    model_calls = [e for e in _ledger(ledger) if e["kind"] == "model"]
+    assert len(model_calls) == 1, "no model call may start after the deadline"

@@ -1,11 +1,15 @@
 """Corral's tables (runs, spans, journaled steps, side effects) in SQLite or PostgreSQL.
 
-SQLAlchemy Core, sync engine, every call moved off the event loop with `asyncio.to_thread`.
+SQLAlchemy Core, sync engine; reads move off the event loop with `asyncio.to_thread`, writes go
+through one group-commit thread (`_writer.py`).
 SQLite runs in WAL mode with `synchronous=NORMAL` and a busy timeout (see notes/dbos.md: the default
 journal mode pays an fsync per commit). The same engine is handed to DBOS, so one file holds both.
 
-Schema changes: bump `SCHEMA_VERSION` and add a line to `_CHANGELOG`. A database written by a newer
-Corral is refused with a `StateError` instead of being misread.
+Schema changes are Alembic migrations in `migrations/versions/` (revision `000N` is schema version
+N; each sets `schema_version` in `corral_meta`), applied by `SqlStore.open`. To change the schema:
+edit the tables here, add the next revision, bump `SCHEMA_VERSION` and add a line to
+`_CHANGELOG`. A database written by a newer Corral is refused with a `StateError` instead of
+being misread.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from alembic import command as alembic_command
+from alembic.config import Config as AlembicConfig
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -33,6 +39,10 @@ __all__ = ["SCHEMA_VERSION", "SqlStore", "make_engine"]
 
 SCHEMA_VERSION = 1
 _CHANGELOG = {1: "runs, spans, steps, effects"}
+
+VERSION_TABLE = "corral_alembic_version"
+"""Corral's own Alembic version table (an application's Alembic history stays separate)."""
+_MIGRATIONS = Path(__file__).parent / "migrations"
 
 T = TypeVar("T")
 metadata = sa.MetaData()
@@ -246,19 +256,25 @@ class SqlStore:
 
     def _migrate(self) -> None:
         with self.engine.begin() as conn:
-            metadata.create_all(conn)
-            row = conn.execute(
-                sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
-            ).first()
-            if row is None:
-                conn.execute(
-                    meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
-                )
-            elif int(row[0]) > SCHEMA_VERSION:
+            inspector = sa.inspect(conn)
+            found: int | None = None
+            if inspector.has_table(meta_table.name):
+                row = conn.execute(
+                    sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
+                ).first()
+                found = int(row[0]) if row is not None else None
+            if found is not None and found > SCHEMA_VERSION:
                 raise StateError(
-                    f"database {self._safe_url()} has Corral schema version {row[0]}, newer than "
+                    f"database {self._safe_url()} has Corral schema version {found}, newer than "
                     f"this Corral understands ({SCHEMA_VERSION}); upgrade corral"
                 )
+            config = AlembicConfig()
+            config.set_main_option("script_location", str(_MIGRATIONS))
+            config.attributes["connection"] = conn
+            if found is not None and not inspector.has_table(VERSION_TABLE):
+                # Written before Corral used Alembic: its tables are schema version `found`.
+                alembic_command.stamp(config, f"{found:04d}")
+            alembic_command.upgrade(config, "head")
 
     # -- Recorder -------------------------------------------------------------------------------
 
