@@ -16,15 +16,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m examples.support_desk $(ARGS)
 
+# pre-commit runs ruff format/check, whitespace, TOML and YAML checks on every tracked file, with
+# the tools pinned in .venv (local hooks: no network needed).
 lint: $(STAMP)
-	$(BIN)/ruff format --check src tests examples
-	$(BIN)/ruff check src tests examples
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pre-commit run --all-files --show-diff-on-failure
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: $(STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 check: lint typecheck test
 

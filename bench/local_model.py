@@ -23,10 +23,11 @@ from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from corral import AppConfig  # noqa: E402
-from corral.model import Message, ModelRequest  # noqa: E402
-from corral.models.local import LocalModel  # noqa: E402
-from examples.support_desk.app import build_app, load_tickets  # noqa: E402
+from examples.support_desk.app import build_app, load_tickets
+
+from corral import AppConfig
+from corral.model import Message, ModelRequest
+from corral.models.local import LocalModel
 
 
 class Summary(BaseModel):
@@ -58,9 +59,8 @@ async def raw(calls: int) -> None:
         latencies.append(elapsed)
         out_rates.append(response.output_tokens / elapsed)
         in_rates.append(response.input_tokens / elapsed)
-    print(
-        f"| raw structured call | {calls} calls | median {statistics.median(latencies):.2f} s/call |"
-    )
+    per_call = statistics.median(latencies)
+    print(f"| raw structured call | {calls} calls | median {per_call:.2f} s/call |")
     print(f"| output tokens/s (incl. prompt) | median {statistics.median(out_rates):.1f} |")
     print(f"| prompt tokens/s (incl. output) | median {statistics.median(in_rates):.1f} |")
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
@@ -59,7 +60,9 @@ def run(
     input: Annotated[str, typer.Option("--input", "-i", help="JSON payload, or @file.json")] = "{}",
     user: Annotated[str | None, typer.Option(help="user the run is for")] = None,
     tag: Annotated[list[str] | None, typer.Option(help="label (repeatable)")] = None,
-    ephemeral: Annotated[bool, typer.Option(help="run without a journal")] = False,
+    ephemeral: Annotated[
+        bool, typer.Option(help="run without a journal (default: the config's `durable`)")
+    ] = False,
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
@@ -73,7 +76,7 @@ def run(
     async def go() -> Any:
         async with target:
             return await target.run(
-                workflow, payload, user=user, tags=tag or (), durable=not ephemeral
+                workflow, payload, user=user, tags=tag or (), durable=False if ephemeral else None
             )
 
     result = asyncio.run(go())
@@ -112,16 +115,9 @@ def runs(
 
     rows = asyncio.run(go())
     table = Table(title="Recent runs")
-    for col in (
-        "run id",
-        "workflow",
-        "status",
-        "calls",
-        "tokens",
-        "cost $",
-        "duration s",
-        "started",
-    ):
+    # The run id is what a reader copies into `corral show`: never wrapped or cut.
+    table.add_column("run id", no_wrap=True, min_width=12)
+    for col in ("workflow", "status", "calls", "tokens", "cost $", "duration s", "started"):
         table.add_column(col)
     for r in rows:
         duration = (
@@ -161,7 +157,9 @@ def show(
 
     found, spans = asyncio.run(go())
     if found is None:
-        err.print(f"[red]no run matches {run_id!r}[/red] (use `corral runs` to list them)")
+        err.print(
+            f"[red]no run matches {escape(repr(run_id))}[/red] (use `corral runs` to list them)"
+        )
         raise typer.Exit(2)
     root = Tree(
         f"[bold]{found['workflow']}[/bold] {found['run_id']}  status={found['status']}  "
@@ -228,7 +226,7 @@ def main() -> None:
     try:
         app()
     except CorralError as exc:
-        err.print(f"[red]error[/red] [{exc.code}] {exc}")
+        err.print(f"[red]error[/red] {escape(f'[{exc.code}] {exc}')}")
         sys.exit(2)
     finally:
         if "corral.engine.dbos" in sys.modules:

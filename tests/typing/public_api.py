@@ -1,0 +1,95 @@
+"""Type-checked, never run: the public API as a user writes it (mypy --strict checks this file).
+
+If a change to a public signature breaks this file, it breaks users: change it on purpose.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from corral import (
+    Agent,
+    AgentError,
+    App,
+    AppConfig,
+    Model,
+    ModelRequest,
+    ModelResponse,
+    RunContext,
+    RunResult,
+    SystemClock,
+    function_agent,
+    tool,
+)
+from corral.patterns import Pipeline, Stage
+from corral.testing import FakeClock, SpanRecorder
+
+
+class Ticket(BaseModel):
+    text: str
+
+
+class Triage(BaseModel):
+    category: str
+
+
+@tool
+def search_kb(query: str, limit: int = 3) -> list[str]:
+    """Search the knowledge base."""
+    return [query][:limit]
+
+
+@function_agent
+def screen(ticket: Ticket) -> Ticket:
+    return Ticket(text=ticket.text.strip())
+
+
+triage: Agent[Ticket, Triage] = Agent(
+    name="triage",
+    instructions="Classify the ticket.",
+    input=Ticket,
+    output=Triage,
+    tools=(search_kb,),
+    model="small",
+)
+
+
+class MyModel:
+    @property
+    def name(self) -> str:
+        return "mine:v1"
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        return ModelResponse(text="{}", model=self.name)
+
+
+def models() -> dict[str, Model]:
+    return {"mine:v1": MyModel()}
+
+
+app = App(AppConfig(durable=False), models=models(), clock=SystemClock())
+test_app = App(AppConfig(durable=False), clock=FakeClock(), recorder=SpanRecorder())
+
+
+@app.workflow
+async def support(ctx: RunContext, ticket: Ticket) -> Triage:
+    cleaned: Ticket = await ctx.call(screen, ticket)
+    first: Triage = await ctx.call(triage, cleaned)
+    both: list[Triage | AgentError] = await ctx.parallel(
+        ctx.call(triage, cleaned), ctx.call(triage, ticket), errors="return"
+    )
+    found = await ctx.tool(search_kb, query=first.category)
+    assert found is not None and both
+    return first
+
+
+async def use() -> None:
+    result: RunResult[Triage] = await app.run("support", {"text": "hi"}, user="u1", tags=["a"])
+    if result.ok:
+        triaged: Triage | None = result.output
+        assert triaged is not None
+    handle = await app.start("support", Ticket(text="hi"))
+    done: RunResult[Triage] = await handle.result()
+    assert done.run_id == handle.run_id
+    pipeline = Pipeline([Stage(triage)])
+    assert pipeline
