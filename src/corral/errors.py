@@ -7,8 +7,14 @@ CorralError                      code="corral_error"
 │   ├── UnknownNameError         a workflow, agent, tool or model name that is not registered
 │   └── PayloadError             a payload that is not JSON or does not fit its schema
 ├── AgentError                   an agent could not produce a valid output (never garbage)
-├── LimitError                   a guard refused the call before it was made
-│   └── DeadlineExceededError    the run ran past its deadline
+├── LimitError                   a guard refused the call before it was made; carries its numbers
+│   ├── DeadlineExceededError    the run ran past its deadline
+│   ├── BudgetExhaustedError     a budget (USD, tokens, calls, turns; run or daily) has no room
+│   ├── LoopDetectedError        turns, repeated calls, ping-pong, recursion, same-error streak
+│   ├── CircuitOpenError         a circuit breaker is open (or its half-open probes are taken)
+│   ├── RateLimitedError         the local rate limiter could not admit the call in time
+│   ├── DeadlockError            every agent waits and nothing can wake them
+│   └── KilledError              an operator halted the run, the agent or the app
 ├── ProviderError                a model or tool backend failed; `retryable`: can a retry help
 │   ├── ProviderTimeoutError
 │   └── ProviderRateLimitError   HTTP 429; carries `retry_after_s`
@@ -25,14 +31,20 @@ from typing import Any, ClassVar
 
 __all__ = [
     "AgentError",
+    "BudgetExhaustedError",
+    "CircuitOpenError",
     "ConfigError",
     "CorralError",
     "DeadlineExceededError",
+    "DeadlockError",
+    "KilledError",
     "LimitError",
+    "LoopDetectedError",
     "PayloadError",
     "ProviderError",
     "ProviderRateLimitError",
     "ProviderTimeoutError",
+    "RateLimitedError",
     "StateError",
     "UnknownNameError",
     "UsageError",
@@ -152,9 +164,20 @@ class AgentError(CorralError):
 
 
 class LimitError(CorralError):
-    """A guard refused a call before it was made."""
+    """A guard refused a call before it was made.
+
+    `details` carries the guard's numbers (limit, spent, retry_after_s, cycle, ...) so a caller,
+    `corral show` and alerts can say exactly why without parsing the message.
+    """
 
     code = "limit_exceeded"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), **self.details}
 
 
 class DeadlineExceededError(LimitError):
@@ -163,8 +186,104 @@ class DeadlineExceededError(LimitError):
     code = "deadline_exceeded"
 
     def __init__(self, deadline_s: float) -> None:
-        super().__init__(f"run exceeded its deadline of {deadline_s:g}s")
+        super().__init__(f"run exceeded its deadline of {deadline_s:g}s", deadline_s=deadline_s)
         self.deadline_s = deadline_s
+
+
+class BudgetExhaustedError(LimitError):
+    """A call does not fit a budget; refused before it was made.
+
+    Args:
+        dimension: `usd`, `tokens`, `model_calls` or `agent_turns`.
+        scope: `run`, or `tenant:<id>` / `user:<id>` / `project:<id>` for daily limits.
+        limit: The limit.
+        spent: Committed so far (reservations of calls in flight included).
+        needed: What this call would have reserved.
+    """
+
+    code = "budget_exhausted"
+
+    def __init__(self, *, dimension: str, scope: str, limit: Any, spent: Any, needed: Any) -> None:
+        super().__init__(
+            f"{scope} budget for {dimension} is exhausted: limit {limit}, spent {spent}, "
+            f"this call needs {needed}",
+            dimension=dimension,
+            scope=scope,
+            limit=str(limit),
+            spent=str(spent),
+            needed=str(needed),
+        )
+        self.dimension = dimension
+        self.scope = scope
+
+
+class LoopDetectedError(LimitError):
+    """A loop guard stopped the run: `kind` is `turns`, `agent_turns`, `repeated_call`,
+    `ping_pong`, `recursion` or `error_streak`; `cycle` names the agents when there is one."""
+
+    code = "loop_detected"
+
+    def __init__(self, message: str, *, kind: str, **details: Any) -> None:
+        super().__init__(message, kind=kind, **details)
+        self.kind = kind
+
+
+class CircuitOpenError(LimitError):
+    """The breaker for `key` is open (or half-open with every probe taken); not called."""
+
+    code = "circuit_open"
+
+    def __init__(self, key: str, *, state: str, retry_after_s: float | None) -> None:
+        wait = f"; retry in {retry_after_s:.1f}s" if retry_after_s is not None else ""
+        super().__init__(
+            f"circuit {key} is {state.lower()}{wait}",
+            key=key,
+            state=state,
+            retry_after_s=retry_after_s,
+        )
+        self.key = key
+        self.retry_after_s = retry_after_s
+
+
+class RateLimitedError(LimitError):
+    """The local rate limiter could not admit the call within its wait limit."""
+
+    code = "rate_limited"
+
+    def __init__(self, key: str, *, waited_s: float, retry_after_s: float | None) -> None:
+        super().__init__(
+            f"rate limit {key}: not admitted after waiting {waited_s:.1f}s",
+            key=key,
+            waited_s=waited_s,
+            retry_after_s=retry_after_s,
+        )
+        self.key = key
+        self.retry_after_s = retry_after_s
+
+
+class DeadlockError(LimitError):
+    """Every participant waits on another and nothing pending can wake them."""
+
+    code = "deadlock"
+
+    def __init__(self, cycle: list[str], *, waiting: dict[str, str]) -> None:
+        shown = " -> ".join([*cycle, cycle[0]]) if cycle else "(no cycle: nothing can progress)"
+        super().__init__(f"deadlock: {shown}", cycle=cycle, waiting=waiting)
+        self.cycle = cycle
+
+
+class KilledError(LimitError):
+    """An operator halted this run, this agent or the whole app."""
+
+    code = "killed"
+
+    def __init__(self, scope: str, *, reason: str = "") -> None:
+        super().__init__(
+            f"halted by the kill switch ({scope})" + (f": {reason}" if reason else ""),
+            scope=scope,
+            reason=reason,
+        )
+        self.scope = scope
 
 
 class ProviderError(CorralError):

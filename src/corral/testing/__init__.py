@@ -1,7 +1,8 @@
 """Fakes for testing Corral applications: shipped and public.
 
 - `FakeModel(script)`: each call pops the next scripted step.
-- `FakeClock`: virtual time; `sleep` advances it instantly.
+- `FakeClock`: virtual time for one task; `sleep` advances it instantly.
+- `VirtualClock`: virtual time for many tasks; sleepers wake in deadline order.
 - `SpanRecorder`: collects runs and spans in memory.
 """
 
@@ -10,5 +11,6 @@ from __future__ import annotations
 from corral.testing._clock import FakeClock
 from corral.testing._model import FakeModel, reply
 from corral.testing._recorder import SpanRecorder
+from corral.testing._virtual import VirtualClock
 
-__all__ = ["FakeClock", "FakeModel", "SpanRecorder", "reply"]
+__all__ = ["FakeClock", "FakeModel", "SpanRecorder", "VirtualClock", "reply"]

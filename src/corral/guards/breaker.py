@@ -1,0 +1,275 @@
+"""Circuit breakers with resilience4j semantics (shared/notes/governance.md).
+
+Why our own: pybreaker, aiobreaker, purgatory and circuitbreaker were measured on this machine
+kind; all count only consecutive failures, let every concurrent caller through HALF_OPEN, and some
+count asyncio cancellation as a failure.
+
+Usage: `permit = breaker.acquire()` (raises `CircuitOpenError` when the call must not be made),
+then exactly one of `permit.success(duration_s)`, `permit.failure(duration_s)` or
+`permit.ignore()`. Each returns the new state when the outcome moved the breaker, else None.
+All methods are synchronous: in one event loop a breaker's state changes atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+from corral.clock import Clock
+from corral.errors import CircuitOpenError
+from corral.guards.policy import BreakerPolicy
+
+__all__ = ["BreakerRegistry", "BreakerState", "CircuitBreaker", "Permit"]
+
+log = logging.getLogger(__name__)
+
+BreakerState = Literal["CLOSED", "OPEN", "HALF_OPEN", "FORCED_OPEN", "DISABLED"]
+
+
+@dataclass(slots=True)
+class _Counts:
+    total: int = 0
+    failures: int = 0
+    slow: int = 0
+
+
+class _CountWindow:
+    def __init__(self, size: int) -> None:
+        self._outcomes: deque[tuple[bool, bool]] = deque(maxlen=size)
+
+    def add(self, failed: bool, slow: bool, now: float) -> _Counts:
+        self._outcomes.append((failed, slow))
+        return self.counts(now)
+
+    def counts(self, now: float) -> _Counts:
+        c = _Counts(total=len(self._outcomes))
+        for failed, slow in self._outcomes:
+            c.failures += failed
+            c.slow += slow
+        return c
+
+
+class _TimeWindow:
+    """Per-second buckets over the last `size` seconds."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._buckets: deque[tuple[int, _Counts]] = deque()
+
+    def add(self, failed: bool, slow: bool, now: float) -> _Counts:
+        second = int(now)
+        if not self._buckets or self._buckets[-1][0] != second:
+            self._buckets.append((second, _Counts()))
+        bucket = self._buckets[-1][1]
+        bucket.total += 1
+        bucket.failures += failed
+        bucket.slow += slow
+        return self.counts(now)
+
+    def counts(self, now: float) -> _Counts:
+        horizon = int(now) - self._size
+        while self._buckets and self._buckets[0][0] <= horizon:
+            self._buckets.popleft()
+        c = _Counts()
+        for _, b in self._buckets:
+            c.total += b.total
+            c.failures += b.failures
+            c.slow += b.slow
+        return c
+
+
+class Permit:
+    """Permission for one call; report its outcome exactly once."""
+
+    __slots__ = ("_breaker", "_done", "_generation", "_half_open")
+
+    def __init__(self, breaker: CircuitBreaker, generation: int, half_open: bool) -> None:
+        self._breaker = breaker
+        self._generation = generation
+        self._half_open = half_open
+        self._done = False
+
+    def success(self, duration_s: float) -> BreakerState | None:
+        """The call succeeded (a slow success still counts as slow)."""
+        return self._report(failed=False, duration_s=duration_s)
+
+    def failure(self, duration_s: float) -> BreakerState | None:
+        """The call failed in a way that says the endpoint is unhealthy."""
+        return self._report(failed=True, duration_s=duration_s)
+
+    def ignore(self) -> BreakerState | None:
+        """Neither success nor failure (cancelled, refused by Corral, a client error)."""
+        if self._done:
+            return None
+        self._done = True
+        return self._breaker._release(self)
+
+    def _report(self, *, failed: bool, duration_s: float) -> BreakerState | None:
+        if self._done:
+            return None
+        self._done = True
+        return self._breaker._record(self, failed, duration_s)
+
+
+class CircuitBreaker:
+    """One breaker for one key (`provider:sim`, `model:sim:small`, `agent:planner`)."""
+
+    def __init__(self, key: str, policy: BreakerPolicy, clock: Clock) -> None:
+        self.key = key
+        self.policy = policy
+        self._clock = clock
+        self.state: BreakerState = "CLOSED"
+        self.rejected = 0
+        """Calls refused while OPEN or with HALF_OPEN full (for metrics)."""
+        self._generation = 0
+        self._window = self._new_window()
+        self._opened_at = 0.0
+        self._wait_s = policy.wait_in_open_s
+        self._half_open_at = 0.0
+        self._permits_out = 0
+        self._probe = _Counts()
+
+    def _new_window(self) -> _CountWindow | _TimeWindow:
+        p = self.policy
+        return _CountWindow(p.window_size) if p.window == "count" else _TimeWindow(p.window_size)
+
+    # -- admission ------------------------------------------------------------------------------
+
+    def acquire(self) -> Permit:
+        """A permit for one call.
+
+        Raises:
+            CircuitOpenError: OPEN (and its wait has not passed), FORCED_OPEN, or HALF_OPEN with
+                every probe permit taken.
+        """
+        now = self._clock.monotonic()
+        if self.state == "DISABLED":
+            return Permit(self, -1, half_open=False)
+        if self.state == "FORCED_OPEN":
+            self.rejected += 1
+            raise CircuitOpenError(self.key, state=self.state, retry_after_s=None)
+        if self.state == "OPEN":
+            remaining = self._opened_at + self._wait_s - now
+            if remaining > 0:
+                self.rejected += 1
+                raise CircuitOpenError(self.key, state=self.state, retry_after_s=remaining)
+            self._to_half_open(now)
+        if self.state == "HALF_OPEN":
+            if now - self._half_open_at > self.policy.max_wait_in_half_open_s:
+                # Probes that never reported: treat the endpoint as still unhealthy.
+                self._to_open(now, grow=True)
+                self.rejected += 1
+                raise CircuitOpenError(self.key, state=self.state, retry_after_s=self._wait_s)
+            if self._permits_out >= self.policy.permitted_in_half_open:
+                self.rejected += 1
+                raise CircuitOpenError(self.key, state=self.state, retry_after_s=None)
+            self._permits_out += 1
+            return Permit(self, self._generation, half_open=True)
+        return Permit(self, self._generation, half_open=False)
+
+    # -- outcomes -------------------------------------------------------------------------------
+
+    def _record(self, permit: Permit, failed: bool, duration_s: float) -> BreakerState | None:
+        if permit._generation != self._generation or self.state in ("DISABLED", "FORCED_OPEN"):
+            return None  # the breaker moved on since this call started
+        now = self._clock.monotonic()
+        slow = duration_s > self.policy.slow_call_s
+        if self.state == "HALF_OPEN":
+            self._probe.total += 1
+            self._probe.failures += failed
+            self._probe.slow += slow
+            if self._probe.total >= self.policy.permitted_in_half_open:
+                if self._tripped(self._probe):
+                    self._to_open(now, grow=True)
+                else:
+                    self._to_closed()
+                return self.state
+            return None
+        counts = self._window.add(failed, slow, now)
+        if self.state == "CLOSED" and self._tripped(counts):
+            self._to_open(now, grow=False)
+            return self.state
+        return None
+
+    def _release(self, permit: Permit) -> BreakerState | None:
+        if permit._half_open and permit._generation == self._generation:
+            self._permits_out -= 1
+        return None
+
+    def _tripped(self, c: _Counts) -> bool:
+        p = self.policy
+        minimum = min(p.minimum_calls, p.window_size) if p.window == "count" else p.minimum_calls
+        if self.state == "HALF_OPEN":
+            minimum = p.permitted_in_half_open
+        if c.total < minimum or c.total == 0:
+            return False
+        return c.failures / c.total >= p.failure_rate or c.slow / c.total >= p.slow_call_rate
+
+    # -- transitions ----------------------------------------------------------------------------
+
+    def _to_open(self, now: float, *, grow: bool) -> None:
+        if grow and self.state in ("HALF_OPEN",):
+            self._wait_s = min(
+                self._wait_s * self.policy.wait_multiplier, self.policy.max_wait_in_open_s
+            )
+        self._set("OPEN")
+        self._opened_at = now
+
+    def _to_half_open(self, now: float) -> None:
+        self._set("HALF_OPEN")
+        self._half_open_at = now
+        self._permits_out = 0
+        self._probe = _Counts()
+
+    def _to_closed(self) -> None:
+        self._set("CLOSED")
+        self._window = self._new_window()
+        self._wait_s = self.policy.wait_in_open_s
+
+    def _set(self, state: BreakerState) -> None:
+        log.info("circuit %s: %s -> %s", self.key, self.state, state, extra={"breaker": self.key})
+        self.state = state
+        self._generation += 1
+
+    # -- operators ------------------------------------------------------------------------------
+
+    def force_open(self) -> None:
+        """Reject every call until `reset()`."""
+        self._set("FORCED_OPEN")
+
+    def disable(self) -> None:
+        """Admit every call and record nothing until `reset()`."""
+        self._set("DISABLED")
+
+    def reset(self) -> None:
+        """Back to CLOSED with an empty window."""
+        self._to_closed()
+
+
+class BreakerRegistry:
+    """The process's breakers, one per key, created on first use with the default policy."""
+
+    def __init__(
+        self,
+        policy: BreakerPolicy,
+        clock: Clock,
+        overrides: dict[str, BreakerPolicy] | None = None,
+    ) -> None:
+        self.policy = policy
+        self._clock = clock
+        self._overrides = dict(overrides or {})
+        self._breakers: dict[str, CircuitBreaker] = {}
+
+    def get(self, key: str) -> CircuitBreaker:
+        """The breaker for `key`."""
+        found = self._breakers.get(key)
+        if found is None:
+            policy = self._overrides.get(key, self.policy)
+            found = self._breakers[key] = CircuitBreaker(key, policy, self._clock)
+        return found
+
+    def states(self) -> dict[str, BreakerState]:
+        """Every breaker's state, by key."""
+        return {key: b.state for key, b in sorted(self._breakers.items())}

@@ -1,0 +1,251 @@
+"""Budgets: reserve the worst case before a call, reconcile with what it really cost after.
+
+A run's budget (USD, tokens, model calls, agent turns) and the daily hard limits of its tenant,
+user and project are `Account`s. A call reserves its worst case (counted input tokens plus the
+maximum output tokens, at the model's price) in every account that applies, all or none, before it
+is made; a call that does not fit is refused before it costs anything. Afterwards the reservation
+is settled with the actual usage (refund or charge the difference; settling twice changes
+nothing). A failed call with no usage keeps only its input estimate (providers often bill input on
+errors).
+
+Reservation is synchronous: between checking and deducting there is no `await`, so any number of
+parallel calls in one event loop racing for the last dollar never overspend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from corral.clock import Clock
+from corral.errors import BudgetExhaustedError
+from corral.guards.policy import BudgetPolicy, DailyLimit
+
+__all__ = ["Account", "Cost", "DailyLedger", "Reservation", "RunBudget"]
+
+log = logging.getLogger(__name__)
+
+_DIMENSIONS = ("usd", "tokens", "model_calls", "agent_turns")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cost:
+    """An amount in every dimension a budget tracks."""
+
+    usd: Decimal = Decimal(0)
+    tokens: int = 0
+    model_calls: int = 0
+    agent_turns: int = 0
+
+    def get(self, dimension: str) -> Decimal | int:
+        value: Decimal | int = getattr(self, dimension)
+        return value
+
+
+class Account:
+    """Limits, committed spend and open reservations for one scope."""
+
+    def __init__(self, scope: str, limits: dict[str, Decimal | int | None]) -> None:
+        self.scope = scope
+        self.limits = {d: limits.get(d) for d in _DIMENSIONS}
+        self.spent: dict[str, Decimal | int] = dict.fromkeys(_DIMENSIONS, 0)
+        self.spent["usd"] = Decimal(0)
+        self.reserved: dict[str, Decimal | int] = dict.fromkeys(_DIMENSIONS, 0)
+        self.reserved["usd"] = Decimal(0)
+
+    def shortfall(self, cost: Cost) -> BudgetExhaustedError | None:
+        """The refusal this cost would get, or None if it fits."""
+        for d in _DIMENSIONS:
+            need = cost.get(d)
+            limit = self.limits[d]
+            if not need or limit is None:
+                continue
+            used = self.spent[d] + self.reserved[d]
+            if used + need > limit:
+                return BudgetExhaustedError(
+                    dimension=d, scope=self.scope, limit=limit, spent=used, needed=need
+                )
+        return None
+
+    def fraction(self) -> float:
+        """The largest used share (committed + reserved) of the USD and token limits."""
+        shares = [0.0]
+        for d in ("usd", "tokens"):
+            limit = self.limits[d]
+            if limit:
+                shares.append(float((self.spent[d] + self.reserved[d]) / limit))
+        return max(shares)
+
+    def _add(self, book: dict[str, Decimal | int], cost: Cost, sign: int) -> None:
+        for d in _DIMENSIONS:
+            book[d] = book[d] + sign * cost.get(d)
+
+    def remaining(self) -> dict[str, str | None]:
+        """What is left per dimension (None: no limit)."""
+        return {
+            d: None if limit is None else str(limit - self.spent[d] - self.reserved[d])
+            for d, limit in self.limits.items()
+        }
+
+
+class Reservation:
+    """A reserved worst case in one or more accounts; settle it exactly once."""
+
+    def __init__(self, accounts: list[Account], cost: Cost, input_estimate: Cost) -> None:
+        self.accounts = accounts
+        self.cost = cost
+        self.input_estimate = input_estimate
+        self.settled = False
+        for account in accounts:
+            account._add(account.reserved, cost, +1)
+
+    def settle(self, actual: Cost) -> None:
+        """Replace the reservation by the actual cost. A second call changes nothing."""
+        if self.settled:
+            return
+        self.settled = True
+        for account in self.accounts:
+            account._add(account.reserved, self.cost, -1)
+            account._add(account.spent, actual, +1)
+
+    def settle_failed(self) -> None:
+        """The call failed without reporting usage: keep the input estimate, refund the rest."""
+        self.settle(self.input_estimate)
+
+
+class RunBudget:
+    """One run's budget; parallel calls and children share it."""
+
+    def __init__(self, policy: BudgetPolicy, run_id: str = "run") -> None:
+        self.policy = policy
+        self.account = Account(
+            "run",
+            {
+                "usd": policy.usd,
+                "tokens": policy.tokens,
+                "model_calls": policy.model_calls,
+                "agent_turns": policy.agent_turns,
+            },
+        )
+        self.run_id = run_id
+
+    def reserve(
+        self, cost: Cost, input_estimate: Cost, extra: list[Account] | None = None
+    ) -> Reservation:
+        """Reserve `cost` here and in `extra` accounts (daily limits), all or none.
+
+        Raises:
+            BudgetExhaustedError: some account has no room; nothing was reserved.
+        """
+        accounts = [self.account, *(extra or [])]
+        for account in accounts:
+            refusal = account.shortfall(cost)
+            if refusal is not None:
+                raise refusal
+        return Reservation(accounts, cost, input_estimate)
+
+    def charge(self, actual: Cost) -> None:
+        """Count spend without a reservation (a step replayed from the journal after a crash)."""
+        self.account._add(self.account.spent, actual, +1)
+
+    def take_turn(self) -> None:
+        """One agent call.
+
+        Raises:
+            BudgetExhaustedError: the run's agent-turn budget is used up.
+        """
+        refusal = self.account.shortfall(Cost(agent_turns=1))
+        if refusal is not None:
+            raise refusal
+        self.account._add(self.account.spent, Cost(agent_turns=1), +1)
+
+    @property
+    def should_degrade(self) -> bool:
+        """Past the degrade fraction: calls should use a cheaper tier."""
+        return self.account.fraction() >= self.policy.degrade_at
+
+    @property
+    def spent_usd(self) -> Decimal:
+        return Decimal(self.account.spent["usd"])
+
+
+class DailyLedger:
+    """Hard limits per UTC day for tenants, users and the project; shared by the app's runs.
+
+    A refused reservation pauses a run below `critical` priority until the day rolls over or an
+    operator raises the limit (`raise_limit`); a critical run is refused at once.
+    """
+
+    def __init__(self, limits: dict[str, DailyLimit], clock: Clock) -> None:
+        self._limits = dict(limits)
+        self._clock = clock
+        self._accounts: dict[tuple[str, str], Account] = {}
+        self._changed: asyncio.Event | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._limits)
+
+    def _day(self) -> str:
+        return self._clock.now().astimezone(UTC).date().isoformat()
+
+    def _limit_for(self, scope: str) -> DailyLimit | None:
+        if scope in self._limits:
+            return self._limits[scope]
+        kind = scope.split(":", 1)[0]
+        return self._limits.get(f"{kind}:*")
+
+    def accounts(self, *, tenant: str | None, user: str | None) -> list[Account]:
+        """Today's accounts that apply to a run of `tenant` / `user`."""
+        if not self._limits:
+            return []
+        scopes = ["project"]
+        if tenant:
+            scopes.append(f"tenant:{tenant}")
+        if user:
+            scopes.append(f"user:{user}")
+        day = self._day()
+        found = []
+        for scope in scopes:
+            limit = self._limit_for(scope)
+            if limit is None:
+                continue
+            account = self._accounts.get((scope, day))
+            if account is None:
+                account = Account(scope, {"usd": limit.usd, "tokens": limit.tokens})
+                self._accounts[(scope, day)] = account
+            found.append(account)
+        return found
+
+    def raise_limit(self, scope: str, limit: DailyLimit) -> None:
+        """Operator action: a new limit for `scope` today and after; paused runs re-check."""
+        self._limits[scope] = limit
+        for (s, _day), account in self._accounts.items():
+            if s == scope:
+                account.limits.update({"usd": limit.usd, "tokens": limit.tokens})
+        log.warning("daily limit for %s raised to %s", scope, limit)
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    def seconds_to_reset(self) -> float:
+        """Seconds until the next UTC midnight."""
+        now = self._clock.now().astimezone(UTC)
+        midnight = datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1)
+        return max(0.0, (midnight - now).total_seconds())
+
+    async def wait_for_room(self) -> None:
+        """Wait until the day rolls over or a limit is raised, whichever comes first."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        changed = self._changed
+        sleeper = asyncio.ensure_future(self._clock.sleep(self.seconds_to_reset() + 0.001))
+        waiter = asyncio.ensure_future(changed.wait())
+        try:
+            await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waiter.cancel()

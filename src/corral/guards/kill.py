@@ -1,0 +1,108 @@
+"""The kill switch: halt a run, an agent or the whole app.
+
+A halt is seen at the next step boundary (every model and tool call checks first) and cancels the
+model calls in flight that it covers, so a halted run stops spending at once. The operator
+surfaces (CLI, HTTP, dashboard) call these methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from corral.errors import KilledError
+
+__all__ = ["KillSwitch"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class KillSwitch:
+    """Halted scopes and the in-flight calls they cover."""
+
+    def __init__(self) -> None:
+        self._all: str | None = None
+        self._runs: dict[str, str] = {}
+        self._agents: dict[str, str] = {}
+        self._inflight: dict[asyncio.Task[object], tuple[str, str]] = {}
+
+    def halt(
+        self,
+        *,
+        run_id: str | None = None,
+        agent: str | None = None,
+        everything: bool = False,
+        reason: str = "",
+    ) -> int:
+        """Halt a run, an agent (in every run) or everything; returns in-flight calls cancelled."""
+        if everything:
+            self._all = reason or "halted"
+        if run_id is not None:
+            self._runs[run_id] = reason or "halted"
+        if agent is not None:
+            self._agents[agent] = reason or "halted"
+        cancelled = 0
+        for task, (rid, name) in list(self._inflight.items()):
+            if self._scope(rid, name) is not None and not task.done():
+                task.cancel()
+                cancelled += 1
+        log.warning(
+            "kill switch: run=%s agent=%s all=%s (%s); %d calls cancelled",
+            run_id,
+            agent,
+            everything,
+            reason,
+            cancelled,
+        )
+        return cancelled
+
+    def release(
+        self, *, run_id: str | None = None, agent: str | None = None, everything: bool = False
+    ) -> None:
+        """Lift a halt."""
+        if everything:
+            self._all = None
+        if run_id is not None:
+            self._runs.pop(run_id, None)
+        if agent is not None:
+            self._agents.pop(agent, None)
+
+    def _scope(self, run_id: str, agent: str) -> str | None:
+        if self._all is not None:
+            return f"all: {self._all}"
+        if run_id in self._runs:
+            return f"run {run_id}: {self._runs[run_id]}"
+        if agent in self._agents:
+            return f"agent {agent}: {self._agents[agent]}"
+        return None
+
+    def check(self, run_id: str, agent: str) -> None:
+        """Raises:
+        KilledError: this run or agent (or everything) is halted."""
+        scope = self._scope(run_id, agent)
+        if scope is not None:
+            raise KilledError(scope)
+
+    async def guard(self, run_id: str, agent: str, call: Awaitable[T]) -> T:
+        """Run `call` so that a halt covering it cancels it.
+
+        Raises:
+            KilledError: a halt cancelled the call (other cancellations propagate unchanged).
+        """
+        task: asyncio.Task[T] = asyncio.ensure_future(call)
+        self._inflight[task] = (run_id, agent)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            scope = self._scope(run_id, agent)
+            current = asyncio.current_task()
+            if scope is not None and task.cancelled() and not (current and current.cancelling()):
+                raise KilledError(scope) from None
+            raise
+        finally:
+            self._inflight.pop(task, None)
+            if not task.done():
+                task.cancel()

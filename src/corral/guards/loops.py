@@ -1,0 +1,130 @@
+"""Loop guards for one run: turns, repeated calls, ping-pong, recursion depth, error streaks.
+
+Everything here is deterministic for the same sequence of calls, so a run resumed after a crash
+(whose workflow code re-executes and replays its steps) reaches the same decisions at the same
+points.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from typing import Any
+
+from corral.errors import LoopDetectedError
+from corral.guards.policy import LoopPolicy
+
+__all__ = ["LoopGuard", "fingerprint"]
+
+
+def fingerprint(value: Any) -> str:
+    """A short stable hash of a JSON-ready value."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+class LoopGuard:
+    """Tracks one run's agent calls and stops the run when it loops."""
+
+    def __init__(self, policy: LoopPolicy) -> None:
+        self.policy = policy
+        self.turns = 0
+        self.agent_turns: Counter[str] = Counter()
+        self._inputs: Counter[tuple[str, str]] = Counter()
+        self._handoffs: list[tuple[str, str]] = []
+        self._streaks: dict[tuple[str, str], tuple[str, int]] = {}
+        self.stopped: dict[str, str] = {}
+        """Agents stopped in this run (by an error streak), with the reason."""
+
+    def on_call(self, agent: str, input_hash: str, depth: int) -> None:
+        """Before an agent call.
+
+        Raises:
+            LoopDetectedError: a turn, repeat or depth limit is reached, or the agent was stopped.
+        """
+        p = self.policy
+        if agent in self.stopped:
+            raise LoopDetectedError(
+                f"agent {agent!r} was stopped in this run: {self.stopped[agent]}",
+                kind="error_streak",
+                agent=agent,
+            )
+        if depth > p.max_depth:
+            raise LoopDetectedError(
+                f"delegation depth {depth} exceeds {p.max_depth} at agent {agent!r}",
+                kind="recursion",
+                agent=agent,
+                depth=depth,
+                limit=p.max_depth,
+            )
+        if self.turns + 1 > p.max_turns:
+            raise LoopDetectedError(
+                f"run reached its limit of {p.max_turns} agent turns",
+                kind="turns",
+                limit=p.max_turns,
+                turns=self.turns,
+            )
+        if self.agent_turns[agent] + 1 > p.max_agent_turns:
+            raise LoopDetectedError(
+                f"agent {agent!r} reached its limit of {p.max_agent_turns} turns in this run",
+                kind="agent_turns",
+                agent=agent,
+                limit=p.max_agent_turns,
+            )
+        key = (agent, input_hash)
+        if self._inputs[key] + 1 > p.repeat_limit:
+            raise LoopDetectedError(
+                f"agent {agent!r} was called with the same input {p.repeat_limit + 1} times",
+                kind="repeated_call",
+                agent=agent,
+                limit=p.repeat_limit,
+            )
+        self.turns += 1
+        self.agent_turns[agent] += 1
+        self._inputs[key] += 1
+
+    def on_output(self, agent: str, output_hash: str) -> None:
+        """After an agent produced a valid output.
+
+        Raises:
+            LoopDetectedError: the recent handoffs repeat a cycle of at most `max_cycle` agents
+                `ping_pong_cycles` times with identical outputs (no new information).
+        """
+        self._handoffs.append((agent, output_hash))
+        history = self._handoffs
+        times = self.policy.ping_pong_cycles
+        for length in range(2, self.policy.max_cycle + 1):
+            span = length * times
+            if len(history) < span:
+                break
+            cycle = history[-length:]
+            if len({a for a, _ in cycle}) < 2:
+                continue
+            if all(history[-span + i] == cycle[i % length] for i in range(span)):
+                names = [a for a, _ in cycle]
+                raise LoopDetectedError(
+                    f"ping-pong: {' -> '.join([*names, names[0]])} repeated {times} times "
+                    "with the same outputs",
+                    kind="ping_pong",
+                    cycle=names,
+                    repeats=times,
+                )
+
+    def on_error(self, agent: str, endpoint: str, signature: str) -> bool:
+        """After a failed model call. True when this is the `error_streak`-th identical error in
+        a row from `endpoint`: the agent is then stopped for the rest of the run."""
+        key = (agent, endpoint)
+        last, count = self._streaks.get(key, ("", 0))
+        count = count + 1 if last == signature else 1
+        self._streaks[key] = (signature, count)
+        if count >= self.policy.error_streak:
+            self.stopped[agent] = (
+                f"the same error from {endpoint} {count} times in a row ({signature})"
+            )
+            return True
+        return False
+
+    def on_success(self, agent: str, endpoint: str) -> None:
+        """A call to `endpoint` succeeded: its error streak is over."""
+        self._streaks.pop((agent, endpoint), None)

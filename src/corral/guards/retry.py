@@ -1,0 +1,74 @@
+"""Retries: what may be retried, how long to wait, and a per-process retry budget.
+
+Only errors a retry can fix are retried (429, 5xx, timeouts, connection errors: the adapter sets
+`ProviderError.retryable`); client errors, content refusals and Corral's own refusals never are.
+The backoff is full jitter (uniform(0, min(cap, base * 2**n))) with the provider's Retry-After as
+a floor. The retry budget keeps retries under a share of requests over a sliding window, so an
+outage does not multiply the load on a provider that is already failing.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+
+from corral.clock import Clock
+from corral.errors import ProviderError, ProviderRateLimitError
+from corral.guards.policy import RetryPolicy
+
+__all__ = ["RetryBudget", "backoff_s", "is_retryable"]
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether trying the same call again can succeed."""
+    return isinstance(error, ProviderError) and error.retryable
+
+
+def backoff_s(policy: RetryPolicy, retry: int, rng: random.Random, error: BaseException) -> float:
+    """Seconds to wait before retry number `retry` (1 = the first retry)."""
+    ceiling = min(policy.max_delay_s, policy.base_delay_s * 2**retry)
+    delay = rng.uniform(0, ceiling)
+    if isinstance(error, ProviderRateLimitError) and error.retry_after_s is not None:
+        delay = max(delay, error.retry_after_s)
+    return delay
+
+
+class RetryBudget:
+    """Retries allowed: at most `max(min_retries, ratio * requests)` per sliding window."""
+
+    def __init__(self, policy: RetryPolicy, clock: Clock) -> None:
+        self.policy = policy
+        self._clock = clock
+        self._requests: deque[float] = deque()
+        self._retries: deque[float] = deque()
+        self.denied = 0
+        """Retries refused because the budget was spent (for metrics)."""
+
+    def _trim(self, now: float) -> None:
+        horizon = now - self.policy.budget_window_s
+        for q in (self._requests, self._retries):
+            while q and q[0] <= horizon:
+                q.popleft()
+
+    def record_request(self) -> None:
+        """A first attempt was made."""
+        self._requests.append(self._clock.monotonic())
+
+    def try_retry(self) -> bool:
+        """Take one retry from the budget; False when none is left."""
+        now = self._clock.monotonic()
+        self._trim(now)
+        allowed = max(
+            self.policy.budget_min_retries, self.policy.budget_ratio * len(self._requests)
+        )
+        if len(self._retries) + 1 > allowed:
+            self.denied += 1
+            return False
+        self._retries.append(now)
+        return True
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        """(requests, retries) in the current window."""
+        self._trim(self._clock.monotonic())
+        return len(self._requests), len(self._retries)
