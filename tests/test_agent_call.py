@@ -89,16 +89,22 @@ async def test_invalid_payload_is_rejected_before_any_model_call():
 
 
 async def test_provider_error_reaches_the_workflow_as_agent_error():
-    model = FakeModel([ProviderError("boom", retryable=True, provider="fake", status=503)])
-    app, _, _ = make(model)
+    """After its retries (3 attempts by default, each recorded as a guard event)."""
+    model = FakeModel([ProviderError("boom", retryable=True, provider="fake", status=503)] * 3)
+    app, recorder, _ = make(model)
     result = await app.run("ask", {"text": "q"})
+    assert len(model.requests) == 3
+    retries = [s for s in recorder.spans_of(result.run_id, "guard") if s.name == "retry"]
+    assert [s.output["attempt"] for s in retries] == [2, 3]
     assert result.error["code"] == "provider_error"
     assert result.error["retryable"] is True
     assert result.error["details"]["status"] == 503
 
 
 async def test_fallback_agent_answers_when_the_primary_fails():
-    primary = FakeModel([ProviderError("down", retryable=True, status=503)], name="fake:primary")
+    primary = FakeModel(
+        [ProviderError("down", retryable=True, status=503)] * 3, name="fake:primary"
+    )
     backup = FakeModel([{"answer": "from backup", "score": 3}], name="fake:backup")
     app, _, _ = ephemeral_app(models={"fake:primary": primary, "fake:backup": backup})
     general = Agent(

@@ -6,7 +6,7 @@ crash mid-agent resumes after the last completed model call instead of paying fo
 
 from __future__ import annotations
 
-import asyncio
+import itertools
 import json
 import logging
 from decimal import Decimal
@@ -18,7 +18,9 @@ from corral.agent import Agent, FunctionAgent
 from corral.clock import Clock
 from corral.contracts import JsonValue, dump_payload, validate_payload
 from corral.durable import Journal
-from corral.errors import AgentError, ProviderError, ProviderTimeoutError
+from corral.errors import AgentError, CircuitOpenError, LimitError, ProviderError
+from corral.guards.budget import Cost
+from corral.guards.chain import GuardEvent, ModelCaller
 from corral.model import Message, ModelRequest, ModelResponse, ToolCall, Usage
 from corral.tool import Tool, ToolArgumentsError
 from corral.trace import BatchingRecorder, NullRecorder, Recorder, Span, SpanKind, SpanStatus
@@ -196,8 +198,48 @@ class AgentCall(Generic[In, Out]):
         self, agent: Agent[In, Out], model_name: str, messages: list[Message], *, allow_tools: bool
     ) -> ModelResponse:
         step_id = self._next_inner()
+        run = self.ctx.guards
+        events = itertools.count(1)
+
+        async def emit(event: GuardEvent) -> None:
+            level = logging.WARNING if event.alert else logging.INFO
+            log.log(
+                level,
+                "guard %s for agent %s: %s",
+                event.kind,
+                agent.name,
+                event.detail,
+                extra={"run_id": self.ctx.run_id, "agent": agent.name},
+            )
+            await self._record(
+                kind="guard",
+                step_id=f"{step_id}.g{next(events)}",
+                parent_id=step_id,
+                name=event.kind,
+                output=event.detail,
+                status="alert" if event.alert else "ok",
+                started=self.clock.now(),
+                t0=self.clock.monotonic(),
+            )
+
+        tier = agent.model
+        if run.budget.should_degrade:
+            cheaper = run.guards.cheaper_tier(tier)
+            if cheaper is not None:
+                await emit(
+                    GuardEvent(
+                        kind="degrade",
+                        detail={
+                            "from": tier,
+                            "to": cheaper,
+                            "budget_used": round(run.budget.account.fraction(), 3),
+                        },
+                    )
+                )
+                tier = cheaper
+        models = self.ctx._resolve_chain(tier)
         request = ModelRequest(
-            model=model_name,
+            model=models[0].name,
             messages=tuple(messages),
             output_schema=agent.output_schema(),
             tools=tuple(t.spec for t in agent.tools) if allow_tools else (),
@@ -205,58 +247,58 @@ class AgentCall(Generic[In, Out]):
             temperature=agent.temperature,
             metadata={"run_id": self.ctx.run_id, "agent": agent.name, "step_id": step_id},
         )
-        model = self.ctx.model(agent.model)
+        caller = ModelCaller(run, agent=agent.name, timeout_s=self.timeout_s, emit=emit)
+        ran = False
 
         async def step() -> JsonValue:
+            nonlocal ran
+            ran = True
             started, t0 = self.clock.now(), self.clock.monotonic()
             try:
-                async with asyncio.timeout(self.timeout_s):
-                    response = await model.complete(request)
-            except TimeoutError:
-                error: ProviderError = ProviderTimeoutError(
-                    f"model {model.name} did not answer within {self.timeout_s:g}s",
-                    provider=model.name.split(":", 1)[0],
-                    timeout_s=self.timeout_s,
-                )
-            except ProviderError as exc:
-                error = exc
-            else:
+                response = await caller.call(models, request)
+            except (ProviderError, CircuitOpenError) as exc:
                 await self._record(
                     kind="model",
                     step_id=step_id,
                     parent_id=self.step_id,
                     name=agent.name,
-                    model=response.model,
-                    input=[_message_dict(m) for m in messages[-2:]],
-                    output=response.text,
+                    model=models[0].name,
+                    input=_span_messages(messages, self.recorder),
+                    error=exc.to_dict(),
+                    status="error",
                     started=started,
                     t0=t0,
-                    tokens_in=response.input_tokens,
-                    tokens_out=response.output_tokens,
-                    cost_usd=response.cost_usd or Decimal(0),
                 )
-                return {"response": _response_dict(response)}
+                return {"error": exc.to_dict()}
+            except LimitError as exc:
+                # A refusal is not journaled: after a restart (or a raised limit) the guard
+                # decides again.
+                await emit(GuardEvent(kind="refused", detail=exc.to_dict(), alert=True))
+                raise
             await self._record(
                 kind="model",
                 step_id=step_id,
                 parent_id=self.step_id,
                 name=agent.name,
-                model=model.name,
-                input=[_message_dict(m) for m in messages[-2:]],
-                error=error.to_dict(),
-                status="error",
+                model=response.model,
+                input=_span_messages(messages, self.recorder),
+                output=response.text,
                 started=started,
                 t0=t0,
+                tokens_in=response.input_tokens,
+                tokens_out=response.output_tokens,
+                cost_usd=response.cost_usd or Decimal(0),
             )
-            return {"error": error.to_dict()}
+            return {"response": _response_dict(response)}
 
         outcome = await self.journal.step(step_id, f"model:{agent.name}", step)
         if "error" in outcome:
             err = outcome["error"]
+            code = "circuit_open" if err.get("code") == "circuit_open" else "provider_error"
             raise AgentError(
                 f"model call failed: {err.get('message')}",
                 agent=agent.name,
-                code="provider_error",
+                code=code,
                 retryable=bool(err.get("retryable")),
                 details=err,
             )
@@ -267,6 +309,15 @@ class AgentCall(Generic[In, Out]):
             cost_usd=response.cost_usd or Decimal(0),
             calls=1,
         )
+        if not ran:
+            # Replayed from the journal after a restart: the money was spent before the crash.
+            run.budget.charge(
+                Cost(
+                    usd=used.cost_usd,
+                    tokens=used.input_tokens + used.output_tokens,
+                    model_calls=1,
+                )
+            )
         self.usage = self.usage + used
         self.ctx.stats.usage = self.ctx.stats.usage + used
         return response
@@ -433,6 +484,10 @@ def _json_text(text: str) -> str:
     if start != -1 and end > start:
         return stripped[start : end + 1]
     return stripped
+
+
+def _span_messages(messages: list[Message], recorder: Recorder) -> JsonValue:
+    return [_message_dict(m) for m in messages[-2:]] if _records(recorder) else None
 
 
 def _message_dict(message: Message) -> dict[str, Any]:

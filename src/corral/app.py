@@ -22,7 +22,17 @@ from corral.clock import Clock, SystemClock
 from corral.config import AppConfig
 from corral.contracts import JsonValue, RunId, dump_payload, validate_payload
 from corral.durable import Engine, EphemeralEngine
-from corral.errors import AgentError, CorralError, PayloadError, UnknownNameError, UsageError
+from corral.errors import (
+    AgentError,
+    BudgetExhaustedError,
+    CorralError,
+    KilledError,
+    PayloadError,
+    UnknownNameError,
+    UsageError,
+)
+from corral.guards.chain import Guards
+from corral.guards.policy import PRIORITIES, Priority
 from corral.model import Model, Usage
 from corral.trace import BatchingRecorder, NullRecorder, Recorder, RunRecord, RunStatus
 from corral.workflow import RunContext, Workflow, WorkflowFn
@@ -39,7 +49,9 @@ class RunResult(Generic[Out]):
     """How a run ended.
 
     `output` is the workflow's validated output when `status` is `succeeded`; otherwise `error`
-    describes what stopped it (`code`, `message`, and the error's typed attributes).
+    describes what stopped it (`code`, `message`, and the error's typed attributes: a guard's
+    limit, spent, cycle, ...). When a budget stops a run (`budget_exhausted`), `partial` is the
+    best result produced so far and `error["not_completed"]` says what was not done.
     """
 
     run_id: RunId
@@ -49,6 +61,7 @@ class RunResult(Generic[Out]):
     error: dict[str, Any] | None
     usage: Usage
     duration_s: float
+    partial: JsonValue = None
 
     @property
     def cost_usd(self) -> Decimal:
@@ -122,6 +135,10 @@ class App:
         self._started = False
         self._start_lock: asyncio.Lock | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.guards = Guards(
+            self.config.guards, self.clock, seed=self.config.sim.seed, tiers=self.config.tiers
+        )
+        """Breakers, rate limiter, retry budget, daily limits and the kill switch of this app."""
 
     # -- registration ---------------------------------------------------------------------------
 
@@ -216,6 +233,7 @@ class App:
         durable: bool | None = None,
         run_id: str | None = None,
         deadline_s: float | None = None,
+        priority: Priority = "interactive",
     ) -> RunResult[Any]:
         """Run `workflow` to the end and return its `RunResult`.
 
@@ -232,13 +250,16 @@ class App:
             run_id: Give the run a known id; starting an id twice executes it once.
             deadline_s: Wall-clock limit for the whole run (default `config.deadline_s`). It is
                 stored with the run: a run resumed after a crash keeps its original deadline.
+            priority: `critical`, `interactive` (default) or `batch`: the rate limiter serves
+                higher classes first (with aging), and daily hard limits pause runs below
+                `critical` instead of failing them.
 
         Raises:
             UnknownNameError: no workflow with that name.
             PayloadError: the payload does not fit the workflow's input or is not JSON.
         """
         rid, wf, data, meta, engine = await self._prepare(
-            workflow, payload, user, tenant, tags, durable, run_id, deadline_s
+            workflow, payload, user, tenant, tags, durable, run_id, deadline_s, priority
         )
         t0 = self.clock.monotonic()
         record = await engine.run(rid, wf.name, data, meta)
@@ -260,6 +281,7 @@ class App:
             options.get("durable"),
             options.get("run_id"),
             options.get("deadline_s"),
+            options.get("priority", "interactive"),
         )
 
         async def go() -> RunResult[Any]:
@@ -302,6 +324,7 @@ class App:
         durable: bool | None,
         run_id: str | None,
         deadline_s: float | None = None,
+        priority: str = "interactive",
     ) -> tuple[RunId, Workflow, JsonValue, dict[str, Any], Engine]:
         wf = self._workflows.get(workflow)
         if wf is None:
@@ -318,6 +341,8 @@ class App:
         if want_durable and self._durable is None:
             raise UsageError("durable runs need AppConfig(durable=True) when the app starts")
         engine: Engine = self._durable if want_durable and self._durable else self._ephemeral
+        if priority not in PRIORITIES:
+            raise UsageError(f"unknown priority {priority!r}; use one of {list(PRIORITIES)}")
         if deadline_s is not None and not deadline_s > 0:
             raise UsageError(f"deadline_s must be a positive number of seconds, got {deadline_s!r}")
         limit = self.config.deadline_s if deadline_s is None else deadline_s
@@ -329,18 +354,23 @@ class App:
             # Absolute, so a run resumed in another process keeps its original deadline.
             "deadline_s": limit,
             "deadline_at": self.clock.now().timestamp() + limit,
+            "priority": priority,
         }
         return RunId(run_id or self._id_factory()), wf, data, meta, engine
 
     def _result(self, wf: Workflow, record: dict[str, Any], duration_s: float) -> RunResult[Any]:
-        output = record.get("output")
-        if output is not None and wf.output is not None:
-            output = wf.output.model_validate(output)
+        raw = record.get("output")
+        output, partial = None, None
+        if record["status"] == "succeeded":
+            output = wf.output.model_validate(raw) if raw is not None and wf.output else raw
+        else:
+            partial = raw
         return RunResult(
             run_id=RunId(record["run_id"]),
             workflow=wf.name,
             status=record["status"],
             output=output,
+            partial=partial,
             error=record.get("error"),
             usage=Usage.from_dict(record.get("usage") or {}),
             duration_s=duration_s,
@@ -361,11 +391,18 @@ class App:
             journal=await engine.journal(run_id, recorder),
             recorder=recorder,
             resolve_model=self.model,
+            resolve_chain=self.model_chain,
             clock=self.clock,
             user=meta.get("user"),
             tenant=meta.get("tenant"),
             tags=tuple(meta.get("tags") or ()),
             call_timeout_s=self.config.call_timeout_s,
+            guards=self.guards.run(
+                run_id,
+                priority=str(meta.get("priority", "interactive")),
+                tenant=meta.get("tenant"),
+                user=meta.get("user"),
+            ),
         )
         started = self.clock.now()
         base = RunRecord(
@@ -400,6 +437,17 @@ class App:
                     role="output of workflow",
                 )
             output = dump_payload(value) if value is not None else None
+        except BudgetExhaustedError as exc:
+            # Stop with the best result so far and say what was not done.
+            status, error = "budget_exhausted", exc.to_dict()
+            best_agent, output = ctx.best if ctx.best is not None else (None, None)
+            error["best_result_from"] = best_agent
+            error["not_completed"] = (
+                f"workflow {wf.name!r} stopped before finishing: the call that needed "
+                f"{exc.details.get('needed')} {exc.dimension} and everything after it"
+            )
+        except KilledError as exc:
+            status, error = "killed", exc.to_dict()
         except CorralError as exc:
             status, error = "failed", exc.to_dict()
         except TimeoutError:
@@ -450,6 +498,22 @@ class App:
         return spans
 
     # -- models ---------------------------------------------------------------------------------
+
+    def model_chain(self, name: str) -> list[Model]:
+        """The models a tier or model name resolves to: the primary, then its fallbacks.
+
+        Raises:
+            UnknownNameError: a tier or provider nobody knows.
+        """
+        chain = [self.model(name)]
+        concrete = self.config.tiers.get(name, name)
+        for fallback in (
+            *self.config.fallbacks.get(name, ()),
+            *self.config.fallbacks.get(concrete, ()),
+        ):
+            if all(m.name != fallback for m in chain):
+                chain.append(self.model(fallback))
+        return chain
 
     def model(self, name: str) -> Model:
         """Resolve a tier (`small`) or concrete model (`sim:small`) to a priced `Model`.

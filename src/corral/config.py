@@ -8,16 +8,26 @@ path. Python users build `AppConfig(...)` directly; the same validation runs.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from corral.errors import ConfigError
+from corral.guards.policy import (
+    BreakerPolicy,
+    BudgetPolicy,
+    DailyLimit,
+    GuardPolicies,
+    LimiterPolicy,
+    LoopPolicy,
+    RateLimit,
+    RetryPolicy,
+)
 
-__all__ = ["AppConfig", "ModelPrice", "SimConfig", "load_config"]
+__all__ = ["AppConfig", "ModelPrice", "SimConfig", "load_config", "parse_guards"]
 
 DEFAULT_DATABASE = "sqlite:///.corral/corral.db"
 
@@ -65,6 +75,11 @@ class AppConfig:
         default_factory=lambda: {"small": "sim:small", "medium": "sim:medium", "large": "sim:large"}
     )
     """Tier name -> concrete model (`provider:variant`)."""
+    fallbacks: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Tier or model -> models tried next when its breaker is open or its retries are spent
+    (e.g. `{"small": ("openai:gpt-4o-mini",)}`)."""
+    guards: GuardPolicies = GuardPolicies()
+    """Budgets, loop limits, breakers, retries and rate limits; on by default."""
     prices: dict[str, ModelPrice] = field(
         default_factory=lambda: {
             "sim": ModelPrice(input_per_mtok=Decimal("0.50"), output_per_mtok=Decimal("1.50")),
@@ -95,6 +110,13 @@ class AppConfig:
                     f"{model!r} is not a model name; use provider:variant, e.g. sim:small",
                     key=f"tiers.{tier}",
                 )
+        for name, chain in self.fallbacks.items():
+            for model in chain:
+                if ":" not in model:
+                    raise ConfigError(
+                        f"{model!r} is not a model name; use provider:variant",
+                        key=f"fallbacks.{name}",
+                    )
         for name, price in self.prices.items():
             if price.input_per_mtok < 0 or price.output_per_mtok < 0:
                 raise ConfigError("prices must be >= 0", key=f"prices.{name}")
@@ -129,6 +151,8 @@ class _SimFile(_Strict):
 class _ConfigFile(_Strict):
     database: str = DEFAULT_DATABASE
     tiers: dict[str, str] | None = None
+    fallbacks: dict[str, list[str]] | None = None
+    guards: dict[str, Any] | None = None
     prices: dict[str, _PriceFile] | None = None
     sim: _SimFile = _SimFile()
     durable: bool = True
@@ -159,9 +183,18 @@ def parse_config(data: dict[str, Any]) -> AppConfig:
         )
     sim = parsed.sim.model_dump()
     sim["outages"] = tuple(tuple(w) for w in sim["outages"])
+    tiers = {**defaults.tiers, **(parsed.tiers or {})}
+    for tier in (parsed.guards or {}).get("degrade_order", []):
+        if tier not in tiers:
+            raise ConfigError(
+                f"degrade tier {tier!r} is not a tier; tiers are {sorted(tiers)}",
+                key="guards.degrade_order",
+            )
     return AppConfig(
         database=parsed.database,
-        tiers={**defaults.tiers, **(parsed.tiers or {})},
+        tiers=tiers,
+        fallbacks={k: tuple(v) for k, v in (parsed.fallbacks or {}).items()},
+        guards=parse_guards(parsed.guards or {}),
         prices=prices,
         sim=SimConfig(**sim),
         durable=parsed.durable,
@@ -170,6 +203,58 @@ def parse_config(data: dict[str, Any]) -> AppConfig:
         application_version=parsed.application_version,
         executor_id=parsed.executor_id,
     )
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "budget": BudgetPolicy,
+    "loops": LoopPolicy,
+    "breaker": BreakerPolicy,
+    "retry": RetryPolicy,
+    "limiter": LimiterPolicy,
+}
+
+
+def _policy(cls: type[Any], data: Any, key: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError("must be a table", key=key)
+    known = {f.name for f in fields(cls) if f.name != "failure_predicate"}
+    for name in data:
+        if name not in known:
+            raise ConfigError(f"unknown key; known keys: {sorted(known)}", key=f"{key}.{name}")
+    try:
+        return TypeAdapter(cls).validate_python(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(first["msg"], key=f"{key}.{where}" if where else key) from exc
+
+
+def parse_guards(data: dict[str, Any]) -> GuardPolicies:
+    """Validate the `[guards]` table into `GuardPolicies`.
+
+    Raises:
+        ConfigError: names the offending key path (`guards.budget.usd`, ...).
+    """
+    known = {*_SECTIONS, "limits", "daily", "degrade_order"}
+    for name in data:
+        if name not in known:
+            raise ConfigError(f"unknown key; known keys: {sorted(known)}", key=f"guards.{name}")
+    values: dict[str, Any] = {
+        name: _policy(cls, data[name], f"guards.{name}")
+        for name, cls in _SECTIONS.items()
+        if name in data
+    }
+    for name, cls in (("limits", RateLimit), ("daily", DailyLimit)):
+        table = data.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError("must be a table", key=f"guards.{name}")
+        values[name] = {k: _policy(cls, v, f"guards.{name}.{k}") for k, v in table.items()}
+    if "degrade_order" in data:
+        order = data["degrade_order"]
+        if not (isinstance(order, list) and all(isinstance(t, str) for t in order)):
+            raise ConfigError("must be a list of tier names", key="guards.degrade_order")
+        values["degrade_order"] = tuple(order)
+    return GuardPolicies(**values)
 
 
 def load_config(path: str | Path | None = None) -> AppConfig:

@@ -16,9 +16,11 @@ from corral.contracts import JsonValue
 
 __all__ = ["BatchingRecorder", "NullRecorder", "Recorder", "RunRecord", "Span"]
 
-SpanKind = Literal["agent", "model", "tool"]
-SpanStatus = Literal["ok", "error", "invalid_output", "invalid_args", "replayed_effect"]
-RunStatus = Literal["running", "succeeded", "failed", "deadline_exceeded"]
+SpanKind = Literal["agent", "model", "tool", "guard"]
+SpanStatus = Literal["ok", "error", "invalid_output", "invalid_args", "replayed_effect", "alert"]
+RunStatus = Literal[
+    "running", "succeeded", "failed", "deadline_exceeded", "budget_exhausted", "killed"
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

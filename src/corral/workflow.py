@@ -8,6 +8,7 @@ checkpointed step of the run.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import itertools
 import logging
@@ -23,11 +24,13 @@ from corral.clock import Clock
 from corral.contracts import JsonValue, RunId, validate_payload
 from corral.durable import Journal
 from corral.errors import AgentError, PayloadError, ProviderError
+from corral.guards.chain import RunGuards
+from corral.guards.loops import fingerprint
 from corral.model import Model, Usage
 from corral.tool import Tool, ToolArgumentsError
 from corral.trace import Recorder
 
-__all__ = ["RunContext", "Workflow"]
+__all__ = ["CannotAnswer", "RunContext", "Workflow"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,20 @@ In = TypeVar("In", bound=BaseModel)
 Out = TypeVar("Out", bound=BaseModel)
 T = TypeVar("T")
 WorkflowFn = Callable[["RunContext", Any], Awaitable[Any]]
+
+_depth: contextvars.ContextVar[int] = contextvars.ContextVar("corral_call_depth", default=0)
+"""How many agent calls of this run enclose the current one (delegation depth)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CannotAnswer:
+    """An agent (and its fallback) could not produce a valid output: an explicit outcome, so the
+    workflow decides what to do (escalate, skip, stop) instead of receiving a guess."""
+
+    agent: str
+    code: str
+    reason: str
+    error: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,6 +119,8 @@ class RunContext:
         tenant: str | None = None,
         tags: tuple[str, ...] = (),
         call_timeout_s: float = 120.0,
+        guards: RunGuards,
+        resolve_chain: Callable[[str], list[Model]] | None = None,
     ) -> None:
         self.run_id = run_id
         self.workflow = workflow
@@ -113,8 +132,24 @@ class RunContext:
         self._resolve_model = resolve_model
         self._clock = clock
         self._call_timeout_s = call_timeout_s
+        self._resolve_chain = resolve_chain or (lambda name: [resolve_model(name)])
         self._seq = itertools.count(1)
         self.stats = _Stats()
+        self.guards = guards
+        """This run's budget and loop guard (and, through `guards.guards`, the app's)."""
+        self.best: tuple[str, JsonValue] | None = None
+        """(agent, output) of the latest valid agent output, or what the workflow `offer`ed:
+        returned as the partial result when a budget stops the run."""
+
+    @property
+    def budget(self) -> dict[str, str | None]:
+        """What is left of this run's budget, per dimension (None: no limit)."""
+        return self.guards.budget.account.remaining()
+
+    def offer(self, value: BaseModel | JsonValue, *, source: str = "workflow") -> None:
+        """Declare `value` the best result so far (returned if a budget stops the run)."""
+        data = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+        self.best = (source, data)
 
     @property
     def usage(self) -> Usage:
@@ -167,6 +202,12 @@ class RunContext:
         checked = validate_payload(
             agent.input, payload, agent=agent.name, code="invalid_input", role="input of"
         )
+        run = self.guards
+        depth = _depth.get() + 1
+        run.guards.kill.check(self.run_id, agent.name)
+        run.loops.on_call(agent.name, fingerprint(checked.model_dump(mode="json")), depth)
+        run.budget.take_turn()
+        token = _depth.set(depth)
         call = AgentCall(
             ctx=self,
             agent=agent,
@@ -179,10 +220,37 @@ class RunContext:
             timeout_s=self._call_timeout_s,
         )
         try:
-            return await call.run()
+            output = await call.run()
         except AgentError:
             self.stats.failures += 1
             raise
+        finally:
+            _depth.reset(token)
+        data = output.model_dump(mode="json")
+        self.best = (agent.name, data)
+        run.loops.on_output(agent.name, fingerprint(data))
+        return output
+
+    async def try_call(
+        self,
+        agent: Agent[In, Out] | FunctionAgent[In, Out],
+        payload: In | dict[str, Any] | str,
+        *,
+        sender: str | None = None,
+    ) -> Out | CannotAnswer:
+        """Like `call`, but an agent that cannot answer (after retries, fallback models and its
+        fallback agent) returns a `CannotAnswer` instead of raising.
+
+        Raises:
+            LimitError: a guard stopped the run (budget, loop, kill switch): not the agent's
+                failure, so it is not turned into an outcome.
+        """
+        try:
+            return await self.call(agent, payload, sender=sender)
+        except AgentError as exc:
+            return CannotAnswer(
+                agent=exc.agent, code=exc.code, reason=exc.reason, error=exc.to_dict()
+            )
 
     async def tool(self, tool: Tool, /, **arguments: Any) -> JsonValue:
         """Call a tool directly from workflow code, as a checkpointed step.
@@ -192,6 +260,7 @@ class RunContext:
             ProviderError: the tool raised; `provider` is `tool:<name>`.
         """
         step_id = self._next_step_id()
+        self.guards.guards.kill.check(self.run_id, f"tool:{tool.name}")
         try:
             tool.validate(arguments)
         except ToolArgumentsError as exc:

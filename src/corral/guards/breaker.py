@@ -91,6 +91,11 @@ class Permit:
         self._half_open = half_open
         self._done = False
 
+    @property
+    def key(self) -> str:
+        """The breaker's key."""
+        return self._breaker.key
+
     def success(self, duration_s: float) -> BreakerState | None:
         """The call succeeded (a slow success still counts as slow)."""
         return self._report(failed=False, duration_s=duration_s)

@@ -93,8 +93,9 @@ class LoopPolicy:
     max_cycle: int = 4
     max_depth: int = 8
     """Nested delegation depth (a call made while another call of the same run is running)."""
-    error_streak: int = 3
-    """The same error from the same endpoint this many times in a row stops that agent."""
+    error_streak: int = 5
+    """The same error from the same endpoint this many times in a row (across calls and
+    retries) fails the call and stops that agent for the rest of the run."""
 
     def __post_init__(self) -> None:
         _check(self, "guards.loops")

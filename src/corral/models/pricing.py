@@ -57,6 +57,10 @@ class Priced:
     def name(self) -> str:
         return self.inner.name
 
+    def estimate_usd(self, input_tokens: int, output_tokens: int) -> Decimal:
+        """What a call with these token counts would cost (budgets reserve this up front)."""
+        return price_of(self.inner.name, input_tokens, output_tokens, self._prices)
+
     async def complete(self, request: ModelRequest) -> ModelResponse:
         response = await self.inner.complete(request)
         cost = price_of(response.model, response.input_tokens, response.output_tokens, self._prices)

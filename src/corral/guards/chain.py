@@ -1,0 +1,374 @@
+"""The guard chain around one model call (ARCHITECTURE.md, "The call path").
+
+Order, outermost first: kill switch -> budget (reserve the worst case; pause on a daily limit) ->
+circuit breakers (agent, provider, model) -> rate limiter (queue by priority) -> the provider,
+under the kill switch and a timeout -> reconcile budget and limiter with the real usage. Around
+that, per model in the tier's chain: retries of retryable errors with full-jitter backoff and the
+process's retry budget; when a model's breaker is open or its retries are spent, the next model in
+the chain (the fallback provider) is tried.
+
+Every decision is a `GuardEvent` handed to `emit`, which the agent call records as a `guard` span
+under the model call, so `corral show` displays it. Loop checks (turns, repeats, ping-pong, depth)
+happen per agent call in `RunContext.call`; the error-streak check happens here, per attempt.
+
+Refusals (`BudgetExhaustedError`, `KilledError`, `LoopDetectedError`, `RateLimitedError`) are
+raised as they are and end the run unless the workflow catches them. A model that cannot answer
+(retries exhausted on every model, or every breaker open) raises the last `ProviderError` or
+`CircuitOpenError`; the agent call turns that into an `AgentError` so the agent's fallback agent
+gets its turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from corral.clock import Clock
+from corral.errors import (
+    BudgetExhaustedError,
+    CircuitOpenError,
+    ProviderError,
+    ProviderRateLimitError,
+    ProviderTimeoutError,
+)
+from corral.guards.breaker import BreakerRegistry, Permit
+from corral.guards.budget import Cost, DailyLedger, Reservation, RunBudget
+from corral.guards.kill import KillSwitch
+from corral.guards.limiter import RateLimiter, Ticket
+from corral.guards.loops import LoopGuard
+from corral.guards.policy import PRIORITIES, GuardPolicies
+from corral.guards.retry import RetryBudget, backoff_s, is_retryable
+from corral.model import Model, ModelRequest, ModelResponse
+
+__all__ = ["GuardEvent", "Guards", "ModelCaller", "RunGuards", "estimate_input_tokens"]
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[["GuardEvent"], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GuardEvent:
+    """One guard decision: `kind` is `degrade`, `retry`, `fallback`, `breaker`, `queued`,
+    `paused`, `refused` or `agent_stopped`; `detail` carries its numbers."""
+
+    kind: str
+    detail: dict[str, Any] = field(default_factory=dict)
+    alert: bool = False
+    """Worth an operator's attention (an agent stopped, a breaker opened)."""
+
+
+class Guards:
+    """The app's shared guard state: breakers, limiter, retry budget, kill switch, daily limits.
+
+    Args:
+        policies: Every guard's policy.
+        clock: All guard time.
+        seed: Seeds retry jitter and adaptive throttling (deterministic tests).
+        tiers: The app's tier names (degrading skips tiers it does not define).
+    """
+
+    def __init__(
+        self,
+        policies: GuardPolicies,
+        clock: Clock,
+        *,
+        seed: int = 0,
+        tiers: Iterable[str] = ("small", "medium", "large"),
+    ) -> None:
+        self.policies = policies
+        self.tiers = frozenset(tiers)
+        self.clock = clock
+        self.breakers = BreakerRegistry(policies.breaker, clock)
+        self.limiter = RateLimiter(policies.limits, policies.limiter, clock, seed=seed)
+        self.retry_budget = RetryBudget(policies.retry, clock)
+        self.kill = KillSwitch()
+        self.daily = DailyLedger(policies.daily, clock)
+        self.rng = random.Random(seed)
+
+    def run(self, run_id: str, *, priority: str, tenant: str | None, user: str | None) -> RunGuards:
+        """Fresh per-run state (budget, loop guard) for a run."""
+        return RunGuards(self, run_id=run_id, priority=priority, tenant=tenant, user=user)
+
+    def cheaper_tier(self, tier: str) -> str | None:
+        """The next cheaper tier in `degrade_order` that this app defines, or None."""
+        order = [t for t in self.policies.degrade_order if t in self.tiers or t == tier]
+        if tier not in order:
+            return None
+        i = order.index(tier)
+        return order[i + 1] if i + 1 < len(order) else None
+
+
+class RunGuards:
+    """One run's budget and loop guard, plus who it is for (daily limits, priority)."""
+
+    def __init__(
+        self, guards: Guards, *, run_id: str, priority: str, tenant: str | None, user: str | None
+    ) -> None:
+        if priority not in PRIORITIES:
+            raise ValueError(f"unknown priority {priority!r}; use one of {list(PRIORITIES)}")
+        self.guards = guards
+        self.run_id = run_id
+        self.priority = priority
+        self.level = PRIORITIES[priority]
+        self.tenant = tenant
+        self.user = user
+        self.budget = RunBudget(guards.policies.budget, run_id)
+        self.loops = LoopGuard(guards.policies.loops)
+
+
+def estimate_input_tokens(request: ModelRequest) -> int:
+    """Tokens the request's messages will count as (about 4 characters a token)."""
+    chars = sum(len(m.content) for m in request.messages)
+    return chars // 4 + 4 * len(request.messages) + 1
+
+
+def _price(model: Model, input_tokens: int, output_tokens: int) -> Decimal:
+    estimate = getattr(model, "estimate_usd", None)
+    if estimate is None:
+        return Decimal(0)
+    value: Decimal = estimate(input_tokens, output_tokens)
+    return value
+
+
+def _provider(model_name: str) -> str:
+    return model_name.split(":", 1)[0]
+
+
+class ModelCaller:
+    """Makes one model call of one agent through the whole chain."""
+
+    def __init__(self, run: RunGuards, *, agent: str, timeout_s: float, emit: Emit) -> None:
+        self.run = run
+        self.guards = run.guards
+        self.agent = agent
+        self.timeout_s = timeout_s
+        self.emit = emit
+
+    async def call(self, models: list[Model], request: ModelRequest) -> ModelResponse:
+        """Answer `request` with the first model of the chain that can.
+
+        Raises:
+            LimitError: a guard refused (budget, kill switch, error streak, rate-limit wait).
+            CircuitOpenError: every model's breaker (or the agent's) is open.
+            ProviderError: every model failed; the last failure.
+        """
+        last: ProviderError | CircuitOpenError | None = None
+        for position, model in enumerate(models):
+            if position > 0:
+                await self.emit(
+                    GuardEvent(
+                        kind="fallback",
+                        detail={
+                            "from": models[position - 1].name,
+                            "to": model.name,
+                            "because": last.code if last is not None else "",
+                        },
+                    )
+                )
+            try:
+                return await self._with_retries(model, request)
+            except CircuitOpenError as exc:
+                last = exc
+                if exc.key == f"agent:{self.agent}":
+                    raise  # no other model helps when the agent itself is open
+            except ProviderError as exc:
+                last = exc
+                if not exc.retryable:
+                    raise  # the request is wrong; another provider would refuse it too
+        assert last is not None
+        raise last
+
+    async def _with_retries(self, model: Model, request: ModelRequest) -> ModelResponse:
+        policy = self.guards.policies.retry
+        self.guards.retry_budget.record_request()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self._attempt(model, request, attempt)
+            except ProviderError as exc:
+                if self.run.loops.on_error(self.agent, model.name, _signature(exc)):
+                    # No infinite retry of the same faulty prompt: this call fails now and the
+                    # agent's later calls in this run are refused (LoopGuard.on_call).
+                    await self.emit(
+                        GuardEvent(
+                            kind="agent_stopped",
+                            detail={
+                                "agent": self.agent,
+                                "endpoint": model.name,
+                                "error": exc.code,
+                                "times": self.guards.policies.loops.error_streak,
+                            },
+                            alert=True,
+                        )
+                    )
+                    raise
+                if not is_retryable(exc) or attempt >= policy.max_attempts:
+                    raise
+                if not self.guards.retry_budget.try_retry():
+                    await self.emit(
+                        GuardEvent(
+                            kind="retry_denied",
+                            detail={"model": model.name, "attempt": attempt, "error": exc.code},
+                        )
+                    )
+                    raise
+                delay = backoff_s(policy, attempt, self.guards.rng, exc)
+                await self.emit(
+                    GuardEvent(
+                        kind="retry",
+                        detail={
+                            "model": model.name,
+                            "attempt": attempt + 1,
+                            "delay_s": round(delay, 3),
+                            "error": exc.code,
+                            "status": exc.status,
+                        },
+                    )
+                )
+                await self.guards.clock.sleep(delay)
+
+    async def _attempt(self, model: Model, request: ModelRequest, attempt: int) -> ModelResponse:
+        g, run = self.guards, self.run
+        g.kill.check(run.run_id, self.agent)
+        reservation = await self._reserve(model, request)
+        permits: list[Permit] = []
+        ticket: Ticket | None = None
+        t0 = g.clock.monotonic()
+        try:
+            permits = self._breakers(model)
+            ticket = await self._admit(model, request)
+            g.kill.check(run.run_id, self.agent)
+            t0 = g.clock.monotonic()
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    response = await g.kill.guard(run.run_id, self.agent, model.complete(request))
+            except TimeoutError:
+                raise ProviderTimeoutError(
+                    f"model {model.name} did not answer within {self.timeout_s:g}s",
+                    provider=_provider(model.name),
+                    timeout_s=self.timeout_s,
+                ) from None
+        except ProviderError as exc:
+            await self._failed(exc, permits, ticket, reservation, g.clock.monotonic() - t0)
+            raise
+        except BaseException:
+            # Refused, killed or cancelled: nothing was learned about the provider.
+            for p in permits:
+                p.ignore()
+            if ticket is not None:
+                ticket.settle_failed()
+            reservation.settle_failed()
+            raise
+        duration = g.clock.monotonic() - t0
+        used = response.input_tokens + response.output_tokens
+        reservation.settle(Cost(usd=response.cost_usd or Decimal(0), tokens=used, model_calls=1))
+        ticket.settle(used)
+        g.limiter.record_outcome(ticket.keys, accepted=True)
+        predicate = g.policies.breaker.failure_predicate
+        bad = predicate is not None and predicate(response)
+        for p in permits:
+            await self._breaker_event(p, p.failure(duration) if bad else p.success(duration))
+        run.loops.on_success(self.agent, model.name)
+        return response
+
+    async def _reserve(self, model: Model, request: ModelRequest) -> Reservation:
+        run = self.run
+        input_tokens = estimate_input_tokens(request)
+        worst = Cost(
+            usd=_price(model, input_tokens, request.max_output_tokens),
+            tokens=input_tokens + request.max_output_tokens,
+            model_calls=1,
+        )
+        floor = Cost(usd=_price(model, input_tokens, 0), tokens=input_tokens, model_calls=1)
+        while True:
+            daily = self.guards.daily.accounts(tenant=run.tenant, user=run.user)
+            try:
+                return run.budget.reserve(worst, floor, daily)
+            except BudgetExhaustedError as exc:
+                await self.emit(GuardEvent(kind="refused", detail=exc.to_dict()))
+                if exc.scope == "run" or run.priority == "critical":
+                    raise
+                # A daily hard limit: pause (not fail) until the day rolls over or an operator
+                # raises the limit; the run's deadline still bounds the wait.
+                await self.emit(
+                    GuardEvent(
+                        kind="paused",
+                        detail={
+                            "scope": exc.scope,
+                            "resets_in_s": round(self.guards.daily.seconds_to_reset(), 1),
+                        },
+                    )
+                )
+                await self.guards.daily.wait_for_room()
+
+    def _breakers(self, model: Model) -> list[Permit]:
+        keys = (f"agent:{self.agent}", f"provider:{_provider(model.name)}", f"model:{model.name}")
+        permits: list[Permit] = []
+        try:
+            for key in keys:
+                permits.append(self.guards.breakers.get(key).acquire())
+        except CircuitOpenError:
+            for p in permits:
+                p.ignore()
+            raise
+        return permits
+
+    async def _admit(self, model: Model, request: ModelRequest) -> Ticket:
+        g, run = self.guards, self.run
+        keys = g.limiter.keys_for(
+            f"model:{model.name}",
+            f"provider:{_provider(model.name)}",
+            f"tenant:{run.tenant}" if run.tenant else None,
+        )
+        if not keys:
+            return await g.limiter.acquire([], 0, priority=run.level, input_estimate=0)
+        input_tokens = estimate_input_tokens(request)
+        t0 = g.clock.monotonic()
+        ticket = await g.limiter.acquire(
+            keys,
+            input_tokens + request.max_output_tokens,
+            priority=run.level,
+            input_estimate=input_tokens,
+        )
+        waited = g.clock.monotonic() - t0
+        if waited > 0:
+            await self.emit(
+                GuardEvent(kind="queued", detail={"keys": keys, "waited_s": round(waited, 3)})
+            )
+        return ticket
+
+    async def _failed(
+        self,
+        exc: ProviderError,
+        permits: list[Permit],
+        ticket: Ticket | None,
+        reservation: Reservation,
+        duration: float,
+    ) -> None:
+        g = self.guards
+        client_error = exc.status in g.policies.breaker.ignore_status
+        for p in permits:
+            await self._breaker_event(p, p.ignore() if client_error else p.failure(duration))
+        reservation.settle_failed()
+        if ticket is not None:
+            ticket.settle_failed()
+            if isinstance(exc, ProviderRateLimitError):
+                g.limiter.record_outcome(ticket.keys, accepted=False)
+                g.limiter.penalize(ticket.keys, exc.retry_after_s or 1.0)
+
+    async def _breaker_event(self, permit: Permit, state: str | None) -> None:
+        if state is not None:
+            await self.emit(
+                GuardEvent(kind="breaker", detail={"key": permit.key, "state": state}, alert=True)
+            )
+
+
+def _signature(exc: ProviderError) -> str:
+    return f"{exc.code}:{exc.status}"
