@@ -63,6 +63,11 @@ class SimConfig:
     outages: tuple[tuple[float, float], ...] = ()
     """(start_s, end_s) windows, in clock-monotonic seconds since the model was built, where
     every call fails with 503."""
+    rpm: int | None = None
+    """The simulated provider's own requests-per-minute limit (sliding 60 s window): calls
+    over it get 429 with the Retry-After until the window has room, like a real provider."""
+    tpm: int | None = None
+    """Its tokens-per-minute limit (input + max output tokens per call)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,6 +151,8 @@ class _SimFile(_Strict):
     malformed_rate: float = Field(0.0, ge=0, le=1)
     hallucinated_args_rate: float = Field(0.0, ge=0, le=1)
     outages: list[tuple[float, float]] = []
+    rpm: int | None = Field(None, gt=0)
+    tpm: int | None = Field(None, gt=0)
 
 
 class _ConfigFile(_Strict):

@@ -14,7 +14,7 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, get_type_hints, overload
+from typing import Any, Literal, TypeVar, cast, get_type_hints, overload
 
 from pydantic import BaseModel
 
@@ -23,7 +23,7 @@ from corral.agent import Agent, FunctionAgent
 from corral.clock import Clock
 from corral.contracts import JsonValue, RunId, validate_payload
 from corral.durable import Journal
-from corral.errors import AgentError, PayloadError, ProviderError
+from corral.errors import AgentError, CorralError, LimitError, PayloadError, ProviderError
 from corral.guards.chain import RunGuards
 from corral.guards.loops import fingerprint
 from corral.model import Model, Usage
@@ -297,11 +297,18 @@ class RunContext:
                 puts each `AgentError` in its slot so the caller can decide (other exceptions
                 always propagate).
         """
-        tasks: list[asyncio.Task[T]] = []
+        tasks: list[asyncio.Task[T | CorralError]] = []
         async with asyncio.TaskGroup() as group:
             for coro in calls:
-                tasks.append(group.create_task(_settle(coro)))  # type: ignore[arg-type]
-        results: list[T | AgentError] = [task.result() for task in tasks]
+                tasks.append(group.create_task(_settle(coro)))
+        settled = [task.result() for task in tasks]
+        # A guard refusal stops the run, but only after every branch has settled: calls already
+        # in flight keep what they paid for instead of being thrown away.
+        for item in settled:
+            if isinstance(item, LimitError):
+                raise item
+        # Only values and AgentErrors are left (`_settle` catches nothing else).
+        results = cast(list[T | AgentError], settled)
         if errors == "raise":
             for item in results:
                 if isinstance(item, AgentError):
@@ -317,8 +324,8 @@ class RunContext:
         return self._resolve_model(name)
 
 
-async def _settle(coro: Coroutine[Any, Any, T]) -> T | AgentError:
+async def _settle(coro: Coroutine[Any, Any, T]) -> T | CorralError:
     try:
         return await coro
-    except AgentError as exc:
+    except (AgentError, LimitError) as exc:
         return exc

@@ -158,6 +158,26 @@ class ModelCaller:
             CircuitOpenError: every model's breaker (or the agent's) is open.
             ProviderError: every model failed; the last failure.
         """
+        # The agent's breaker judges the agent call as a whole (a fallback that answers is a
+        # success); provider and model breakers judge each attempt.
+        agent_permit = self.guards.breakers.get(f"agent:{self.agent}").acquire()
+        t0 = self.guards.clock.monotonic()
+        try:
+            response = await self._through_chain(models, request)
+        except ProviderError as exc:
+            ignored = exc.status in self.guards.policies.breaker.ignore_status
+            duration = self.guards.clock.monotonic() - t0
+            state = agent_permit.ignore() if ignored else agent_permit.failure(duration)
+            await self._breaker_event(agent_permit, state)
+            raise
+        except BaseException:
+            agent_permit.ignore()
+            raise
+        duration = self.guards.clock.monotonic() - t0
+        await self._breaker_event(agent_permit, agent_permit.success(duration))
+        return response
+
+    async def _through_chain(self, models: list[Model], request: ModelRequest) -> ModelResponse:
         last: ProviderError | CircuitOpenError | None = None
         for position, model in enumerate(models):
             if position > 0:
@@ -175,8 +195,6 @@ class ModelCaller:
                 return await self._with_retries(model, request)
             except CircuitOpenError as exc:
                 last = exc
-                if exc.key == f"agent:{self.agent}":
-                    raise  # no other model helps when the agent itself is open
             except ProviderError as exc:
                 last = exc
                 if not exc.retryable:
@@ -240,12 +258,14 @@ class ModelCaller:
         reservation = await self._reserve(model, request)
         permits: list[Permit] = []
         ticket: Ticket | None = None
+        sent = False
         t0 = g.clock.monotonic()
         try:
             permits = self._breakers(model)
             ticket = await self._admit(model, request)
             g.kill.check(run.run_id, self.agent)
             t0 = g.clock.monotonic()
+            sent = True
             try:
                 async with asyncio.timeout(self.timeout_s):
                     response = await g.kill.guard(run.run_id, self.agent, model.complete(request))
@@ -262,9 +282,14 @@ class ModelCaller:
             # Refused, killed or cancelled: nothing was learned about the provider.
             for p in permits:
                 p.ignore()
-            if ticket is not None:
-                ticket.settle_failed()
-            reservation.settle_failed()
+            if sent:  # the provider may bill the input of a call it was sent
+                reservation.settle_failed()
+                if ticket is not None:
+                    ticket.settle_failed()
+            else:
+                reservation.settle(Cost())
+                if ticket is not None:
+                    ticket.settle(0)
             raise
         duration = g.clock.monotonic() - t0
         used = response.input_tokens + response.output_tokens
@@ -309,7 +334,7 @@ class ModelCaller:
                 await self.guards.daily.wait_for_room()
 
     def _breakers(self, model: Model) -> list[Permit]:
-        keys = (f"agent:{self.agent}", f"provider:{_provider(model.name)}", f"model:{model.name}")
+        keys = (f"provider:{_provider(model.name)}", f"model:{model.name}")
         permits: list[Permit] = []
         try:
             for key in keys:

@@ -19,7 +19,7 @@ import math
 import random
 import re
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,6 +36,10 @@ _FILLER = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot")
 
 def _tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4))
+
+
+def _request_tokens(request: ModelRequest) -> int:
+    return sum(_tokens(m.content) for m in request.messages) + 3 * len(request.messages)
 
 
 class SimModel:
@@ -55,6 +59,9 @@ class SimModel:
         self._clock = clock
         self._t0 = clock.monotonic()
         self._seen: Counter[bytes] = Counter()
+        self._window: deque[tuple[float, int]] = deque()
+        self.rejected = 0
+        """Calls answered 429 by the simulated RPM/TPM limit."""
         self._schema_keys: dict[int, tuple[Mapping[str, Any], str]] = {}
         self._lock = threading.Lock()
         self.calls = 0
@@ -88,20 +95,43 @@ class SimModel:
             self._schema_keys[id(schema)] = hit
         return hit[1]
 
-    def _rng(self, request: ModelRequest) -> random.Random:
+    def _rngs(self, request: ModelRequest) -> tuple[random.Random, random.Random]:
+        """(faults, content): faults vary with how often this exact request was seen, so a
+        retry can succeed; content does not, so the same prompt gets the same answer (like a
+        model at temperature 0)."""
         fingerprint = self._fingerprint(request)
         with self._lock:
             nth = self._seen[fingerprint]
             self._seen[fingerprint] += 1
             self.calls += 1
-        seed = hashlib.blake2b(
-            f"{self.config.seed}:{nth}:".encode() + fingerprint, digest_size=8
-        ).digest()
-        return random.Random(int.from_bytes(seed, "big"))
+        seeds = [
+            hashlib.blake2b(f"{self.config.seed}:{tag}:".encode() + fingerprint, digest_size=8)
+            for tag in (f"faults:{nth}", "content")
+        ]
+        faults, content = (random.Random(int.from_bytes(h.digest(), "big")) for h in seeds)
+        return faults, content
+
+    def _over_limit(self, request: ModelRequest) -> float | None:
+        """Seconds until this call would fit the simulated provider's RPM/TPM, or None."""
+        cfg = self.config
+        if cfg.rpm is None and cfg.tpm is None:
+            return None
+        now = self._clock.monotonic()
+        window = self._window
+        while window and window[0][0] <= now - 60:
+            window.popleft()
+        tokens = _request_tokens(request) + request.max_output_tokens
+        used = sum(t for _, t in window)
+        if (cfg.rpm is not None and len(window) + 1 > cfg.rpm) or (
+            cfg.tpm is not None and used + tokens > cfg.tpm
+        ):
+            return max(0.001, window[0][0] + 60 - now) if window else 1.0
+        window.append((now, tokens))
+        return None
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         cfg = self.config
-        rng = self._rng(request)
+        rng, content = self._rngs(request)
         latency = cfg.latency_s
         if latency > 0 and cfg.latency_jitter > 0:
             latency *= rng.lognormvariate(0, cfg.latency_jitter)
@@ -112,6 +142,14 @@ class SimModel:
                 retryable=True,
                 provider="sim",
                 status=503,
+            )
+        wait = self._over_limit(request)
+        if wait is not None:
+            self.rejected += 1
+            raise ProviderRateLimitError(
+                f"{self._name}: rate limit exceeded (simulated {cfg.rpm} RPM / {cfg.tpm} TPM)",
+                provider="sim",
+                retry_after_s=math.ceil(wait * 1000) / 1000,
             )
         roll = rng.random()
         if roll < cfg.timeout_rate:
@@ -136,17 +174,19 @@ class SimModel:
             await self._clock.sleep(latency)
 
         words = _words(request)
-        input_tokens = sum(_tokens(m.content) for m in request.messages) + 3 * len(request.messages)
+        input_tokens = _request_tokens(request)
         has_tool_result = any(m.role == "tool" for m in request.messages)
         if request.tools and not has_tool_result:
             tool = request.tools[0]
-            args = value_for_schema(tool.parameters, rng, words, tool.parameters)
+            args = value_for_schema(tool.parameters, content, words, tool.parameters)
             if rng.random() < cfg.hallucinated_args_rate and isinstance(args, dict):
                 required = tool.parameters.get("required", [])
                 if required:
                     args.pop(required[0], None)
                 args["confidence_threshold"] = 0.9
-            call = ToolCall(id=f"call_{rng.getrandbits(32):08x}", name=tool.name, arguments=args)
+            call = ToolCall(
+                id=f"call_{content.getrandbits(32):08x}", name=tool.name, arguments=args
+            )
             text = ""
             return ModelResponse(
                 text=text,
@@ -158,12 +198,12 @@ class SimModel:
                 finish_reason="tool_calls",
             )
         if request.output_schema is not None:
-            value = value_for_schema(request.output_schema, rng, words, request.output_schema)
+            value = value_for_schema(request.output_schema, content, words, request.output_schema)
             text = json.dumps(value, ensure_ascii=False)
             if rng.random() < cfg.malformed_rate:
                 text = "Sure! Here is the JSON you asked for: " + text[: max(1, len(text) // 2)]
         else:
-            text = " ".join(rng.choice(words) for _ in range(12))
+            text = " ".join(content.choice(words) for _ in range(12))
         output_tokens = _tokens(text)
         finish = "stop"
         if output_tokens > request.max_output_tokens:
