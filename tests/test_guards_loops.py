@@ -190,3 +190,12 @@ async def test_an_outer_cancellation_is_not_reported_as_a_kill():
     outer.cancel()
     with pytest.raises(asyncio.CancelledError):
         await outer
+
+
+def test_deadlock_cycle_and_waits_on_nothing():
+    from corral.guards.deadlock import find_deadlock
+
+    err = find_deadlock({"a": ["x"], "b": ["y"], "c": ["z"]}, {"x": ["b"], "y": ["c"], "z": ["a"]})
+    assert err.cycle == ["a", "b", "c"] and "a -> b -> c -> a" in err.message
+    orphan = find_deadlock({"a": ["nobody-writes-this"]}, {})
+    assert orphan.cycle == [] and orphan.to_dict()["waiting"] == {"a": "nobody-writes-this"}

@@ -215,3 +215,85 @@ async def test_blackboard_rejects_stale_writes_and_retries_against_the_new_versi
 
     result = await app.run("board_run", {"text": "v"})
     assert result.ok and result.output.text.startswith("v++")
+
+
+async def test_mesh_deadlock_fails_fast_with_the_wait_for_cycle():
+    app, _, _ = ephemeral_app()
+    fixer = Agent(name="fixer", instructions="Fix.", input=Text, output=Text)
+    approver = Agent(name="approver", instructions="Approve.", input=Text, output=Text)
+    mesh = Mesh(
+        [
+            # The fixer waits for an approval; the approver waits for a fix: nobody moves.
+            Subscriber(topic="alert", agent=fixer, publish="fix", waits_for=("approval",)),
+            Subscriber(topic="alert", agent=approver, publish="approval", waits_for=("fix",)),
+        ]
+    )
+
+    @app.workflow
+    async def incident(ctx: RunContext, alert: Text) -> Text:
+        await mesh.run(ctx, "alert", alert)
+        return alert
+
+    result = await app.run("incident", {"text": "db down"})
+    assert result.error["code"] == "deadlock"
+    assert sorted(result.error["cycle"]) == ["approver", "fixer"]
+    assert result.error["waiting"] == {"approver": "fix", "fixer": "approval"}
+    assert result.usage.calls == 0, "failed fast, before any agent ran"
+
+
+async def test_mesh_waits_for_an_awaited_topic_then_delivers():
+    app, _, _ = ephemeral_app()
+
+    @function_agent
+    def diagnose(t: Text) -> Text:
+        return Text(text=f"diag {t.text}")
+
+    @function_agent
+    def fix(t: Text) -> Text:
+        return Text(text=f"fixed {t.text}")
+
+    mesh = Mesh(
+        [
+            Subscriber(topic="alert", agent=fix, publish="done", waits_for=("diagnosis",)),
+            Subscriber(topic="alert", agent=diagnose, publish="diagnosis"),
+        ]
+    )
+
+    @app.workflow
+    async def incident(ctx: RunContext, alert: Text) -> Text:
+        result = await mesh.run(ctx, "alert", alert)
+        return Text(text=result.last("done").text)
+
+    result = await app.run("incident", {"text": "disk"})
+    assert result.ok and result.output.text == "fixed disk"
+
+
+async def test_blackboard_deadlock_names_the_cycle():
+    app, _, _ = ephemeral_app()
+
+    @function_agent
+    def writer_a(t: Text) -> Text:
+        return Text(text="a")
+
+    @function_agent
+    def writer_b(t: Text) -> Text:
+        return Text(text="b")
+
+    a, b = writer_a, writer_b
+
+    def coordinator(board: Blackboard) -> list[BoardTask]:
+        if "x" in board and "y" in board:
+            return []
+        return [
+            BoardTask(agent=a, key="x", payload=lambda bb: Text(text="?"), needs=("y",)),
+            BoardTask(agent=b, key="y", payload=lambda bb: Text(text="?"), needs=("x",)),
+        ]
+
+    @app.workflow
+    async def collaborate(ctx: RunContext, t: Text) -> Text:
+        await Blackboard().run(ctx, coordinator)
+        return t
+
+    result = await app.run("collaborate", {"text": "go"})
+    assert result.error["code"] == "deadlock"
+    assert sorted(result.error["cycle"]) == ["writer_a->x", "writer_b->y"]

@@ -25,6 +25,7 @@ from typing import Any
 
 from corral.agent import Agent, FunctionAgent
 from corral.errors import AgentError, CorralError
+from corral.guards.deadlock import find_deadlock
 from corral.workflow import RunContext
 
 __all__ = ["Blackboard", "BoardTask", "StaleWriteError"]
@@ -44,11 +45,17 @@ class StaleWriteError(CorralError):
 
 @dataclass(frozen=True, slots=True)
 class BoardTask:
-    """Run `agent` on `payload(board)` and write its output to `key`."""
+    """Run `agent` on `payload(board)` and write its output to `key`.
+
+    `needs` lists keys that must be on the board first; until then the task waits. When every
+    task the coordinator hands out is waiting and none of them can produce what the others need,
+    the run fails at once with a `deadlock` error naming the wait-for cycle.
+    """
 
     agent: Agent[Any, Any] | FunctionAgent[Any, Any]
     key: str
     payload: Callable[[Blackboard], Any]
+    needs: tuple[str, ...] = ()
 
 
 class Blackboard:
@@ -99,12 +106,26 @@ class Blackboard:
 
         Tasks of one round run in parallel, each against the versions it read when the round
         started; their writes are applied in task order (not completion order, so a replay takes
-        the same path). A stale write sends its task round again against the new version.
+        the same path). A stale write sends its task round again against the new version. Tasks
+        whose `needs` are not on the board yet wait for a later round.
+
+        Raises:
+            DeadlockError: every assigned task waits and none can unblock another.
         """
         for round_no in range(1, self.max_rounds + 1):
-            tasks = coordinator(self)
-            if not tasks:
+            assigned = coordinator(self)
+            if not assigned:
                 return round_no - 1
+            tasks = [t for t in assigned if all(k in self for k in t.needs)]
+            if not tasks:
+                # Every assigned task waits for a key only a waiting task could write.
+                raise find_deadlock(
+                    {
+                        f"{t.agent.name}->{t.key}": [k for k in t.needs if k not in self]
+                        for t in assigned
+                    },
+                    {t.key: {f"{t.agent.name}->{t.key}"} for t in assigned},
+                )
             for _attempt in range(self.max_stale_retries + 1):
                 seen = [self.version(t.key) for t in tasks]
                 outputs = await ctx.parallel(
