@@ -100,3 +100,31 @@ def test_show_unknown_run_says_how_to_find_one(cli):
 def test_resume_with_nothing_interrupted(cli):
     code, out, _ = cli("resume", "--app", "tests.apps.echo:build")
     assert code == 0 and "no interrupted runs" in out
+
+
+def test_show_highlights_guard_decisions(tmp_path, monkeypatch, capsys):
+    config = tmp_path / "flaky.toml"
+    config.write_text(
+        f'database = "sqlite:///{tmp_path / "f.db"}"\ndurable = false\n'
+        "[sim]\nerror_rate = 0.5\nseed = 3\n"
+        "[guards.retry]\nbase_delay_s = 0.001\nmax_delay_s = 0.002\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setattr(cli_main.console, "width", 200)
+
+    def invoke(*args: str) -> tuple[int, str]:
+        monkeypatch.setattr(sys, "argv", ["corral", *args, "--config", str(config)])
+        try:
+            main()
+        except SystemExit as exc:
+            return int(exc.code or 0), capsys.readouterr().out
+        return 0, capsys.readouterr().out
+
+    shown = ""
+    for i in range(10):  # until one run needed a retry
+        _, out = invoke("run", "ask", "--app", "tests.apps.echo:build", "-i", f'{{"text": "{i}"}}')
+        run_id = json.loads(out)["run_id"]
+        _, shown = invoke("show", run_id)
+        if "guard:retry" in shown:
+            break
+    assert "guard:retry" in shown and '"attempt": 2' in shown

@@ -166,9 +166,17 @@ def show(
         f"calls={found['calls']} tokens={found['tokens_in'] + found['tokens_out']} "
         f"cost=${found['cost_usd']:.6f}"
     )
-    root.add(f"input: {_short(found['input'], width)}")
+    root.add(f"input: {escape(_short(found['input'], width))}")
     nodes: dict[str, Any] = {}
     for s in spans:
+        parent = nodes.get(s["parent_id"] or "", root)
+        if s["kind"] == "guard":
+            # A guard decision: one line, highlighted (retry, fallback, breaker, degrade, ...).
+            colour = "red" if s["status"] == "alert" else "magenta"
+            nodes[s["step_id"]] = parent.add(
+                f"[{colour}]guard:{s['name']}[/{colour}] {escape(_short(s['output'], width))}"
+            )
+            continue
         colour = (
             "green"
             if s["status"] == "ok"
@@ -181,18 +189,18 @@ def show(
             f"{s['model'] or ''} tok={s['tokens_in']}/{s['tokens_out']} ${s['cost_usd']:.6f} "
             f"{s['latency_ms']:.0f}ms {s['status']}"
         )
-        parent = nodes.get(s["parent_id"] or "", root)
         node = parent.add(label)
         if s["error"]:
-            node.add(f"[red]error: {_short(s['error'], width)}[/red]")
+            node.add(f"[red]error: {escape(_short(s['error'], width))}[/red]")
         else:
-            node.add(f"in:  {_short(s['input'], width)}")
-            node.add(f"out: {_short(s['output'], width)}")
+            node.add(f"in:  {escape(_short(s['input'], width))}")
+            node.add(f"out: {escape(_short(s['output'], width))}")
         nodes[s["step_id"]] = node
     if found["error"]:
-        root.add(f"[red]error: {_short(found['error'], width * 2)}[/red]")
-    elif found["output"] is not None:
-        root.add(f"output: {_short(found['output'], width * 2)}")
+        root.add(f"[red]error: {escape(_short(found['error'], width * 2))}[/red]")
+    if found["output"] is not None:
+        label = "output" if found["status"] == "succeeded" else "best result so far"
+        root.add(f"{label}: {escape(_short(found['output'], width * 2))}")
     console.print(root)
 
 

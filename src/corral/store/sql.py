@@ -402,7 +402,7 @@ class SqlStore:
                 item["cost_usd"] = Decimal(item["cost_usd"])
                 item["started_at"] = _aware(item["started_at"])
                 out.append(item)
-            out.sort(key=lambda s: [int(p) if p.isdigit() else 0 for p in s["step_id"].split(".")])
+            out.sort(key=lambda s: _step_order(s["step_id"]))
             return out
 
         return await self._call(read)
@@ -438,3 +438,12 @@ def _span_values(span: Span) -> dict[str, Any]:
         "error": _dump(span.error),
         "started_at": span.started_at,
     }
+
+
+def _step_order(step_id: str) -> list[tuple[int, int]]:
+    """Program order of step ids: `3` < `3.1` < `3.1.g1` < `3.1.g2` < `3.2` < `3.f`."""
+    key = []
+    for part in step_id.split("."):
+        digits = "".join(c for c in part if c.isdigit())
+        key.append((0 if part.isdigit() else 1, int(digits) if digits else 0))
+    return key
