@@ -289,3 +289,18 @@ async def test_a_database_from_before_alembic_is_adopted_not_recreated(tmp_path)
         assert conn.execute("SELECT version_num FROM corral_alembic_version").fetchall() == [
             ("0001",)
         ]
+
+
+def test_the_readme_configuration_example_is_valid():
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from corral.config import parse_config
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"```toml\n(.*?)```", readme, re.S)
+    assert block is not None
+    config = parse_config(tomllib.loads(block.group(1)))
+    assert config.guards.limits["model:sim:small"].rpm == 600
+    assert config.fallbacks["small"] == ("sim:backup",)
