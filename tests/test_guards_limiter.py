@@ -168,3 +168,27 @@ async def test_steady_load_gets_the_full_rate():
 
     await asyncio.gather(*(caller() for _ in range(30)))
     assert 600 <= admitted <= 620  # 10/s for 60 s, plus the one-second burst
+
+
+async def test_an_interactive_trickle_is_not_stuck_behind_a_batch_backlog():
+    clock = VirtualClock()
+    lim = limiter(clock, model_m=RateLimit(rpm=600, burst_s=1))  # 10 a second
+    waits: list[float] = []
+
+    async def call(priority: int) -> None:
+        t0 = clock.monotonic()
+        await lim.acquire(["model:m"], 0, priority=priority, input_estimate=0)
+        if priority == INTERACTIVE:
+            waits.append(clock.monotonic() - t0)
+
+    tasks = []
+    for tick in range(300):  # 30 s: batch offers 50/s, interactive 2/s
+        tasks += [asyncio.ensure_future(call(BATCH)) for _ in range(5)]
+        if tick % 5 == 0:
+            tasks.append(asyncio.ensure_future(call(INTERACTIVE)))
+        await clock.sleep(0.1)
+    assert max(waits) <= 0.5, "interactive waits for the next slot or two, not the backlog"
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await lim.close()

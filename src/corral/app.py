@@ -212,6 +212,7 @@ class App:
         """Wait for started runs, then stop the engine and close the store."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.guards.close()
         if self._durable is not None:
             await self._durable.close()
             self._durable = None

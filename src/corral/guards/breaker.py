@@ -36,19 +36,28 @@ class _Counts:
 
 
 class _CountWindow:
+    """The last `size` outcomes, with running totals."""
+
     def __init__(self, size: int) -> None:
-        self._outcomes: deque[tuple[bool, bool]] = deque(maxlen=size)
+        self._size = size
+        self._outcomes: deque[tuple[bool, bool]] = deque()
+        self._counts = _Counts()
 
     def add(self, failed: bool, slow: bool, now: float) -> _Counts:
+        c = self._counts
+        if len(self._outcomes) == self._size:
+            old_failed, old_slow = self._outcomes.popleft()
+            c.total -= 1
+            c.failures -= old_failed
+            c.slow -= old_slow
         self._outcomes.append((failed, slow))
-        return self.counts(now)
+        c.total += 1
+        c.failures += failed
+        c.slow += slow
+        return c
 
     def counts(self, now: float) -> _Counts:
-        c = _Counts(total=len(self._outcomes))
-        for failed, slow in self._outcomes:
-            c.failures += failed
-            c.slow += slow
-        return c
+        return self._counts
 
 
 class _TimeWindow:

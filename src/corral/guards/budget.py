@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -44,6 +44,24 @@ class Cost:
         value: Decimal | int = getattr(self, dimension)
         return value
 
+    _items: tuple[tuple[str, Decimal | int], ...] = field(
+        init=False, repr=False, compare=False, default=()
+    )
+
+    def __post_init__(self) -> None:
+        # Budgets walk a cost's non-zero dimensions several times per call: list them once.
+        pairs = (
+            ("usd", self.usd),
+            ("tokens", self.tokens),
+            ("model_calls", self.model_calls),
+            ("agent_turns", self.agent_turns),
+        )
+        object.__setattr__(self, "_items", tuple((d, v) for d, v in pairs if v))
+
+    def items(self) -> tuple[tuple[str, Decimal | int], ...]:
+        """The non-zero dimensions."""
+        return self._items
+
 
 class Account:
     """Limits, committed spend and open reservations for one scope."""
@@ -58,10 +76,9 @@ class Account:
 
     def shortfall(self, cost: Cost) -> BudgetExhaustedError | None:
         """The refusal this cost would get, or None if it fits."""
-        for d in _DIMENSIONS:
-            need = cost.get(d)
+        for d, need in cost.items():
             limit = self.limits[d]
-            if not need or limit is None:
+            if limit is None:
                 continue
             used = self.spent[d] + self.reserved[d]
             if used + need > limit:
@@ -80,8 +97,8 @@ class Account:
         return max(shares)
 
     def _add(self, book: dict[str, Decimal | int], cost: Cost, sign: int) -> None:
-        for d in _DIMENSIONS:
-            book[d] = book[d] + sign * cost.get(d)
+        for d, amount in cost.items():
+            book[d] = book[d] + sign * amount
 
     def remaining(self) -> dict[str, str | None]:
         """What is left per dimension (None: no limit)."""
@@ -190,7 +207,10 @@ class DailyLedger:
         return bool(self._limits)
 
     def _day(self) -> str:
-        return self._clock.now().astimezone(UTC).date().isoformat()
+        now = self._clock.now()
+        if now.utcoffset():
+            now = now.astimezone(UTC)
+        return f"{now.year:04d}-{now.month:02d}-{now.day:02d}"
 
     def _limit_for(self, scope: str) -> DailyLimit | None:
         if scope in self._limits:

@@ -91,6 +91,10 @@ class Guards:
         self.daily = DailyLedger(policies.daily, clock)
         self.rng = random.Random(seed)
 
+    async def close(self) -> None:
+        """Stop the guards' own tasks (the rate limiter's admission timer)."""
+        await self.limiter.close()
+
     def run(self, run_id: str, *, priority: str, tenant: str | None, user: str | None) -> RunGuards:
         """Fresh per-run state (budget, loop guard) for a run."""
         return RunGuards(self, run_id=run_id, priority=priority, tenant=tenant, user=user)
@@ -173,8 +177,9 @@ class ModelCaller:
         except BaseException:
             agent_permit.ignore()
             raise
-        duration = self.guards.clock.monotonic() - t0
-        await self._breaker_event(agent_permit, agent_permit.success(duration))
+        state = agent_permit.success(self.guards.clock.monotonic() - t0)
+        if state is not None:
+            await self._breaker_event(agent_permit, state)
         return response
 
     async def _through_chain(self, models: list[Model], request: ModelRequest) -> ModelResponse:
@@ -255,14 +260,15 @@ class ModelCaller:
     async def _attempt(self, model: Model, request: ModelRequest, attempt: int) -> ModelResponse:
         g, run = self.guards, self.run
         g.kill.check(run.run_id, self.agent)
-        reservation = await self._reserve(model, request)
+        input_tokens = estimate_input_tokens(request)
+        reservation = await self._reserve(model, request, input_tokens)
         permits: list[Permit] = []
         ticket: Ticket | None = None
         sent = False
         t0 = g.clock.monotonic()
         try:
             permits = self._breakers(model)
-            ticket = await self._admit(model, request)
+            ticket = await self._admit(model, request, input_tokens)
             g.kill.check(run.run_id, self.agent)
             t0 = g.clock.monotonic()
             sent = True
@@ -299,13 +305,14 @@ class ModelCaller:
         predicate = g.policies.breaker.failure_predicate
         bad = predicate is not None and predicate(response)
         for p in permits:
-            await self._breaker_event(p, p.failure(duration) if bad else p.success(duration))
+            state = p.failure(duration) if bad else p.success(duration)
+            if state is not None:
+                await self._breaker_event(p, state)
         run.loops.on_success(self.agent, model.name)
         return response
 
-    async def _reserve(self, model: Model, request: ModelRequest) -> Reservation:
+    async def _reserve(self, model: Model, request: ModelRequest, input_tokens: int) -> Reservation:
         run = self.run
-        input_tokens = estimate_input_tokens(request)
         worst = Cost(
             usd=_price(model, input_tokens, request.max_output_tokens),
             tokens=input_tokens + request.max_output_tokens,
@@ -345,7 +352,7 @@ class ModelCaller:
             raise
         return permits
 
-    async def _admit(self, model: Model, request: ModelRequest) -> Ticket:
+    async def _admit(self, model: Model, request: ModelRequest, input_tokens: int) -> Ticket:
         g, run = self.guards, self.run
         keys = g.limiter.keys_for(
             f"model:{model.name}",
@@ -354,7 +361,6 @@ class ModelCaller:
         )
         if not keys:
             return await g.limiter.acquire([], 0, priority=run.level, input_estimate=0)
-        input_tokens = estimate_input_tokens(request)
         t0 = g.clock.monotonic()
         ticket = await g.limiter.acquire(
             keys,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from corral.errors import KilledError
 
@@ -27,7 +27,8 @@ class KillSwitch:
         self._all: str | None = None
         self._runs: dict[str, str] = {}
         self._agents: dict[str, str] = {}
-        self._inflight: dict[asyncio.Task[object], tuple[str, str]] = {}
+        # The task running each guarded call -> [run_id, agent, cancelled_by_us].
+        self._inflight: dict[asyncio.Task[Any], list[Any]] = {}
 
     def halt(
         self,
@@ -45,8 +46,9 @@ class KillSwitch:
         if agent is not None:
             self._agents[agent] = reason or "halted"
         cancelled = 0
-        for task, (rid, name) in list(self._inflight.items()):
-            if self._scope(rid, name) is not None and not task.done():
+        for task, entry in list(self._inflight.items()):
+            if self._scope(entry[0], entry[1]) is not None and not task.done() and not entry[2]:
+                entry[2] = True
                 task.cancel()
                 cancelled += 1
         log.warning(
@@ -87,22 +89,26 @@ class KillSwitch:
             raise KilledError(scope)
 
     async def guard(self, run_id: str, agent: str, call: Awaitable[T]) -> T:
-        """Run `call` so that a halt covering it cancels it.
+        """Await `call` so that a halt covering it cancels it.
+
+        The call runs in the caller's own task (no extra task per model call); a halt cancels
+        that task, and the cancellation is turned into `KilledError` here and taken back with
+        `Task.uncancel()`, so it does not leak into the caller's other waits.
 
         Raises:
             KilledError: a halt cancelled the call (other cancellations propagate unchanged).
         """
-        task: asyncio.Task[T] = asyncio.ensure_future(call)
-        self._inflight[task] = (run_id, agent)
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - always inside a task in asyncio
+            return await call
+        entry = [run_id, agent, False]
+        self._inflight[task] = entry
         try:
-            return await task
+            return await call
         except asyncio.CancelledError:
             scope = self._scope(run_id, agent)
-            current = asyncio.current_task()
-            if scope is not None and task.cancelled() and not (current and current.cancelling()):
+            if entry[2] and scope is not None and task.uncancel() == 0:
                 raise KilledError(scope) from None
             raise
         finally:
             self._inflight.pop(task, None)
-            if not task.done():
-                task.cancel()

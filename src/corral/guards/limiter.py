@@ -9,8 +9,12 @@ Shape:
   bucket is checked and deducted together, or none is. `MemoryLimiterBackend` is the in-process
   backend; a Redis backend implements the same three methods with one Lua script each.
 - `RateLimiter` queues callers that do not fit, ordered by (priority level, arrival): FIFO within
-  a level, a waiter moves up one level per `aging_s` waited, and a lower-priority waiter never
-  overtakes a blocked higher one on a shared key. Waiting goes through the injected `Clock`.
+  a level, and a lower-priority waiter never overtakes a blocked higher one on a shared key.
+  Aging: a waiter that has waited `aging_s` per level below the best waiting level counts as
+  aged, and aged waiters get every other admission while higher priorities are queued. So
+  `batch` is never starved by an `interactive` flood, and an `interactive` trickle is never
+  stuck behind a `batch` backlog (which plain "promote by waiting time" would do: in a flood the
+  old batch calls would outrank every new interactive one). Waiting goes through the `Clock`.
 - Tokens are reserved as (counted input + max output) and reconciled with the actual usage
   (`Ticket.settle`); a failed call with no usage keeps only its input estimate.
 - Provider feedback: a 429 blocks the key for its Retry-After and empties its buckets; remaining
@@ -21,10 +25,12 @@ Shape:
 from __future__ import annotations
 
 import asyncio
+import bisect
+import contextlib
 import itertools
 import math
 import random
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -187,6 +193,28 @@ class Ticket:
         self.settle(self.input_estimate)
 
 
+class _Outcomes:
+    """Provider answers for one key over a sliding window, with running totals."""
+
+    __slots__ = ("accepts", "events", "requests")
+
+    def __init__(self) -> None:
+        self.events: deque[tuple[float, bool]] = deque()
+        self.requests = 0
+        self.accepts = 0
+
+    def add(self, now: float, accepted: bool) -> None:
+        self.events.append((now, accepted))
+        self.requests += 1
+        self.accepts += accepted
+
+    def trim(self, horizon: float) -> None:
+        while self.events and self.events[0][0] <= horizon:
+            _, accepted = self.events.popleft()
+            self.requests -= 1
+            self.accepts -= accepted
+
+
 @dataclass(slots=True)
 class _Waiter:
     keys: list[str]
@@ -196,10 +224,17 @@ class _Waiter:
     arrived: float
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     admitted: bool = False
+    gone: bool = False
+    """Admitted, expired or cancelled: no longer in the queue."""
 
 
 class RateLimiter:
     """Admission for model calls across every configured key.
+
+    Waiters are kept by (level, arrival) and by arrival; admission alternates between the best
+    waiter and the oldest aged one (see the module docstring). Admission runs when a caller
+    arrives, when a reservation is refunded, and on a single timer for the moment the head of the
+    queue will fit, so a queue of thousands costs little more per admission than a queue of one.
 
     Args:
         limits: `RateLimit` by key; `tenant:*` applies to every tenant separately.
@@ -222,11 +257,16 @@ class RateLimiter:
         self._clock = clock
         self._memory = MemoryLimiterBackend(limits)
         self._backend: LimiterBackend = backend or self._memory
-        self._waiters: list[_Waiter] = []
+        self._queue: list[tuple[int, int, _Waiter]] = []
+        self._arrivals: dict[int, deque[_Waiter]] = {}
+        """Waiters by level, oldest first (for the aged turn)."""
+        self._last_aged = False
+        self._key_counts: Counter[str] = Counter()
         self._seq = itertools.count()
-        self._changed: asyncio.Event | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._kick: asyncio.Event | None = None
         self._rng = random.Random(seed)
-        self._outcomes: dict[str, deque[tuple[float, bool]]] = {}
+        self._outcomes: dict[str, _Outcomes] = {}
         self.admitted = 0
         self.waited = 0
         """Calls that had to queue (for metrics)."""
@@ -237,7 +277,7 @@ class RateLimiter:
 
     @property
     def queue_depth(self) -> int:
-        return sum(1 for w in self._waiters if not w.admitted)
+        return len(self._queue)
 
     async def acquire(
         self, keys: list[str], tokens: int, *, priority: int, input_estimate: int
@@ -250,42 +290,67 @@ class RateLimiter:
         if not keys:
             return Ticket(self, [], 0, 0)
         now = self._clock.monotonic()
-        waiter = _Waiter(keys=keys, tokens=tokens, level=priority, seq=next(self._seq), arrived=now)
-        self._waiters.append(waiter)
-        queued = False
-        try:
-            while True:
-                wait = self._pump()
-                if waiter.admitted:
-                    self.admitted += 1
-                    return Ticket(self, keys, tokens, input_estimate)
-                if not queued:
-                    queued = True
-                    self.waited += 1
-                waited = self._clock.monotonic() - waiter.arrived
-                if waited >= self.policy.max_wait_s:
-                    raise RateLimitedError(",".join(keys), waited_s=waited, retry_after_s=wait)
-                await self._sleep(waiter, min(wait, self.policy.max_wait_s - waited))
-        finally:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
-            if queued:
-                self._notify()
+        if not self._queue and self._throttle_wait(keys, now) == 0:
+            # Nobody is waiting: no queue to respect, admit straight away if it fits.
+            wait, _ = self._backend.try_acquire(keys, tokens, now)
+            if wait == 0:
+                self.admitted += 1
+                return Ticket(self, keys, tokens, input_estimate)
+        seq = next(self._seq)
+        waiter = _Waiter(keys=keys, tokens=tokens, level=priority, seq=seq, arrived=now)
+        bisect.insort(self._queue, (priority, seq, waiter))
+        self._arrivals.setdefault(priority, deque()).append(waiter)
+        self._key_counts.update(keys)
+        self._pump()
+        if not waiter.admitted:
+            self.waited += 1
+            await self._wait(waiter)
+        self.admitted += 1
+        return Ticket(self, keys, tokens, input_estimate)
 
-    def _level(self, w: _Waiter, now: float) -> float:
-        return w.level - math.floor((now - w.arrived) / self.policy.aging_s)
+    async def _wait(self, waiter: _Waiter) -> None:
+        self._ensure_ticker()
+        ready = asyncio.ensure_future(waiter.ready.wait())
+        expiry = asyncio.ensure_future(self._clock.sleep(self.policy.max_wait_s))
+        try:
+            await asyncio.wait({ready, expiry}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            if waiter.admitted:  # admitted as we were cancelled: give the room back
+                self._backend.adjust(waiter.keys, waiter.tokens, self._clock.monotonic())
+            raise
+        finally:
+            ready.cancel()
+            expiry.cancel()
+            if not waiter.admitted:
+                self._remove(waiter)
+        if not waiter.admitted:
+            waited = self._clock.monotonic() - waiter.arrived
+            raise RateLimitedError(",".join(waiter.keys), waited_s=waited, retry_after_s=None)
+
+    def _remove(self, waiter: _Waiter) -> None:
+        if waiter.gone:
+            return
+        waiter.gone = True
+        i = bisect.bisect_left(self._queue, (waiter.level, waiter.seq))
+        if i < len(self._queue) and self._queue[i][2] is waiter:
+            del self._queue[i]
+        self._key_counts.subtract(waiter.keys)
+        line = self._arrivals.get(waiter.level)
+        while line and line[0].gone:
+            line.popleft()
 
     def _pump(self) -> float:
-        """Admit every waiter that fits, best first; the seconds until the next one might."""
+        """Admit every waiter that fits; the seconds until the next one might."""
         now = self._clock.monotonic()
-        pending = sorted(
-            (w for w in self._waiters if not w.admitted), key=lambda w: (self._level(w, now), w.seq)
-        )
         blocked: set[str] = set()
+        tried: set[int] = set()
         soonest = math.inf
-        for w in pending:
-            if blocked.intersection(w.keys):
-                continue
+        while self._queue:
+            if len(blocked) >= sum(1 for c in self._key_counts.values() if c > 0):
+                break
+            w, aged = self._candidate(now, blocked, tried)
+            if w is None:
+                break
             wait = self._throttle_wait(w.keys, now)
             short = w.keys
             if wait == 0:
@@ -293,39 +358,81 @@ class RateLimiter:
             if wait == 0:
                 w.admitted = True
                 w.ready.set()
-            else:
-                # Later waiters may not take room on the keys this one is waiting for; on its
-                # other keys they may go ahead (a tenant's limit does not hold up other tenants).
-                blocked.update(short)
-                soonest = min(soonest, wait)
+                self._remove(w)
+                self._last_aged = aged
+                continue
+            # Later waiters may not take room on the keys this one is waiting for; on its other
+            # keys they may go ahead (a tenant's limit does not hold up other tenants).
+            tried.add(w.seq)
+            blocked.update(short)
+            soonest = min(soonest, wait)
         return soonest
 
-    async def _sleep(self, waiter: _Waiter, seconds: float) -> None:
-        if self._changed is None:
-            self._changed = asyncio.Event()
-        changed = self._changed
-        tasks: set[asyncio.Future[object]] = {
-            asyncio.ensure_future(waiter.ready.wait()),
-            asyncio.ensure_future(changed.wait()),
-        }
-        if math.isfinite(seconds):
-            tasks.add(asyncio.ensure_future(self._clock.sleep(max(seconds, 1e-6))))
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for t in tasks:
-                t.cancel()
+    def _candidate(
+        self, now: float, blocked: set[str], tried: set[int]
+    ) -> tuple[_Waiter | None, bool]:
+        best = next(
+            (
+                w
+                for _, _, w in self._queue
+                if w.seq not in tried and not blocked.intersection(w.keys)
+            ),
+            None,
+        )
+        if best is None or self._last_aged:
+            return best, False
+        aged: _Waiter | None = None
+        for level, line in self._arrivals.items():
+            if level <= best.level or not line:
+                continue
+            w = line[0]  # the oldest of its level
+            if w.gone or w.seq in tried or blocked.intersection(w.keys):
+                continue
+            if now - w.arrived >= self.policy.aging_s * (level - best.level) and (
+                aged is None or w.seq < aged.seq
+            ):
+                aged = w
+        return (aged, True) if aged is not None else (best, False)
 
-    def _notify(self) -> None:
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = None
+    def _ensure_ticker(self) -> None:
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.get_running_loop().create_task(
+                self._tick(), name="corral-rate-limiter"
+            )
+        elif self._kick is not None:
+            self._kick.set()
+
+    async def _tick(self) -> None:
+        """Admit waiters when the head of the queue will fit; owned by the limiter."""
+        while self._queue:
+            wait = self._pump()
+            if not self._queue:
+                break
+            kick = self._kick = asyncio.Event()
+            tasks: set[asyncio.Future[object]] = {asyncio.ensure_future(kick.wait())}
+            if math.isfinite(wait):
+                tasks.add(asyncio.ensure_future(self._clock.sleep(max(wait, 1e-6))))
+            try:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for t in tasks:
+                    t.cancel()
+
+    async def close(self) -> None:
+        """Stop the admission timer (waiters still queued get `rate_limited` at their expiry)."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
 
     def _adjust(self, keys: list[str], tokens: int) -> None:
         if tokens:
             self._backend.adjust(keys, tokens, self._clock.monotonic())
-            if tokens > 0:
-                self._notify()
+            if tokens > 0 and self._queue:
+                self._pump()
+                if self._kick is not None:
+                    self._kick.set()
 
     # -- provider feedback ----------------------------------------------------------------------
 
@@ -349,18 +456,18 @@ class RateLimiter:
         """Whether the provider accepted an admitted call (False: it answered 429)."""
         now = self._clock.monotonic()
         for key in keys:
-            self._outcomes.setdefault(key, deque()).append((now, accepted))
+            stats = self._outcomes.get(key)
+            if stats is None:
+                stats = self._outcomes[key] = _Outcomes()
+            stats.add(now, accepted)
 
     def reject_probability(self, key: str) -> float:
         """Client-side adaptive throttling (Google SRE): the share of calls to defer locally."""
-        outcomes = self._outcomes.get(key)
-        if not outcomes:
+        stats = self._outcomes.get(key)
+        if stats is None:
             return 0.0
-        horizon = self._clock.monotonic() - self.policy.adaptive_window_s
-        while outcomes and outcomes[0][0] <= horizon:
-            outcomes.popleft()
-        requests = len(outcomes)
-        accepts = sum(1 for _, ok in outcomes if ok)
+        stats.trim(self._clock.monotonic() - self.policy.adaptive_window_s)
+        requests, accepts = stats.requests, stats.accepts
         return max(0.0, (requests - self.policy.adaptive_k * accepts) / (requests + 1))
 
     def _throttle_wait(self, keys: list[str], now: float) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from decimal import Decimal
+from typing import Literal
 
 from corral.config import ModelPrice
 from corral.model import Model, ModelRequest, ModelResponse
@@ -52,6 +53,7 @@ class Priced:
     def __init__(self, inner: Model, prices: dict[str, ModelPrice]) -> None:
         self.inner = inner
         self._prices = prices
+        self._per_token: tuple[Decimal, Decimal] | Literal[False] | None = None
 
     @property
     def name(self) -> str:
@@ -59,7 +61,20 @@ class Priced:
 
     def estimate_usd(self, input_tokens: int, output_tokens: int) -> Decimal:
         """What a call with these token counts would cost (budgets reserve this up front)."""
-        return price_of(self.inner.name, input_tokens, output_tokens, self._prices)
+        if self._per_token is None:
+            name = self.inner.name
+            price = self._prices.get(name) or self._prices.get(name.partition(":")[0])
+            # Configured prices are linear: keep per-token rates. Other models go through
+            # genai-prices on every estimate (their tables can be tiered).
+            self._per_token = (
+                (price.input_per_mtok / _MILLION, price.output_per_mtok / _MILLION)
+                if price is not None
+                else False
+            )
+        if self._per_token is False:
+            return price_of(self.inner.name, input_tokens, output_tokens, self._prices)
+        rate_in, rate_out = self._per_token
+        return rate_in * input_tokens + rate_out * output_tokens
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         response = await self.inner.complete(request)
