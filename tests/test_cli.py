@@ -84,6 +84,20 @@ def test_payload_from_a_file(cli, tmp_path):
         pytest.param(
             ("run", "ask", "--app", "tests.apps.echo:not_an_app"), "neither a corral App", id="type"
         ),
+        pytest.param(
+            (
+                "run",
+                "ask",
+                "--app",
+                "tests.apps.echo:build",
+                "-i",
+                '{"text": "x"}',
+                "--priority",
+                "urgent",
+            ),
+            "unknown priority 'urgent'",
+            id="priority",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(cli, args, message):

@@ -371,3 +371,26 @@ async def test_loop_guards_stop_a_runaway_agent_loop():
 
 def test_loop_detected_error_is_exported_for_workflows_that_catch_it():
     assert issubclass(LoopDetectedError, Exception)
+
+
+async def test_a_result_predicate_counts_bad_answers_as_breaker_failures():
+    clock = VirtualClock()
+    guards = GuardPolicies(
+        breaker=BreakerPolicy(
+            window_size=2,
+            minimum_calls=2,
+            failure_predicate=lambda response: response.finish_reason == "length",
+        )
+    )
+    app, _ = app_with(clock, guards=guards)
+    agent = Agent(name="terse", instructions="x", input=Task, output=Draft, max_output_tokens=1)
+
+    @app.workflow
+    async def ask(ctx: RunContext, task: Task) -> Draft:
+        return await ctx.call(agent, task)
+
+    for i in range(2):
+        await app.run("ask", {"text": f"{i}"})  # truncated answers: HTTP 200, but failures
+    assert app.guards.breakers.get("model:sim:small").state == "OPEN"
+    refused = await app.run("ask", {"text": "again"})
+    assert refused.error["code"] == "circuit_open"

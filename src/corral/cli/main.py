@@ -63,6 +63,10 @@ def run(
     ephemeral: Annotated[
         bool, typer.Option(help="run without a journal (default: the config's `durable`)")
     ] = False,
+    priority: Annotated[
+        str, typer.Option(help="critical, interactive or batch (rate limiter and daily limits)")
+    ] = "interactive",
+    tenant: Annotated[str | None, typer.Option(help="tenant billed (daily limits, costs)")] = None,
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
@@ -76,7 +80,13 @@ def run(
     async def go() -> Any:
         async with target:
             return await target.run(
-                workflow, payload, user=user, tags=tag or (), durable=False if ephemeral else None
+                workflow,
+                payload,
+                user=user,
+                tenant=tenant,
+                tags=tag or (),
+                durable=False if ephemeral else None,
+                priority=priority,  # type: ignore[arg-type]  # checked by App.run
             )
 
     result = asyncio.run(go())
