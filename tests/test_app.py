@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 
 from corral import App, PayloadError, RunContext, UnknownNameError
-from corral.config import load_config, parse_config
+from corral.config import AppConfig, load_config, parse_config
 from corral.errors import ConfigError, StateError, UsageError
 from corral.store.sql import SqlStore
 from tests.helpers import ephemeral_app
@@ -135,6 +135,24 @@ async def test_start_returns_a_handle_owned_by_the_app():
             "prices.sim.input_per_mtok",
             id="negative-price",
         ),
+        pytest.param({"guards": {"budget": {"usd": -1}}}, "guards.budget.usd", id="neg-budget"),
+        pytest.param({"guards": {"budgets": {}}}, "guards.budgets", id="guards-unknown"),
+        pytest.param(
+            {"guards": {"degrade_order": ["huge", "small"]}},
+            "guards.degrade_order",
+            id="degrade-tier",
+        ),
+        pytest.param(
+            {"guards": {"breaker": {"failure_rate": 1.5}}},
+            "guards.breaker.failure_rate",
+            id="breaker-rate",
+        ),
+        pytest.param(
+            {"guards": {"limits": {"model:x": {"rpm": -5}}}},
+            "guards.limits.model:x.rpm",
+            id="negative-rpm",
+        ),
+        pytest.param({"fallbacks": {"small": ["gpt"]}}, "fallbacks.small", id="fallback-name"),
     ],
 )
 def test_broken_config_names_the_key(data, key):
@@ -304,3 +322,12 @@ def test_the_readme_configuration_example_is_valid():
     config = parse_config(tomllib.loads(block.group(1)))
     assert config.guards.limits["model:sim:small"].rpm == 600
     assert config.fallbacks["small"] == ("sim:backup",)
+
+
+def test_python_policies_are_validated_too():
+    from corral.guards import GuardPolicies, LoopPolicy
+
+    with pytest.raises(ConfigError, match="guards.loops.max_turns"):
+        LoopPolicy(max_turns=0)
+    with pytest.raises(ConfigError, match="guards.degrade_order"):
+        AppConfig(guards=GuardPolicies(degrade_order=("huge", "small")))

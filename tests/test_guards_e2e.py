@@ -394,3 +394,40 @@ async def test_a_result_predicate_counts_bad_answers_as_breaker_failures():
     assert app.guards.breakers.get("model:sim:small").state == "OPEN"
     refused = await app.run("ask", {"text": "again"})
     assert refused.error["code"] == "circuit_open"
+
+
+async def test_sub_workflows_share_the_parent_budget_and_recursion_is_bounded():
+    clock = VirtualClock()
+    guards = GuardPolicies(budget=BudgetPolicy(usd=None, tokens=None, model_calls=3))
+    app, recorder = app_with(clock, guards=guards)
+    agent = Agent(name="summarize", instructions="x", input=Task, output=Draft)
+
+    @app.workflow
+    async def child(ctx: RunContext, task: Task) -> Draft:
+        first = await ctx.call(agent, task)
+        return await ctx.call(agent, Task(text=first.text + " more"))
+
+    @app.workflow
+    async def parent(ctx: RunContext, task: Task) -> Draft:
+        draft = await ctx.subflow("child", task)
+        await ctx.call(agent, Task(text=f"after the child: {draft.text}"))
+        return await ctx.call(agent, Task(text="one too many"))  # the 4th model call
+
+    result = await app.run("parent", {"text": "go"})
+    assert result.status == "budget_exhausted" and result.error["dimension"] == "model_calls"
+    steps = [s.step_id for s in recorder.spans_of(result.run_id, "agent")]
+    assert steps[:2] == ["1.1", "1.2"]  # the child's calls are numbered under its step
+
+    @app.workflow
+    async def recurse(ctx: RunContext, task: Task) -> Draft:
+        return await ctx.subflow("recurse", task)
+
+    looped = await app.run("recurse", {"text": "x"})
+    assert looped.error["code"] == "loop_detected" and looped.error["kind"] == "recursion"
+
+    @app.workflow
+    async def lost(ctx: RunContext, task: Task) -> Draft:
+        return await ctx.subflow("no_such_workflow", task)
+
+    missing = await app.run("lost", {"text": "x"})
+    assert missing.error["code"] == "unknown_name" and "child" in missing.error["known"]

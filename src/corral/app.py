@@ -393,6 +393,7 @@ class App:
             recorder=recorder,
             resolve_model=self.model,
             resolve_chain=self.model_chain,
+            resolve_workflow=self._workflow_named,
             clock=self.clock,
             user=meta.get("user"),
             tenant=meta.get("tenant"),
@@ -491,6 +492,12 @@ class App:
             "error": error,
             "usage": usage.to_dict(),
         }
+
+    def _workflow_named(self, name: str) -> Workflow:
+        wf = self._workflows.get(name)
+        if wf is None:
+            raise UnknownNameError("workflow", name, list(self._workflows))
+        return wf
 
     async def spans(self, run_id: str) -> list[dict[str, Any]]:
         """The recorded spans of a run, in step order (from the app's database)."""

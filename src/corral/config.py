@@ -122,6 +122,13 @@ class AppConfig:
                         f"{model!r} is not a model name; use provider:variant",
                         key=f"fallbacks.{name}",
                     )
+        if self.guards.degrade_order != GuardPolicies().degrade_order:
+            for tier in self.guards.degrade_order:
+                if tier not in self.tiers:
+                    raise ConfigError(
+                        f"degrade tier {tier!r} is not a tier; tiers are {sorted(self.tiers)}",
+                        key="guards.degrade_order",
+                    )
         for name, price in self.prices.items():
             if price.input_per_mtok < 0 or price.output_per_mtok < 0:
                 raise ConfigError("prices must be >= 0", key=f"prices.{name}")
@@ -230,6 +237,10 @@ def _policy(cls: type[Any], data: Any, key: str) -> Any:
             raise ConfigError(f"unknown key; known keys: {sorted(known)}", key=f"{key}.{name}")
     try:
         return TypeAdapter(cls).validate_python(data)
+    except ConfigError as exc:
+        # The policy checked itself and knows only its field: put it under this table's path.
+        field_name = (exc.key or "").rsplit(".", 1)[-1]
+        raise ConfigError(exc.reason, key=f"{key}.{field_name}") from exc
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"])

@@ -73,6 +73,7 @@ class ConfigError(CorralError):
     def __init__(self, message: str, *, key: str | None = None) -> None:
         super().__init__(f"{key}: {message}" if key else message)
         self.key = key
+        self.reason = message
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "key": self.key}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import inspect
 import itertools
 import logging
@@ -23,7 +24,15 @@ from corral.agent import Agent, FunctionAgent
 from corral.clock import Clock
 from corral.contracts import JsonValue, RunId, validate_payload
 from corral.durable import Journal
-from corral.errors import AgentError, CorralError, LimitError, PayloadError, ProviderError
+from corral.errors import (
+    AgentError,
+    CorralError,
+    LimitError,
+    LoopDetectedError,
+    PayloadError,
+    ProviderError,
+    UsageError,
+)
 from corral.guards.chain import RunGuards
 from corral.guards.loops import fingerprint
 from corral.model import Model, Usage
@@ -93,6 +102,7 @@ class _Stats:
     repairs: int = 0
     invalid_tool_calls: int = 0
     failures: int = 0
+    best: tuple[str, JsonValue] | None = None
 
 
 class RunContext:
@@ -121,6 +131,7 @@ class RunContext:
         call_timeout_s: float = 120.0,
         guards: RunGuards,
         resolve_chain: Callable[[str], list[Model]] | None = None,
+        resolve_workflow: Callable[[str], Workflow] | None = None,
     ) -> None:
         self.run_id = run_id
         self.workflow = workflow
@@ -133,13 +144,18 @@ class RunContext:
         self._clock = clock
         self._call_timeout_s = call_timeout_s
         self._resolve_chain = resolve_chain or (lambda name: [resolve_model(name)])
+        self._resolve_workflow = resolve_workflow
         self._seq = itertools.count(1)
+        self._prefix = ""
         self.stats = _Stats()
         self.guards = guards
         """This run's budget and loop guard (and, through `guards.guards`, the app's)."""
-        self.best: tuple[str, JsonValue] | None = None
+
+    @property
+    def best(self) -> tuple[str, JsonValue] | None:
         """(agent, output) of the latest valid agent output, or what the workflow `offer`ed:
         returned as the partial result when a budget stops the run."""
+        return self.stats.best
 
     @property
     def budget(self) -> dict[str, str | None]:
@@ -149,7 +165,7 @@ class RunContext:
     def offer(self, value: BaseModel | JsonValue, *, source: str = "workflow") -> None:
         """Declare `value` the best result so far (returned if a budget stops the run)."""
         data = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
-        self.best = (source, data)
+        self.stats.best = (source, data)
 
     @property
     def usage(self) -> Usage:
@@ -159,7 +175,52 @@ class RunContext:
     def _next_step_id(self) -> str:
         # Taken synchronously when a call starts, before any await, so ids follow program order
         # even under `parallel`: the same run always numbers its calls the same way.
-        return str(next(self._seq))
+        return f"{self._prefix}{next(self._seq)}"
+
+    async def subflow(self, workflow: str, payload: BaseModel | dict[str, Any] | str) -> Any:
+        """Run another registered workflow inside this run, as a child.
+
+        The child shares this run's budget (it draws from the same dollars), loop guard, kill
+        switch, journal and trace; its steps are numbered under this step (`5.1`, `5.2`, ...), so
+        it resumes after a crash like the rest of the run. Nesting counts toward the delegation
+        depth limit, so a workflow that calls itself forever is stopped.
+
+        Raises:
+            UnknownNameError: no workflow with that name.
+            AgentError: the payload or the child's output does not fit its schema
+                (`invalid_input` / `invalid_output`).
+            LoopDetectedError: nested deeper than `LoopPolicy.max_depth`.
+        """
+        step_id = self._next_step_id()
+        if self._resolve_workflow is None:
+            raise UsageError("this run context cannot start sub-workflows")
+        wf = self._resolve_workflow(workflow)
+        checked = validate_payload(
+            wf.input, payload, agent=wf.name, code="invalid_input", role="input of workflow"
+        )
+        depth = _depth.get() + 1
+        limit = self.guards.loops.policy.max_depth
+        if depth > limit:
+            raise LoopDetectedError(
+                f"sub-workflow {wf.name!r} at depth {depth} exceeds {limit}",
+                kind="recursion",
+                depth=depth,
+                limit=limit,
+            )
+        child = copy.copy(self)  # shares the journal, recorder, guards and stats
+        child.workflow = wf.name
+        child._seq = itertools.count(1)
+        child._prefix = f"{step_id}."
+        token = _depth.set(depth)
+        try:
+            value = await wf.fn(child, checked)
+        finally:
+            _depth.reset(token)
+        if wf.output is None:
+            return value
+        return validate_payload(
+            wf.output, value, agent=wf.name, code="invalid_output", role="output of workflow"
+        )
 
     async def call(
         self,
@@ -227,7 +288,7 @@ class RunContext:
         finally:
             _depth.reset(token)
         data = output.model_dump(mode="json")
-        self.best = (agent.name, data)
+        self.stats.best = (agent.name, data)
         run.loops.on_output(agent.name, fingerprint(data))
         return output
 
