@@ -239,3 +239,31 @@ async def test_parallel_returns_results_in_call_order_and_structured_errors_when
 
     result = await app.run("fan", {"text": "q"})
     assert result.ok and result.output.answer == "a"
+
+
+async def test_a_model_call_that_hangs_times_out_and_is_retried():
+    import asyncio
+
+    hung = asyncio.Event()
+
+    class Hanging:
+        name = "hang:model"
+        calls = 0
+
+        async def complete(self, request):
+            Hanging.calls += 1
+            await hung.wait()
+
+    app, recorder, _ = ephemeral_app(
+        models={"hang:model": Hanging()}, tiers={"small": "hang:model"}, call_timeout_s=0.02
+    )
+    agent = Agent(name="slow", instructions="x", input=Question, output=Answer)
+
+    @app.workflow
+    async def ask(ctx: RunContext, q: Question) -> Answer:
+        return await ctx.call(agent, q)
+
+    result = await app.run("ask", {"text": "q"})
+    assert result.error["code"] == "provider_error"
+    assert result.error["details"]["code"] == "provider_timeout"
+    assert Hanging.calls == 3  # each attempt timed out, then retried

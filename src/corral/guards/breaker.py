@@ -158,6 +158,8 @@ class CircuitBreaker:
             CircuitOpenError: OPEN (and its wait has not passed), FORCED_OPEN, or HALF_OPEN with
                 every probe permit taken.
         """
+        if self.state == "CLOSED":  # the common case: no clock read needed
+            return Permit(self, self._generation, half_open=False)
         now = self._clock.monotonic()
         if self.state == "DISABLED":
             return Permit(self, -1, half_open=False)
@@ -188,7 +190,11 @@ class CircuitBreaker:
     def _record(self, permit: Permit, failed: bool, duration_s: float) -> BreakerState | None:
         if permit._generation != self._generation or self.state in ("DISABLED", "FORCED_OPEN"):
             return None  # the breaker moved on since this call started
-        now = self._clock.monotonic()
+        now = (
+            self._clock.monotonic()
+            if self.policy.window == "time" or self.state != "CLOSED"
+            else 0.0
+        )
         slow = duration_s > self.policy.slow_call_s
         if self.state == "HALF_OPEN":
             self._probe.total += 1
@@ -203,7 +209,7 @@ class CircuitBreaker:
             return None
         counts = self._window.add(failed, slow, now)
         if self.state == "CLOSED" and self._tripped(counts):
-            self._to_open(now, grow=False)
+            self._to_open(self._clock.monotonic(), grow=False)
             return self.state
         return None
 

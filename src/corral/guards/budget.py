@@ -201,12 +201,23 @@ class DailyLedger:
         self._clock = clock
         self._accounts: dict[tuple[str, str], Account] = {}
         self._changed: asyncio.Event | None = None
+        self._day_cache: tuple[float, str] | None = None
 
     @property
     def enabled(self) -> bool:
         return bool(self._limits)
 
     def _day(self) -> str:
+        # Re-read the wall clock at most once a second of monotonic time (this runs on every
+        # model call; a day boundary is noticed within a second).
+        tick = self._clock.monotonic()
+        if self._day_cache is not None and 0 <= tick - self._day_cache[0] < 1.0:
+            return self._day_cache[1]
+        day = self._read_day()
+        self._day_cache = (tick, day)
+        return day
+
+    def _read_day(self) -> str:
         now = self._clock.now()
         if now.utcoffset():
             now = now.astimezone(UTC)

@@ -20,7 +20,6 @@ gets its turn.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable
@@ -261,7 +260,9 @@ class ModelCaller:
         g, run = self.guards, self.run
         g.kill.check(run.run_id, self.agent)
         input_tokens = estimate_input_tokens(request)
-        reservation = await self._reserve(model, request, input_tokens)
+        reservation = self._try_reserve(model, request, input_tokens)
+        if reservation is None:
+            reservation = await self._reserve(model, request, input_tokens)
         permits: list[Permit] = []
         ticket: Ticket | None = None
         sent = False
@@ -273,8 +274,9 @@ class ModelCaller:
             t0 = g.clock.monotonic()
             sent = True
             try:
-                async with asyncio.timeout(self.timeout_s):
-                    response = await g.kill.guard(run.run_id, self.agent, model.complete(request))
+                response = await g.kill.guard(
+                    run.run_id, self.agent, model.complete(request), timeout_s=self.timeout_s
+                )
             except TimeoutError:
                 raise ProviderTimeoutError(
                     f"model {model.name} did not answer within {self.timeout_s:g}s",
@@ -311,14 +313,30 @@ class ModelCaller:
         run.loops.on_success(self.agent, model.name)
         return response
 
-    async def _reserve(self, model: Model, request: ModelRequest, input_tokens: int) -> Reservation:
-        run = self.run
+    def _costs(self, model: Model, request: ModelRequest, input_tokens: int) -> tuple[Cost, Cost]:
         worst = Cost(
             usd=_price(model, input_tokens, request.max_output_tokens),
             tokens=input_tokens + request.max_output_tokens,
             model_calls=1,
         )
         floor = Cost(usd=_price(model, input_tokens, 0), tokens=input_tokens, model_calls=1)
+        return worst, floor
+
+    def _try_reserve(
+        self, model: Model, request: ModelRequest, input_tokens: int
+    ) -> Reservation | None:
+        """The common case without an `await`: the reservation fits."""
+        run = self.run
+        worst, floor = self._costs(model, request, input_tokens)
+        daily = self.guards.daily.accounts(tenant=run.tenant, user=run.user)
+        try:
+            return run.budget.reserve(worst, floor, daily)
+        except BudgetExhaustedError:
+            return None  # `_reserve` refuses or pauses, with its events
+
+    async def _reserve(self, model: Model, request: ModelRequest, input_tokens: int) -> Reservation:
+        run = self.run
+        worst, floor = self._costs(model, request, input_tokens)
         while True:
             daily = self.guards.daily.accounts(tenant=run.tenant, user=run.user)
             try:
@@ -359,8 +377,10 @@ class ModelCaller:
             f"provider:{_provider(model.name)}",
             f"tenant:{run.tenant}" if run.tenant else None,
         )
-        if not keys:
-            return await g.limiter.acquire([], 0, priority=run.level, input_estimate=0)
+        tokens = input_tokens + request.max_output_tokens
+        fast = g.limiter.try_admit(keys, tokens, input_estimate=input_tokens)
+        if fast is not None:
+            return fast
         t0 = g.clock.monotonic()
         ticket = await g.limiter.acquire(
             keys,

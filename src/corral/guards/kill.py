@@ -88,27 +88,49 @@ class KillSwitch:
         if scope is not None:
             raise KilledError(scope)
 
-    async def guard(self, run_id: str, agent: str, call: Awaitable[T]) -> T:
-        """Await `call` so that a halt covering it cancels it.
+    async def guard(
+        self, run_id: str, agent: str, call: Awaitable[T], *, timeout_s: float | None = None
+    ) -> T:
+        """Await `call` so that a halt covering it cancels it, within `timeout_s`.
 
-        The call runs in the caller's own task (no extra task per model call); a halt cancels
-        that task, and the cancellation is turned into `KilledError` here and taken back with
-        `Task.uncancel()`, so it does not leak into the caller's other waits.
+        The call runs in the caller's own task (no extra task per model call); a halt or the
+        timeout cancels that task, and the cancellation is turned into `KilledError` or
+        `TimeoutError` here and taken back with `Task.uncancel()`, so it does not leak into the
+        caller's other waits. (One timer handle instead of `asyncio.timeout`: this runs on every
+        model call, and the context manager costs twice as much.)
 
         Raises:
-            KilledError: a halt cancelled the call (other cancellations propagate unchanged).
+            KilledError: a halt cancelled the call.
+            TimeoutError: the call took longer than `timeout_s`.
         """
         task = asyncio.current_task()
         if task is None:  # pragma: no cover - always inside a task in asyncio
             return await call
         entry = [run_id, agent, False]
         self._inflight[task] = entry
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            if not entry[2]:
+                expired = True
+                task.cancel()
+
+        timer = (
+            asyncio.get_running_loop().call_later(timeout_s, expire)
+            if timeout_s is not None
+            else None
+        )
         try:
             return await call
         except asyncio.CancelledError:
-            scope = self._scope(run_id, agent)
-            if entry[2] and scope is not None and task.uncancel() == 0:
-                raise KilledError(scope) from None
+            if (entry[2] or expired) and task.uncancel() == 0:
+                if expired:
+                    raise TimeoutError from None
+                scope = self._scope(run_id, agent)
+                raise KilledError(scope or "halted") from None
             raise
         finally:
+            if timer is not None:
+                timer.cancel()
             self._inflight.pop(task, None)

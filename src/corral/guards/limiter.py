@@ -279,6 +279,21 @@ class RateLimiter:
     def queue_depth(self) -> int:
         return len(self._queue)
 
+    def try_admit(self, keys: list[str], tokens: int, *, input_estimate: int) -> Ticket | None:
+        """Admit at once, without waiting, if nobody is queued and the call fits; else None."""
+        if not keys:
+            return Ticket(self, [], 0, 0)
+        if self._queue:
+            return None
+        now = self._clock.monotonic()
+        if self._throttle_wait(keys, now) != 0:
+            return None
+        wait, _ = self._backend.try_acquire(keys, tokens, now)
+        if wait != 0:
+            return None
+        self.admitted += 1
+        return Ticket(self, keys, tokens, input_estimate)
+
     async def acquire(
         self, keys: list[str], tokens: int, *, priority: int, input_estimate: int
     ) -> Ticket:
@@ -461,17 +476,21 @@ class RateLimiter:
                 stats = self._outcomes[key] = _Outcomes()
             stats.add(now, accepted)
 
-    def reject_probability(self, key: str) -> float:
+    def reject_probability(self, key: str, now: float | None = None) -> float:
         """Client-side adaptive throttling (Google SRE): the share of calls to defer locally."""
         stats = self._outcomes.get(key)
         if stats is None:
             return 0.0
-        stats.trim(self._clock.monotonic() - self.policy.adaptive_window_s)
+        if now is None:
+            now = self._clock.monotonic()
+        stats.trim(now - self.policy.adaptive_window_s)
         requests, accepts = stats.requests, stats.accepts
         return max(0.0, (requests - self.policy.adaptive_k * accepts) / (requests + 1))
 
     def _throttle_wait(self, keys: list[str], now: float) -> float:
-        p = max((self.reject_probability(k) for k in keys), default=0.0)
+        if not self._outcomes:
+            return 0.0
+        p = max((self.reject_probability(k, now) for k in keys), default=0.0)
         if p > 0 and self._rng.random() < p:
             return 1.0  # deferred locally: try again in a second rather than add to the storm
         return 0.0
