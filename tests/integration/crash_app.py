@@ -8,7 +8,8 @@ LEDGER is a file every model call and every real side effect appends a line to, 
 count what was paid for and what happened in the world.
 
 Environment: CRASH_DEADLINE_S sets the run's deadline; CRASH_CLOCK_OFFSET_S moves this process's
-wall clock forward (a restart "an hour later" without waiting an hour).
+wall clock forward (a restart "an hour later" without waiting an hour); CRASH_MODEL_CALLS sets the
+run's model-call budget.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pydantic import BaseModel
 
 from corral import Agent, App, AppConfig, RunContext, SimConfig, tool
 from corral.clock import SystemClock
+from corral.guards import BudgetPolicy, GuardPolicies
 from corral.model import ModelRequest, ModelResponse
 from corral.models.sim import SimModel
 
@@ -96,8 +98,11 @@ class ShiftedClock(SystemClock):
         return super().now() + self.offset
 
 
+budget = BudgetPolicy(model_calls=int(os.environ.get("CRASH_MODEL_CALLS", "500")))
 app = App(
-    AppConfig(database=database, tiers={"sim": "counting:sim"}),
+    AppConfig(
+        database=database, tiers={"sim": "counting:sim"}, guards=GuardPolicies(budget=budget)
+    ),
     models={"counting:sim": CountingSim()},
     clock=ShiftedClock(float(os.environ.get("CRASH_CLOCK_OFFSET_S", "0"))),
 )
@@ -158,6 +163,7 @@ async def main() -> None:
             {
                 "status": result.status,
                 "output": result.output.model_dump() if result.output else None,
+                "error": result.error,
                 "calls": result.usage.calls,
             }
         )

@@ -98,3 +98,28 @@ def test_a_resumed_run_keeps_its_original_deadline(tmp_path: Path) -> None:
     assert resumed["status"] == "deadline_exceeded"
     model_calls = [e for e in _ledger(ledger) if e["kind"] == "model"]
     assert len(model_calls) == 1, "no model call may start after the deadline"
+
+
+def test_a_resumed_run_still_counts_what_it_spent_before_the_crash(tmp_path: Path) -> None:
+    """Invariant 1 across a crash: replayed steps are charged to the run's budget, so a resumed
+    run stops exactly where an uninterrupted one does."""
+    reference = _final(
+        _run(
+            f"sqlite:///{tmp_path / 'r.db'}",
+            "ref",
+            "none",
+            tmp_path / "r.jsonl",
+            CRASH_MODEL_CALLS="2",
+        )
+    )
+    assert reference["status"] == "budget_exhausted"
+
+    database = f"sqlite:///{tmp_path / 'corral.db'}"
+    ledger = tmp_path / "ledger.jsonl"
+    crashed = _run(database, "run-b", "after-step:1", ledger, CRASH_MODEL_CALLS="2")
+    assert crashed.returncode == KILLED, crashed.stderr[-2000:]
+    resumed = _final(_run(database, "run-b", "none", ledger, CRASH_MODEL_CALLS="2"))
+    assert resumed["status"] == "budget_exhausted"
+    assert resumed["error"]["dimension"] == "model_calls"
+    paid = [e for e in _ledger(ledger) if e["kind"] == "model"]
+    assert len(paid) == 2, "the budget allowed exactly two model calls in total"
