@@ -102,7 +102,7 @@ class _Stats:
     repairs: int = 0
     invalid_tool_calls: int = 0
     failures: int = 0
-    best: tuple[str, JsonValue] | None = None
+    best: tuple[str, JsonValue | BaseModel] | None = None
 
 
 class RunContext:
@@ -155,7 +155,12 @@ class RunContext:
     def best(self) -> tuple[str, JsonValue] | None:
         """(agent, output) of the latest valid agent output, or what the workflow `offer`ed:
         returned as the partial result when a budget stops the run."""
-        return self.stats.best
+        found = self.stats.best
+        if found is None:
+            return None
+        source, value = found
+        # Kept as the model and dumped only when asked: most runs never need it.
+        return source, value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
     @property
     def budget(self) -> dict[str, str | None]:
@@ -266,7 +271,7 @@ class RunContext:
         run = self.guards
         depth = _depth.get() + 1
         run.guards.kill.check(self.run_id, agent.name)
-        run.loops.on_call(agent.name, fingerprint(checked.model_dump(mode="json")), depth)
+        run.loops.on_call(agent.name, fingerprint(checked), depth)
         run.budget.take_turn()
         token = _depth.set(depth)
         call = AgentCall(
@@ -287,9 +292,8 @@ class RunContext:
             raise
         finally:
             _depth.reset(token)
-        data = output.model_dump(mode="json")
-        self.stats.best = (agent.name, data)
-        run.loops.on_output(agent.name, fingerprint(data))
+        self.stats.best = (agent.name, output)
+        run.loops.on_output(agent.name, fingerprint(output))
         return output
 
     async def try_call(

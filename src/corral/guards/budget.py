@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -29,38 +28,60 @@ __all__ = ["Account", "Cost", "DailyLedger", "Reservation", "RunBudget"]
 log = logging.getLogger(__name__)
 
 _DIMENSIONS = ("usd", "tokens", "model_calls", "agent_turns")
+_ZERO = Decimal(0)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Cost:
-    """An amount in every dimension a budget tracks."""
+    """An amount in every dimension a budget tracks (immutable).
 
-    usd: Decimal = Decimal(0)
-    tokens: int = 0
-    model_calls: int = 0
-    agent_turns: int = 0
+    A plain slotted class rather than a frozen dataclass: several are built per model call, and
+    the dataclass's frozen `__init__` costs three times as much.
+    """
+
+    __slots__ = ("_items", "agent_turns", "model_calls", "tokens", "usd")
+
+    usd: Decimal
+    tokens: int
+    model_calls: int
+    agent_turns: int
+
+    def __init__(
+        self,
+        *,
+        usd: Decimal = _ZERO,
+        tokens: int = 0,
+        model_calls: int = 0,
+        agent_turns: int = 0,
+    ) -> None:
+        self.usd = usd
+        self.tokens = tokens
+        self.model_calls = model_calls
+        self.agent_turns = agent_turns
+        # Budgets walk a cost's non-zero dimensions several times per call: list them once.
+        items: list[tuple[str, Decimal | int]] = []
+        if usd:
+            items.append(("usd", usd))
+        if tokens:
+            items.append(("tokens", tokens))
+        if model_calls:
+            items.append(("model_calls", model_calls))
+        if agent_turns:
+            items.append(("agent_turns", agent_turns))
+        self._items = tuple(items)
 
     def get(self, dimension: str) -> Decimal | int:
         value: Decimal | int = getattr(self, dimension)
         return value
 
-    _items: tuple[tuple[str, Decimal | int], ...] = field(
-        init=False, repr=False, compare=False, default=()
-    )
-
-    def __post_init__(self) -> None:
-        # Budgets walk a cost's non-zero dimensions several times per call: list them once.
-        pairs = (
-            ("usd", self.usd),
-            ("tokens", self.tokens),
-            ("model_calls", self.model_calls),
-            ("agent_turns", self.agent_turns),
-        )
-        object.__setattr__(self, "_items", tuple((d, v) for d, v in pairs if v))
-
     def items(self) -> tuple[tuple[str, Decimal | int], ...]:
         """The non-zero dimensions."""
         return self._items
+
+    def __repr__(self) -> str:
+        return f"Cost({', '.join(f'{d}={v}' for d, v in self._items)})"
+
+
+_ONE_TURN = Cost(agent_turns=1)
 
 
 class Account:
@@ -174,10 +195,10 @@ class RunBudget:
         Raises:
             BudgetExhaustedError: the run's agent-turn budget is used up.
         """
-        refusal = self.account.shortfall(Cost(agent_turns=1))
+        refusal = self.account.shortfall(_ONE_TURN)
         if refusal is not None:
             raise refusal
-        self.account._add(self.account.spent, Cost(agent_turns=1), +1)
+        self.account._add(self.account.spent, _ONE_TURN, +1)
 
     @property
     def should_degrade(self) -> bool:

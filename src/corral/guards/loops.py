@@ -12,6 +12,8 @@ import json
 from collections import Counter
 from typing import Any
 
+from pydantic import BaseModel
+
 from corral.errors import LoopDetectedError
 from corral.guards.policy import LoopPolicy
 
@@ -19,9 +21,13 @@ __all__ = ["LoopGuard", "fingerprint"]
 
 
 def fingerprint(value: Any) -> str:
-    """A short stable hash of a JSON-ready value."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+    """A short stable hash of a JSON-ready value, or of a Pydantic model (its JSON, in field
+    order, which is stable for a given model class)."""
+    if isinstance(value, BaseModel):
+        data = value.model_dump_json().encode()
+    else:
+        data = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 class LoopGuard:
