@@ -317,9 +317,12 @@ def test_the_readme_configuration_example_is_valid():
     from corral.config import parse_config
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    block = re.search(r"```toml\n(.*?)```", readme, re.S)
-    assert block is not None
-    config = parse_config(tomllib.loads(block.group(1)))
+    blocks = re.findall(r"```toml\n(.*?)```", readme, re.S)
+    assert len(blocks) >= 2
+    for block in blocks:  # every example parses (the indented ones too)
+        parse_config(tomllib.loads(block.replace("\n  ", "\n")))
+    [full] = [b for b in blocks if "[guards.budget]" in b]
+    config = parse_config(tomllib.loads(full))
     assert config.guards.limits["model:sim:small"].rpm == 600
     assert config.fallbacks["small"] == ("sim:backup",)
 

@@ -213,6 +213,11 @@ class App:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.guards.close()
+        for model in self._models.values():
+            close = getattr(model, "aclose", None)
+            if close is not None:
+                await close()
+        self._models.clear()
         if self._durable is not None:
             await self._durable.close()
             self._durable = None

@@ -11,7 +11,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -27,7 +27,14 @@ from corral.guards.policy import (
     RetryPolicy,
 )
 
-__all__ = ["AppConfig", "ModelPrice", "SimConfig", "load_config", "parse_guards"]
+__all__ = [
+    "AppConfig",
+    "ModelPrice",
+    "ProviderConfig",
+    "SimConfig",
+    "load_config",
+    "parse_guards",
+]
 
 DEFAULT_DATABASE = "sqlite:///.corral/corral.db"
 
@@ -71,6 +78,19 @@ class SimConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderConfig:
+    """How to reach a hosted provider. Keys are never in the config: only the name of the
+    environment variable that holds one."""
+
+    kind: Literal["openai"] = "openai"
+    """`openai`: anything speaking OpenAI's `/v1/chat/completions` (OpenAI, Azure, vLLM,
+    Ollama, llama.cpp's server, `corral sim serve`)."""
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: float = 120.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AppConfig:
     """Everything an `App` needs. Every field has a safe default."""
 
@@ -85,6 +105,9 @@ class AppConfig:
     (e.g. `{"small": ("openai:gpt-4o-mini",)}`)."""
     guards: GuardPolicies = GuardPolicies()
     """Budgets, loop limits, breakers, retries and rate limits; on by default."""
+    providers: dict[str, ProviderConfig] = field(default_factory=dict)
+    """Hosted providers by the prefix used in model names (`openai` in `openai:gpt-4o-mini`).
+    `openai` works without an entry (api.openai.com, key in OPENAI_API_KEY)."""
     prices: dict[str, ModelPrice] = field(
         default_factory=lambda: {
             "sim": ModelPrice(input_per_mtok=Decimal("0.50"), output_per_mtok=Decimal("1.50")),
@@ -162,8 +185,16 @@ class _SimFile(_Strict):
     tpm: int | None = Field(None, gt=0)
 
 
+class _ProviderFile(_Strict):
+    kind: Literal["openai"] = "openai"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: float = Field(120.0, gt=0)
+
+
 class _ConfigFile(_Strict):
     database: str = DEFAULT_DATABASE
+    providers: dict[str, _ProviderFile] | None = None
     tiers: dict[str, str] | None = None
     fallbacks: dict[str, list[str]] | None = None
     guards: dict[str, Any] | None = None
@@ -208,6 +239,9 @@ def parse_config(data: dict[str, Any]) -> AppConfig:
         database=parsed.database,
         tiers=tiers,
         fallbacks={k: tuple(v) for k, v in (parsed.fallbacks or {}).items()},
+        providers={
+            name: ProviderConfig(**p.model_dump()) for name, p in (parsed.providers or {}).items()
+        },
         guards=parse_guards(parsed.guards or {}),
         prices=prices,
         sim=SimConfig(**sim),

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from corral.clock import Clock
 from corral.config import AppConfig
-from corral.errors import UnknownNameError
+from corral.errors import ConfigError, UnknownNameError
 from corral.model import Model
 
 __all__ = ["PROVIDERS", "build_model"]
 
-PROVIDERS = ("local", "sim")
+PROVIDERS = ("local", "openai", "sim")
+"""Built-in providers; more come from `AppConfig.providers`."""
 
 
 def build_model(name: str, config: AppConfig, clock: Clock) -> Model:
@@ -28,4 +29,21 @@ def build_model(name: str, config: AppConfig, clock: Clock) -> Model:
         from corral.models.local import LocalModel
 
         return LocalModel(name)
-    raise UnknownNameError("provider", provider, PROVIDERS)
+    if provider in config.providers or provider == "openai":
+        settings = config.providers.get(provider)
+        try:
+            from corral.models.openai_compat import OpenAIModel
+        except ModuleNotFoundError as exc:
+            raise ConfigError(
+                f"provider {provider!r} needs the openai SDK: pip install 'corral[openai]'",
+                key=f"providers.{provider}",
+            ) from exc
+        if settings is None:
+            return OpenAIModel(name)
+        return OpenAIModel(
+            name,
+            base_url=settings.base_url,
+            api_key_env=settings.api_key_env,
+            timeout_s=settings.timeout_s,
+        )
+    raise UnknownNameError("provider", provider, [*PROVIDERS, *config.providers])

@@ -59,6 +59,12 @@ class Priced:
     def name(self) -> str:
         return self.inner.name
 
+    async def aclose(self) -> None:
+        """Release the wrapped model's resources (HTTP connections), if it holds any."""
+        close = getattr(self.inner, "aclose", None)
+        if close is not None:
+            await close()
+
     def estimate_usd(self, input_tokens: int, output_tokens: int) -> Decimal:
         """What a call with these token counts would cost (budgets reserve this up front)."""
         if self._per_token is None:

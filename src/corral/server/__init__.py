@@ -1,0 +1,1 @@
+"""HTTP: the simulator server (and, later, the API and dashboard)."""
