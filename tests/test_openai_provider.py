@@ -20,7 +20,7 @@ pytest.importorskip("uvicorn", reason="install corral[server] for the simulator 
 
 import uvicorn
 
-from corral import Agent, App, AppConfig, ModelPrice, RunContext, tool
+from corral import Agent, App, AppConfig, ModelPrice, RunContext, SimConfig, tool
 from corral.config import ProviderConfig
 from corral.errors import ConfigError
 from corral.server.sim_server import SimServerConfig, create_sim_app
@@ -214,3 +214,48 @@ async def test_the_key_never_reaches_spans_or_runs(sim_server, monkeypatch):
         shown = repr(app.model("small").inner)  # type: ignore[attr-defined]
     stored = repr(recorder.spans) + repr(recorder.runs) + shown
     assert KEY not in stored
+
+
+async def test_rate_limit_headers_shrink_the_local_allowance(sim_server, monkeypatch):
+    from corral.guards import GuardPolicies, RateLimit
+
+    base_url, _ = await sim_server(sim=SimConfig(rpm=5))
+    generous = GuardPolicies(limits={"model:simhttp:small": RateLimit(rpm=6000)})
+    app, _ = make_app(base_url, monkeypatch, guards=generous)
+    async with app:
+        result = await app.run("classify", {"text": "hello"})
+        assert result.ok, result.error
+        bucket = app.guards.limiter._memory._keys["model:simhttp:small"].requests
+        assert bucket is not None and bucket.level <= 4  # the server said 4 requests are left
+
+
+async def test_a_planted_key_is_in_no_stored_byte_and_no_log_line(
+    sim_server, monkeypatch, tmp_path, caplog
+):
+    import logging
+
+    base_url, _ = await sim_server(script=("500", "ok", "429"))
+    monkeypatch.setenv("SIM_HTTP_KEY", KEY)
+    db = tmp_path / "runs.db"
+    app = App(
+        AppConfig(
+            database=f"sqlite:///{db}",
+            durable=False,
+            tiers={"small": "simhttp:small"},
+            providers={"simhttp": ProviderConfig(base_url=base_url, api_key_env="SIM_HTTP_KEY")},
+        ),
+        clock=FakeClock(),
+    )
+    agent = Agent(name="triage", instructions="Classify.", input=Ticket, output=Triage)
+
+    @app.workflow
+    async def classify(ctx: RunContext, ticket: Ticket) -> Triage:
+        return await ctx.call(agent, ticket)
+
+    caplog.set_level(logging.DEBUG)
+    async with app:
+        for text in ("first", "second"):  # a 500 then a success, then a 429 then a success
+            assert (await app.run("classify", {"text": text})).ok
+    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("runs.db"))
+    assert stored and KEY.encode() not in stored
+    assert caplog.records and KEY not in caplog.text

@@ -117,6 +117,9 @@ class ModelResponse:
     finish_reason: FinishReason = "stop"
     cost_usd: Decimal | None = None
     """Set by the pricing layer; providers leave it `None`."""
+    remaining_requests: int | None = None
+    """What the provider's rate-limit headers said is left (fed to Corral's limiter)."""
+    remaining_tokens: int | None = None
 
 
 class Model(Protocol):

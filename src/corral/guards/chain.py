@@ -304,6 +304,14 @@ class ModelCaller:
         reservation.settle(Cost(usd=response.cost_usd or Decimal(0), tokens=used, model_calls=1))
         ticket.settle(used)
         g.limiter.record_outcome(ticket.keys, accepted=True)
+        if response.remaining_requests is not None or response.remaining_tokens is not None:
+            for key in ticket.keys:
+                if not key.startswith("tenant:"):  # the provider speaks for its own limits
+                    g.limiter.observe(
+                        key,
+                        remaining_requests=response.remaining_requests,
+                        remaining_tokens=response.remaining_tokens,
+                    )
         predicate = g.policies.breaker.failure_predicate
         bad = predicate is not None and predicate(response)
         for p in permits:

@@ -14,6 +14,7 @@ logged, put in a prompt or recorded in a span.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -127,7 +128,13 @@ class OpenAIModel:
                 provider=self.provider,
                 status=502,
             ) from exc
-        return self._response(completion, request, time.monotonic() - t0)
+        response = self._response(completion, request, time.monotonic() - t0)
+        headers = raw.headers
+        return dataclasses.replace(
+            response,
+            remaining_requests=_int(headers.get("x-ratelimit-remaining-requests")),
+            remaining_tokens=_int(headers.get("x-ratelimit-remaining-tokens")),
+        )
 
     def _status_error(self, exc: openai.APIStatusError) -> ProviderError:
         status = exc.status_code
@@ -217,6 +224,13 @@ def _arguments(text: str | None) -> dict[str, Any]:
     except json.JSONDecodeError:
         return {"_unparsed": text}
     return value if isinstance(value, dict) else {"_value": value}
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(float(value)) if value else None
+    except ValueError:
+        return None
 
 
 def _retry_after(headers: Any) -> float | None:

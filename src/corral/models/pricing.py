@@ -94,4 +94,6 @@ class Priced:
             latency_s=response.latency_s,
             finish_reason=response.finish_reason,
             cost_usd=cost,
+            remaining_requests=response.remaining_requests,
+            remaining_tokens=response.remaining_tokens,
         )

@@ -129,6 +129,15 @@ class SimModel:
         window.append((now, tokens))
         return None
 
+    def remaining(self) -> tuple[int, int]:
+        """(requests, tokens) left in the current 60 s window of the simulated RPM/TPM limit."""
+        cfg = self.config
+        now = self._clock.monotonic()
+        live = [t for at, t in self._window if at > now - 60]
+        requests = (cfg.rpm - len(live)) if cfg.rpm is not None else 0
+        tokens = (cfg.tpm - sum(live)) if cfg.tpm is not None else 0
+        return max(0, requests), max(0, tokens)
+
     async def complete(self, request: ModelRequest) -> ModelResponse:
         cfg = self.config
         rng, content = self._rngs(request)

@@ -236,8 +236,14 @@ def create_sim_app(config: SimServerConfig | None = None) -> FastAPI:
                 }
                 for c in answer.tool_calls
             ]
+        headers = {}
+        if state.config.sim.rpm is not None:
+            headers["x-ratelimit-remaining-requests"] = str(model.remaining()[0])
+        if state.config.sim.tpm is not None:
+            headers["x-ratelimit-remaining-tokens"] = str(model.remaining()[1])
         return JSONResponse(
-            {
+            headers=headers,
+            content={
                 "id": f"chatcmpl-sim-{next(state.ids)}",
                 "object": "chat.completion",
                 "created": int(time.time()),
@@ -250,7 +256,7 @@ def create_sim_app(config: SimServerConfig | None = None) -> FastAPI:
                     "completion_tokens": answer.output_tokens,
                     "total_tokens": answer.input_tokens + answer.output_tokens,
                 },
-            }
+            },
         )
 
     return app
