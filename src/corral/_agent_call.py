@@ -247,7 +247,9 @@ class AgentCall(Generic[In, Out]):
             temperature=agent.temperature,
             metadata={"run_id": self.ctx.run_id, "agent": agent.name, "step_id": step_id},
         )
-        caller = ModelCaller(run, agent=agent.name, timeout_s=self.timeout_s, emit=emit)
+        caller = ModelCaller(
+            run, agent=agent.name, timeout_s=self.timeout_s, emit=emit, cache=agent.cache
+        )
         ran = False
 
         async def step() -> JsonValue:
@@ -495,31 +497,8 @@ def _message_dict(message: Message) -> dict[str, Any]:
 
 
 def _response_dict(response: ModelResponse) -> dict[str, Any]:
-    return {
-        "text": response.text,
-        "model": response.model,
-        "tool_calls": [
-            {"id": c.id, "name": c.name, "arguments": c.arguments} for c in response.tool_calls
-        ],
-        "input_tokens": response.input_tokens,
-        "output_tokens": response.output_tokens,
-        "latency_s": response.latency_s,
-        "finish_reason": response.finish_reason,
-        "cost_usd": str(response.cost_usd or 0),
-    }
+    return response.to_dict()
 
 
 def _response_from_dict(data: dict[str, Any]) -> ModelResponse:
-    return ModelResponse(
-        text=data["text"],
-        model=data["model"],
-        tool_calls=tuple(
-            ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"])
-            for c in data["tool_calls"]
-        ),
-        input_tokens=data["input_tokens"],
-        output_tokens=data["output_tokens"],
-        latency_s=data["latency_s"],
-        finish_reason=data["finish_reason"],
-        cost_usd=Decimal(data["cost_usd"]),
-    )
+    return ModelResponse.from_dict(data)

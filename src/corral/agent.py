@@ -52,6 +52,7 @@ class Agent(Generic[In, Out]):
         temperature: Sampling temperature.
         limits: Per-call bounds (tool rounds, invalid tool calls, repairs).
         fallback: An agent with the same contract to try when this one fails.
+        cache: Whether this agent's calls may be answered from the response cache.
     """
 
     name: str
@@ -64,6 +65,9 @@ class Agent(Generic[In, Out]):
     temperature: float = 0.0
     limits: AgentLimits = AgentLimits()
     fallback: Agent[In, Out] | FunctionAgent[In, Out] | None = None
+    cache: bool = True
+    """Use the response cache when it is enabled (`guards.cache`); False for agents whose
+    answers must always be fresh."""
 
     def __post_init__(self) -> None:
         names = [t.name for t in self.tools]

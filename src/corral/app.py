@@ -196,6 +196,8 @@ class App:
             self._store = await SqlStore.open(self.config.database)
             if self._recorder is None:
                 self._recorder = self._store
+            if self.config.guards.cache.enabled and self.guards.cache is None:
+                self.guards.cache = self._store
             await self._ephemeral.launch(self._execute)
             if self.config.durable:
                 from corral.engine.dbos import DbosEngine

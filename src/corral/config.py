@@ -19,6 +19,7 @@ from corral.errors import ConfigError
 from corral.guards.policy import (
     BreakerPolicy,
     BudgetPolicy,
+    CachePolicy,
     DailyLimit,
     GuardPolicies,
     LimiterPolicy,
@@ -259,6 +260,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "breaker": BreakerPolicy,
     "retry": RetryPolicy,
     "limiter": LimiterPolicy,
+    "cache": CachePolicy,
 }
 
 

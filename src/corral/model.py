@@ -120,6 +120,42 @@ class ModelResponse:
     remaining_requests: int | None = None
     """What the provider's rate-limit headers said is left (fed to Corral's limiter)."""
     remaining_tokens: int | None = None
+    cached: bool = False
+    """Served from the response cache: no provider call, $0."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (journal, cache)."""
+        return {
+            "text": self.text,
+            "model": self.model,
+            "tool_calls": [
+                {"id": c.id, "name": c.name, "arguments": c.arguments} for c in self.tool_calls
+            ],
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "latency_s": self.latency_s,
+            "finish_reason": self.finish_reason,
+            "cost_usd": str(self.cost_usd or 0),
+            "cached": self.cached,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelResponse:
+        """The inverse of `to_dict`."""
+        return cls(
+            text=data["text"],
+            model=data["model"],
+            tool_calls=tuple(
+                ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"])
+                for c in data["tool_calls"]
+            ),
+            input_tokens=data["input_tokens"],
+            output_tokens=data["output_tokens"],
+            latency_s=data["latency_s"],
+            finish_reason=data["finish_reason"],
+            cost_usd=Decimal(data["cost_usd"]),
+            cached=bool(data.get("cached", False)),
+        )
 
 
 class Model(Protocol):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -37,6 +37,7 @@ from corral.errors import (
 )
 from corral.guards.breaker import BreakerRegistry, Permit
 from corral.guards.budget import Cost, DailyLedger, Reservation, RunBudget
+from corral.guards.cache import ResponseCache, cache_key
 from corral.guards.kill import KillSwitch
 from corral.guards.limiter import RateLimiter, Ticket
 from corral.guards.loops import LoopGuard
@@ -89,6 +90,8 @@ class Guards:
         self.kill = KillSwitch()
         self.daily = DailyLedger(policies.daily, clock)
         self.rng = random.Random(seed)
+        self.cache: ResponseCache | None = None
+        """Where cached answers live; set by the app when `policies.cache.enabled`."""
 
     async def close(self) -> None:
         """Stop the guards' own tasks (the rate limiter's admission timer)."""
@@ -146,12 +149,15 @@ def _provider(model_name: str) -> str:
 class ModelCaller:
     """Makes one model call of one agent through the whole chain."""
 
-    def __init__(self, run: RunGuards, *, agent: str, timeout_s: float, emit: Emit) -> None:
+    def __init__(
+        self, run: RunGuards, *, agent: str, timeout_s: float, emit: Emit, cache: bool = True
+    ) -> None:
         self.run = run
         self.guards = run.guards
         self.agent = agent
         self.timeout_s = timeout_s
         self.emit = emit
+        self.use_cache = cache
 
     async def call(self, models: list[Model], request: ModelRequest) -> ModelResponse:
         """Answer `request` with the first model of the chain that can.
@@ -195,8 +201,17 @@ class ModelCaller:
                         },
                     )
                 )
+            asked = request if request.model == model.name else replace(request, model=model.name)
+            key = self._cache_key(asked)
+            if key is not None:
+                hit = await self._cache_get(key)
+                if hit is not None:
+                    return hit
             try:
-                return await self._with_retries(model, request)
+                response = await self._with_retries(model, asked)
+                if key is not None:
+                    await self._cache_put(key, response)
+                return response
             except CircuitOpenError as exc:
                 last = exc
             except ProviderError as exc:
@@ -205,6 +220,49 @@ class ModelCaller:
                     raise  # the request is wrong; another provider would refuse it too
         assert last is not None
         raise last
+
+    def _cache_key(self, request: ModelRequest) -> tuple[str, str] | None:
+        policy = self.guards.policies.cache
+        if (
+            not policy.enabled
+            or not self.use_cache
+            or self.guards.cache is None
+            or request.temperature > policy.max_temperature
+        ):
+            return None
+        tenant = self.run.tenant if policy.per_tenant and self.run.tenant else "*"
+        return f"tenant:{tenant}", cache_key(request)
+
+    async def _cache_get(self, key: tuple[str, str]) -> ModelResponse | None:
+        assert self.guards.cache is not None
+        found = await self.guards.cache.cache_get(*key, self.guards.clock.now().timestamp())
+        if found is None:
+            return None
+        original = ModelResponse.from_dict(found)
+        await self.emit(
+            GuardEvent(
+                kind="cache_hit",
+                detail={
+                    "model": original.model,
+                    "namespace": key[0],
+                    "saved_usd": str(original.cost_usd or 0),
+                    "saved_tokens": original.input_tokens + original.output_tokens,
+                },
+            )
+        )
+        return replace(
+            original,
+            input_tokens=0,
+            output_tokens=0,
+            cost_usd=Decimal(0),
+            latency_s=0.0,
+            cached=True,
+        )
+
+    async def _cache_put(self, key: tuple[str, str], response: ModelResponse) -> None:
+        assert self.guards.cache is not None
+        expires = self.guards.clock.now().timestamp() + self.guards.policies.cache.ttl_s
+        await self.guards.cache.cache_put(*key, response.to_dict(), expires)
 
     async def _with_retries(self, model: Model, request: ModelRequest) -> ModelResponse:
         policy = self.guards.policies.retry

@@ -19,6 +19,7 @@ __all__ = [
     "PRIORITIES",
     "BreakerPolicy",
     "BudgetPolicy",
+    "CachePolicy",
     "DailyLimit",
     "GuardPolicies",
     "LimiterPolicy",
@@ -204,6 +205,24 @@ class LimiterPolicy:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CachePolicy:
+    """Exact response caching: an identical request (model, messages, schema, tools,
+    temperature, max tokens) within `ttl_s` gets the stored answer at $0. Off by default."""
+
+    enabled: bool = False
+    ttl_s: float = 3600.0
+    max_temperature: float = 0.0
+    """Calls sampled above this temperature are not cached (their answers are meant to vary)."""
+    per_tenant: bool = True
+    """Each tenant has its own namespace: one tenant never gets another's cached answer."""
+
+    def __post_init__(self) -> None:
+        _check(self, "guards.cache")
+        if self.ttl_s <= 0:
+            raise ConfigError("must be > 0", key="guards.cache.ttl_s")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class GuardPolicies:
     """Every guard's policy. `GuardPolicies()` is the safe default that is always on."""
 
@@ -212,6 +231,7 @@ class GuardPolicies:
     breaker: BreakerPolicy = BreakerPolicy()
     retry: RetryPolicy = RetryPolicy()
     limiter: LimiterPolicy = LimiterPolicy()
+    cache: CachePolicy = CachePolicy()
     limits: dict[str, RateLimit] = field(default_factory=dict)
     """Rate limits by key: `model:<name>`, `provider:<name>`, `tenant:<id>` or `tenant:*`."""
     daily: dict[str, DailyLimit] = field(default_factory=dict)

@@ -37,8 +37,8 @@ from corral.trace import RunRecord, Span
 
 __all__ = ["SCHEMA_VERSION", "SqlStore", "make_engine"]
 
-SCHEMA_VERSION = 1
-_CHANGELOG = {1: "runs, spans, steps, effects"}
+SCHEMA_VERSION = 2
+_CHANGELOG = {1: "runs, spans, steps, effects", 2: "response cache"}
 
 VERSION_TABLE = "corral_alembic_version"
 """Corral's own Alembic version table (an application's Alembic history stays separate)."""
@@ -108,6 +108,14 @@ effects = sa.Table(
     sa.Column("run_id", sa.String(64), nullable=False),
     sa.Column("tool", sa.String(200), nullable=False),
     sa.Column("result", sa.Text, nullable=False),
+)
+cache = sa.Table(
+    "corral_cache",
+    metadata,
+    sa.Column("namespace", sa.String(200), primary_key=True),
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
 )
 
 
@@ -190,6 +198,7 @@ class SqlStore:
             "runs": self._upsert_statement(runs, ["run_id"]),
             "spans": self._upsert_statement(spans, ["run_id", "step_id"]),
             "effects": self._upsert_statement(effects, ["key"]),
+            "cache": self._upsert_statement(cache, ["namespace", "key"]),
         }
         self._save_step = self._insert(steps).on_conflict_do_nothing(
             index_elements=["run_id", "step_id"]
@@ -325,6 +334,33 @@ class SqlStore:
     async def record_effect(self, key: str, run_id: str, tool: str, result: JsonValue) -> None:
         values = {"key": key, "run_id": run_id, "tool": tool, "result": _dump(result) or "null"}
         await self._write(lambda conn: conn.execute(self._upserts["effects"], values))
+
+    # -- response cache (a `ResponseCache`) -------------------------------------------------------
+
+    async def cache_get(self, namespace: str, key: str, now: float) -> dict[str, Any] | None:
+        """A cached answer that has not expired, or None."""
+
+        def read() -> dict[str, Any] | None:
+            query = sa.select(cache.c.value).where(
+                cache.c.namespace == namespace, cache.c.key == key, cache.c.expires_at > now
+            )
+            with self.engine.connect() as conn:
+                row = conn.execute(query).first()
+            return None if row is None else dict(json.loads(row[0]))
+
+        return await self._call(read)
+
+    async def cache_put(
+        self, namespace: str, key: str, value: dict[str, Any], expires_at: float
+    ) -> None:
+        """Store an answer until `expires_at`."""
+        values = {
+            "namespace": namespace,
+            "key": key,
+            "value": json.dumps(value, separators=(",", ":")),
+            "expires_at": expires_at,
+        }
+        await self._write(lambda conn: conn.execute(self._upserts["cache"], values))
 
     # -- journal --------------------------------------------------------------------------------
 
