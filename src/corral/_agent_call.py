@@ -6,6 +6,7 @@ crash mid-agent resumes after the last completed model call instead of paying fo
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -21,6 +22,7 @@ from corral.durable import Journal
 from corral.errors import AgentError, CircuitOpenError, LimitError, ProviderError
 from corral.guards.budget import Cost
 from corral.guards.chain import GuardEvent, ModelCaller
+from corral.guards.router import RouteInput, route, schema_shape
 from corral.model import Message, ModelRequest, ModelResponse, ToolCall, Usage
 from corral.tool import Tool, ToolArgumentsError
 from corral.trace import BatchingRecorder, NullRecorder, Recorder, Span, SpanKind, SpanStatus
@@ -66,6 +68,7 @@ class AgentCall(Generic[In, Out]):
         self.timeout_s = timeout_s
         self._inner = 0
         self.usage = Usage()
+        self.last_model: str | None = None
 
     def _next_inner(self) -> str:
         self._inner += 1
@@ -111,14 +114,13 @@ class AgentCall(Generic[In, Out]):
 
     async def _run_llm(self, agent: Agent[In, Out]) -> Out:
         messages = agent.messages(self.payload)
-        model = self.ctx.model(agent.model)
         limits = agent.limits
         rounds = repairs = invalid_calls = 0
         started, t0 = self.clock.now(), self.clock.monotonic()
         try:
             while True:
                 response = await self._model_step(
-                    agent, model.name, messages, allow_tools=rounds < limits.max_tool_rounds
+                    agent, messages, allow_tools=rounds < limits.max_tool_rounds
                 )
                 if response.tool_calls and rounds < limits.max_tool_rounds:
                     rounds += 1
@@ -182,7 +184,7 @@ class AgentCall(Generic[In, Out]):
             step_id=self.step_id,
             parent_id=None,
             name=agent.name,
-            model=self.ctx.model(agent.model).name,
+            model=self.last_model,
             input=dump_payload(self.payload),
             output=output.model_dump(mode="json") if output is not None else None,
             error=error.to_dict() if error is not None else None,
@@ -195,7 +197,7 @@ class AgentCall(Generic[In, Out]):
         )
 
     async def _model_step(
-        self, agent: Agent[In, Out], model_name: str, messages: list[Message], *, allow_tools: bool
+        self, agent: Agent[In, Out], messages: list[Message], *, allow_tools: bool
     ) -> ModelResponse:
         step_id = self._next_inner()
         run = self.ctx.guards
@@ -222,7 +224,11 @@ class AgentCall(Generic[In, Out]):
                 t0=self.clock.monotonic(),
             )
 
-        tier = agent.model
+        tier, reason = route(
+            run.guards.policies.router, agent.model, _route_input(agent, messages, allow_tools)
+        )
+        if reason is not None:
+            await emit(GuardEvent(kind="route", detail=reason))
         if run.budget.should_degrade:
             cheaper = run.guards.cheaper_tier(tier)
             if cheaper is not None:
@@ -305,6 +311,7 @@ class AgentCall(Generic[In, Out]):
                 details=err,
             )
         response = _response_from_dict(outcome["response"])
+        self.last_model = response.model
         used = Usage(
             input_tokens=response.input_tokens,
             output_tokens=response.output_tokens,
@@ -468,6 +475,24 @@ async def _record_span(
             started_at=started,
         )
     )
+
+
+def _route_input(agent: Agent[Any, Any], messages: list[Message], allow_tools: bool) -> RouteInput:
+    output: type[BaseModel] = agent.output
+    fields_, depth = _shape(output)
+    return RouteInput(
+        agent=agent.name,
+        role=agent.role,
+        input_tokens=sum(len(m.content) for m in messages) // 4,
+        schema_fields=fields_,
+        schema_depth=depth,
+        tools=len(agent.tools) if allow_tools else 0,
+    )
+
+
+@functools.cache
+def _shape(output: type[BaseModel]) -> tuple[int, int]:
+    return schema_shape(output.model_json_schema())
 
 
 def _records(recorder: Recorder) -> bool:

@@ -47,12 +47,14 @@ class Agent(Generic[In, Out]):
         output: Pydantic model the agent must answer with; the model is asked for JSON matching
             its schema and the answer is validated, with one repair attempt.
         tools: Tools the model may call.
-        model: A tier name (`small`, `medium`, `large`) or a concrete model (`sim:default`).
+        model: A tier name (`small`, `medium`, `large`), `auto` (the router picks a tier per
+            call from the call's complexity) or a concrete model (`sim:small`).
         max_output_tokens: Upper bound on the answer's length (also the budget reservation).
         temperature: Sampling temperature.
         limits: Per-call bounds (tool rounds, invalid tool calls, repairs).
         fallback: An agent with the same contract to try when this one fails.
         cache: Whether this agent's calls may be answered from the response cache.
+        role: A hint for routing (`planner`, `reviewer`, `judge`, `synthesizer` count as heavy).
     """
 
     name: str
@@ -68,6 +70,8 @@ class Agent(Generic[In, Out]):
     cache: bool = True
     """Use the response cache when it is enabled (`guards.cache`); False for agents whose
     answers must always be fresh."""
+    role: str | None = None
+    """What the agent does (`planner`, `reviewer`, ...): a hint for `model="auto"` routing."""
 
     def __post_init__(self) -> None:
         names = [t.name for t in self.tools]

@@ -27,6 +27,7 @@ from corral.guards.policy import (
     RateLimit,
     RetryPolicy,
 )
+from corral.guards.router import RouterPolicy
 
 __all__ = [
     "AppConfig",
@@ -261,13 +262,14 @@ _SECTIONS: dict[str, type[Any]] = {
     "retry": RetryPolicy,
     "limiter": LimiterPolicy,
     "cache": CachePolicy,
+    "router": RouterPolicy,
 }
 
 
 def _policy(cls: type[Any], data: Any, key: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError("must be a table", key=key)
-    known = {f.name for f in fields(cls) if f.name != "failure_predicate"}
+    known = {f.name for f in fields(cls) if f.name not in ("failure_predicate", "scorer")}
     for name in data:
         if name not in known:
             raise ConfigError(f"unknown key; known keys: {sorted(known)}", key=f"{key}.{name}")

@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from corral.errors import ConfigError
+from corral.guards.router import RouterPolicy
 
 __all__ = [
     "PRIORITIES",
@@ -232,6 +233,7 @@ class GuardPolicies:
     retry: RetryPolicy = RetryPolicy()
     limiter: LimiterPolicy = LimiterPolicy()
     cache: CachePolicy = CachePolicy()
+    router: RouterPolicy = RouterPolicy()
     limits: dict[str, RateLimit] = field(default_factory=dict)
     """Rate limits by key: `model:<name>`, `provider:<name>`, `tenant:<id>` or `tenant:*`."""
     daily: dict[str, DailyLimit] = field(default_factory=dict)
