@@ -43,7 +43,14 @@ class Report(BaseModel):
 
 
 def x(**kw: object) -> RouteInput:
-    base = dict(agent="a", role=None, input_tokens=10, schema_fields=1, schema_depth=1, tools=0)
+    base = {
+        "agent": "a",
+        "role": None,
+        "input_tokens": 10,
+        "schema_fields": 1,
+        "schema_depth": 1,
+        "tools": 0,
+    }
     base.update(kw)
     return RouteInput(**base)  # type: ignore[arg-type]
 
@@ -116,7 +123,7 @@ async def test_budget_degrade_moves_a_routed_tier_one_step_down():
         return await ctx.call(deep, Q(text=long + " again"))
 
     result = await app.run("twice", {"text": "hi"})
-    guards = [s for s in recorder.spans_of(result.run_id, "guard")]
+    guards = list(recorder.spans_of(result.run_id, "guard"))
     assert [g.name for g in guards][:3] == ["route", "route", "degrade"]
     assert [s.model for s in recorder.spans_of(result.run_id, "model")] == [
         "sim:large",
