@@ -38,7 +38,7 @@ from corral.guards.chain import GuardEvent, Guards, ModelCaller
 from corral.model import Message, ModelRequest, ModelResponse
 from corral.models.pricing import Priced
 from corral.models.sim import SimModel
-from corral.testing import SpanRecorder, VirtualClock
+from corral.testing import CountingModel, SpanRecorder, VirtualClock
 
 D = Decimal
 PRICES = {"const": ModelPrice(input_per_mtok=D(1), output_per_mtok=D(2))}
@@ -244,26 +244,11 @@ async def _failing(policies: GuardPolicies) -> Any:
     return result.usage if result.usage.calls else _attempts(app)
 
 
-class _Counting:
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.calls = 0
-
-    @property
-    def name(self) -> str:
-        return str(self.inner.name)
-
-    async def complete(self, request: ModelRequest) -> ModelResponse:
-        self.calls += 1
-        response: ModelResponse = await self.inner.complete(request)
-        return response
-
-
 async def _outage(policies: GuardPolicies) -> Any:
     from corral.model import Usage
 
     clock = VirtualClock()
-    primary = _Counting(SimModel("sim:small", SimConfig(outages=((0.0, 60.0),)), clock=clock))
+    primary = CountingModel(SimModel("sim:small", SimConfig(outages=((0.0, 60.0),)), clock=clock))
     backup = SimModel("simb:backup", SimConfig(), clock=clock)
     app = App(
         AppConfig(
@@ -299,7 +284,7 @@ async def _storm(policies: GuardPolicies) -> Any:
     from corral.model import Usage
 
     clock = VirtualClock()
-    sim = _Counting(SimModel("sim:small", SimConfig(rpm=60), clock=clock))
+    sim = CountingModel(SimModel("sim:small", SimConfig(rpm=60), clock=clock))
     on = policies.retry.max_attempts <= 3
     limits = {"model:sim:small": RateLimit(rpm=59, burst_s=1)} if on else {}
     app = App(

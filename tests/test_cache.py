@@ -9,9 +9,9 @@ from pydantic import BaseModel
 from corral import Agent, App, AppConfig, RunContext, SimConfig
 from corral.guards import CachePolicy, GuardPolicies
 from corral.guards.cache import cache_key
-from corral.model import Message, ModelRequest, ModelResponse
+from corral.model import Message, ModelRequest
 from corral.models.sim import SimModel
-from corral.testing import SpanRecorder, VirtualClock
+from corral.testing import CountingModel, SpanRecorder, VirtualClock
 
 
 class Q(BaseModel):
@@ -22,26 +22,11 @@ class A(BaseModel):
     answer: str
 
 
-class Counted:
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.calls = 0
-
-    @property
-    def name(self) -> str:
-        return str(self.inner.name)
-
-    async def complete(self, request: ModelRequest) -> ModelResponse:
-        self.calls += 1
-        response: ModelResponse = await self.inner.complete(request)
-        return response
-
-
 def make(
     tmp_path: Any, *, policy: CachePolicy | None = None, sim: SimConfig | None = None, **agent: Any
-) -> tuple[App, Counted, SpanRecorder, VirtualClock]:
+) -> tuple[App, CountingModel, SpanRecorder, VirtualClock]:
     clock = VirtualClock()
-    model = Counted(SimModel("sim:small", sim or SimConfig(), clock=clock))
+    model = CountingModel(SimModel("sim:small", sim or SimConfig(), clock=clock))
     recorder = SpanRecorder()
     app = App(
         AppConfig(

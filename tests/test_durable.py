@@ -6,9 +6,8 @@ import pytest
 from pydantic import BaseModel
 
 from corral import Agent, App, AppConfig, RunContext
-from corral.model import ModelRequest, ModelResponse
 from corral.models.sim import SimModel
-from corral.testing import FakeClock
+from corral.testing import CountingModel, FakeClock
 
 
 class Q(BaseModel):
@@ -19,18 +18,8 @@ class A(BaseModel):
     answer: str
 
 
-class Counting:
-    def __init__(self) -> None:
-        self.inner = SimModel("sim:small", clock=FakeClock())
-        self.calls = 0
-
-    @property
-    def name(self) -> str:
-        return "count:sim"
-
-    async def complete(self, request: ModelRequest) -> ModelResponse:
-        self.calls += 1
-        return await self.inner.complete(request)
+def Counting() -> CountingModel:  # reads like the class it builds
+    return CountingModel(SimModel("sim:small", clock=FakeClock()), name="count:sim")
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +29,7 @@ def durable_db(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 async def test_same_run_id_twice_executes_once_and_both_get_the_result(durable_db):
-    model = Counting()
+    model = counting_sim()
     app = App(
         AppConfig(database=durable_db, tiers={"small": "count:sim"}), models={"count:sim": model}
     )
@@ -60,7 +49,7 @@ async def test_same_run_id_twice_executes_once_and_both_get_the_result(durable_d
 
 
 async def test_parallel_calls_journal_under_program_order_ids(durable_db):
-    model = Counting()
+    model = counting_sim()
     app = App(
         AppConfig(database=durable_db, tiers={"small": "count:sim"}), models={"count:sim": model}
     )

@@ -24,9 +24,8 @@ from corral.guards import (
     RateLimit,
     RetryPolicy,
 )
-from corral.model import ModelRequest, ModelResponse
 from corral.models.sim import SimModel
-from corral.testing import SpanRecorder, VirtualClock
+from corral.testing import CountingModel, SpanRecorder, VirtualClock
 
 D = Decimal
 
@@ -42,28 +41,6 @@ class Draft(BaseModel):
 class Review(BaseModel):
     verdict: Literal["revise"]
     notes: str
-
-
-class Counted:
-    """Wraps a model and counts what reached it (what a provider would bill)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.calls = 0
-        self.errors: Counter[str] = Counter()
-
-    @property
-    def name(self) -> str:
-        return str(self.inner.name)
-
-    async def complete(self, request: ModelRequest) -> ModelResponse:
-        self.calls += 1
-        try:
-            response: ModelResponse = await self.inner.complete(request)
-        except Exception as exc:
-            self.errors[type(exc).__name__] += 1
-            raise
-        return response
 
 
 def app_with(
@@ -122,7 +99,7 @@ async def test_two_agents_ping_ponging_forever_are_stopped_with_the_cycle_named(
 
 async def test_a_provider_failing_forever_costs_at_most_3_attempts_and_10_percent_retries():
     clock = VirtualClock()
-    sim = Counted(SimModel("sim:small", SimConfig(error_rate=1.0), clock=clock))
+    sim = CountingModel(SimModel("sim:small", SimConfig(error_rate=1.0), clock=clock))
     guards = GuardPolicies(
         breaker=BreakerPolicy(minimum_calls=10_000, window_size=10_000),  # isolate the retries
     )
@@ -147,7 +124,7 @@ async def test_a_provider_failing_forever_costs_at_most_3_attempts_and_10_percen
 
 async def test_same_error_streak_stops_the_agent_and_raises_an_alert():
     clock = VirtualClock()
-    sim = Counted(SimModel("sim:small", SimConfig(error_rate=1.0), clock=clock))
+    sim = CountingModel(SimModel("sim:small", SimConfig(error_rate=1.0), clock=clock))
     app, recorder = app_with(clock, models={"sim:small": sim})
     agent = Agent(name="flaky", instructions="x", input=Task, output=Draft)
 
@@ -168,8 +145,10 @@ async def test_same_error_streak_stops_the_agent_and_raises_an_alert():
 
 async def test_an_outage_opens_the_breaker_the_fallback_answers_then_it_closes():
     clock = VirtualClock()
-    primary = Counted(SimModel("sim:primary", SimConfig(outages=((10.0, 40.0),)), clock=clock))
-    backup = Counted(SimModel("simb:backup", SimConfig(), clock=clock))
+    primary = CountingModel(
+        SimModel("sim:primary", SimConfig(outages=((10.0, 40.0),)), clock=clock)
+    )
+    backup = CountingModel(SimModel("simb:backup", SimConfig(), clock=clock))
     guards = GuardPolicies(
         breaker=BreakerPolicy(
             window_size=10, minimum_calls=5, wait_in_open_s=15, permitted_in_half_open=2
@@ -211,7 +190,7 @@ async def test_an_outage_opens_the_breaker_the_fallback_answers_then_it_closes()
 
 async def test_a_429_storm_is_queued_by_the_limiter_and_every_run_completes():
     clock = VirtualClock()
-    sim = Counted(SimModel("sim:small", SimConfig(rpm=60), clock=clock))
+    sim = CountingModel(SimModel("sim:small", SimConfig(rpm=60), clock=clock))
     guards = GuardPolicies(limits={"model:sim:small": RateLimit(rpm=60, burst_s=1)})
     app, _ = app_with(clock, guards=guards, models={"sim:small": sim})
     agent = Agent(name="triage", instructions="Triage.", input=Task, output=Draft)
@@ -231,7 +210,7 @@ async def test_a_429_storm_is_queued_by_the_limiter_and_every_run_completes():
 async def test_without_the_limiter_the_same_storm_loses_runs():
     """The control for the test above: the provider's 429s exhaust retries."""
     clock = VirtualClock()
-    sim = Counted(SimModel("sim:small", SimConfig(rpm=60), clock=clock))
+    sim = CountingModel(SimModel("sim:small", SimConfig(rpm=60), clock=clock))
     app, _ = app_with(clock, models={"sim:small": sim})
     agent = Agent(name="triage", instructions="Triage.", input=Task, output=Draft)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -67,3 +67,29 @@ class FakeModel:
         if isinstance(step, (str, dict)):
             return reply(step, model=self._name)
         return step(request)
+
+
+class CountingModel:
+    """Wraps any model and counts what reached it: `calls`, and `errors` by exception type
+    (what a provider would have billed or refused)."""
+
+    def __init__(self, inner: Any, *, name: str | None = None) -> None:
+        self.inner = inner
+        self._name = name
+        self.calls = 0
+        self.errors: Counter[str] = Counter()
+        self.requests: list[ModelRequest] = []
+
+    @property
+    def name(self) -> str:
+        return self._name or str(self.inner.name)
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        self.calls += 1
+        self.requests.append(request)
+        try:
+            response: ModelResponse = await self.inner.complete(request)
+        except Exception as exc:
+            self.errors[type(exc).__name__] += 1
+            raise
+        return response
