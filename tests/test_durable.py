@@ -18,7 +18,7 @@ class A(BaseModel):
     answer: str
 
 
-def Counting() -> CountingModel:  # reads like the class it builds
+def counting_sim() -> CountingModel:
     return CountingModel(SimModel("sim:small", clock=FakeClock()), name="count:sim")
 
 
