@@ -338,3 +338,22 @@ def test_python_policies_are_validated_too():
         LoopPolicy(max_turns=0)
     with pytest.raises(ConfigError, match="guards.degrade_order"):
         AppConfig(guards=GuardPolicies(degrade_order=("huge", "small")))
+
+
+async def test_unpriced_models_warn_at_startup_and_are_charged_conservatively(caplog, tmp_path):
+    from decimal import Decimal
+
+    from corral.models.pricing import price_of
+
+    app = App(
+        AppConfig(
+            database=f"sqlite:///{tmp_path / 'p.db'}",
+            durable=False,
+            tiers={"small": "mystery:model-x"},
+        )
+    )
+    async with app:
+        pass
+    assert "mystery:model-x (small) has no known price" in caplog.text
+    # 1,000 input tokens at the conservative $15 per million: never free.
+    assert price_of("mystery:model-x", 1000, 0, {}) == Decimal("0.015")

@@ -198,6 +198,7 @@ class App:
                 self._recorder = self._store
             if self.config.guards.cache.enabled and self.guards.cache is None:
                 self.guards.cache = self._store
+            self._warn_unpriced()
             await self._ephemeral.launch(self._execute)
             if self.config.durable:
                 from corral.engine.dbos import DbosEngine
@@ -499,6 +500,23 @@ class App:
             "error": error,
             "usage": usage.to_dict(),
         }
+
+    def _warn_unpriced(self) -> None:
+        from corral.models.pricing import UNKNOWN_PRICE, known_price
+
+        chains = [(t, m) for t, m in self.config.tiers.items()]
+        chains += [(n, m) for n, ms in self.config.fallbacks.items() for m in ms]
+        for where, model in chains:
+            if not known_price(model, self.config.prices):
+                log.warning(
+                    "model %s (%s) has no known price: budgets will charge it $%s / $%s per "
+                    "million input / output tokens until you set prices.%s",
+                    model,
+                    where,
+                    UNKNOWN_PRICE.input_per_mtok,
+                    UNKNOWN_PRICE.output_per_mtok,
+                    model.split(":", 1)[0],
+                )
 
     def _workflow_named(self, name: str) -> Workflow:
         wf = self._workflows.get(name)

@@ -2,7 +2,8 @@
 
 Configured prices (`AppConfig.prices`, per provider or per concrete model) come first: that is how
 `sim` and `local` get a price, so cost governance is exercised offline. Otherwise the
-`genai-prices` package prices known hosted models. An unknown model costs 0 and is logged once.
+`genai-prices` package prices known hosted models. A model with no price at all is charged
+conservatively (`UNKNOWN_PRICE`) so budgets hold, with a warning at startup and on first use.
 """
 
 from __future__ import annotations
@@ -14,11 +15,32 @@ from typing import Literal
 from corral.config import ModelPrice
 from corral.model import Model, ModelRequest, ModelResponse
 
-__all__ = ["Priced", "price_of"]
+__all__ = ["UNKNOWN_PRICE", "Priced", "known_price", "price_of"]
 
 log = logging.getLogger(__name__)
 _MILLION = Decimal(1_000_000)
 _warned: set[str] = set()
+UNKNOWN_PRICE = ModelPrice(input_per_mtok=Decimal(15), output_per_mtok=Decimal(75))
+"""What a model with no known price is charged: as much as the priciest common models, so a
+budget is never bypassed by a model nobody priced (configure `prices` to fix the number)."""
+
+
+def known_price(model: str, prices: dict[str, ModelPrice]) -> bool:
+    """Whether `model` has a configured price or one `genai-prices` knows."""
+    provider, _, variant = model.partition(":")
+    if prices.get(model) or prices.get(provider):
+        return True
+    try:
+        from genai_prices import Usage, calc_price
+
+        calc_price(
+            Usage(input_tokens=1, output_tokens=1),
+            model_ref=variant or provider,
+            provider_id=provider if variant else None,
+        )
+    except LookupError:
+        return False
+    return True
 
 
 def price_of(
@@ -43,8 +65,17 @@ def price_of(
     except LookupError:
         if model not in _warned:
             _warned.add(model)
-            log.warning("no price known for model %s; its calls are costed at 0", model)
-        return Decimal(0)
+            log.warning(
+                "no price known for model %s; its calls are charged conservatively at $%s / $%s "
+                "per million input / output tokens (set `prices` to fix)",
+                model,
+                UNKNOWN_PRICE.input_per_mtok,
+                UNKNOWN_PRICE.output_per_mtok,
+            )
+        return (
+            UNKNOWN_PRICE.input_per_mtok * input_tokens
+            + UNKNOWN_PRICE.output_per_mtok * output_tokens
+        ) / _MILLION
 
 
 class Priced:
