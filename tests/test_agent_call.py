@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 import pytest
 from pydantic import BaseModel, Field
@@ -42,7 +43,8 @@ async def test_valid_output_is_returned_typed_with_usage_and_spans():
     result = await app.run("ask", {"text": "meaning of life?"})
     assert result.ok and result.output == Answer(answer="42", score=5)
     assert result.usage.calls == 1 and result.usage.input_tokens == 10
-    assert result.cost_usd == 0  # fake:model has no configured price
+    # fake:model has no price anywhere: charged conservatively ($15 / $75 per million tokens).
+    assert result.cost_usd == Decimal("0.000525")
     kinds = [(s.kind, s.step_id, s.status) for s in recorder.spans_of(result.run_id)]
     assert ("model", "1.1", "ok") in kinds and ("agent", "1", "ok") in kinds
     request = model.requests[0]

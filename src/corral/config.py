@@ -84,11 +84,12 @@ class ProviderConfig:
     """How to reach a hosted provider. Keys are never in the config: only the name of the
     environment variable that holds one."""
 
-    kind: Literal["openai"] = "openai"
+    kind: Literal["openai", "anthropic"] = "openai"
     """`openai`: anything speaking OpenAI's `/v1/chat/completions` (OpenAI, Azure, vLLM,
-    Ollama, llama.cpp's server, `corral sim serve`)."""
+    Ollama, llama.cpp's server, `corral sim serve`); `anthropic`: the Messages API."""
     base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
+    api_key_env: str | None = None
+    """The environment variable holding the key (default OPENAI_API_KEY or ANTHROPIC_API_KEY)."""
     timeout_s: float = 120.0
 
 
@@ -188,9 +189,9 @@ class _SimFile(_Strict):
 
 
 class _ProviderFile(_Strict):
-    kind: Literal["openai"] = "openai"
+    kind: Literal["openai", "anthropic"] = "openai"
     base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
+    api_key_env: str | None = None
     timeout_s: float = Field(120.0, gt=0)
 
 

@@ -9,7 +9,7 @@ from corral.model import Model
 
 __all__ = ["PROVIDERS", "build_model"]
 
-PROVIDERS = ("local", "openai", "sim")
+PROVIDERS = ("anthropic", "local", "openai", "sim")
 """Built-in providers; more come from `AppConfig.providers`."""
 
 
@@ -29,8 +29,25 @@ def build_model(name: str, config: AppConfig, clock: Clock) -> Model:
         from corral.models.local import LocalModel
 
         return LocalModel(name)
-    if provider in config.providers or provider == "openai":
-        settings = config.providers.get(provider)
+    settings = config.providers.get(provider)
+    kind = settings.kind if settings is not None else provider
+    if kind == "anthropic":
+        try:
+            from corral.models.anthropic_messages import AnthropicModel
+        except ModuleNotFoundError as exc:
+            raise ConfigError(
+                f"provider {provider!r} needs the anthropic SDK: pip install 'corral[anthropic]'",
+                key=f"providers.{provider}",
+            ) from exc
+        if settings is None:
+            return AnthropicModel(name)
+        return AnthropicModel(
+            name,
+            base_url=settings.base_url,
+            api_key_env=settings.api_key_env or "ANTHROPIC_API_KEY",
+            timeout_s=settings.timeout_s,
+        )
+    if kind == "openai":
         try:
             from corral.models.openai_compat import OpenAIModel
         except ModuleNotFoundError as exc:
@@ -43,7 +60,7 @@ def build_model(name: str, config: AppConfig, clock: Clock) -> Model:
         return OpenAIModel(
             name,
             base_url=settings.base_url,
-            api_key_env=settings.api_key_env,
+            api_key_env=settings.api_key_env or "OPENAI_API_KEY",
             timeout_s=settings.timeout_s,
         )
     raise UnknownNameError("provider", provider, [*PROVIDERS, *config.providers])
