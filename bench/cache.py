@@ -37,10 +37,10 @@ async def main() -> None:
     args = parser.parse_args()
     store = await SqlStore.open(f"sqlite:///{tempfile.mkdtemp()}/cache.db")
     value = {"text": '{"category": "billing"}', "model": "sim:small", "tool_calls": []}
-    far = time.time() + 3600
+    now = time.time()
     await asyncio.gather(
         *(
-            store.cache_put("tenant:*", cache_key(request(i)), value, far)
+            store.cache_put("tenant:*", cache_key(request(i)), value, now=now, ttl_s=3600)
             for i in range(args.entries)
         )
     )

@@ -251,7 +251,7 @@ def test_importing_corral_pulls_in_no_adapter_or_sdk():
         "bad = sorted({m.split('.')[0] for m in sys.modules} - set(std) - set(sys.builtin_module_names)"
         " - {m for m in sys.modules if m.startswith(allowed)})\n"
         "adapters = sorted(m for m in sys.modules if m.startswith(('corral.engine', 'corral.store',"
-        " 'corral.models', 'corral.cli')))\n"
+        " 'corral.models', 'corral.cli', 'corral.server', 'corral.state')))\n"
         "print(bad, adapters)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

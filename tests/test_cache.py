@@ -116,3 +116,40 @@ def test_the_key_covers_everything_that_changes_the_answer():
     assert len(keys) == 1 + len(variants)
     same = ModelRequest(model="m", messages=(Message(role="user", content="hi"),))
     assert cache_key(same) == cache_key(base)
+
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+async def test_the_cache_can_live_in_redis_for_many_workers(tmp_path):
+    redis = __import__("pytest").importorskip("redis.asyncio", reason="pip install corral[redis]")
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except Exception as exc:  # any connection failure means "no server here"
+        await client.aclose()
+        __import__("pytest").skip(f"Redis is not reachable at {REDIS_URL}: {exc}")
+    await client.flushdb()
+    policy = CachePolicy(enabled=True, backend="redis", redis_url=REDIS_URL)
+    first_app, first_model, _, _ = make(tmp_path / "w1", policy=policy)
+    second_app, second_model, recorder, _ = make(tmp_path / "w2", policy=policy)
+    async with first_app:
+        await first_app.run("ask", {"text": "shared question"})
+    async with second_app:  # another worker, another database: the answer comes from Redis
+        result = await second_app.run("ask", {"text": "shared question"})
+    assert first_model.calls == 1 and second_model.calls == 0
+    assert hits(recorder, result.run_id)
+    assert await client.dbsize() == 1
+    await client.flushdb()
+    await client.aclose()
+
+
+async def test_an_unreachable_redis_cache_never_fails_a_run(tmp_path):
+    __import__("pytest").importorskip("redis.asyncio", reason="pip install corral[redis]")
+    policy = CachePolicy(enabled=True, backend="redis", redis_url="redis://127.0.0.1:9/0")
+    app, model, _, _ = make(tmp_path, policy=policy)
+    async with app:
+        first = await app.run("ask", {"text": "q"})
+        second = await app.run("ask", {"text": "q"})
+        errors = app.guards.cache.errors  # type: ignore[union-attr]
+    assert first.ok and second.ok and model.calls == 2 and errors >= 2

@@ -196,8 +196,14 @@ class App:
             self._store = await SqlStore.open(self.config.database)
             if self._recorder is None:
                 self._recorder = self._store
-            if self.config.guards.cache.enabled and self.guards.cache is None:
-                self.guards.cache = self._store
+            cache_policy = self.config.guards.cache
+            if cache_policy.enabled and self.guards.cache is None:
+                if cache_policy.backend == "redis":
+                    from corral.state.redis_cache import RedisCache
+
+                    self.guards.cache = RedisCache(cache_policy.redis_url)
+                else:
+                    self.guards.cache = self._store
             self._warn_unpriced()
             await self._ephemeral.launch(self._execute)
             if self.config.durable:
@@ -216,6 +222,11 @@ class App:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.guards.close()
+        if self.guards.cache is not None and self.guards.cache is not self._store:
+            close = getattr(self.guards.cache, "aclose", None)
+            if close is not None:
+                await close()
+            self.guards.cache = None
         for model in self._models.values():
             close = getattr(model, "aclose", None)
             if close is not None:

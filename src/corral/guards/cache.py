@@ -27,9 +27,9 @@ class ResponseCache(Protocol):
         ...
 
     async def cache_put(
-        self, namespace: str, key: str, value: dict[str, Any], expires_at: float
+        self, namespace: str, key: str, value: dict[str, Any], *, now: float, ttl_s: float
     ) -> None:
-        """Store an answer until `expires_at` (epoch seconds)."""
+        """Store an answer for `ttl_s` seconds from `now` (epoch seconds, the app's clock)."""
         ...
 
 
@@ -69,6 +69,6 @@ class MemoryCache:
         return found[1]
 
     async def cache_put(
-        self, namespace: str, key: str, value: dict[str, Any], expires_at: float
+        self, namespace: str, key: str, value: dict[str, Any], *, now: float, ttl_s: float
     ) -> None:
-        self._entries[(namespace, key)] = (expires_at, value)
+        self._entries[(namespace, key)] = (now + ttl_s, value)

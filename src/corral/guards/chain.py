@@ -261,8 +261,12 @@ class ModelCaller:
 
     async def _cache_put(self, key: tuple[str, str], response: ModelResponse) -> None:
         assert self.guards.cache is not None
-        expires = self.guards.clock.now().timestamp() + self.guards.policies.cache.ttl_s
-        await self.guards.cache.cache_put(*key, response.to_dict(), expires)
+        await self.guards.cache.cache_put(
+            *key,
+            response.to_dict(),
+            now=self.guards.clock.now().timestamp(),
+            ttl_s=self.guards.policies.cache.ttl_s,
+        )
 
     async def _with_retries(self, model: Model, request: ModelRequest) -> ModelResponse:
         policy = self.guards.policies.retry

@@ -216,6 +216,9 @@ class CachePolicy:
     """Calls sampled above this temperature are not cached (their answers are meant to vary)."""
     per_tenant: bool = True
     """Each tenant has its own namespace: one tenant never gets another's cached answer."""
+    backend: Literal["database", "redis"] = "database"
+    """Where answers are kept: the run database, or Redis (shared by many workers)."""
+    redis_url: str = "redis://127.0.0.1:6379/0"
 
     def __post_init__(self) -> None:
         _check(self, "guards.cache")

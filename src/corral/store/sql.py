@@ -351,14 +351,14 @@ class SqlStore:
         return await self._call(read)
 
     async def cache_put(
-        self, namespace: str, key: str, value: dict[str, Any], expires_at: float
+        self, namespace: str, key: str, value: dict[str, Any], *, now: float, ttl_s: float
     ) -> None:
-        """Store an answer until `expires_at`."""
+        """Store an answer for `ttl_s` seconds from `now`."""
         values = {
             "namespace": namespace,
             "key": key,
             "value": json.dumps(value, separators=(",", ":")),
-            "expires_at": expires_at,
+            "expires_at": now + ttl_s,
         }
         await self._write(lambda conn: conn.execute(self._upserts["cache"], values))
 

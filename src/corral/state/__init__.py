@@ -1,0 +1,1 @@
+"""Shared state backends for many processes (Redis). Adapters: imported only on use."""

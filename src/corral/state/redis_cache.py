@@ -1,0 +1,71 @@
+"""The response cache in Redis, shared by every worker: `SET key value PX ttl`.
+
+Keys are `corral:cache:<namespace>:<key>`; Redis expires them itself, so the cache needs no
+cleanup job. A Redis that cannot be reached makes a lookup a miss and a store a no-op (logged
+once per minute): a cache must never fail a run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+__all__ = ["RedisCache"]
+
+log = logging.getLogger(__name__)
+
+
+class RedisCache:
+    """A `ResponseCache` in Redis.
+
+    Args:
+        url: `redis://host:port/db`.
+        prefix: Key prefix (several apps can share one Redis).
+    """
+
+    def __init__(self, url: str, *, prefix: str = "corral:cache") -> None:
+        self._redis = aioredis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self._prefix = prefix
+        self._url = url
+        self._warned_at = 0.0
+        self.errors = 0
+        """Redis failures seen (lookups treated as misses, stores skipped)."""
+
+    def _key(self, namespace: str, key: str) -> str:
+        return f"{self._prefix}:{namespace}:{key}"
+
+    def _failed(self, exc: RedisError) -> None:
+        self.errors += 1
+        now = time.monotonic()
+        if now - self._warned_at > 60:
+            self._warned_at = now
+            log.warning("response cache at %s unavailable (%s); running without it", self._url, exc)
+
+    async def cache_get(self, namespace: str, key: str, now: float) -> dict[str, Any] | None:
+        try:
+            raw = await self._redis.get(self._key(namespace, key))
+        except RedisError as exc:
+            self._failed(exc)
+            return None
+        return None if raw is None else dict(json.loads(raw))
+
+    async def cache_put(
+        self, namespace: str, key: str, value: dict[str, Any], *, now: float, ttl_s: float
+    ) -> None:
+        # Redis keeps its own time: the entry lives `ttl_s` from when Redis stores it.
+        try:
+            await self._redis.set(
+                self._key(namespace, key),
+                json.dumps(value, separators=(",", ":")),
+                px=max(1, int(ttl_s * 1000)),
+            )
+        except RedisError as exc:
+            self._failed(exc)
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
