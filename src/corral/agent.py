@@ -72,6 +72,9 @@ class Agent(Generic[In, Out]):
     answers must always be fresh."""
     role: str | None = None
     """What the agent does (`planner`, `reviewer`, ...): a hint for `model="auto"` routing."""
+    semantic_cache: bool = False
+    """Opt in to the semantic cache: an input that means the same as an earlier one (cosine
+    similarity >= `guards.cache.semantic_threshold`) gets that answer. Needs the cache on."""
 
     def __post_init__(self) -> None:
         names = [t.name for t in self.tools]

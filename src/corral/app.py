@@ -204,6 +204,15 @@ class App:
                     self.guards.cache = RedisCache(cache_policy.redis_url)
                 else:
                     self.guards.cache = self._store
+            if cache_policy.enabled and self.guards.semantic is None:
+                try:
+                    from corral.models.semantic_cache import StoredSemanticCache
+                except ModuleNotFoundError as exc:  # numpy missing: no semantic cache
+                    log.warning(
+                        "semantic cache unavailable (%s): pip install corral[semantic]", exc
+                    )
+                else:
+                    self.guards.semantic = StoredSemanticCache(self._store)
             self._warn_unpriced()
             await self._ephemeral.launch(self._execute)
             if self.config.durable:
@@ -226,7 +235,8 @@ class App:
             close = getattr(self.guards.cache, "aclose", None)
             if close is not None:
                 await close()
-            self.guards.cache = None
+        self.guards.cache = None
+        self.guards.semantic = None
         for model in self._models.values():
             close = getattr(model, "aclose", None)
             if close is not None:

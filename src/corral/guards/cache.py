@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from corral.clock import Clock
 from corral.model import ModelRequest
 
-__all__ = ["MemoryCache", "ResponseCache", "cache_key"]
+__all__ = ["MemoryCache", "ResponseCache", "SemanticCache", "cache_key"]
 
 
 class ResponseCache(Protocol):
@@ -30,6 +30,29 @@ class ResponseCache(Protocol):
         self, namespace: str, key: str, value: dict[str, Any], *, now: float, ttl_s: float
     ) -> None:
         """Store an answer for `ttl_s` seconds from `now` (epoch seconds, the app's clock)."""
+        ...
+
+
+class SemanticCache(Protocol):
+    """Answers found by meaning: same agent, same output schema, a similar enough input."""
+
+    async def lookup(
+        self, scope: tuple[str, str, str], text: str, *, now: float, threshold: float
+    ) -> tuple[dict[str, Any], float] | None:
+        """The stored answer whose input is most similar to `text` (and the similarity), if it
+        reaches `threshold`. `scope` is (namespace, agent, schema key)."""
+        ...
+
+    async def add(
+        self,
+        scope: tuple[str, str, str],
+        text: str,
+        value: dict[str, Any],
+        *,
+        now: float,
+        ttl_s: float,
+    ) -> None:
+        """Remember `value` as the answer to `text` in `scope`."""
         ...
 
 

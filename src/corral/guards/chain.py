@@ -37,7 +37,7 @@ from corral.errors import (
 )
 from corral.guards.breaker import BreakerRegistry, Permit
 from corral.guards.budget import Cost, DailyLedger, Reservation, RunBudget
-from corral.guards.cache import ResponseCache, cache_key
+from corral.guards.cache import ResponseCache, SemanticCache, cache_key
 from corral.guards.kill import KillSwitch
 from corral.guards.limiter import RateLimiter, Ticket
 from corral.guards.loops import LoopGuard
@@ -92,6 +92,8 @@ class Guards:
         self.rng = random.Random(seed)
         self.cache: ResponseCache | None = None
         """Where cached answers live; set by the app when `policies.cache.enabled`."""
+        self.semantic: SemanticCache | None = None
+        """The semantic cache; set by the app when `policies.cache.enabled`."""
 
     async def close(self) -> None:
         """Stop the guards' own tasks (the rate limiter's admission timer)."""
@@ -150,7 +152,14 @@ class ModelCaller:
     """Makes one model call of one agent through the whole chain."""
 
     def __init__(
-        self, run: RunGuards, *, agent: str, timeout_s: float, emit: Emit, cache: bool = True
+        self,
+        run: RunGuards,
+        *,
+        agent: str,
+        timeout_s: float,
+        emit: Emit,
+        cache: bool = True,
+        semantic: bool = False,
     ) -> None:
         self.run = run
         self.guards = run.guards
@@ -158,6 +167,7 @@ class ModelCaller:
         self.timeout_s = timeout_s
         self.emit = emit
         self.use_cache = cache
+        self.use_semantic = semantic
 
     async def call(self, models: list[Model], request: ModelRequest) -> ModelResponse:
         """Answer `request` with the first model of the chain that can.
@@ -207,10 +217,17 @@ class ModelCaller:
                 hit = await self._cache_get(key)
                 if hit is not None:
                     return hit
+            meaning = self._semantic_scope(asked) if key is not None else None
+            if meaning is not None:
+                hit = await self._semantic_get(*meaning)
+                if hit is not None:
+                    return hit
             try:
                 response = await self._with_retries(model, asked)
                 if key is not None:
                     await self._cache_put(key, response)
+                if meaning is not None and not response.tool_calls:
+                    await self._semantic_put(*meaning, response)
                 return response
             except CircuitOpenError as exc:
                 last = exc
@@ -263,6 +280,67 @@ class ModelCaller:
         assert self.guards.cache is not None
         await self.guards.cache.cache_put(
             *key,
+            response.to_dict(),
+            now=self.guards.clock.now().timestamp(),
+            ttl_s=self.guards.policies.cache.ttl_s,
+        )
+
+    def _semantic_scope(self, request: ModelRequest) -> tuple[tuple[str, str, str], str] | None:
+        """(scope, text) when this call may use the semantic cache: the agent opted in, and it
+        is the first turn (no tool results yet) of a structured call."""
+        if not self.use_semantic or self.guards.semantic is None or request.output_schema is None:
+            return None
+        if any(m.role in ("tool", "assistant") for m in request.messages):
+            return None
+        users = [m.content for m in request.messages if m.role == "user"]
+        if not users:
+            return None
+        tenant = (
+            self.run.tenant if self.guards.policies.cache.per_tenant and self.run.tenant else "*"
+        )
+        schema = cache_key(ModelRequest(model="", messages=(), output_schema=request.output_schema))
+        return (f"tenant:{tenant}", self.agent, schema), users[-1]
+
+    async def _semantic_get(self, scope: tuple[str, str, str], text: str) -> ModelResponse | None:
+        assert self.guards.semantic is not None
+        policy = self.guards.policies.cache
+        found = await self.guards.semantic.lookup(
+            scope,
+            text,
+            now=self.guards.clock.now().timestamp(),
+            threshold=policy.semantic_threshold,
+        )
+        if found is None:
+            return None
+        value, similarity = found
+        original = ModelResponse.from_dict(value)
+        await self.emit(
+            GuardEvent(
+                kind="cache_hit",
+                detail={
+                    "cache": "semantic",
+                    "similarity": round(similarity, 4),
+                    "threshold": policy.semantic_threshold,
+                    "saved_usd": str(original.cost_usd or 0),
+                },
+            )
+        )
+        return replace(
+            original,
+            input_tokens=0,
+            output_tokens=0,
+            cost_usd=Decimal(0),
+            latency_s=0.0,
+            cached=True,
+        )
+
+    async def _semantic_put(
+        self, scope: tuple[str, str, str], text: str, response: ModelResponse
+    ) -> None:
+        assert self.guards.semantic is not None
+        await self.guards.semantic.add(
+            scope,
+            text,
             response.to_dict(),
             now=self.guards.clock.now().timestamp(),
             ttl_s=self.guards.policies.cache.ttl_s,

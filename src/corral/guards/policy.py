@@ -219,11 +219,17 @@ class CachePolicy:
     backend: Literal["database", "redis"] = "database"
     """Where answers are kept: the run database, or Redis (shared by many workers)."""
     redis_url: str = "redis://127.0.0.1:6379/0"
+    semantic_threshold: float = 0.95
+    """Semantic cache (agents opt in with `Agent(semantic_cache=True)`): a stored answer of the
+    same agent and output schema is reused when its input's embedding has at least this cosine
+    similarity to the new input's."""
 
     def __post_init__(self) -> None:
         _check(self, "guards.cache")
         if self.ttl_s <= 0:
             raise ConfigError("must be > 0", key="guards.cache.ttl_s")
+        if not 0 < self.semantic_threshold <= 1:
+            raise ConfigError("must be in (0, 1]", key="guards.cache.semantic_threshold")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

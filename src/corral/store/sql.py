@@ -37,8 +37,8 @@ from corral.trace import RunRecord, Span
 
 __all__ = ["SCHEMA_VERSION", "SqlStore", "make_engine"]
 
-SCHEMA_VERSION = 2
-_CHANGELOG = {1: "runs, spans, steps, effects", 2: "response cache"}
+SCHEMA_VERSION = 3
+_CHANGELOG = {1: "runs, spans, steps, effects", 2: "response cache", 3: "semantic cache"}
 
 VERSION_TABLE = "corral_alembic_version"
 """Corral's own Alembic version table (an application's Alembic history stays separate)."""
@@ -116,6 +116,16 @@ cache = sa.Table(
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False, index=True),
+)
+semantic = sa.Table(
+    "corral_semantic",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("scope", sa.String(400), nullable=False, index=True),
+    sa.Column("embedder", sa.String(100), nullable=False),
+    sa.Column("vector", sa.LargeBinary, nullable=False),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
 )
 
 
@@ -361,6 +371,35 @@ class SqlStore:
             "expires_at": now + ttl_s,
         }
         await self._write(lambda conn: conn.execute(self._upserts["cache"], values))
+
+    async def semantic_rows(
+        self, scope: str, embedder: str, now: float
+    ) -> list[tuple[bytes, dict[str, Any], float]]:
+        """Unexpired semantic-cache entries of one scope: (vector bytes, value, expires_at)."""
+
+        def read() -> list[tuple[bytes, dict[str, Any], float]]:
+            query = sa.select(semantic.c.vector, semantic.c.value, semantic.c.expires_at).where(
+                semantic.c.scope == scope,
+                semantic.c.embedder == embedder,
+                semantic.c.expires_at > now,
+            )
+            with self.engine.connect() as conn:
+                return [(bytes(r[0]), json.loads(r[1]), float(r[2])) for r in conn.execute(query)]
+
+        return await self._call(read)
+
+    async def semantic_add(
+        self, scope: str, embedder: str, vector: bytes, value: dict[str, Any], expires_at: float
+    ) -> None:
+        """Store one semantic-cache entry."""
+        values = {
+            "scope": scope,
+            "embedder": embedder,
+            "vector": vector,
+            "value": json.dumps(value, separators=(",", ":")),
+            "expires_at": expires_at,
+        }
+        await self._write(lambda conn: conn.execute(semantic.insert().values(**values)))
 
     # -- journal --------------------------------------------------------------------------------
 
