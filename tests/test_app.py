@@ -356,3 +356,20 @@ async def test_unpriced_models_warn_at_startup_and_are_charged_conservatively(ca
     assert "mystery:model-x (small) has no known price" in caplog.text
     # 1,000 input tokens at the conservative $15 per million: never free.
     assert price_of("mystery:model-x", 1000, 0, {}) == Decimal("0.015")
+
+
+async def test_an_in_memory_database_keeps_runs_and_spans():
+    """`sqlite:///:memory:` is one database for every thread (the writer thread included)."""
+    from corral import Agent
+
+    app = App(AppConfig(database="sqlite:///:memory:", durable=False))
+    agent = Agent(name="echoer", instructions="Echo.", input=Ticket, output=Out)
+
+    @app.workflow
+    async def echo(ctx: RunContext, t: Ticket) -> Out:
+        return await ctx.call(agent, t)
+
+    async with app:
+        result = await app.run("echo", {"text": "hi"})
+        spans = await app.spans(result.run_id)
+    assert result.ok and sorted(s["kind"] for s in spans) == ["agent", "model"]

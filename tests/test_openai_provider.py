@@ -259,3 +259,29 @@ async def test_a_planted_key_is_in_no_stored_byte_and_no_log_line(
     stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("runs.db"))
     assert stored and KEY.encode() not in stored
     assert caplog.records and KEY not in caplog.text
+
+
+async def test_the_key_can_come_from_a_secrets_file(sim_server, monkeypatch, tmp_path):
+    base_url, state = await sim_server()
+    monkeypatch.delenv("SIM_FILE_KEY", raising=False)
+    secrets = tmp_path / "secrets.env"
+    secrets.write_text(f"SIM_FILE_KEY={KEY}\n", encoding="utf-8")
+    app = App(
+        AppConfig(
+            database="sqlite:///:memory:",
+            durable=False,
+            tiers={"small": "simhttp:small"},
+            providers={"simhttp": ProviderConfig(base_url=base_url, api_key_env="SIM_FILE_KEY")},
+            secrets_file=str(secrets),
+        ),
+        clock=FakeClock(),
+    )
+    agent = Agent(name="triage", instructions="Classify.", input=Ticket, output=Triage)
+
+    @app.workflow
+    async def classify(ctx: RunContext, ticket: Ticket) -> Triage:
+        return await ctx.call(agent, ticket)
+
+    async with app:
+        result = await app.run("classify", {"text": "hello"})
+    assert result.ok, result.error  # the server only accepts KEY

@@ -111,6 +111,8 @@ class AppConfig:
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     """Hosted providers by the prefix used in model names (`openai` in `openai:gpt-4o-mini`).
     `openai` works without an entry (api.openai.com, key in OPENAI_API_KEY)."""
+    secrets_file: str | None = None
+    """A `NAME=value` file API keys are read from when the environment lacks them."""
     prices: dict[str, ModelPrice] = field(
         default_factory=lambda: {
             "sim": ModelPrice(input_per_mtok=Decimal("0.50"), output_per_mtok=Decimal("1.50")),
@@ -198,6 +200,7 @@ class _ProviderFile(_Strict):
 class _ConfigFile(_Strict):
     database: str = DEFAULT_DATABASE
     providers: dict[str, _ProviderFile] | None = None
+    secrets_file: str | None = None
     tiers: dict[str, str] | None = None
     fallbacks: dict[str, list[str]] | None = None
     guards: dict[str, Any] | None = None
@@ -245,6 +248,7 @@ def parse_config(data: dict[str, Any]) -> AppConfig:
         providers={
             name: ProviderConfig(**p.model_dump()) for name, p in (parsed.providers or {}).items()
         },
+        secrets_file=parsed.secrets_file,
         guards=parse_guards(parsed.guards or {}),
         prices=prices,
         sim=SimConfig(**sim),

@@ -40,9 +40,10 @@ def build_model(name: str, config: AppConfig, clock: Clock) -> Model:
                 key=f"providers.{provider}",
             ) from exc
         if settings is None:
-            return AnthropicModel(name)
+            return AnthropicModel(name, secrets_file=config.secrets_file)
         return AnthropicModel(
             name,
+            secrets_file=config.secrets_file,
             base_url=settings.base_url,
             api_key_env=settings.api_key_env or "ANTHROPIC_API_KEY",
             timeout_s=settings.timeout_s,
@@ -56,9 +57,10 @@ def build_model(name: str, config: AppConfig, clock: Clock) -> Model:
                 key=f"providers.{provider}",
             ) from exc
         if settings is None:
-            return OpenAIModel(name)
+            return OpenAIModel(name, secrets_file=config.secrets_file)
         return OpenAIModel(
             name,
+            secrets_file=config.secrets_file,
             base_url=settings.base_url,
             api_key_env=settings.api_key_env or "OPENAI_API_KEY",
             timeout_s=settings.timeout_s,

@@ -16,7 +16,6 @@ environment variable the provider names (default `ANTHROPIC_API_KEY`) and stays 
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import Any
 
@@ -24,6 +23,7 @@ import anthropic
 
 from corral.errors import ConfigError, ProviderError, ProviderRateLimitError, ProviderTimeoutError
 from corral.model import ModelRequest, ModelResponse, ToolCall
+from corral.secrets import read_secret
 
 __all__ = ["AnthropicModel", "to_messages"]
 
@@ -51,14 +51,15 @@ class AnthropicModel:
         base_url: str | None = None,
         api_key_env: str = "ANTHROPIC_API_KEY",
         timeout_s: float = 120.0,
+        secrets_file: str | None = None,
     ) -> None:
         self._name = name
         self.provider, _, self.model = name.partition(":")
-        key = os.environ.get(api_key_env)
+        key = read_secret(api_key_env, secrets_file)
         if not key:
             raise ConfigError(
                 f"provider {self.provider!r} needs an API key in the environment variable "
-                f"{api_key_env}",
+                f"{api_key_env} or in the secrets file ({secrets_file or 'none configured'})",
                 key=f"providers.{self.provider}.api_key_env",
             )
         self.base_url = base_url or "https://api.anthropic.com"

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 from typing import Any
 
@@ -25,6 +24,7 @@ import openai
 
 from corral.errors import ConfigError, ProviderError, ProviderRateLimitError, ProviderTimeoutError
 from corral.model import Message, ModelRequest, ModelResponse, ToolCall
+from corral.secrets import read_secret
 
 __all__ = ["OpenAIModel"]
 
@@ -52,14 +52,15 @@ class OpenAIModel:
         base_url: str | None = None,
         api_key_env: str = "OPENAI_API_KEY",
         timeout_s: float = 120.0,
+        secrets_file: str | None = None,
     ) -> None:
         self._name = name
         self.provider, _, self.model = name.partition(":")
-        key = os.environ.get(api_key_env)
+        key = read_secret(api_key_env, secrets_file)
         if not key:
             raise ConfigError(
                 f"provider {self.provider!r} needs an API key in the environment variable "
-                f"{api_key_env} (set it, or name another variable with api_key_env)",
+                f"{api_key_env} or in the secrets file ({secrets_file or 'none configured'})",
                 key=f"providers.{self.provider}.api_key_env",
             )
         self.base_url = base_url or "https://api.openai.com/v1"

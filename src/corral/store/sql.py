@@ -142,9 +142,16 @@ def make_engine(url: str) -> sa.Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(
-            parsed, connect_args={"check_same_thread": False, "timeout": 10}, pool_size=20
-        )
+        if not parsed.database or parsed.database == ":memory:":
+            # One in-memory database shared by every thread (the writer thread included): a
+            # connection per thread would give each its own empty database.
+            engine = sa.create_engine(
+                parsed, connect_args={"check_same_thread": False}, poolclass=sa.pool.StaticPool
+            )
+        else:
+            engine = sa.create_engine(
+                parsed, connect_args={"check_same_thread": False, "timeout": 10}, pool_size=20
+            )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if parsed.get_backend_name() == "postgresql":

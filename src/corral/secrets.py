@@ -1,0 +1,45 @@
+"""API keys: from the environment, or from a secrets file kept out of the repository.
+
+The file is `NAME=value` lines (blank lines and `#` comments ignored, optional quotes), the same
+shape as a `.env` file. The environment wins over the file. Values are never logged: errors name
+the variable and the file, not the value.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from corral.errors import ConfigError
+
+__all__ = ["read_secret"]
+
+
+def read_secret(name: str, secrets_file: str | None = None) -> str | None:
+    """The value of `name` from the environment, else from `secrets_file`, else None.
+
+    Raises:
+        ConfigError: `secrets_file` is set but cannot be read, or a line is malformed.
+    """
+    value = os.environ.get(name)
+    if value:
+        return value
+    if not secrets_file:
+        return None
+    path = Path(secrets_file)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read secrets file {path}: {exc.strerror}", key="secrets_file"
+        ) from exc
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        key, sep, raw = text.removeprefix("export ").partition("=")
+        if not sep:
+            raise ConfigError(f"{path} line {number} is not NAME=value", key="secrets_file")
+        if key.strip() == name:
+            return raw.strip().strip("'\"") or None
+    return None
