@@ -22,7 +22,7 @@ from corral.durable import Journal
 from corral.errors import AgentError, CircuitOpenError, LimitError, ProviderError
 from corral.guards.budget import Cost
 from corral.guards.chain import GuardEvent, ModelCaller
-from corral.guards.router import RouteInput, route, schema_shape
+from corral.guards.router import AUTO, RouteInput, route, schema_shape
 from corral.model import Message, ModelRequest, ModelResponse, ToolCall, Usage
 from corral.tool import Tool, ToolArgumentsError
 from corral.trace import BatchingRecorder, NullRecorder, Recorder, Span, SpanKind, SpanStatus
@@ -224,11 +224,12 @@ class AgentCall(Generic[In, Out]):
                 t0=self.clock.monotonic(),
             )
 
-        tier, reason = route(
-            run.guards.policies.router, agent.model, _route_input(agent, messages, allow_tools)
-        )
-        if reason is not None:
-            await emit(GuardEvent(kind="route", detail=reason))
+        tier = agent.model
+        if tier == AUTO:
+            tier, reason = route(
+                run.guards.policies.router, tier, _route_input(agent, messages, allow_tools)
+            )
+            await emit(GuardEvent(kind="route", detail=reason or {}))
         if run.budget.should_degrade:
             cheaper = run.guards.cheaper_tier(tier)
             if cheaper is not None:
