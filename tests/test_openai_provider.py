@@ -285,3 +285,13 @@ async def test_the_key_can_come_from_a_secrets_file(sim_server, monkeypatch, tmp
     async with app:
         result = await app.run("classify", {"text": "hello"})
     assert result.ok, result.error  # the server only accepts KEY
+
+
+async def test_a_response_without_usage_is_charged_the_worst_case(sim_server, monkeypatch):
+    base_url, _ = await sim_server(omit_usage=True)
+    app, _ = make_app(base_url, monkeypatch)
+    async with app:
+        result = await app.run("classify", {"text": "hello"})
+    assert result.ok, result.error
+    assert result.usage.output_tokens == 512  # the agent's max_output_tokens
+    assert result.usage.input_tokens > 0 and result.cost_usd > 0

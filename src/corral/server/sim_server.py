@@ -58,6 +58,8 @@ class SimServerConfig:
     """Retry-After sent with scripted or scheduled 429s."""
     hang_s: float = 600.0
     """How long a `timeout` fault holds the request (the client should give up first)."""
+    omit_usage: bool = False
+    """Answer without a `usage` object (some servers do): clients must charge conservatively."""
 
 
 class _Message(BaseModel):
@@ -251,11 +253,17 @@ def create_sim_app(config: SimServerConfig | None = None) -> FastAPI:
                 "choices": [
                     {"index": 0, "message": message, "finish_reason": answer.finish_reason}
                 ],
-                "usage": {
-                    "prompt_tokens": answer.input_tokens,
-                    "completion_tokens": answer.output_tokens,
-                    "total_tokens": answer.input_tokens + answer.output_tokens,
-                },
+                **(
+                    {}
+                    if state.config.omit_usage
+                    else {
+                        "usage": {
+                            "prompt_tokens": answer.input_tokens,
+                            "completion_tokens": answer.output_tokens,
+                            "total_tokens": answer.input_tokens + answer.output_tokens,
+                        }
+                    }
+                ),
             },
         )
 
