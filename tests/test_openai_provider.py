@@ -295,3 +295,13 @@ async def test_a_response_without_usage_is_charged_the_worst_case(sim_server, mo
     assert result.ok, result.error
     assert result.usage.output_tokens == 512  # the agent's max_output_tokens
     assert result.usage.input_tokens > 0 and result.cost_usd > 0
+
+
+async def test_an_unknown_model_names_the_model_and_the_url(sim_server, monkeypatch):
+    base_url, state = await sim_server(models=frozenset({"medium"}))
+    app, _ = make_app(base_url, monkeypatch)
+    async with app:
+        result = await app.run("classify", {"text": "hello"})
+    assert result.error["details"]["status"] == 404
+    assert "'small'" in result.error["message"] and base_url in result.error["message"]
+    assert state.requests == 1, "a 404 is not retried"

@@ -58,6 +58,8 @@ class SimServerConfig:
     """Retry-After sent with scripted or scheduled 429s."""
     hang_s: float = 600.0
     """How long a `timeout` fault holds the request (the client should give up first)."""
+    models: frozenset[str] = frozenset()
+    """Model names served; empty serves any name. Others get 404 `model_not_found`."""
     omit_usage: bool = False
     """Answer without a `usage` object (some servers do): clients must charge conservatively."""
 
@@ -189,6 +191,8 @@ def create_sim_app(config: SimServerConfig | None = None) -> FastAPI:
             body = _ChatRequest.model_validate(await request.json())
         except (ValueError, ValidationError) as exc:
             return _error(400, f"invalid request: {exc}", "invalid_request_error")
+        if state.config.models and body.model not in state.config.models:
+            return _error(404, f"The model `{body.model}` does not exist", "model_not_found")
         fault = state.fault()
         state.faults[fault] = state.faults.get(fault, 0) + 1
         retry_after = state.config.retry_after_s
