@@ -8,9 +8,8 @@ answers and errors.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from pydantic import BaseModel
 pytest.importorskip("anthropic", reason="install corral[anthropic] for the Anthropic provider")
 pytest.importorskip("uvicorn", reason="install corral[server] for the fixture server")
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -33,19 +31,9 @@ FIXTURES = Path(__file__).parent / "fixtures" / "anthropic"
 KEY = "sk-ant-test-planted"
 
 
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = asyncio.Event()
-
-    async def startup(self, sockets: Any = None) -> None:
-        await super().startup(sockets)
-        self.ready.set()
-
-
 @pytest.fixture
-async def replay() -> AsyncIterator[Callable[..., Any]]:
-    servers: list[tuple[_Server, asyncio.Task[None]]] = []
+def replay(serve: Callable[[Any], Any]) -> Callable[..., Any]:
+    """Serve the named fixtures, one per request; returns (base URL, requests seen)."""
 
     async def start(*names: str) -> tuple[str, list[dict[str, Any]]]:
         queue = [json.loads((FIXTURES / f"{n}.json").read_text()) for n in names]
@@ -60,19 +48,9 @@ async def replay() -> AsyncIterator[Callable[..., Any]]:
                 fixture["body"], status_code=fixture["status"], headers=fixture.get("headers")
             )
 
-        server = _Server(
-            uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-        )
-        servers.append((server, asyncio.ensure_future(server.serve())))
-        await server.ready.wait()
-        port = server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}", seen
+        return await serve(app), seen
 
-    yield start
-    for server, _ in servers:
-        server.should_exit = server.force_exit = True
-    for _, task in servers:
-        await task
+    return start
 
 
 class Ticket(BaseModel):

@@ -7,8 +7,7 @@ the server's faults are scripted per request so every path is deterministic.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +17,6 @@ from pydantic import BaseModel
 pytest.importorskip("openai", reason="install corral[openai] for the OpenAI provider")
 pytest.importorskip("uvicorn", reason="install corral[server] for the simulator server")
 
-import uvicorn
 
 from corral import Agent, App, AppConfig, ModelPrice, RunContext, SimConfig, tool
 from corral.config import ProviderConfig
@@ -29,38 +27,15 @@ from corral.testing import FakeClock, SpanRecorder
 KEY = "sk-test-planted-0123456789"
 
 
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = asyncio.Event()
-
-    async def startup(self, sockets: Any = None) -> None:
-        await super().startup(sockets)
-        self.ready.set()
-
-
 @pytest.fixture
-async def sim_server() -> AsyncIterator[Callable[..., Any]]:
+def sim_server(serve: Callable[[Any], Any]) -> Callable[..., Any]:
     """Start `corral sim serve`'s app on a free loopback port; returns a starter."""
-    running: list[tuple[_Server, asyncio.Task[None]]] = []
 
     async def start(**options: Any) -> tuple[str, Any]:
         app = create_sim_app(SimServerConfig(api_keys=frozenset({KEY}), **options))
-        server = _Server(
-            uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-        )
-        task = asyncio.ensure_future(server.serve())
-        running.append((server, task))
-        await server.ready.wait()
-        port = server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}/v1", app.state.sim
+        return f"{await serve(app)}/v1", app.state.sim
 
-    yield start
-    for server, _task in running:
-        server.should_exit = True
-        server.force_exit = True
-    for _, task in running:
-        await task
+    return start
 
 
 class Ticket(BaseModel):

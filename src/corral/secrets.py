@@ -12,7 +12,7 @@ from pathlib import Path
 
 from corral.errors import ConfigError
 
-__all__ = ["read_secret"]
+__all__ = ["read_secret", "require_secret"]
 
 
 def read_secret(name: str, secrets_file: str | None = None) -> str | None:
@@ -43,3 +43,19 @@ def read_secret(name: str, secrets_file: str | None = None) -> str | None:
         if key.strip() == name:
             return raw.strip().strip("'\"") or None
     return None
+
+
+def require_secret(name: str, secrets_file: str | None, *, provider: str) -> str:
+    """The API key `provider` needs, from `name` in the environment or the secrets file.
+
+    Raises:
+        ConfigError: it is in neither (names the variable and the file, never a value).
+    """
+    value = read_secret(name, secrets_file)
+    if not value:
+        raise ConfigError(
+            f"provider {provider!r} needs an API key in the environment variable {name} or in "
+            f"the secrets file ({secrets_file or 'none configured'})",
+            key=f"providers.{provider}.api_key_env",
+        )
+    return value

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from corral.clock import Clock
 from corral.config import AppConfig
 from corral.errors import ConfigError, UnknownNameError
@@ -10,6 +13,17 @@ from corral.model import Model
 __all__ = ["PROVIDERS", "build_model"]
 
 PROVIDERS = ("anthropic", "local", "openai", "sim")
+
+_HOSTED: dict[str, tuple[str, str, str, str]] = {
+    # kind: (module, class, pip extra, default key variable)
+    "openai": ("corral.models.openai_compat", "OpenAIModel", "openai", "OPENAI_API_KEY"),
+    "anthropic": (
+        "corral.models.anthropic_messages",
+        "AnthropicModel",
+        "anthropic",
+        "ANTHROPIC_API_KEY",
+    ),
+}
 """Built-in providers; more come from `AppConfig.providers`."""
 
 
@@ -31,38 +45,22 @@ def build_model(name: str, config: AppConfig, clock: Clock) -> Model:
         return LocalModel(name)
     settings = config.providers.get(provider)
     kind = settings.kind if settings is not None else provider
-    if kind == "anthropic":
+    if kind in _HOSTED:
+        module, cls, extra, default_env = _HOSTED[kind]
         try:
-            from corral.models.anthropic_messages import AnthropicModel
+            adapter = getattr(importlib.import_module(module), cls)
         except ModuleNotFoundError as exc:
             raise ConfigError(
-                f"provider {provider!r} needs the anthropic SDK: pip install 'corral[anthropic]'",
+                f"provider {provider!r} needs the {kind} SDK: pip install 'corral[{extra}]'",
                 key=f"providers.{provider}",
             ) from exc
-        if settings is None:
-            return AnthropicModel(name, secrets_file=config.secrets_file)
-        return AnthropicModel(
-            name,
-            secrets_file=config.secrets_file,
-            base_url=settings.base_url,
-            api_key_env=settings.api_key_env or "ANTHROPIC_API_KEY",
-            timeout_s=settings.timeout_s,
-        )
-    if kind == "openai":
-        try:
-            from corral.models.openai_compat import OpenAIModel
-        except ModuleNotFoundError as exc:
-            raise ConfigError(
-                f"provider {provider!r} needs the openai SDK: pip install 'corral[openai]'",
-                key=f"providers.{provider}",
-            ) from exc
-        if settings is None:
-            return OpenAIModel(name, secrets_file=config.secrets_file)
-        return OpenAIModel(
-            name,
-            secrets_file=config.secrets_file,
-            base_url=settings.base_url,
-            api_key_env=settings.api_key_env or "OPENAI_API_KEY",
-            timeout_s=settings.timeout_s,
-        )
+        options: dict[str, Any] = {"secrets_file": config.secrets_file, "api_key_env": default_env}
+        if settings is not None:
+            options.update(
+                base_url=settings.base_url,
+                api_key_env=settings.api_key_env or default_env,
+                timeout_s=settings.timeout_s,
+            )
+        model: Model = adapter(name, **options)
+        return model
     raise UnknownNameError("provider", provider, [*PROVIDERS, *config.providers])

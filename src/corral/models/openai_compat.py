@@ -22,9 +22,9 @@ from typing import Any
 
 import openai
 
-from corral.errors import ConfigError, ProviderError, ProviderRateLimitError, ProviderTimeoutError
+from corral.errors import ProviderError, ProviderRateLimitError, ProviderTimeoutError
 from corral.model import Message, ModelRequest, ModelResponse, ToolCall
-from corral.secrets import read_secret
+from corral.secrets import require_secret
 
 __all__ = ["OpenAIModel"]
 
@@ -56,13 +56,7 @@ class OpenAIModel:
     ) -> None:
         self._name = name
         self.provider, _, self.model = name.partition(":")
-        key = read_secret(api_key_env, secrets_file)
-        if not key:
-            raise ConfigError(
-                f"provider {self.provider!r} needs an API key in the environment variable "
-                f"{api_key_env} or in the secrets file ({secrets_file or 'none configured'})",
-                key=f"providers.{self.provider}.api_key_env",
-            )
+        key = require_secret(api_key_env, secrets_file, provider=self.provider)
         self.base_url = base_url or "https://api.openai.com/v1"
         self.api_key_env = api_key_env
         self._client = openai.AsyncOpenAI(
