@@ -153,6 +153,19 @@ async def test_start_returns_a_handle_owned_by_the_app():
             id="negative-rpm",
         ),
         pytest.param({"fallbacks": {"small": ["gpt"]}}, "fallbacks.small", id="fallback-name"),
+        pytest.param(
+            {"guards": {"router": {"thresholds": [0.7, 0.2]}}},
+            "guards.router.thresholds",
+            id="router-thresholds",
+        ),
+        pytest.param(
+            {"guards": {"router": {"tiers": ["small", "medium", "opus"]}}},
+            "guards.router.tiers",
+            id="router-tier",
+        ),
+        pytest.param(
+            {"guards": {"router": {"scorer": "mine"}}}, "guards.router.scorer", id="router-scorer"
+        ),
     ],
 )
 def test_broken_config_names_the_key(data, key):
@@ -271,13 +284,13 @@ async def test_migrations_build_exactly_the_tables_the_store_uses(tmp_path):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from corral.store.sql import VERSION_TABLE, metadata
+    from corral.store.sql import SCHEMA_VERSION, VERSION_TABLE, metadata
 
     store = await SqlStore.open(f"sqlite:///{tmp_path / 'm.db'}")
     try:
         with store.engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
-            assert context.get_current_revision() == "0003"
+            assert context.get_current_revision() == f"{SCHEMA_VERSION:04d}"
             diff = compare_metadata(context, metadata)
         assert [d for d in diff if "dbos" not in str(d)] == []
     finally:
@@ -287,14 +300,22 @@ async def test_migrations_build_exactly_the_tables_the_store_uses(tmp_path):
 async def test_a_database_from_before_alembic_is_adopted_not_recreated(tmp_path):
     import sqlite3
 
-    from corral.store.sql import metadata
+    from alembic import command
+    from alembic.config import Config
+
+    from corral.store.sql import _MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE
 
     db = tmp_path / "old.db"
     engine = sa.create_engine(f"sqlite:///{db}")
-    # The tables of schema version 1, as create_all made them before Alembic.
-    v1 = [t for t in metadata.sorted_tables if t.name not in ("corral_cache", "corral_semantic")]
-    metadata.create_all(engine, tables=v1)
+    # The tables of schema version 1, as Corral made them before it used Alembic: revision
+    # 0001's tables without Alembic's version table.
     with engine.begin() as conn:
+        config = Config()
+        config.set_main_option("script_location", str(_MIGRATIONS))
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+        conn.exec_driver_sql(f"DROP TABLE {VERSION_TABLE}")
+        conn.exec_driver_sql("DELETE FROM corral_meta")
         conn.exec_driver_sql("INSERT INTO corral_meta VALUES ('schema_version', '1')")
         conn.exec_driver_sql(
             """INSERT INTO corral_steps VALUES ('r1', '1', 'agent:a', '{"output": 1}')"""
@@ -307,7 +328,7 @@ async def test_a_database_from_before_alembic_is_adopted_not_recreated(tmp_path)
         await store.close()
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT version_num FROM corral_alembic_version").fetchall() == [
-            ("0003",)
+            (f"{SCHEMA_VERSION:04d}",)
         ]  # stamped at 0001, then upgraded
         assert conn.execute("SELECT count(*) FROM corral_cache").fetchone() == (0,)
 

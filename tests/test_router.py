@@ -7,6 +7,7 @@ from decimal import Decimal
 from pydantic import BaseModel
 
 from corral import Agent, AppConfig, ModelPrice, RunContext
+from corral.config import parse_config
 from corral.guards import BudgetPolicy, GuardPolicies
 from corral.guards.router import RouteInput, RouterPolicy, default_scorer, route, schema_shape
 from tests.helpers import ephemeral_app
@@ -129,3 +130,35 @@ async def test_budget_degrade_moves_a_routed_tier_one_step_down():
         "sim:large",
         "sim:medium",
     ]
+
+
+def test_thresholds_from_config_move_the_boundaries():
+    config = parse_config({"guards": {"router": {"thresholds": [0.05, 0.1]}}})
+    policy = config.guards.router
+    assert route(policy, "auto", x())[0] == "small"
+    assert route(policy, "auto", x(input_tokens=400))[0] == "medium"
+    assert route(policy, "auto", x(input_tokens=800))[0] == "large"
+    assert route(RouterPolicy(), "auto", x(input_tokens=800))[0] == "small"
+
+
+def test_tools_and_schema_depth_raise_the_score_and_each_input_is_reported():
+    plain = x(input_tokens=1000)
+    tooled = x(input_tokens=1000, tools=4, schema_fields=10, schema_depth=3)
+    assert default_scorer(tooled) > default_scorer(plain)
+    assert route(RouterPolicy(), "auto", plain)[0] == "small"
+    tier, reason = route(RouterPolicy(), "auto", tooled)
+    assert tier == "medium" and reason is not None
+    assert reason["because"] == {
+        "input_tokens": 1000,
+        "schema_fields": 10,
+        "schema_depth": 3,
+        "tools": 4,
+        "role": None,
+        "scorer": "default",
+    }
+
+
+def test_custom_tier_names_are_used_in_order():
+    policy = RouterPolicy(tiers=("haiku", "sonnet", "opus"))
+    assert route(policy, "auto", x())[0] == "haiku"
+    assert route(policy, "auto", x(input_tokens=3000, role="judge"))[0] == "opus"

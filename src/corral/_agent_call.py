@@ -96,7 +96,7 @@ class AgentCall(Generic[In, Out]):
             await self._record(
                 kind="agent",
                 step_id=self.step_id,
-                parent_id=None,
+                parent_id=self.ctx._parent_step,
                 name=agent.name,
                 input=payload_json,
                 output=outcome.get("output"),
@@ -104,6 +104,7 @@ class AgentCall(Generic[In, Out]):
                 status="ok" if "output" in outcome else "invalid_output",
                 started=started,
                 t0=t0,
+                attrs={"from": self.sender},
             )
             return outcome
 
@@ -161,10 +162,18 @@ class AgentCall(Generic[In, Out]):
                         Message(role="user", content=_REPAIR_PROMPT.format(errors=exc.reason))
                     )
                     continue
-                await self._agent_span(agent, started, t0, output=output)
+                await self._agent_span(
+                    agent,
+                    started,
+                    t0,
+                    output=output,
+                    attrs=_loop_attrs(rounds, repairs, invalid_calls),
+                )
                 return output
         except AgentError as exc:
-            await self._agent_span(agent, started, t0, error=exc)
+            await self._agent_span(
+                agent, started, t0, error=exc, attrs=_loop_attrs(rounds, repairs, invalid_calls)
+            )
             raise
 
     async def _agent_span(
@@ -175,6 +184,7 @@ class AgentCall(Generic[In, Out]):
         *,
         output: BaseModel | None = None,
         error: AgentError | None = None,
+        attrs: dict[str, JsonValue] | None = None,
     ) -> None:
         if not _records(self.recorder):
             return
@@ -182,7 +192,7 @@ class AgentCall(Generic[In, Out]):
         await self._record(
             kind="agent",
             step_id=self.step_id,
-            parent_id=None,
+            parent_id=self.ctx._parent_step,
             name=agent.name,
             model=self.last_model,
             input=dump_payload(self.payload),
@@ -194,6 +204,7 @@ class AgentCall(Generic[In, Out]):
             tokens_in=spent.input_tokens,
             tokens_out=spent.output_tokens,
             cost_usd=spent.cost_usd,
+            attrs={"from": self.sender, **(attrs or {})},
         )
 
     async def _model_step(
@@ -282,6 +293,7 @@ class AgentCall(Generic[In, Out]):
                     status="error",
                     started=started,
                     t0=t0,
+                    tier=tier,
                 )
                 return {"error": exc.to_dict()}
             except LimitError as exc:
@@ -302,6 +314,8 @@ class AgentCall(Generic[In, Out]):
                 tokens_in=response.input_tokens,
                 tokens_out=response.output_tokens,
                 cost_usd=response.cost_usd or Decimal(0),
+                tier=tier,
+                attrs={"cached": True} if response.cached else None,
             )
             return {"response": _response_dict(response)}
 
@@ -458,6 +472,8 @@ async def _record_span(
     tokens_in: int = 0,
     tokens_out: int = 0,
     cost_usd: Decimal = Decimal(0),
+    tier: str | None = None,
+    attrs: dict[str, JsonValue] | None = None,
 ) -> None:
     if not _records(recorder):
         return
@@ -479,6 +495,8 @@ async def _record_span(
             status=status,
             error=error,
             started_at=started,
+            tier=tier,
+            attrs=attrs,
         )
     )
 
@@ -517,6 +535,13 @@ def _json_text(text: str) -> str:
     if start != -1 and end > start:
         return stripped[start : end + 1]
     return stripped
+
+
+def _loop_attrs(rounds: int, repairs: int, invalid_calls: int) -> dict[str, JsonValue] | None:
+    """What an LLM agent's loop did beyond one model call (None when it did nothing more)."""
+    if not (rounds or repairs or invalid_calls):
+        return None
+    return {"tool_rounds": rounds, "repairs": repairs, "invalid_tool_calls": invalid_calls}
 
 
 def _span_messages(messages: list[Message], recorder: Recorder) -> JsonValue:

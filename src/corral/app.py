@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
@@ -25,6 +25,7 @@ from corral.durable import Engine, EphemeralEngine
 from corral.errors import (
     AgentError,
     BudgetExhaustedError,
+    ConfigError,
     CorralError,
     KilledError,
     PayloadError,
@@ -34,8 +35,11 @@ from corral.errors import (
 from corral.guards.chain import Guards
 from corral.guards.policy import PRIORITIES, Priority
 from corral.model import Model, Usage
-from corral.trace import BatchingRecorder, NullRecorder, Recorder, RunRecord, RunStatus
+from corral.trace import BatchingRecorder, NullRecorder, Recorder, RunRecord, RunStatus, Tap, Taps
 from corral.workflow import RunContext, Workflow, WorkflowFn
+
+if TYPE_CHECKING:
+    from corral.observe.otlp import OtlpExporter
 
 __all__ = ["App", "RunHandle", "RunResult"]
 
@@ -99,6 +103,7 @@ class App:
         clock: Time source (inject `corral.testing.FakeClock` in tests).
         recorder: Where spans go. Default: the SQL store of `config.database`.
         id_factory: Makes run ids (inject for deterministic tests).
+        taps: Extra observers of every span and run record (see `corral.trace.Tap`).
 
     Example:
         ```python
@@ -121,6 +126,7 @@ class App:
         clock: Clock | None = None,
         recorder: Recorder | None = None,
         id_factory: Callable[[], str] | None = None,
+        taps: Sequence[Tap] = (),
     ) -> None:
         self.config = config or AppConfig()
         self.clock: Clock = clock or SystemClock()
@@ -128,6 +134,10 @@ class App:
         self._models: dict[str, Model] = {}
         self._workflows: dict[str, Workflow] = {}
         self._recorder: Recorder | None = recorder
+        self._taps = tuple(taps)
+        self._tap: Tap | None = None
+        self.exporter: OtlpExporter | None = None
+        """The OpenTelemetry exporter, when `config.otlp.endpoint` is set (open app only)."""
         self._store: Any = None
         self._durable: Engine | None = None
         self._ephemeral = EphemeralEngine()
@@ -191,9 +201,13 @@ class App:
         async with self._start_lock:
             if self._started:
                 return
+            from corral.observe.redact import Redactor
             from corral.store.sql import SqlStore  # adapter, imported on use
 
-            self._store = await SqlStore.open(self.config.database)
+            self._store = await SqlStore.open(
+                self.config.database, redactor=Redactor(self.config.trace)
+            )
+            self._open_taps()
             if self._recorder is None:
                 self._recorder = self._store
             cache_policy = self.config.guards.cache
@@ -226,10 +240,29 @@ class App:
                 await self._durable.launch(self._execute)
             self._started = True
 
+    def _open_taps(self) -> None:
+        taps: list[Tap] = list(self._taps)
+        if self.config.otlp.endpoint and self.exporter is None:
+            try:
+                from corral.observe.otlp import OtlpExporter
+                from corral.observe.redact import Redactor
+            except ModuleNotFoundError as exc:
+                raise ConfigError(
+                    f"OTLP export needs OpenTelemetry: pip install 'corral[observe]' ({exc})",
+                    key="otlp.endpoint",
+                ) from exc
+            self.exporter = OtlpExporter(self.config.otlp, Redactor(self.config.trace))
+        if self.exporter is not None:
+            taps.append(self.exporter)
+        self._tap = Taps(taps) if taps else None
+
     async def close(self) -> None:
         """Wait for started runs, then stop the engine and close the store."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.exporter is not None:
+            await asyncio.to_thread(self.exporter.close)
+            self.exporter = None
         await self.guards.close()
         if self.guards.cache is not None and self.guards.cache is not self._store:
             close = getattr(self.guards.cache, "aclose", None)
@@ -413,7 +446,7 @@ class App:
         wf = self._workflows.get(workflow)
         if wf is None:
             raise UnknownNameError("workflow", workflow, list(self._workflows))
-        recorder = BatchingRecorder(self._recorder or NullRecorder())
+        recorder = BatchingRecorder(self._recorder or NullRecorder(), tap=self._tap)
         engine: Engine = self._durable if meta.get("durable") and self._durable else self._ephemeral
         ctx = RunContext(
             run_id=run_id,

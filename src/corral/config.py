@@ -28,6 +28,7 @@ from corral.guards.policy import (
     RetryPolicy,
 )
 from corral.guards.router import RouterPolicy
+from corral.observe.policy import AlertPolicy, OtlpConfig, RetentionPolicy, TracePolicy
 
 __all__ = [
     "AppConfig",
@@ -132,6 +133,14 @@ class AppConfig:
     """Pinned engine version: runs started under another version are not resumed by this one."""
     executor_id: str = "corral-local"
     """Identity of this process for recovery; restart with the same id to resume its runs."""
+    trace: TracePolicy = TracePolicy()
+    """What stored spans keep: prompts hidden by default, secrets always redacted."""
+    otlp: OtlpConfig = OtlpConfig()
+    """OpenTelemetry export (off until `endpoint` is set)."""
+    alerts: AlertPolicy = AlertPolicy()
+    """Anomaly and threshold alerts per agent, and their sinks."""
+    retention: RetentionPolicy = RetentionPolicy()
+    """How long runs are kept (`corral prune`)."""
 
     def __post_init__(self) -> None:
         for key in ("deadline_s", "call_timeout_s"):
@@ -211,6 +220,10 @@ class _ConfigFile(_Strict):
     call_timeout_s: float = Field(120.0, gt=0)
     application_version: str = "corral-1"
     executor_id: str = "corral-local"
+    trace: dict[str, Any] | None = None
+    otlp: dict[str, Any] | None = None
+    alerts: dict[str, Any] | None = None
+    retention: dict[str, Any] | None = None
 
 
 def parse_config(data: dict[str, Any]) -> AppConfig:
@@ -241,6 +254,13 @@ def parse_config(data: dict[str, Any]) -> AppConfig:
                 f"degrade tier {tier!r} is not a tier; tiers are {sorted(tiers)}",
                 key="guards.degrade_order",
             )
+    router = (parsed.guards or {}).get("router")
+    for tier in router.get("tiers", []) if isinstance(router, dict) else []:
+        if tier not in tiers:
+            raise ConfigError(
+                f"router tier {tier!r} is not a tier; tiers are {sorted(tiers)}",
+                key="guards.router.tiers",
+            )
     return AppConfig(
         database=parsed.database,
         tiers=tiers,
@@ -257,7 +277,20 @@ def parse_config(data: dict[str, Any]) -> AppConfig:
         call_timeout_s=parsed.call_timeout_s,
         application_version=parsed.application_version,
         executor_id=parsed.executor_id,
+        **{
+            name: _policy(cls, getattr(parsed, name), name)
+            for name, cls in _OBSERVE.items()
+            if getattr(parsed, name) is not None
+        },
     )
+
+
+_OBSERVE: dict[str, type[Any]] = {
+    "trace": TracePolicy,
+    "otlp": OtlpConfig,
+    "alerts": AlertPolicy,
+    "retention": RetentionPolicy,
+}
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -281,6 +314,8 @@ def _policy(cls: type[Any], data: Any, key: str) -> Any:
     try:
         return TypeAdapter(cls).validate_python(data)
     except ConfigError as exc:
+        if exc.key and exc.key.startswith(f"{key}."):
+            raise
         # The policy checked itself and knows only its field: put it under this table's path.
         field_name = (exc.key or "").rsplit(".", 1)[-1]
         raise ConfigError(exc.reason, key=f"{key}.{field_name}") from exc

@@ -12,7 +12,22 @@ from pathlib import Path
 
 from corral.errors import ConfigError
 
-__all__ = ["read_secret", "require_secret"]
+__all__ = ["loaded_secrets", "read_secret", "require_secret"]
+
+_loaded: frozenset[str] = frozenset()
+"""Every secret value handed out, so traces and logs can redact it wherever it turns up."""
+
+
+def loaded_secrets() -> frozenset[str]:
+    """The secret values read so far in this process (for redaction; never print them)."""
+    return _loaded
+
+
+def _remember(value: str) -> str:
+    global _loaded
+    if len(value) >= 6 and value not in _loaded:  # shorter values would redact ordinary words
+        _loaded = _loaded | {value}
+    return value
 
 
 def read_secret(name: str, secrets_file: str | None = None) -> str | None:
@@ -23,7 +38,7 @@ def read_secret(name: str, secrets_file: str | None = None) -> str | None:
     """
     value = os.environ.get(name)
     if value:
-        return value
+        return _remember(value)
     if not secrets_file:
         return None
     path = Path(secrets_file)
@@ -41,7 +56,8 @@ def read_secret(name: str, secrets_file: str | None = None) -> str | None:
         if not sep:
             raise ConfigError(f"{path} line {number} is not NAME=value", key="secrets_file")
         if key.strip() == name:
-            return raw.strip().strip("'\"") or None
+            found = raw.strip().strip("'\"")
+            return _remember(found) if found else None
     return None
 
 

@@ -14,9 +14,9 @@ from typing import Any, Literal, Protocol
 
 from corral.contracts import JsonValue
 
-__all__ = ["BatchingRecorder", "NullRecorder", "Recorder", "RunRecord", "Span"]
+__all__ = ["BatchingRecorder", "NullRecorder", "Recorder", "RunRecord", "Span", "Tap", "Taps"]
 
-SpanKind = Literal["agent", "model", "tool", "guard"]
+SpanKind = Literal["workflow", "agent", "model", "tool", "guard"]
 SpanStatus = Literal["ok", "error", "invalid_output", "invalid_args", "replayed_effect", "alert"]
 RunStatus = Literal[
     "running", "succeeded", "failed", "deadline_exceeded", "budget_exhausted", "killed"
@@ -43,6 +43,10 @@ class Span:
     status: SpanStatus = "ok"
     error: dict[str, Any] | None = None
     started_at: datetime
+    tier: str | None = None
+    """Model spans: the tier the call was made for (after routing and degrading)."""
+    attrs: dict[str, JsonValue] | None = None
+    """Small facts that have no column: an agent's repairs and tool rounds, a cache hit."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,6 +95,37 @@ class Recorder(Protocol):
         ...
 
 
+class Tap(Protocol):
+    """Sees every span and run record as it is made (OTLP export, alerting).
+
+    Called on the event loop in the hot path: it must only hand the data off (append to a
+    queue), never do I/O.
+    """
+
+    def spans(self, spans: Sequence[Span]) -> None:
+        """New spans of a run."""
+        ...
+
+    def run(self, run: RunRecord) -> None:
+        """A run's record: once when it starts (`running`), again when it ends."""
+        ...
+
+
+class Taps:
+    """Several taps as one."""
+
+    def __init__(self, taps: Sequence[Tap]) -> None:
+        self.taps = tuple(taps)
+
+    def spans(self, spans: Sequence[Span]) -> None:
+        for tap in self.taps:
+            tap.spans(spans)
+
+    def run(self, run: RunRecord) -> None:
+        for tap in self.taps:
+            tap.run(run)
+
+
 class NullRecorder:
     """Records nothing; effects are remembered in memory for the life of the process."""
 
@@ -122,8 +157,10 @@ class BatchingRecorder:
     `max_held` spans are waiting (so a long run's trace fills in as it goes).
     """
 
-    def __init__(self, inner: Recorder, *, max_held: int = 64) -> None:
+    def __init__(self, inner: Recorder, *, max_held: int = 64, tap: Tap | None = None) -> None:
         self.inner = inner
+        self.tap = tap
+        """Sees every span and run record on its way in (see `Tap`)."""
         self._held: list[Span] = []
         self._max_held = max_held
 
@@ -140,14 +177,20 @@ class BatchingRecorder:
     async def record_run(self, run: RunRecord) -> None:
         await self.flush()
         await self.inner.record_run(run)
+        if self.tap is not None:
+            self.tap.run(run)
 
     async def record_span(self, span: Span) -> None:
         self._held.append(span)
+        if self.tap is not None:
+            self.tap.spans((span,))
         if len(self._held) >= self._max_held:
             await self.flush()
 
     async def record_spans(self, spans: Sequence[Span]) -> None:
         self._held.extend(spans)
+        if self.tap is not None:
+            self.tap.spans(spans)
         if len(self._held) >= self._max_held:
             await self.flush()
 

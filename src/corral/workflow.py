@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from corral._agent_call import AgentCall
 from corral.agent import Agent, FunctionAgent
 from corral.clock import Clock
-from corral.contracts import JsonValue, RunId, validate_payload
+from corral.contracts import JsonValue, RunId, dump_payload, validate_payload
 from corral.durable import Journal
 from corral.errors import (
     AgentError,
@@ -37,7 +37,7 @@ from corral.guards.chain import RunGuards
 from corral.guards.loops import fingerprint
 from corral.model import Model, Usage
 from corral.tool import Tool, ToolArgumentsError
-from corral.trace import Recorder
+from corral.trace import Recorder, Span
 
 __all__ = ["CannotAnswer", "RunContext", "Workflow"]
 
@@ -147,6 +147,8 @@ class RunContext:
         self._resolve_workflow = resolve_workflow
         self._seq = itertools.count(1)
         self._prefix = ""
+        self._parent_step: str | None = None
+        """The step of the sub-workflow this context runs (None at the top): spans' parent."""
         self.stats = _Stats()
         self.guards = guards
         """This run's budget and loop guard (and, through `guards.guards`, the app's)."""
@@ -216,16 +218,44 @@ class RunContext:
         child.workflow = wf.name
         child._seq = itertools.count(1)
         child._prefix = f"{step_id}."
+        child._parent_step = step_id
         token = _depth.set(depth)
+        started, t0 = self._clock.now(), self._clock.monotonic()
+        value: Any = None
+        error: dict[str, Any] | None = {"code": "workflow_error", "message": "did not finish"}
         try:
             value = await wf.fn(child, checked)
+            if wf.output is not None:
+                value = validate_payload(
+                    wf.output,
+                    value,
+                    agent=wf.name,
+                    code="invalid_output",
+                    role="output of workflow",
+                )
+            error = None
+        except CorralError as exc:
+            error = exc.to_dict()
+            raise
         finally:
             _depth.reset(token)
-        if wf.output is None:
-            return value
-        return validate_payload(
-            wf.output, value, agent=wf.name, code="invalid_output", role="output of workflow"
-        )
+            await self._recorder.record_span(
+                Span(
+                    run_id=self.run_id,
+                    step_id=step_id,
+                    parent_id=self._parent_step,
+                    kind="workflow",
+                    name=wf.name,
+                    agent=None,
+                    input=dump_payload(checked),
+                    output=dump_payload(value) if error is None and value is not None else None,
+                    error=error,
+                    status="ok" if error is None else "error",
+                    latency_ms=(self._clock.monotonic() - t0) * 1000,
+                    started_at=started,
+                )
+            )
+        return value
 
     async def call(
         self,
@@ -331,7 +361,12 @@ class RunContext:
         except ToolArgumentsError as exc:
             raise PayloadError(str(exc), errors=list(exc.errors)) from exc
         outcome = await AgentCall.tool_step(
-            ctx=self, tool=tool, arguments=arguments, step_id=step_id, parent_id=None, agent=None
+            ctx=self,
+            tool=tool,
+            arguments=arguments,
+            step_id=step_id,
+            parent_id=self._parent_step,
+            agent=None,
         )
         if "error" in outcome:
             raise ProviderError(

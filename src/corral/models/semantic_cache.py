@@ -19,17 +19,34 @@ from corral.store.sql import SqlStore
 
 __all__ = ["StoredSemanticCache"]
 
+_RECENT = 256
+"""Embedded texts remembered (first in, first out), ~400 KB at 384 dimensions."""
+
 
 class _Index:
+    """One scope's vectors in a matrix that grows by doubling (appends are amortised O(1))."""
+
     def __init__(self, dimensions: int) -> None:
-        self.vectors = np.zeros((0, dimensions), dtype=np.float32)
+        self._rows = np.zeros((16, dimensions), dtype=np.float32)
+        self._expires = np.zeros(16, dtype=np.float64)
         self.values: list[dict[str, Any]] = []
-        self.expires: list[float] = []
+
+    @property
+    def vectors(self) -> np.ndarray:
+        return self._rows[: len(self.values)]
+
+    @property
+    def expires(self) -> np.ndarray:
+        return self._expires[: len(self.values)]
 
     def add(self, vector: np.ndarray, value: dict[str, Any], expires_at: float) -> None:
-        self.vectors = np.vstack([self.vectors, vector[None, :]])
+        n = len(self.values)
+        if n == len(self._rows):
+            self._rows = np.concatenate([self._rows, np.zeros_like(self._rows)])
+            self._expires = np.concatenate([self._expires, np.zeros_like(self._expires)])
+        self._rows[n] = vector
+        self._expires[n] = expires_at
         self.values.append(value)
-        self.expires.append(expires_at)
 
 
 class StoredSemanticCache:
@@ -45,6 +62,7 @@ class StoredSemanticCache:
         self._chosen = embedder
         self._indexes: dict[str, _Index] = {}
         self._lock = asyncio.Lock()
+        self._recent: dict[str, np.ndarray] = {}
 
     @property
     def _embedder(self) -> Embedder:
@@ -69,8 +87,16 @@ class StoredSemanticCache:
         return found
 
     async def _embed(self, text: str) -> np.ndarray:
-        vectors = await asyncio.to_thread(self._embedder.embed, [text])
-        return vectors[0]
+        # A miss is followed by an `add` of the same text once the model answers: remember the
+        # recent vectors so that text is embedded once, not twice.
+        found = self._recent.get(text)
+        if found is not None:
+            return found
+        vector: np.ndarray = (await asyncio.to_thread(self._embedder.embed, [text]))[0]
+        self._recent[text] = vector
+        if len(self._recent) > _RECENT:
+            del self._recent[next(iter(self._recent))]
+        return vector
 
     async def lookup(
         self, scope: tuple[str, str, str], text: str, *, now: float, threshold: float
@@ -82,8 +108,7 @@ class StoredSemanticCache:
             if not index.values:
                 return None
             sims = index.vectors @ vector
-            alive = np.array(index.expires) > now
-            sims = np.where(alive, sims, -1.0)
+            sims = np.where(index.expires > now, sims, -1.0)
             best = int(np.argmax(sims))
             if sims[best] < threshold:
                 return None

@@ -94,12 +94,13 @@ class Pipeline:
         best: BaseModel | None = None
         repairs = 0
         outputs: dict[str, BaseModel] = {}
+        sender: str | None = None  # the first stage hears from the workflow
         for stage in self.stages:
             name = stage.agent.name
             attempt = 0
             while True:
                 try:
-                    output = await ctx.call(stage.agent, current)
+                    output = await ctx.call(stage.agent, current, sender=sender)
                 except AgentError as exc:
                     return PipelineResult(
                         status="failed",
@@ -138,6 +139,7 @@ class Pipeline:
                     outputs=outputs,
                 )
             best = current = output
+            sender = name
         return PipelineResult(
             status="completed",
             output=best,

@@ -146,7 +146,11 @@ class Supervisor:
                     state = move("synthesize", f"{sum(o.ok for o in outcomes)}/{len(outcomes)} ok")
             elif state == "synthesize":
                 try:
-                    output = await ctx.call(self.synthesizer, self.synthesis_input(goal, outcomes))
+                    output = await ctx.call(
+                        self.synthesizer,
+                        self.synthesis_input(goal, outcomes),
+                        sender=self.planner.name,
+                    )
                 except AgentError as exc:
                     error, state = exc, move("failed", exc.code)
                     continue
@@ -176,7 +180,9 @@ class Supervisor:
             )
         try:
             return TaskOutcome(
-                task=task, attempts=attempts, output=await ctx.call(worker, task.payload)
+                task=task,
+                attempts=attempts,
+                output=await ctx.call(worker, task.payload, sender=self.planner.name),
             )
         except AgentError as exc:
             return TaskOutcome(task=task, attempts=attempts, error=exc)

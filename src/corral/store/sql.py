@@ -32,13 +32,21 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from corral.contracts import JsonValue
 from corral.errors import ConfigError, StateError
+from corral.observe.redact import Redactor
 from corral.store._writer import GroupWriter
 from corral.trace import RunRecord, Span
 
 __all__ = ["SCHEMA_VERSION", "SqlStore", "make_engine"]
 
-SCHEMA_VERSION = 3
-_CHANGELOG = {1: "runs, spans, steps, effects", 2: "response cache", 3: "semantic cache"}
+SCHEMA_VERSION = 4
+_CHANGELOG = {
+    1: "runs, spans, steps, effects",
+    2: "response cache",
+    3: "semantic cache",
+    4: "cost ledger columns, dashboard indexes, alerts",
+}
+PICO = Decimal(10) ** 12
+"""`cost_pusd` columns hold USD * 1e12 as integers, so SQL sums are exact."""
 
 VERSION_TABLE = "corral_alembic_version"
 """Corral's own Alembic version table (an application's Alembic history stays separate)."""
@@ -72,6 +80,7 @@ runs = sa.Table(
     sa.Column("calls", sa.Integer, nullable=False, default=0),
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False, index=True),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("cost_pusd", sa.BigInteger, nullable=False, default=0),
 )
 spans = sa.Table(
     "corral_spans",
@@ -91,7 +100,10 @@ spans = sa.Table(
     sa.Column("latency_ms", sa.Float, nullable=False),
     sa.Column("status", sa.String(32), nullable=False),
     sa.Column("error", sa.Text),
-    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("tier", sa.String(64)),
+    sa.Column("attrs", sa.Text),
+    sa.Column("cost_pusd", sa.BigInteger, nullable=False, default=0),
 )
 steps = sa.Table(
     "corral_steps",
@@ -126,6 +138,27 @@ semantic = sa.Table(
     sa.Column("vector", sa.LargeBinary, nullable=False),
     sa.Column("value", sa.Text, nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
+)
+sa.Index("ix_corral_runs_status", runs.c.status, runs.c.started_at)
+sa.Index("ix_corral_runs_workflow", runs.c.workflow, runs.c.started_at)
+sa.Index("ix_corral_runs_user", runs.c.user_id, runs.c.started_at)
+
+alerts = sa.Table(
+    "corral_alerts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("key", sa.String(400), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("agent", sa.String(200)),
+    sa.Column("metric", sa.String(64), nullable=False),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("baseline", sa.Float),
+    sa.Column("limit_value", sa.Float),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("acknowledged_at", sa.DateTime(timezone=True)),
+    sa.Column("acknowledged_by", sa.String(200)),
 )
 
 
@@ -203,9 +236,11 @@ def _aware(value: datetime | None) -> datetime | None:
 class SqlStore:
     """Runs, spans, journaled steps and side effects in one SQL database (a `Recorder`)."""
 
-    def __init__(self, engine: sa.Engine, url: str) -> None:
+    def __init__(self, engine: sa.Engine, url: str, redactor: Redactor | None = None) -> None:
         self.engine = engine
         self.url = url
+        self.redactor = redactor or Redactor()
+        """Applied to every stored payload, prompt and error (see `corral.observe.redact`)."""
         dialect = engine.dialect.name
         self._writer = GroupWriter(engine)
         self._insert: Any = sqlite.insert if dialect == "sqlite" else postgresql.insert
@@ -229,14 +264,14 @@ class SqlStore:
         )
 
     @classmethod
-    async def open(cls, url: str) -> SqlStore:
+    async def open(cls, url: str, redactor: Redactor | None = None) -> SqlStore:
         """Connect, create missing tables and check the schema version.
 
         Raises:
             StateError: the database is locked, corrupt, unreachable or from a newer Corral.
             ConfigError: the URL is unusable.
         """
-        store = cls(make_engine(url), url)
+        store = cls(make_engine(url), url, redactor)
         await store._call(store._migrate)
         return store
 
@@ -305,6 +340,7 @@ class SqlStore:
     # -- Recorder -------------------------------------------------------------------------------
 
     async def record_run(self, run: RunRecord) -> None:
+        dump = self.redactor.dump
         values = {
             "run_id": run.run_id,
             "workflow": run.workflow,
@@ -313,12 +349,13 @@ class SqlStore:
             "user_id": run.user,
             "tenant": run.tenant,
             "tags": json.dumps(list(run.tags)),
-            "input": _dump(run.input),
-            "output": _dump(run.output),
-            "error": _dump(run.error),
+            "input": dump(run.input),
+            "output": dump(run.output),
+            "error": dump(run.error),
             "tokens_in": run.tokens_in,
             "tokens_out": run.tokens_out,
             "cost_usd": str(run.cost_usd),
+            "cost_pusd": int(run.cost_usd * PICO),
             "calls": run.calls,
             "started_at": run.started_at,
             "finished_at": run.finished_at,
@@ -336,7 +373,9 @@ class SqlStore:
 
     def _write_spans(self, conn: sa.Connection, batch: Sequence[Span]) -> None:
         if batch:
-            conn.execute(self._upserts["spans"], [_span_values(span) for span in batch])
+            conn.execute(
+                self._upserts["spans"], [_span_values(span, self.redactor) for span in batch]
+            )
 
     async def effect(self, key: str) -> dict[str, JsonValue] | None:
         """`{"result": ...}` for a recorded side effect, or None."""
@@ -479,7 +518,7 @@ class SqlStore:
             out = []
             for row in rows:
                 item = dict(row._mapping)
-                for key in ("input", "output", "error"):
+                for key in ("input", "output", "error", "attrs"):
                     item[key] = _load(item[key])
                 item["cost_usd"] = Decimal(item["cost_usd"])
                 item["started_at"] = _aware(item["started_at"])
@@ -501,7 +540,8 @@ class SqlStore:
         return item
 
 
-def _span_values(span: Span) -> dict[str, Any]:
+def _span_values(span: Span, redactor: Redactor) -> dict[str, Any]:
+    dump = redactor.dump
     return {
         "run_id": span.run_id,
         "step_id": span.step_id,
@@ -510,15 +550,18 @@ def _span_values(span: Span) -> dict[str, Any]:
         "name": span.name,
         "agent": span.agent,
         "model": span.model,
-        "input": _dump(span.input),
-        "output": _dump(span.output),
+        "input": dump(redactor.prompt(span.input) if span.kind == "model" else span.input),
+        "output": dump(span.output),
         "tokens_in": span.tokens_in,
         "tokens_out": span.tokens_out,
         "cost_usd": str(span.cost_usd),
+        "cost_pusd": int(span.cost_usd * PICO),
         "latency_ms": span.latency_ms,
         "status": span.status,
-        "error": _dump(span.error),
+        "error": dump(span.error),
         "started_at": span.started_at,
+        "tier": span.tier,
+        "attrs": _dump(span.attrs),
     }
 
 

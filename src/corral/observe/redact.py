@@ -1,0 +1,81 @@
+"""Redaction and truncation of what spans and runs store or export.
+
+Applied where data leaves the process's memory: the SQL store (in its writer thread) and the
+OTLP exporter (in its export thread), never on the event loop. Three rules:
+
+- Secrets always go: every API key Corral has loaded (`corral.secrets.loaded_secrets`) and common
+  key shapes are replaced by `[REDACTED]`, whatever the policy.
+- Prompts are hidden unless `TracePolicy.prompts`: a model span keeps each message's role and
+  length, not its text.
+- Long values are cut to `TracePolicy.max_chars` of JSON text, keeping a preview and the size, so a
+  huge payload can neither bloat the database nor break a page.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from corral.contracts import JsonValue
+from corral.observe.policy import TracePolicy
+from corral.secrets import loaded_secrets
+
+__all__ = ["REDACTED", "Redactor"]
+
+REDACTED = "[REDACTED]"
+
+_KEY_SHAPES = (
+    r"sk-[A-Za-z0-9_\-]{16,}",  # OpenAI, Anthropic (sk-ant-...)
+    r"(?i:bearer)\s+[A-Za-z0-9._~+/\-]{16,}=*",
+    r"AKIA[0-9A-Z]{16}",  # AWS access key id
+    r"xox[abprs]-[A-Za-z0-9\-]{10,}",  # Slack
+    r"gh[pousr]_[A-Za-z0-9]{30,}",  # GitHub
+)
+
+
+class Redactor:
+    """Turns span and run fields into the JSON text that may be stored."""
+
+    def __init__(self, policy: TracePolicy | None = None) -> None:
+        self.policy = policy or TracePolicy()
+        self._shapes = re.compile("|".join((*_KEY_SHAPES, *self.policy.redact)))
+
+    def text(self, text: str) -> str:
+        """`text` with every loaded secret and key-shaped string replaced."""
+        for secret in loaded_secrets():
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return self._shapes.sub(REDACTED, text)
+
+    def dump(self, value: JsonValue) -> str | None:
+        """JSON text for a stored field: redacted, then truncated. None stays None."""
+        if value is None:
+            return None
+        text = self.text(json.dumps(value, separators=(",", ":"), default=str))
+        limit = self.policy.max_chars
+        if len(text) <= limit:
+            return text
+        return json.dumps(
+            {"truncated": True, "chars": len(text), "preview": text[:limit]},
+            separators=(",", ":"),
+        )
+
+    def prompt(self, messages: JsonValue) -> JsonValue:
+        """A model span's input (its messages) as the policy allows it to be kept."""
+        if self.policy.prompts or not isinstance(messages, list):
+            return messages
+        out: list[Any] = []
+        for message in messages:
+            if isinstance(message, dict) and "content" in message:
+                content = message.get("content")
+                out.append(
+                    {
+                        "role": message.get("role"),
+                        "chars": len(content) if isinstance(content, str) else 0,
+                        "hidden": True,
+                    }
+                )
+            else:
+                out.append(message)
+        return out
