@@ -1,4 +1,7 @@
-"""`corral`: run workflows, list runs, show a run's steps, resume interrupted runs."""
+"""`corral`: run workflows, list runs, show a run's steps, resume interrupted runs.
+
+Reading the run database (costs, stats, alerts, prune) lives in `corral.cli.observe`.
+"""
 
 from __future__ import annotations
 
@@ -301,6 +304,10 @@ def sim_serve(
     )
     console.print(f"corral sim: OpenAI-compatible endpoint at http://{host}:{port}/v1")
     uvicorn.run(create_sim_app(server), host=host, port=port, log_level="warning")
+
+
+# Commands defined in sibling modules register themselves on `app` when imported.
+from corral.cli import observe as _observe  # noqa: E402, F401
 
 
 def main() -> None:

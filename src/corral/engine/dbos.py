@@ -168,3 +168,15 @@ def shutdown() -> None:
     global _executor, _database
     _executor = _database = None
     DBOS.destroy()
+
+
+def forget_runs(engine: Any, run_ids: list[str]) -> None:
+    """Delete DBOS's own records of finished runs (`corral prune`), through its public client."""
+    from dbos import DBOSClient
+
+    client = DBOSClient(system_database_engine=engine)
+    try:
+        for start in range(0, len(run_ids), 500):
+            client.delete_workflows(run_ids[start : start + 500])
+    finally:
+        client.destroy()

@@ -297,6 +297,19 @@ class SqlStore:
         except DBAPIError as exc:
             raise StateError(f"database {self._safe_url()} failed: {exc.orig}") from exc
 
+    async def query(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(connection, *args)` in a thread (the read queries of `corral.store.queries`).
+
+        Raises:
+            StateError: the database is locked, unreachable or failed.
+        """
+
+        def read() -> T:
+            with self.engine.connect() as conn:
+                return fn(conn, *args)
+
+        return await self._call(read)
+
     def _safe_url(self) -> str:
         return sa.engine.make_url(self.url).render_as_string(hide_password=True)
 
@@ -447,6 +460,78 @@ class SqlStore:
         }
         await self._write(lambda conn: conn.execute(semantic.insert().values(**values)))
 
+    # -- alerts -----------------------------------------------------------------------------------
+
+    async def add_alert(self, alert: dict[str, Any]) -> int:
+        """Store an alert (the columns of `corral_alerts` minus `id`); returns its id."""
+
+        def write() -> int:
+            with self.engine.begin() as conn:
+                result = conn.execute(alerts.insert().values(**alert).returning(alerts.c.id))
+                return int(result.scalar_one())
+
+        return await self._call(write)
+
+    async def acknowledge_alert(self, alert_id: int, by: str, at: datetime) -> bool:
+        """Mark an unacknowledged alert as seen; False if there is no such alert."""
+
+        def write() -> bool:
+            with self.engine.begin() as conn:
+                result = conn.execute(
+                    alerts.update()
+                    .where(alerts.c.id == alert_id, alerts.c.acknowledged_at.is_(None))
+                    .values(acknowledged_at=at, acknowledged_by=by)
+                )
+                return bool(result.rowcount)
+
+        return await self._call(write)
+
+    # -- retention --------------------------------------------------------------------------------
+
+    async def prune(self, before: datetime, *, dry_run: bool = False) -> dict[str, int]:
+        """Delete runs that finished before `before` (their spans, steps, effects and engine
+        records too), alerts raised before it, and expired cache entries. Running runs stay.
+
+        Returns counts by table (what would be deleted, with `dry_run`).
+        """
+
+        def work() -> tuple[dict[str, int], list[str]]:
+            counts: dict[str, int] = {}
+            with self.engine.begin() as conn:
+                old = sa.select(runs.c.run_id).where(
+                    runs.c.finished_at.is_not(None), runs.c.finished_at < before
+                )
+                durable_ids = [r[0] for r in conn.execute(old.where(runs.c.durable.is_(True)))]
+                where: sa.ColumnElement[bool]
+                for name, table in (
+                    ("spans", spans),
+                    ("steps", steps),
+                    ("effects", effects),
+                ):
+                    where = table.c.run_id.in_(old.scalar_subquery())
+                    counts[name] = _count(conn, table, where)
+                    if not dry_run:
+                        conn.execute(table.delete().where(where))
+                where = sa.and_(runs.c.finished_at.is_not(None), runs.c.finished_at < before)
+                counts["runs"] = _count(conn, runs, where)
+                if not dry_run:
+                    conn.execute(runs.delete().where(where))
+                where = alerts.c.created_at < before
+                counts["alerts"] = _count(conn, alerts, where)
+                if not dry_run:
+                    conn.execute(alerts.delete().where(where))
+                    now = datetime.now(UTC).timestamp()
+                    conn.execute(cache.delete().where(cache.c.expires_at <= now))
+                    conn.execute(semantic.delete().where(semantic.c.expires_at <= now))
+            return counts, durable_ids
+
+        counts, durable_ids = await self._call(work)
+        if durable_ids and not dry_run:
+            from corral.engine.dbos import forget_runs  # adapter, imported on use
+
+            await self._call(forget_runs, self.engine, durable_ids)
+        return counts
+
     # -- journal --------------------------------------------------------------------------------
 
     async def load_steps(self, run_id: str) -> dict[str, JsonValue]:
@@ -538,6 +623,12 @@ class SqlStore:
         item["started_at"] = _aware(item["started_at"])
         item["finished_at"] = _aware(item["finished_at"])
         return item
+
+
+def _count(conn: sa.Connection, table: sa.Table, where: Any) -> int:
+    return int(
+        conn.execute(sa.select(sa.func.count()).select_from(table).where(where)).scalar_one()
+    )
 
 
 def _span_values(span: Span, redactor: Redactor) -> dict[str, Any]:

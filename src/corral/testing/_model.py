@@ -42,6 +42,8 @@ class FakeModel:
         self._script: deque[Step] = deque(script)
         self._name = name
         self.requests: list[ModelRequest] = []
+        self.responses: list[ModelResponse] = []
+        """Every answer, with the usage the provider reported."""
 
     @property
     def name(self) -> str:
@@ -79,6 +81,8 @@ class CountingModel:
         self.calls = 0
         self.errors: Counter[str] = Counter()
         self.requests: list[ModelRequest] = []
+        self.responses: list[ModelResponse] = []
+        """Every answer, with the usage the provider reported."""
 
     @property
     def name(self) -> str:
@@ -92,4 +96,5 @@ class CountingModel:
         except Exception as exc:
             self.errors[type(exc).__name__] += 1
             raise
+        self.responses.append(response)
         return response

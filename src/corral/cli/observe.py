@@ -1,0 +1,222 @@
+"""`corral costs`, `corral stats`, `corral alerts`, `corral prune`: reading the run database."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.table import Table
+
+from corral.cli.main import ConfigOpt, DbOpt, _config, _store, app, console, err
+from corral.errors import UsageError
+
+T = TypeVar("T")
+
+Format = Annotated[str, typer.Option("--format", "-f", help="table, csv or json")]
+
+
+def _query(config: Any, db: Any, fn: Callable[..., T], *args: Any) -> T:
+    async def go() -> T:
+        store = await _store(_config(config, db))
+        try:
+            result: T = await store.query(fn, *args)
+            return result
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def _emit(rows: list[dict[str, Any]], columns: list[str], fmt: str, title: str) -> None:
+    if fmt == "json":
+        console.print_json(json.dumps(rows, default=str))
+    elif fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows({k: _plain(r.get(k)) for k in columns} for r in rows)
+        console.out(out.getvalue(), end="")
+    elif fmt == "table":
+        table = Table(title=title)
+        for col in columns:
+            table.add_column(col, no_wrap=col in ("key", "day", "agent"))
+        for r in rows:
+            table.add_row(*(_cell(r.get(c)) for c in columns))
+        console.print(table)
+    else:
+        raise UsageError(f"unknown format {fmt!r}; use table, csv or json")
+
+
+def _plain(value: Any) -> Any:
+    return "" if value is None else value
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, Decimal):
+        return f"{value:.6f}"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+@app.command()
+def costs(
+    by: Annotated[
+        str, typer.Option(help="agent, workflow, user, tenant, model, tier or day")
+    ] = "agent",
+    since: Annotated[str, typer.Option(help="30m, 24h, 7d, 2w or an ISO date")] = "7d",
+    daily: Annotated[
+        int | None,
+        typer.Option(help="instead: a daily report for the last N days, with the trend"),
+    ] = None,
+    fmt: Format = "table",
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Model spend from the cost ledger: tokens and USD by agent, workflow, user, model or day."""
+    from corral.store import queries
+
+    if daily is not None:
+        if daily < 1:
+            raise UsageError("--daily needs a number of days >= 1")
+        rows = _query(config, db, queries.daily_report, daily)
+        for r in rows:
+            r["trend"] = (
+                "-"
+                if r["change"] is None
+                else f"{'▲' if r['change'] > 0 else '▼' if r['change'] < 0 else '='} "
+                f"{r['change']:+.0%}"
+            )
+        columns = ["day", "runs", "succeeded", "calls", "tokens", "cost_usd", "cost_per_task"]
+        _emit(rows, [*columns, "trend" if fmt == "table" else "change"], fmt, "Daily cost")
+        return
+    if by not in queries.GROUPS:
+        raise UsageError(f"cannot group costs by {by!r}; choose one of {', '.join(queries.GROUPS)}")
+    start = queries.parse_since(since)
+    rows = _query(config, db, queries.cost_breakdown, by, start)
+    columns = ["key", "runs", "calls", "cached", "tokens_in", "tokens_out", "cost_usd"]
+    _emit(rows, [*columns, "cost_per_run"], fmt, f"Cost by {by} since {start:%Y-%m-%d %H:%M}")
+    if fmt == "table":
+        total = sum((r["cost_usd"] for r in rows), Decimal(0))
+        console.print(f"total ${total:.6f} over {sum(r['calls'] for r in rows)} model calls")
+
+
+@app.command()
+def stats(
+    since: Annotated[str, typer.Option(help="30m, 24h, 7d or an ISO date")] = "24h",
+    fmt: Format = "table",
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Per-agent health: success rate, latency percentiles, tokens, cost, retries, cache hits."""
+    from corral.store import queries
+
+    start = queries.parse_since(since)
+    metrics = _query(config, db, queries.agent_metrics, start)
+    rows = list(metrics.values())
+    for r in rows:
+        for key in ("success_rate", "tool_success_rate"):
+            if r[key] is not None and fmt == "table":
+                r[key] = f"{r[key]:.1%}"
+    columns = [
+        "agent",
+        "calls",
+        "success_rate",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "tokens_in",
+        "tokens_out",
+        "cost_usd",
+        "retries",
+        "fallbacks",
+        "repairs",
+        "cache_hits",
+        "tool_calls",
+        "tool_success_rate",
+        "breaker",
+    ]
+    _emit(rows, columns, fmt, f"Agents since {start:%Y-%m-%d %H:%M}")
+
+
+alerts_app = typer.Typer(help="Anomaly and threshold alerts: list and acknowledge.")
+app.add_typer(alerts_app, name="alerts")
+
+
+@alerts_app.command("list")
+def alerts_list(
+    all_: Annotated[bool, typer.Option("--all", help="include acknowledged alerts")] = False,
+    fmt: Format = "table",
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Alerts, newest first (unacknowledged only unless --all)."""
+    from corral.store import queries
+
+    rows = _query(config, db, lambda conn: queries.list_alerts(conn, include_acknowledged=all_))
+    columns = ["id", "created_at", "kind", "agent", "metric", "value", "baseline", "message"]
+    _emit(rows, [*columns, "acknowledged_by"] if all_ else columns, fmt, "Alerts")
+
+
+@alerts_app.command("ack")
+def alerts_ack(
+    alert_id: Annotated[int, typer.Argument(help="the alert's id (from `corral alerts list`)")],
+    by: Annotated[str, typer.Option(help="who acknowledges it")] = "cli",
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Acknowledge an alert."""
+
+    async def go() -> bool:
+        store = await _store(_config(config, db))
+        try:
+            done: bool = await store.acknowledge_alert(alert_id, by, datetime.now(UTC))
+            return done
+        finally:
+            await store.close()
+
+    if not asyncio.run(go()):
+        err.print(f"[red]no unacknowledged alert {alert_id}[/red] (see `corral alerts list --all`)")
+        raise typer.Exit(2)
+    console.print(f"alert {alert_id} acknowledged by {by}")
+
+
+@app.command()
+def prune(
+    older_than: Annotated[
+        str | None,
+        typer.Option(help="age, e.g. 30d (default: the config's retention.days)"),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="count what would go, delete nothing")] = False,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Delete finished runs (with their spans, steps and effects) and alerts past retention."""
+    from corral.store import queries
+
+    cfg = _config(config, db)
+    cutoff = queries.parse_since(older_than or f"{cfg.retention.days}d")
+
+    async def go() -> dict[str, int]:
+        store = await _store(cfg)
+        try:
+            counts: dict[str, int] = await store.prune(cutoff, dry_run=dry_run)
+            return counts
+        finally:
+            await store.close()
+
+    counts = asyncio.run(go())
+    verb = "would delete" if dry_run else "deleted"
+    console.print(
+        f"{verb} {counts['runs']} runs, {counts['spans']} spans, {counts['steps']} steps, "
+        f"{counts['effects']} effects, {counts['alerts']} alerts older than {cutoff:%Y-%m-%d %H:%M}"
+    )
