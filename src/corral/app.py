@@ -39,6 +39,7 @@ from corral.trace import BatchingRecorder, NullRecorder, Recorder, RunRecord, Ru
 from corral.workflow import RunContext, Workflow, WorkflowFn
 
 if TYPE_CHECKING:
+    from corral.observe.alerts import AlertMonitor
     from corral.observe.otlp import OtlpExporter
 
 __all__ = ["App", "RunHandle", "RunResult"]
@@ -138,6 +139,8 @@ class App:
         self._tap: Tap | None = None
         self.exporter: OtlpExporter | None = None
         """The OpenTelemetry exporter, when `config.otlp.endpoint` is set (open app only)."""
+        self.alerts: AlertMonitor | None = None
+        """Anomaly and threshold alerts, when `config.alerts.enabled` (open app only)."""
         self._store: Any = None
         self._durable: Engine | None = None
         self._ephemeral = EphemeralEngine()
@@ -254,12 +257,20 @@ class App:
             self.exporter = OtlpExporter(self.config.otlp, Redactor(self.config.trace))
         if self.exporter is not None:
             taps.append(self.exporter)
+        if self.config.alerts.enabled:
+            from corral.observe.alerts import AlertMonitor
+
+            self.alerts = AlertMonitor(self.config.alerts, self._store, self.clock)
+            taps.append(self.alerts)
         self._tap = Taps(taps) if taps else None
 
     async def close(self) -> None:
         """Wait for started runs, then stop the engine and close the store."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.alerts is not None:
+            await self.alerts.drain()
+            self.alerts = None
         if self.exporter is not None:
             await asyncio.to_thread(self.exporter.close)
             self.exporter = None

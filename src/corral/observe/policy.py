@@ -73,8 +73,11 @@ class AlertPolicy:
     """Anomaly detection per agent metric, hard thresholds, and the sinks alerts go to."""
 
     enabled: bool = True
-    window: int = 50
+    window: int = 100
     """Runs in the rolling baseline of each (agent, metric)."""
+    recent: int = 5
+    """Runs whose median is the value compared with the baseline (1: every run on its own,
+    which on normal noise alerts about 5% of the time at 2 sigmas)."""
     min_samples: int = 20
     """No anomaly alert until the baseline holds this many runs."""
     sigmas: float = 2.0
@@ -90,6 +93,8 @@ class AlertPolicy:
     """JSON POST of every alert; the log sink is always on."""
 
     def __post_init__(self) -> None:
+        if self.recent < 1:
+            raise ConfigError(f"must be >= 1, got {self.recent}", key="alerts.recent")
         if self.window < 2 or not 2 <= self.min_samples <= self.window:
             raise ConfigError(
                 f"need 2 <= min_samples <= window, got {self.min_samples} and {self.window}",
@@ -102,6 +107,12 @@ class AlertPolicy:
         ):
             if not ok:
                 raise ConfigError(f"must be {rule}, got {getattr(self, key)}", key=f"alerts.{key}")
+        if self.webhook_url is not None and not self.webhook_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ConfigError(
+                f"{self.webhook_url!r} is not an http(s) URL", key="alerts.webhook_url"
+            )
         for name in self.thresholds:
             metric = name.rsplit(".", 1)[-1]
             if metric not in _METRICS:

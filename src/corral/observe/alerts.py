@@ -1,0 +1,282 @@
+"""Anomaly and threshold alerts per agent: which agent is degrading right now.
+
+After every run, each agent that ran contributes one value per metric: its error rate in that run,
+its mean call latency (ms) and its cost (USD); the workflow contributes its cost per task. The
+`Detector` keeps a rolling window of the last `AlertPolicy.window` values per (subject, metric)
+and raises:
+
+- `anomaly`: the current value (the median of the last `recent` runs) is more than `sigmas`
+  standard deviations from the baseline's mean (once it holds `min_samples` values);
+- `cost`: a current cost above `cost_ratio` (120%) of its baseline mean;
+- `threshold`: above a hard limit from `AlertPolicy.thresholds`, from the first run.
+
+The same (kind, subject, metric) fires at most once per `cooldown_s`. `AlertMonitor` is the
+`Tap` that feeds the detector from the spans of finished runs and delivers alerts: stored in
+the run database (listed and acknowledged with `corral alerts` and the dashboard), logged, and
+POSTed as JSON to `webhook_url` when set. Delivery happens off the hot path and never fails a
+run. The webhook uses the standard library's `urllib` in a worker thread: one POST per alert
+does not justify an HTTP client dependency in the embedded default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import statistics
+import urllib.request
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal, Protocol
+
+from corral.clock import Clock
+from corral.observe.policy import AlertPolicy
+from corral.trace import RunRecord, Span
+
+__all__ = ["Alert", "AlertMonitor", "Detector"]
+
+log = logging.getLogger("corral.alerts")
+
+AlertKind = Literal["anomaly", "cost", "threshold"]
+_COSTS = frozenset({"cost_usd", "cost_per_task"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Alert:
+    """One alert, as stored and sent."""
+
+    kind: AlertKind
+    subject: str
+    """The agent's name, or `workflow:NAME` for a workflow's cost per task."""
+    metric: str
+    value: float
+    baseline: float | None
+    limit: float | None
+    run_id: str | None
+    message: str
+    at: datetime
+
+    @property
+    def key(self) -> str:
+        """What dedup and cooldown compare."""
+        return f"{self.kind}:{self.subject}:{self.metric}"
+
+
+class Detector:
+    """Rolling baselines and the three alert rules (pure: no I/O, time passed in).
+
+    The current value of a metric is the median of its last `AlertPolicy.recent` runs, compared
+    with the baseline of the `window` runs before those: one slow or failed run among normal ones
+    does not page anyone, however extreme; a step change does within `recent` runs.
+    """
+
+    def __init__(self, policy: AlertPolicy) -> None:
+        self.policy = policy
+        self._recent: dict[tuple[str, str], deque[float]] = {}
+        self._base: dict[tuple[str, str], deque[float]] = {}
+        self._last: dict[str, datetime] = {}
+
+    def baseline(self, subject: str, metric: str) -> tuple[float, float, int] | None:
+        """(mean, standard deviation, samples) of a baseline window, or None while empty."""
+        window = self._base.get((subject, metric))
+        if not window:
+            return None
+        mean = sum(window) / len(window)
+        var = sum((v - mean) ** 2 for v in window) / len(window)
+        return mean, math.sqrt(var), len(window)
+
+    def observe(
+        self, subject: str, metric: str, value: float, *, at: datetime, run_id: str | None = None
+    ) -> list[Alert]:
+        """Add one run's value; returns the alerts it raises (after dedup and cooldown)."""
+        p = self.policy
+        found: list[Alert] = []
+        limit = p.thresholds.get(f"{subject}.{metric}", p.thresholds.get(metric))
+        if limit is not None and value > limit:
+            found.append(
+                Alert(
+                    kind="threshold",
+                    subject=subject,
+                    metric=metric,
+                    value=value,
+                    baseline=None,
+                    limit=limit,
+                    run_id=run_id,
+                    message=f"{subject} {metric} {value:.6g} is above its limit {limit:.6g}",
+                    at=at,
+                )
+            )
+        key = (subject, metric)
+        recent = self._recent.setdefault(key, deque())
+        base = self._base.setdefault(key, deque(maxlen=p.window))
+        recent.append(value)
+        if len(recent) > p.recent:
+            base.append(recent.popleft())
+        stats = self.baseline(subject, metric)
+        if stats is not None and stats[2] >= p.min_samples and len(recent) == p.recent:
+            mean, std, n = stats
+            current = statistics.median(recent)
+            # A flat baseline has std 0: then a move of more than 1% of the mean is a change.
+            spread = max(std, abs(mean) * 0.01, 1e-12)
+            if abs(current - mean) > p.sigmas * spread:
+                found.append(
+                    Alert(
+                        kind="anomaly",
+                        subject=subject,
+                        metric=metric,
+                        value=current,
+                        baseline=mean,
+                        limit=p.sigmas * spread,
+                        run_id=run_id,
+                        message=(
+                            f"{subject} {metric} {current:.6g} (median of the last {p.recent} "
+                            f"runs) is {abs(current - mean) / spread:.1f} standard deviations "
+                            f"from its baseline {mean:.6g} over {n} runs"
+                        ),
+                        at=at,
+                    )
+                )
+            if metric in _COSTS and mean > 0 and current > p.cost_ratio * mean:
+                found.append(
+                    Alert(
+                        kind="cost",
+                        subject=subject,
+                        metric=metric,
+                        value=current,
+                        baseline=mean,
+                        limit=p.cost_ratio * mean,
+                        run_id=run_id,
+                        message=(
+                            f"{subject} {metric} ${current:.6g} is {current / mean:.0%} of its "
+                            f"baseline ${mean:.6g} (limit {p.cost_ratio:.0%})"
+                        ),
+                        at=at,
+                    )
+                )
+        return [a for a in found if self._due(a)]
+
+    def _due(self, alert: Alert) -> bool:
+        last = self._last.get(alert.key)
+        if last is not None and (alert.at - last).total_seconds() < self.policy.cooldown_s:
+            return False
+        self._last[alert.key] = alert.at
+        return True
+
+
+class AlertStore(Protocol):
+    async def add_alert(self, alert: dict[str, Any]) -> int: ...
+
+
+@dataclass(slots=True)
+class _RunTally:
+    calls: int = 0
+    errors: int = 0
+    latency_ms: float = 0.0
+    cost: Decimal = Decimal(0)
+
+
+class AlertMonitor:
+    """The `Tap` that turns finished runs into metric values, and alerts into deliveries.
+
+    Args:
+        policy: Baselines, rules and sinks.
+        store: Where alerts are kept (the run database).
+        clock: The app's clock (alert times, cooldowns).
+    """
+
+    def __init__(self, policy: AlertPolicy, store: AlertStore, clock: Clock) -> None:
+        self.detector = Detector(policy)
+        self.policy = policy
+        self._store = store
+        self._clock = clock
+        self._runs: dict[str, dict[str, _RunTally]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.delivered: list[Alert] = []
+        self.webhook_failures = 0
+
+    def spans(self, spans: Sequence[Span]) -> None:
+        for span in spans:
+            if span.kind == "agent":
+                tally = self._runs.setdefault(span.run_id, {}).setdefault(span.name, _RunTally())
+                tally.calls += 1
+                tally.errors += span.status != "ok"
+                tally.latency_ms += span.latency_ms
+                tally.cost += span.cost_usd
+
+    def run(self, run: RunRecord) -> None:
+        if run.status == "running":
+            return
+        tallies = self._runs.pop(run.run_id, {})
+        now = self._clock.now()
+        found: list[Alert] = []
+        observe = self.detector.observe
+        for agent, t in sorted(tallies.items()):
+            found += observe(agent, "error_rate", t.errors / t.calls, at=now, run_id=run.run_id)
+            found += observe(agent, "latency_ms", t.latency_ms / t.calls, at=now, run_id=run.run_id)
+            found += observe(agent, "cost_usd", float(t.cost), at=now, run_id=run.run_id)
+        found += observe(
+            f"workflow:{run.workflow}",
+            "cost_per_task",
+            float(run.cost_usd),
+            at=now,
+            run_id=run.run_id,
+        )
+        if found:
+            task = asyncio.get_running_loop().create_task(self._deliver(found))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, found: list[Alert]) -> None:
+        for alert in found:
+            log.warning("alert %s: %s", alert.kind, alert.message, extra={"alert": alert.key})
+            try:
+                await self._store.add_alert(
+                    {
+                        "key": alert.key,
+                        "kind": alert.kind,
+                        "agent": alert.subject,
+                        "metric": alert.metric,
+                        "value": alert.value,
+                        "baseline": alert.baseline,
+                        "limit_value": alert.limit,
+                        "run_id": alert.run_id,
+                        "message": alert.message,
+                        "created_at": alert.at,
+                    }
+                )
+            except Exception:  # boundary: alerting must never take the app down
+                log.exception("could not store alert %s", alert.key)
+            if self.policy.webhook_url:
+                try:
+                    await asyncio.to_thread(_post, self.policy.webhook_url, _payload(alert))
+                except Exception as exc:  # boundary: a down webhook is logged, not raised
+                    self.webhook_failures += 1
+                    log.warning("alert webhook %s failed: %s", self.policy.webhook_url, exc)
+            self.delivered.append(alert)
+
+    async def drain(self) -> None:
+        """Wait for alerts being delivered (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _payload(alert: Alert) -> dict[str, Any]:
+    data = asdict(alert)
+    data["at"] = alert.at.isoformat()
+    data["key"] = alert.key
+    return data
+
+
+def _post(url: str, body: dict[str, Any]) -> None:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "User-Agent": "corral-alerts"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        response.read()

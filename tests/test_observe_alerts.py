@@ -1,0 +1,147 @@
+"""Anomaly alerts: synthetic series (step change fires, noise stays quiet), thresholds, cooldown,
+the webhook over real HTTP, storage and acknowledgement."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from fastapi import FastAPI, Request
+from pydantic import BaseModel
+
+from corral import Agent, App, AppConfig, ModelPrice, RunContext
+from corral.errors import ConfigError
+from corral.observe import AlertPolicy
+from corral.observe.alerts import Detector
+from corral.store import queries
+from corral.testing import FakeClock, FakeModel
+
+T0 = datetime(2026, 11, 22, tzinfo=UTC)
+
+
+def feed(detector: Detector, values: list[float], metric: str = "latency_ms") -> list[int]:
+    """Indexes of the values that raised an alert."""
+    fired = []
+    for i, value in enumerate(values):
+        if detector.observe("triage", metric, value, at=T0 + timedelta(seconds=i)):
+            fired.append(i)
+    return fired
+
+
+def noise(n: int, mean: float, sd: float, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return [max(0.0, rng.gauss(mean, sd)) for _ in range(n)]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_noise_stays_quiet(seed):
+    detector = Detector(AlertPolicy(cooldown_s=0))
+    assert feed(detector, noise(2000, 800, 120, seed)) == []
+
+
+def test_a_step_change_fires_within_the_recent_window_and_once_per_cooldown():
+    detector = Detector(AlertPolicy(cooldown_s=3600))
+    series = noise(200, 800, 120, 1) + noise(100, 2400, 120, 2)  # latency triples at run 200
+    fired = feed(detector, series)
+    assert fired and 200 <= fired[0] < 203  # the median of 5 moves after 3 changed runs
+    assert len(fired) == 1  # then the cooldown holds it
+    mean, _, n = detector.baseline("triage", "latency_ms") or (0, 0, 0)
+    assert n == 100 and mean > 2000  # the baseline has moved to the new normal
+
+
+def test_a_single_bad_run_does_not_page_but_every_run_mode_does():
+    series = noise(100, 800, 50, 3)
+    series[60] = 1600
+    assert feed(Detector(AlertPolicy(cooldown_s=0)), series) == []
+    assert 60 in feed(Detector(AlertPolicy(cooldown_s=0, recent=1)), series)
+
+
+def test_cost_above_120_percent_of_baseline_is_a_cost_alert():
+    detector = Detector(AlertPolicy(cooldown_s=0, sigmas=100))  # only the cost rule can fire
+    series = noise(60, 0.010, 0.0005, 4) + [0.013] * 5
+    fired = feed(detector, series, metric="cost_usd")
+    assert fired == [62, 63, 64]  # once the median of the last 5 runs is the new cost
+    [alert] = detector.observe("triage", "cost_usd", 0.013, at=T0 + timedelta(days=1))
+    assert alert.kind == "cost" and alert.limit == pytest.approx(1.2 * alert.baseline)
+
+
+def test_hard_thresholds_fire_from_the_first_run_per_agent_or_for_all():
+    detector = Detector(
+        AlertPolicy(thresholds={"latency_ms": 5000, "triage.error_rate": 0.5}, cooldown_s=0)
+    )
+    [alert] = detector.observe("triage", "latency_ms", 6000, at=T0)
+    assert alert.kind == "threshold" and alert.limit == 5000
+    assert detector.observe("writer", "error_rate", 0.9, at=T0) == []
+    assert detector.observe("triage", "error_rate", 0.9, at=T0)[0].metric == "error_rate"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"thresholds": {"latency": 1.0}}, "alerts.thresholds.latency"),
+        ({"min_samples": 500}, "alerts.min_samples"),
+        ({"cost_ratio": 0.9}, "alerts.cost_ratio"),
+        ({"webhook_url": "hooks.example.com"}, "alerts.webhook_url"),
+    ],
+)
+def test_bad_alert_config_names_the_key(kwargs, key):
+    with pytest.raises(ConfigError) as info:
+        AlertPolicy(**kwargs)
+    assert info.value.key == key
+
+
+class Q(BaseModel):
+    text: str
+
+
+class A(BaseModel):
+    answer: str
+
+
+async def test_a_degrading_agent_is_alerted_stored_posted_and_acknowledged(serve, tmp_path):
+    hook = FastAPI()
+    posted: list[dict] = []
+
+    @hook.post("/alerts")
+    async def receive(request: Request) -> dict:
+        posted.append(await request.json())
+        return {}
+
+    url = await serve(hook)
+    clock = FakeClock(start=T0)
+    model = FakeModel(name="fake:model")
+    config = AppConfig(
+        database=f"sqlite:///{tmp_path / 'c.db'}",
+        durable=False,
+        tiers={"small": "fake:model"},
+        prices={"fake": ModelPrice(input_per_mtok=Decimal(1), output_per_mtok=Decimal(1))},
+        alerts=AlertPolicy(min_samples=10, webhook_url=f"{url}/alerts"),
+    )
+    app = App(config, models={"fake:model": model}, clock=clock)
+    agent = Agent(name="answerer", instructions="Answer.", input=Q, output=A)
+
+    @app.workflow
+    async def ask(ctx: RunContext, q: Q) -> A:
+        return await ctx.call(agent, q)
+
+    async with app:
+        for i in range(30):
+            # Healthy for 20 runs, then every answer fails validation (error rate 0 -> 1).
+            model.push({"answer": "ok"} if i < 20 else "not json", "still not json")
+            await app.run("ask", {"text": f"q{i}"})
+        assert app.alerts is not None
+        await app.alerts.drain()
+        stored = await app._store.query(queries.list_alerts)
+        first = stored[-1]
+        assert await app._store.acknowledge_alert(first["id"], "oncall", T0)
+        assert not await app._store.acknowledge_alert(first["id"], "oncall", T0)  # only once
+        left = await app._store.query(queries.list_alerts)
+    kinds = {(a["kind"], a["agent"], a["metric"]) for a in stored}
+    assert ("anomaly", "answerer", "error_rate") in kinds
+    assert len([a for a in stored if a["metric"] == "error_rate"]) == 1  # dedup + cooldown
+    assert {p["key"] for p in posted} == {a["key"] for a in stored}
+    error = next(p for p in posted if p["metric"] == "error_rate")
+    assert error["subject"] == "answerer" and error["value"] > 0.5 and error["run_id"]
+    assert len(left) == len(stored) - 1
