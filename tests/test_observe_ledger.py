@@ -199,7 +199,7 @@ def test_stats_shows_each_agent(cli):
     code, out, _ = cli("stats", "--format", "json")
     [row] = json.loads(out)
     assert code == 0 and row["agent"] == "answerer" and row["calls"] == 3
-    assert row["success_rate"] == 1.0 and row["p50_ms"] is not None and row["breaker"] == "closed"
+    assert row["success_rate"] == 1.0 and row["p50_ms"] is not None and row["breaker"] == "CLOSED"
 
 
 def test_prune_deletes_only_what_is_past_retention(cli):

@@ -1,4 +1,4 @@
-"""`corral costs`, `corral stats`, `corral alerts`, `corral prune`: reading the run database."""
+"""`corral costs`, `stats`, `alerts`, `prune` and `serve`: reading the run database."""
 
 from __future__ import annotations
 
@@ -220,3 +220,52 @@ def prune(
         f"{verb} {counts['runs']} runs, {counts['spans']} spans, {counts['steps']} steps, "
         f"{counts['effects']} effects, {counts['alerts']} alerts older than {cutoff:%Y-%m-%d %H:%M}"
     )
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    app_ref: Annotated[
+        str | None,
+        typer.Option(
+            "--app",
+            "-a",
+            help="module:attribute of an App to open in this process (adds live breaker and "
+            "queue state); without it the dashboard reads the database only",
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Serve the dashboard, its JSON API (/api/...) and Prometheus metrics (/metrics)."""
+    import contextlib
+    from collections.abc import AsyncIterator
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    from corral.server.dashboard import create_dashboard
+
+    cfg = _config(config, db)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if app_ref is not None:
+            from corral.cli._load import load_app
+
+            target = load_app(app_ref, cfg)
+            async with target:
+                web.mount("/", create_dashboard(target._store, app=target))
+                yield
+        else:
+            store = await _store(cfg)
+            try:
+                web.mount("/", create_dashboard(store))
+                yield
+            finally:
+                await store.close()
+
+    web = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    console.print(f"corral: dashboard at http://{host}:{port}/  (metrics at /metrics)")
+    uvicorn.run(web, host=host, port=port, log_level="warning")

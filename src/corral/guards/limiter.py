@@ -279,6 +279,11 @@ class RateLimiter:
     def queue_depth(self) -> int:
         return len(self._queue)
 
+    def queue_depths(self) -> dict[int, int]:
+        """Calls waiting now, by priority level (0 = critical)."""
+        depths: Counter[int] = Counter(level for level, _, _ in self._queue)
+        return dict(depths)
+
     def try_admit(self, keys: list[str], tokens: int, *, input_estimate: int) -> Ticket | None:
         """Admit at once, without waiting, if nobody is queued and the call fits; else None."""
         if not keys:

@@ -25,6 +25,8 @@ __all__ = [
     "GROUPS",
     "RunFilter",
     "agent_metrics",
+    "agent_series",
+    "queue_waits",
     "cost_breakdown",
     "daily_report",
     "list_alerts",
@@ -277,7 +279,7 @@ def agent_metrics(conn: sa.Connection, since: datetime) -> dict[str, dict[str, A
                 "cache_hits": 0,
                 "tool_calls": 0,
                 "tool_errors": 0,
-                "breaker": "closed",
+                "breaker": "CLOSED",
             }
             latencies[agent] = []
         return out[agent]
@@ -324,6 +326,65 @@ def agent_metrics(conn: sa.Connection, since: datetime) -> dict[str, dict[str, A
             (e["tool_calls"] - e["tool_errors"]) / e["tool_calls"] if e["tool_calls"] else None
         )
     return dict(sorted(out.items()))
+
+
+def agent_series(
+    conn: sa.Connection, since: datetime, bucket_s: int = 3600
+) -> dict[str, list[dict[str, Any]]]:
+    """Per agent, per time bucket since `since` (oldest first, empty buckets included): calls,
+    errors, error_rate, p95_ms and cost_usd — the agents page's charts."""
+    rows = conn.execute(
+        sa.select(
+            spans.c.name, spans.c.started_at, spans.c.latency_ms, spans.c.status, spans.c.cost_pusd
+        ).where(spans.c.kind == "agent", spans.c.started_at >= since)
+    )
+    start = since.timestamp()
+    now = datetime.now(UTC).timestamp()
+    count = max(1, int((now - start) // bucket_s) + 1)
+    raw: dict[str, list[tuple[list[float], int, int]]] = {}
+    for row in rows:
+        at = row.started_at if row.started_at.tzinfo else row.started_at.replace(tzinfo=UTC)
+        index = min(count - 1, max(0, int((at.timestamp() - start) // bucket_s)))
+        buckets = raw.setdefault(row.name, [([], 0, 0) for _ in range(count)])
+        latencies, errors, pusd = buckets[index]
+        latencies.append(float(row.latency_ms))
+        buckets[index] = (latencies, errors + (row.status != "ok"), pusd + int(row.cost_pusd or 0))
+    out: dict[str, list[dict[str, Any]]] = {}
+    for agent, buckets in sorted(raw.items()):
+        out[agent] = [
+            {
+                "at": datetime.fromtimestamp(start + i * bucket_s, UTC),
+                "calls": len(latencies),
+                "errors": errors,
+                "error_rate": errors / len(latencies) if latencies else None,
+                "p95_ms": _percentile(latencies, 0.95),
+                "cost_usd": _usd(pusd),
+            }
+            for i, (latencies, errors, pusd) in enumerate(buckets)
+        ]
+    return out
+
+
+def queue_waits(conn: sa.Connection, since: datetime) -> dict[str, dict[str, Any]]:
+    """Rate-limiter waits since `since` by limiter key: how many calls queued, p50/p95 wait (s)."""
+    waits: dict[str, list[float]] = {}
+    rows = conn.execute(
+        sa.select(spans.c.output).where(
+            spans.c.kind == "guard", spans.c.name == "queued", spans.c.started_at >= since
+        )
+    )
+    for (raw,) in rows:
+        detail = json.loads(raw) if raw else {}
+        for key in detail.get("keys", []):
+            waits.setdefault(str(key), []).append(float(detail.get("waited_s", 0.0)))
+    return {
+        key: {
+            "queued": len(values),
+            "p50_s": _percentile(values, 0.5),
+            "p95_s": _percentile(values, 0.95),
+        }
+        for key, values in sorted(waits.items())
+    }
 
 
 def list_alerts(

@@ -1,0 +1,390 @@
+"""`corral serve`: the dashboard, its JSON API and Prometheus `/metrics`, over the run database.
+
+Pages (server-rendered HTML, no build step; a few lines of vanilla JS poll for live updates):
+
+    /                 runs, filtered by status, workflow, user, time and cost
+    /runs/{id}        the agent interaction graph, a span waterfall, every step's input, output,
+                      cost and error, guard decisions highlighted; live while the run runs
+    /agents           per-agent metrics, their trend by hour, breaker state, limiter queues
+    /costs            spend by day, agent, user and model
+    /alerts           anomaly and threshold alerts; acknowledge
+
+JSON: `/api/runs`, `/api/runs/{id}`, `/api/agents`, `/api/costs`, `/api/costs/daily`,
+`/api/alerts` (and `POST /api/alerts/{id}/ack`). Bad filters are a 400 naming the filter;
+unknown runs a 404. Every page and endpoint reads through `corral.store.queries`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from corral.errors import UsageError
+from corral.store import queries
+from corral.store.sql import SqlStore
+
+if TYPE_CHECKING:
+    from corral.app import App
+
+__all__ = ["create_dashboard", "run_view"]
+
+_HERE = Path(__file__).parent
+_PRIORITY_NAMES = {0: "critical", 1: "interactive", 2: "batch"}
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def _pretty(value: Any, limit: int = 4000) -> str:
+    if value is None:
+        return ""
+    text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[:limit] + f"\n… ({len(text)} characters)"
+
+
+def run_view(run: dict[str, Any], spans: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the run page shows: the run, spans with waterfall offsets, the interaction graph."""
+    t0 = run["started_at"]
+    end = run["finished_at"] or max(
+        (s["started_at"] + timedelta(milliseconds=s["latency_ms"]) for s in spans), default=t0
+    )
+    total_ms = max(1.0, (end - t0).total_seconds() * 1000)
+    rows = []
+    for s in spans:
+        offset = max(0.0, (s["started_at"] - t0).total_seconds() * 1000)
+        depth = 0 if s["parent_id"] is None else s["step_id"].count(".")
+        rows.append(
+            {
+                **s,
+                "offset_ms": offset,
+                "left_pct": min(100.0, offset / total_ms * 100),
+                "width_pct": max(0.3, min(100.0, s["latency_ms"] / total_ms * 100)),
+                "depth": depth,
+            }
+        )
+    return {"run": run, "spans": rows, "total_ms": total_ms, "graph": interaction_graph(run, spans)}
+
+
+def interaction_graph(run: dict[str, Any], spans: list[dict[str, Any]]) -> dict[str, Any]:
+    """Agents (and the workflow) as nodes; handoffs as edges with counts and failures; laid out
+    left to right by distance from the workflow."""
+    edges: dict[tuple[str, str], dict[str, Any]] = {}
+    calls: dict[str, dict[str, int]] = {}
+    order: list[str] = [run["workflow"]]
+    for s in spans:
+        if s["kind"] not in ("agent", "workflow"):
+            continue
+        source = str((s.get("attrs") or {}).get("from") or run["workflow"])
+        if s["kind"] == "workflow":
+            source = run["workflow"]
+        target = s["name"]
+        for name in (source, target):
+            if name not in order:
+                order.append(name)
+        edge = edges.setdefault((source, target), {"from": source, "to": target, "count": 0})
+        edge["count"] += 1
+        edge["failures"] = edge.get("failures", 0) + (s["status"] != "ok")
+        stats = calls.setdefault(target, {"calls": 0, "failures": 0})
+        stats["calls"] += 1
+        stats["failures"] += s["status"] != "ok"
+    depth = {run["workflow"]: 0}
+    frontier = [run["workflow"]]
+    while frontier:
+        nxt = []
+        for name in frontier:
+            for source, target in edges:
+                if source == name and target not in depth:
+                    depth[target] = depth[name] + 1
+                    nxt.append(target)
+        frontier = nxt
+    columns: dict[int, int] = {}
+    nodes = []
+    for name in order:
+        d = depth.get(name, 1)
+        row = columns.get(d, 0)
+        columns[d] = row + 1
+        nodes.append(
+            {
+                "id": name,
+                "x": 20 + d * 190,
+                "y": 20 + row * 70,
+                "workflow": name == run["workflow"],
+                **calls.get(name, {"calls": 0, "failures": 0}),
+            }
+        )
+    at = {n["id"]: n for n in nodes}
+    for edge in edges.values():
+        edge.setdefault("failures", 0)
+        a, b = at[edge["from"]], at[edge["to"]]
+        edge.update(x1=a["x"] + 120, y1=a["y"] + 20, x2=b["x"], y2=b["y"] + 20, loop=a is b)
+    width = 80 + (max(columns) + 1) * 190 if columns else 270
+    height = 20 + max(columns.values(), default=1) * 70
+    return {"nodes": nodes, "edges": list(edges.values()), "width": width, "height": height}
+
+
+def _filter(
+    status: str | None,
+    workflow: str | None,
+    user: str | None,
+    since: str | None,
+    min_cost: str | None,
+    limit: int,
+    before: str | None,
+) -> queries.RunFilter:
+    cost: Decimal | None = None
+    if min_cost:
+        try:
+            cost = Decimal(min_cost)
+        except InvalidOperation:
+            raise UsageError(f"min_cost {min_cost!r} is not a number of dollars") from None
+    cursor: tuple[datetime, str] | None = None
+    if before:
+        at, _, run_id = before.partition("|")
+        try:
+            parsed = datetime.fromisoformat(at)
+        except ValueError:
+            raise UsageError(f"before {before!r} is not a cursor from a previous page") from None
+        cursor = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC), run_id)
+    if status and status not in _STATUSES:
+        raise UsageError(f"unknown status {status!r}; statuses are {', '.join(_STATUSES)}")
+    return queries.RunFilter(
+        status=status or None,
+        workflow=workflow or None,
+        user=user or None,
+        since=queries.parse_since(since) if since else None,
+        min_cost_usd=cost,
+        limit=limit,
+        before=cursor,
+    )
+
+
+_STATUSES = (
+    "running",
+    "succeeded",
+    "failed",
+    "deadline_exceeded",
+    "budget_exhausted",
+    "killed",
+)
+
+
+def create_dashboard(store: SqlStore, *, app: App | None = None) -> FastAPI:
+    """The dashboard over `store`. With `app` (an open `App` in this process), `/metrics` and
+    the agents page also show live breaker states and limiter queue depths."""
+    api = FastAPI(title="Corral", docs_url="/api/docs", openapi_url="/api/openapi.json")
+    api.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
+    templates = Jinja2Templates(directory=str(_HERE / "templates"))
+    templates.env.filters["pretty"] = _pretty
+    templates.env.filters["usd"] = lambda v: f"${Decimal(v or 0):.6f}"
+    templates.env.filters["ms"] = lambda v: "-" if v is None else f"{float(v):,.0f} ms"
+    templates.env.filters["pct"] = lambda v: "-" if v is None else f"{float(v):.1%}"
+    templates.env.filters["when"] = lambda v: "-" if v is None else v.strftime("%Y-%m-%d %H:%M:%S")
+
+    @api.exception_handler(UsageError)
+    async def bad_request(request: Request, exc: UsageError) -> Response:
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": "bad_request", "message": str(exc)}, status_code=400)
+        return templates.TemplateResponse(
+            request, "error.html", {"message": str(exc), "title": "Bad request"}, status_code=400
+        )
+
+    def page(request: Request, name: str, context: dict[str, Any]) -> HTMLResponse:
+        fragment = request.query_params.get("fragment") == "1"
+        return templates.TemplateResponse(
+            request, name, {**context, "fragment": fragment, "path": request.url.path}
+        )
+
+    async def load_run(run_id: str) -> dict[str, Any] | None:
+        run = await store.get_run(run_id)
+        if run is None:
+            return None
+        return run_view(run, await store.list_spans(run["run_id"]))
+
+    def not_found(request: Request, run_id: str) -> Response:
+        message = f"no run matches {run_id!r}; the runs list shows every run"
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": "not_found", "message": message}, status_code=404)
+        return templates.TemplateResponse(
+            request, "error.html", {"message": message, "title": "Not found"}, status_code=404
+        )
+
+    # -- JSON API --------------------------------------------------------------------------------
+
+    @api.get("/api/runs")
+    async def api_runs(
+        status: str | None = None,
+        workflow: str | None = None,
+        user: str | None = None,
+        since: str | None = None,
+        min_cost: str | None = None,
+        limit: int = Query(50, ge=1, le=500),
+        before: str | None = None,
+    ) -> Any:
+        f = _filter(status, workflow, user, since, min_cost, limit, before)
+        return _jsonable(await store.query(queries.run_page, f))
+
+    @api.get("/api/runs/{run_id}")
+    async def api_run(request: Request, run_id: str) -> Any:
+        view = await load_run(run_id)
+        return not_found(request, run_id) if view is None else _jsonable(view)
+
+    @api.get("/api/agents")
+    async def api_agents(since: str = "24h") -> Any:
+        start = queries.parse_since(since)
+        metrics = await store.query(queries.agent_metrics, start)
+        _live_breakers(app, metrics)
+        return _jsonable(metrics)
+
+    @api.get("/api/costs")
+    async def api_costs(by: str = "agent", since: str = "7d") -> Any:
+        rows = await store.query(queries.cost_breakdown, by, queries.parse_since(since))
+        return _jsonable(rows)
+
+    @api.get("/api/costs/daily")
+    async def api_daily(days: int = Query(14, ge=1, le=366)) -> Any:
+        return _jsonable(await store.query(queries.daily_report, days))
+
+    @api.get("/api/alerts")
+    async def api_alerts(all: bool = False) -> Any:
+        rows = await store.query(lambda conn: queries.list_alerts(conn, include_acknowledged=all))
+        return _jsonable(rows)
+
+    @api.post("/api/alerts/{alert_id}/ack")
+    async def api_ack(alert_id: int, by: str = "dashboard") -> Any:
+        if not await store.acknowledge_alert(alert_id, by, datetime.now(UTC)):
+            return JSONResponse(
+                {"error": "not_found", "message": f"no unacknowledged alert {alert_id}"},
+                status_code=404,
+            )
+        return {"acknowledged": alert_id, "by": by}
+
+    @api.get("/metrics")
+    async def metrics(window: str = "1h") -> Response:
+        from corral.server.metrics import render
+
+        body, content_type = await render(store, app, queries.parse_since(window), window)
+        return Response(body, media_type=content_type)
+
+    # -- pages ---------------------------------------------------------------------------------
+
+    @api.get("/", response_class=HTMLResponse)
+    async def runs_page(
+        request: Request,
+        status: str | None = None,
+        workflow: str | None = None,
+        user: str | None = None,
+        since: str | None = None,
+        min_cost: str | None = None,
+        before: str | None = None,
+    ) -> Response:
+        f = _filter(status, workflow, user, since, min_cost, 50, before)
+        rows = await store.query(queries.run_page, f)
+        last = rows[-1] if len(rows) == f.limit else None
+        cursor = f"{last['started_at'].isoformat()}|{last['run_id']}" if last else None
+        args = {"status": status, "workflow": workflow, "user": user, "since": since}
+        return page(
+            request,
+            "runs.html",
+            {
+                "title": "Runs",
+                "runs": rows,
+                "filters": {**args, "min_cost": min_cost},
+                "statuses": _STATUSES,
+                "next_cursor": cursor,
+                "live": True,
+            },
+        )
+
+    @api.get("/runs/{run_id}", response_class=HTMLResponse)
+    async def run_page(request: Request, run_id: str) -> Response:
+        view = await load_run(run_id)
+        if view is None:
+            return not_found(request, run_id)
+        return page(
+            request,
+            "run.html",
+            {
+                "title": f"Run {view['run']['run_id'][:12]}",
+                **view,
+                "live": view["run"]["status"] == "running",
+            },
+        )
+
+    @api.get("/agents", response_class=HTMLResponse)
+    async def agents_page(request: Request, since: str = "24h") -> Response:
+        start = queries.parse_since(since)
+        metrics = await store.query(queries.agent_metrics, start)
+        _live_breakers(app, metrics)
+        series = await store.query(queries.agent_series, start)
+        waits = await store.query(queries.queue_waits, start)
+        depths = _queue_depths(app)
+        return page(
+            request,
+            "agents.html",
+            {
+                "title": "Agents",
+                "agents": metrics,
+                "series": series,
+                "waits": waits,
+                "depths": depths,
+                "since": since,
+                "live": True,
+            },
+        )
+
+    @api.get("/costs", response_class=HTMLResponse)
+    async def costs_page(request: Request, since: str = "7d", days: int = 14) -> Response:
+        start = queries.parse_since(since)
+        groups = {
+            by: await store.query(queries.cost_breakdown, by, start)
+            for by in ("agent", "user", "model", "workflow")
+        }
+        daily = await store.query(queries.daily_report, max(1, min(days, 366)))
+        return page(
+            request,
+            "costs.html",
+            {"title": "Costs", "groups": groups, "daily": daily, "since": since},
+        )
+
+    @api.get("/alerts", response_class=HTMLResponse)
+    async def alerts_page(request: Request, all: bool = False) -> Response:
+        rows = await store.query(lambda conn: queries.list_alerts(conn, include_acknowledged=all))
+        return page(
+            request, "alerts.html", {"title": "Alerts", "alerts": rows, "all": all, "live": True}
+        )
+
+    return api
+
+
+def _live_breakers(app: App | None, metrics: dict[str, dict[str, Any]]) -> None:
+    """Overwrite the last-seen breaker state with the live one when the app is in process."""
+    if app is None:
+        return
+    for key, state in app.guards.breakers.states().items():
+        kind, _, name = key.partition(":")
+        if kind == "agent" and name in metrics:
+            metrics[name]["breaker"] = state
+
+
+def _queue_depths(app: App | None) -> dict[str, int] | None:
+    if app is None:
+        return None
+    depths = app.guards.limiter.queue_depths()
+    return {name: depths.get(level, 0) for level, name in _PRIORITY_NAMES.items()}
