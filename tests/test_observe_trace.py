@@ -19,7 +19,10 @@ from corral.patterns import Blackboard, BoardTask, Mesh, Pipeline, Subscriber, S
 from corral.testing import SpanRecorder
 from tests.helpers import ephemeral_app
 
-pytest.importorskip("opentelemetry.proto", reason="install corral[observe] for OTLP tests")
+pytest.importorskip(
+    "opentelemetry.proto",
+    reason="the OTLP test receiver decodes with opentelemetry-proto (dev extra)",
+)
 from fastapi import FastAPI, Request, Response
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,

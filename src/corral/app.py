@@ -25,7 +25,6 @@ from corral.durable import Engine, EphemeralEngine
 from corral.errors import (
     AgentError,
     BudgetExhaustedError,
-    ConfigError,
     CorralError,
     KilledError,
     PayloadError,
@@ -246,14 +245,9 @@ class App:
     def _open_taps(self) -> None:
         taps: list[Tap] = list(self._taps)
         if self.config.otlp.endpoint and self.exporter is None:
-            try:
-                from corral.observe.otlp import OtlpExporter
-                from corral.observe.redact import Redactor
-            except ModuleNotFoundError as exc:
-                raise ConfigError(
-                    f"OTLP export needs OpenTelemetry: pip install 'corral[observe]' ({exc})",
-                    key="otlp.endpoint",
-                ) from exc
+            from corral.observe.otlp import OtlpExporter
+            from corral.observe.redact import Redactor
+
             self.exporter = OtlpExporter(self.config.otlp, Redactor(self.config.trace))
         if self.exporter is not None:
             taps.append(self.exporter)
