@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -209,3 +210,26 @@ def test_prune_deletes_only_what_is_past_retention(cli):
     assert code == 0 and "deleted 3 runs" in out
     code, out, _ = cli("runs")
     assert code == 0 and "succeeded" not in out
+
+
+async def test_prune_forgets_durable_runs_in_the_engine_too(tmp_path):
+    import sqlalchemy as sa
+
+    from tests.apps.echo import build
+
+    app = build(AppConfig(database=f"sqlite:///{tmp_path / 'd.db'}", durable=True))
+    async with app:
+        kept_running = await app.run("ask", {"text": "hi"})
+        assert kept_running.ok
+        store = app._store
+
+        def engine_rows() -> int:
+            with store.engine.connect() as conn:
+                return int(conn.execute(sa.text("SELECT count(*) FROM workflow_status")).scalar())
+
+        before = await asyncio.to_thread(engine_rows)
+        assert before >= 1
+        counts = await store.prune(datetime.now(UTC) + timedelta(seconds=1))
+        assert counts["runs"] == 1 and counts["steps"] >= 1
+        assert await asyncio.to_thread(engine_rows) == before - 1
+        assert await store.get_run(kept_running.run_id) is None
