@@ -77,17 +77,13 @@ class Detector:
     def __init__(self, policy: AlertPolicy) -> None:
         self.policy = policy
         self._recent: dict[tuple[str, str], deque[float]] = {}
-        self._base: dict[tuple[str, str], deque[float]] = {}
+        self._base: dict[tuple[str, str], _Window] = {}
         self._last: dict[str, datetime] = {}
 
     def baseline(self, subject: str, metric: str) -> tuple[float, float, int] | None:
         """(mean, standard deviation, samples) of a baseline window, or None while empty."""
         window = self._base.get((subject, metric))
-        if not window:
-            return None
-        mean = sum(window) / len(window)
-        var = sum((v - mean) ** 2 for v in window) / len(window)
-        return mean, math.sqrt(var), len(window)
+        return None if window is None or not window.values else window.stats()
 
     def observe(
         self, subject: str, metric: str, value: float, *, at: datetime, run_id: str | None = None
@@ -112,7 +108,9 @@ class Detector:
             )
         key = (subject, metric)
         recent = self._recent.setdefault(key, deque())
-        base = self._base.setdefault(key, deque(maxlen=p.window))
+        base = self._base.get(key)
+        if base is None:
+            base = self._base[key] = _Window(p.window)
         recent.append(value)
         if len(recent) > p.recent:
             base.append(recent.popleft())
@@ -165,6 +163,30 @@ class Detector:
             return False
         self._last[alert.key] = alert.at
         return True
+
+
+class _Window:
+    """The last `size` values with running sums: mean and deviation in O(1) per run."""
+
+    def __init__(self, size: int) -> None:
+        self.values: deque[float] = deque()
+        self.size = size
+        self.total = 0.0
+        self.squares = 0.0
+
+    def append(self, value: float) -> None:
+        self.values.append(value)
+        self.total += value
+        self.squares += value * value
+        if len(self.values) > self.size:
+            old = self.values.popleft()
+            self.total -= old
+            self.squares -= old * old
+
+    def stats(self) -> tuple[float, float, int]:
+        n = len(self.values)
+        mean = self.total / n
+        return mean, math.sqrt(max(0.0, self.squares / n - mean * mean)), n
 
 
 class AlertStore(Protocol):
