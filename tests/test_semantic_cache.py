@@ -112,3 +112,40 @@ async def test_the_default_threshold_is_strict_and_entries_survive_a_restart(tmp
     async with again:
         await again.run("ask", {"text": PARAPHRASES[1][0] + "!"})
     assert model2.calls == 0  # found in the stored vectors
+
+
+class CountingEmbedder(HashingEmbedder):
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def embed(self, texts: Any) -> Any:
+        self.texts.extend(texts)
+        return super().embed(texts)
+
+
+async def test_a_miss_then_store_embeds_the_text_once_and_the_index_grows(tmp_path):
+    from corral.models.semantic_cache import StoredSemanticCache
+    from corral.store.sql import SqlStore
+
+    store = await SqlStore.open(f"sqlite:///{tmp_path / 's.db'}")
+    embedder = CountingEmbedder()
+    cache = StoredSemanticCache(store, embedder)
+    scope = ("tenant:*", "triage", "schema")
+    try:
+        for i in range(40):  # past the index's first capacity (16 rows)
+            text = f"question number {i} about an invoice"
+            assert await cache.lookup(scope, text, now=0.0, threshold=0.999) is None
+            await cache.add(scope, text, {"text": str(i)}, now=0.0, ttl_s=60)
+        assert len(embedder.texts) == 40  # not 80
+        found = await cache.lookup(
+            scope, "question number 33 about an invoice", now=1.0, threshold=0.99
+        )
+        assert found is not None and found[0] == {"text": "33"}
+        assert (
+            await cache.lookup(
+                scope, "question number 33 about an invoice", now=61.0, threshold=0.99
+            )
+            is None
+        )
+    finally:
+        await store.close()
