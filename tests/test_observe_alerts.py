@@ -145,3 +145,40 @@ async def test_a_degrading_agent_is_alerted_stored_posted_and_acknowledged(serve
     error = next(p for p in posted if p["metric"] == "error_rate")
     assert error["subject"] == "answerer" and error["value"] > 0.5 and error["run_id"]
     assert len(left) == len(stored) - 1
+
+
+async def test_baselines_survive_a_restart(tmp_path):
+    clock = FakeClock(start=T0)
+    model = FakeModel(name="fake:model")
+    config = AppConfig(
+        database=f"sqlite:///{tmp_path / 'c.db'}",
+        durable=False,
+        tiers={"small": "fake:model"},
+        alerts=AlertPolicy(min_samples=10),
+    )
+    agent = Agent(name="answerer", instructions="Answer.", input=Q, output=A)
+
+    def build() -> App:
+        app = App(config, models={"fake:model": model}, clock=clock)
+
+        @app.workflow
+        async def ask(ctx: RunContext, q: Q) -> A:
+            return await ctx.call(agent, q)
+
+        return app
+
+    async with build() as app:
+        for i in range(30):
+            model.push({"answer": "ok"})
+            assert (await app.run("ask", {"text": f"q{i}"})).ok
+    async with build() as app:
+        assert app.alerts is not None
+        mean, std, n = app.alerts.detector.baseline("answerer", "error_rate") or (1, 1, 0)
+        assert (mean, std, n) == (0.0, 0.0, 25)  # the last 5 runs are the "recent" window
+        assert app.alerts.detector.baseline("workflow:ask", "cost_per_task") is not None
+        for i in range(3):  # failures right after the restart are judged against the old normal
+            model.push("not json", "still not json")
+            await app.run("ask", {"text": f"bad{i}"})
+        await app.alerts.drain()
+        kinds = {(a.kind, a.metric) for a in app.alerts.delivered}
+    assert ("anomaly", "error_rate") in kinds

@@ -210,6 +210,8 @@ class App:
                 self.config.database, redactor=Redactor(self.config.trace)
             )
             self._open_taps()
+            if self.alerts is not None:
+                await self.alerts.restore(self._store)
             if self._recorder is None:
                 self._recorder = self._store
             cache_policy = self.config.guards.cache

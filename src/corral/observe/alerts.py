@@ -85,6 +85,17 @@ class Detector:
         window = self._base.get((subject, metric))
         return None if window is None or not window.values else window.stats()
 
+    def seed(self, subject: str, metric: str, value: float) -> None:
+        """Add a past run's value to the windows without checking it (restoring baselines)."""
+        key = (subject, metric)
+        recent = self._recent.setdefault(key, deque())
+        recent.append(value)
+        if len(recent) > self.policy.recent:
+            base = self._base.get(key)
+            if base is None:
+                base = self._base[key] = _Window(self.policy.window)
+            base.append(recent.popleft())
+
     def observe(
         self, subject: str, metric: str, value: float, *, at: datetime, run_id: str | None = None
     ) -> list[Alert]:
@@ -219,6 +230,19 @@ class AlertMonitor:
         self._tasks: set[asyncio.Task[None]] = set()
         self.delivered: list[Alert] = []
         self.webhook_failures = 0
+
+    async def restore(self, store: Any) -> int:
+        """Rebuild the baselines from the last runs in the run database (so a restart does not
+        forget what normal looks like); returns how many runs were read."""
+        from corral.store.queries import recent_run_values
+
+        past = await store.query(recent_run_values, self.policy.window + self.policy.recent)
+        for run in past:
+            for agent, values in run["agents"].items():
+                for metric, value in values.items():
+                    self.detector.seed(agent, metric, value)
+            self.detector.seed(f"workflow:{run['workflow']}", "cost_per_task", run["cost_usd"])
+        return len(past)
 
     def spans(self, spans: Sequence[Span]) -> None:
         for span in spans:

@@ -27,6 +27,7 @@ __all__ = [
     "agent_metrics",
     "agent_series",
     "queue_waits",
+    "recent_run_values",
     "cost_breakdown",
     "daily_report",
     "list_alerts",
@@ -385,6 +386,62 @@ def queue_waits(conn: sa.Connection, since: datetime) -> dict[str, dict[str, Any
         }
         for key, values in sorted(waits.items())
     }
+
+
+def recent_run_values(conn: sa.Connection, runs_back: int) -> list[dict[str, Any]]:
+    """The per-agent values the alert detector sees, for the last `runs_back` finished runs,
+    oldest first: run_id, workflow, cost_usd and, per agent, error_rate, latency_ms, cost_usd."""
+    recent = (
+        sa.select(runs.c.run_id, runs.c.workflow, runs.c.cost_pusd, runs.c.started_at)
+        .where(runs.c.finished_at.is_not(None))
+        .order_by(runs.c.started_at.desc())
+        .limit(runs_back)
+        .subquery()
+    )
+    rows = conn.execute(
+        sa.select(
+            recent.c.run_id,
+            recent.c.workflow,
+            recent.c.cost_pusd,
+            recent.c.started_at,
+            spans.c.name,
+            sa.func.count().label("calls"),
+            sa.func.sum(sa.case((spans.c.status != "ok", 1), else_=0)).label("errors"),
+            sa.func.sum(spans.c.latency_ms).label("latency"),
+            sa.func.sum(spans.c.cost_pusd).label("pusd"),
+        )
+        .select_from(
+            recent.outerjoin(
+                spans, sa.and_(spans.c.run_id == recent.c.run_id, spans.c.kind == "agent")
+            )
+        )
+        .group_by(
+            recent.c.run_id,
+            recent.c.workflow,
+            recent.c.cost_pusd,
+            recent.c.started_at,
+            spans.c.name,
+        )
+        .order_by(recent.c.started_at, recent.c.run_id, spans.c.name)
+    )
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        if not out or out[-1]["run_id"] != row.run_id:
+            out.append(
+                {
+                    "run_id": row.run_id,
+                    "workflow": row.workflow,
+                    "cost_usd": float(_usd(row.cost_pusd)),
+                    "agents": {},
+                }
+            )
+        if row.name is not None and row.calls:
+            out[-1]["agents"][row.name] = {
+                "error_rate": int(row.errors or 0) / row.calls,
+                "latency_ms": float(row.latency or 0) / row.calls,
+                "cost_usd": float(_usd(row.pusd)),
+            }
+    return out
 
 
 def list_alerts(
