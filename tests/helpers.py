@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from corral import App, AppConfig
 from corral.testing import FakeClock, SpanRecorder
@@ -24,3 +29,26 @@ def ephemeral_app(
         id_factory=lambda: f"run-{next(counter)}",
     )
     return app, recorder, clock
+
+
+def cli_runner(
+    config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., tuple[int, str, str]]:
+    """`invoke(*args)` runs `corral ARGS --config CONFIG` in process: (exit code, stdout, stderr)."""
+    from corral.cli import main as cli_main
+
+    # A wide terminal, so assertions see whole cells (the narrow case is Rich's business).
+    monkeypatch.setattr(cli_main.console, "width", 220)
+    monkeypatch.setattr(cli_main.err, "width", 220)
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["corral", *args, "--config", str(config)])
+        try:
+            cli_main.main()
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return invoke

@@ -10,6 +10,7 @@ import pytest
 
 from corral.cli import main as cli_main
 from corral.cli.main import main
+from tests.helpers import cli_runner
 
 
 @pytest.fixture
@@ -21,21 +22,7 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureF
         encoding="utf-8",
     )
 
-    # A wide terminal, so assertions see whole cells (the narrow case is Rich's business).
-    monkeypatch.setattr(cli_main.console, "width", 200)
-    monkeypatch.setattr(cli_main.err, "width", 200)
-
-    def invoke(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["corral", *args, "--config", str(config)])
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
+    return cli_runner(config, monkeypatch, capsys)
 
 
 def test_run_then_runs_then_show(cli):

@@ -6,7 +6,6 @@ import asyncio
 import csv
 import io
 import json
-import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -15,13 +14,12 @@ import pytest
 from pydantic import BaseModel
 
 from corral import Agent, App, AppConfig, ModelPrice, RunContext
-from corral.cli import main as cli_main
-from corral.cli.main import main
 from corral.errors import UsageError
 from corral.guards import CachePolicy, GuardPolicies
 from corral.models.sim import SimModel
 from corral.store import queries
 from corral.testing import CountingModel, FakeClock
+from tests.helpers import cli_runner
 
 
 class Ticket(BaseModel):
@@ -146,18 +144,7 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureF
     config.write_text(
         f'database = "sqlite:///{tmp_path / "c.db"}"\ndurable = false\n', encoding="utf-8"
     )
-    monkeypatch.setattr(cli_main.console, "width", 220)
-
-    def invoke(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["corral", *args, "--config", str(config)])
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        out, err = capsys.readouterr()
-        return code, out, err
-
+    invoke = cli_runner(config, monkeypatch, capsys)
     for user in ("ana", "ana", "bo"):
         code, _, err = invoke(
             "run", "ask", "--app", "tests.apps.echo:build", "-i", '{"text": "hi"}', "--user", user

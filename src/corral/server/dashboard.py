@@ -28,6 +28,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from corral.errors import UsageError
+from corral.guards.policy import PRIORITIES
 from corral.store import queries
 from corral.store.sql import SqlStore
 
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 __all__ = ["create_dashboard", "run_view"]
 
 _HERE = Path(__file__).parent
-_PRIORITY_NAMES = {0: "critical", 1: "interactive", 2: "batch"}
 
 
 def _json_default(value: Any) -> Any:
@@ -387,4 +387,4 @@ def _queue_depths(app: App | None) -> dict[str, int] | None:
     if app is None:
         return None
     depths = app.guards.limiter.queue_depths()
-    return {name: depths.get(level, 0) for level, name in _PRIORITY_NAMES.items()}
+    return {name: depths.get(level, 0) for name, level in PRIORITIES.items()}

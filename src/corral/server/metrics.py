@@ -18,6 +18,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from corral.guards.policy import PRIORITIES
 from corral.store import queries
 from corral.store.sql import SqlStore
 
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["render"]
 
 _BREAKER = {"CLOSED": 0, "DISABLED": 0, "HALF_OPEN": 1, "OPEN": 2, "FORCED_OPEN": 2}
-_PRIORITY_NAMES = {0: "critical", 1: "interactive", 2: "batch"}
 
 
 class _Snapshot(Collector):
@@ -102,7 +102,7 @@ class _Snapshot(Collector):
                 "corral_limiter_queue_depth", "Calls waiting now, by priority.", labels=["priority"]
             )
             levels = self.app.guards.limiter.queue_depths()
-            for level, name in _PRIORITY_NAMES.items():
+            for name, level in PRIORITIES.items():
                 depth.add_metric([name], levels.get(level, 0))
             yield depth
             live = GaugeMetricFamily(

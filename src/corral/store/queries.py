@@ -19,7 +19,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from corral.errors import UsageError
-from corral.store.sql import PICO, alerts, runs, spans
+from corral.store.sql import PICO, _aware, alerts, runs, spans
 
 __all__ = [
     "GROUPS",
@@ -58,7 +58,7 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
         raise UsageError(
             f"cannot read the time {text!r}; use 30m, 24h, 7d, 2w or an ISO date like 2026-11-01"
         ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
 
 
 def _usd(pusd: int | None) -> Decimal:
@@ -227,8 +227,7 @@ def run_page(conn: sa.Connection, f: RunFilter) -> list[dict[str, Any]]:
         item["tags"] = json.loads(item["tags"] or "[]")
         item["cost_usd"] = Decimal(item["cost_usd"])
         for key in ("started_at", "finished_at"):
-            if item[key] is not None and item[key].tzinfo is None:
-                item[key] = item[key].replace(tzinfo=UTC)
+            item[key] = _aware(item[key])
         out.append(item)
     return out
 
@@ -344,7 +343,8 @@ def agent_series(
     count = max(1, int((now - start) // bucket_s) + 1)
     raw: dict[str, list[tuple[list[float], int, int]]] = {}
     for row in rows:
-        at = row.started_at if row.started_at.tzinfo else row.started_at.replace(tzinfo=UTC)
+        at = _aware(row.started_at)
+        assert at is not None
         index = min(count - 1, max(0, int((at.timestamp() - start) // bucket_s)))
         buckets = raw.setdefault(row.name, [([], 0, 0) for _ in range(count)])
         latencies, errors, pusd = buckets[index]
@@ -455,7 +455,6 @@ def list_alerts(
     for row in conn.execute(query.limit(limit)):
         item = dict(row._mapping)
         for key in ("created_at", "acknowledged_at"):
-            if item[key] is not None and item[key].tzinfo is None:
-                item[key] = item[key].replace(tzinfo=UTC)
+            item[key] = _aware(item[key])
         out.append(item)
     return out
