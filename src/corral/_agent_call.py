@@ -364,7 +364,7 @@ class AgentCall(Generic[In, Out]):
             }
         else:
             try:
-                tool.validate(call.arguments)
+                parsed = tool.validate(call.arguments)
             except ToolArgumentsError as exc:
                 problem = {"error": "invalid_arguments", "message": str(exc), "errors": exc.errors}
         if problem is not None:
@@ -386,7 +386,7 @@ class AgentCall(Generic[In, Out]):
         outcome = await self.tool_step(
             ctx=self.ctx,
             tool=tool,
-            arguments=call.arguments,
+            arguments=tool.arguments_of(parsed),
             step_id=step_id,
             parent_id=self.step_id,
             agent=agent.name,
@@ -403,10 +403,47 @@ class AgentCall(Generic[In, Out]):
         parent_id: str | None,
         agent: str | None,
     ) -> dict[str, Any]:
-        """Run a validated tool call as a journaled step, recording side effects by key."""
+        """Run a validated tool call as a journaled step, recording side effects by key.
+
+        A call its tool's approval policy covers first waits (durably) for a human: a rejection
+        comes back as an `{"error": {"type": "rejected", ...}}` outcome and the tool never runs;
+        an edit replaces the arguments (validated and sanitized like the model's).
+        """
         key = f"{ctx.run_id}:{step_id}"
         recorder: Recorder = ctx._recorder
         clock: Clock = ctx._clock
+        approved_by: str | None = None
+        if tool.approval is not None and tool.approval.needed(tool.validate(arguments)):
+            decision = await ctx._ask(
+                f"{step_id}.h",
+                kind="approval",
+                subject=tool.name,
+                title=f"call {tool.name}"
+                + (f" ({tool.approval.reason})" if tool.approval.reason else ""),
+                payload={"arguments": arguments, "agent": agent, "reason": tool.approval.reason},
+                schema=tool.spec.parameters,
+                timeout_s=tool.approval.timeout_s or ctx._human_policy.approval_timeout_s,
+                default=tool.approval.default,
+                parent_id=parent_id,
+            )
+            if decision.action == "reject":
+                return {
+                    "error": {
+                        "type": "rejected",
+                        "message": f"{decision.by} rejected this call"
+                        + (f": {decision.comment}" if decision.comment else ""),
+                        "request_id": decision.request_id,
+                        "by": decision.by,
+                        "comment": decision.comment,
+                    }
+                }
+            if decision.action == "edit":
+                try:
+                    arguments = tool.arguments_of(tool.validate(decision.value))
+                except ToolArgumentsError as exc:
+                    return {"error": {"type": "invalid_edit", "message": str(exc)}}
+            approved_by = decision.by
+        auditor = ctx._auditor
 
         async def step() -> JsonValue:
             started, t0 = clock.now(), clock.monotonic()
@@ -425,6 +462,20 @@ class AgentCall(Generic[In, Out]):
                     if tool.side_effect:
                         await recorder.record_effect(key, ctx.run_id, tool.name, result)
                     outcome = {"result": result}
+            if tool.side_effect and auditor is not None:
+                await auditor.audit(
+                    at=clock.now(),
+                    actor=f"agent:{agent}" if agent else f"workflow:{ctx.workflow}",
+                    action="tool.replayed" if status == "replayed_effect" else "tool.call",
+                    subject=f"tool:{tool.name}",
+                    run_id=ctx.run_id,
+                    details={
+                        "idempotency_key": key,
+                        "arguments": arguments,
+                        "approved_by": approved_by,
+                        **outcome,
+                    },
+                )
             await _record_span(
                 recorder,
                 clock,

@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar, get_type_hints
 
 from pydantic import BaseModel
 
+from corral.humans import Escalation
 from corral.model import Message
 from corral.tool import Tool
 
@@ -53,6 +54,8 @@ class Agent(Generic[In, Out]):
         temperature: Sampling temperature.
         limits: Per-call bounds (tool rounds, invalid tool calls, repairs).
         fallback: An agent with the same contract to try when this one fails.
+        escalation: When a hard case goes to a human instead of failing (low confidence, cannot
+            answer, a guard stop); see `corral.Escalation`.
         cache: Whether this agent's calls may be answered from the response cache.
         role: A hint for routing (`planner`, `reviewer`, `judge`, `synthesizer` count as heavy).
     """
@@ -67,6 +70,7 @@ class Agent(Generic[In, Out]):
     temperature: float = 0.0
     limits: AgentLimits = AgentLimits()
     fallback: Agent[In, Out] | FunctionAgent[In, Out] | None = None
+    escalation: Escalation | None = None
     cache: bool = True
     """Use the response cache when it is enabled (`guards.cache`); False for agents whose
     answers must always be fresh."""
@@ -126,6 +130,7 @@ class FunctionAgent(Generic[In, Out]):
     input: type[In]
     output: type[Out]
     fallback: Agent[In, Out] | FunctionAgent[In, Out] | None = None
+    escalation: Escalation | None = None
 
     async def run(self, payload: In) -> Out:
         """Call the function (awaiting it when it is async)."""

@@ -8,6 +8,10 @@ lazily, inside `open()`, so `import corral` stays light; the logic of a run live
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import json
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -28,11 +32,14 @@ from corral.errors import (
     CorralError,
     KilledError,
     PayloadError,
+    RejectedError,
+    TakenOverError,
     UnknownNameError,
     UsageError,
 )
 from corral.guards.chain import Guards
 from corral.guards.policy import PRIORITIES, Priority
+from corral.humans import HumanDesk, HumanRequest
 from corral.model import Model, Usage
 from corral.trace import BatchingRecorder, NullRecorder, Recorder, RunRecord, RunStatus, Tap, Taps
 from corral.workflow import RunContext, Workflow, WorkflowFn
@@ -40,6 +47,7 @@ from corral.workflow import RunContext, Workflow, WorkflowFn
 if TYPE_CHECKING:
     from corral.observe.alerts import AlertMonitor
     from corral.observe.otlp import OtlpExporter
+    from corral.store.ops import Control, Ops
 
 __all__ = ["App", "RunHandle", "RunResult"]
 
@@ -141,6 +149,12 @@ class App:
         self.alerts: AlertMonitor | None = None
         """Anomaly and threshold alerts, when `config.alerts.enabled` (open app only)."""
         self._store: Any = None
+        self.ops: Ops | None = None
+        """Human requests, operator controls, API tokens and the audit log (open app only)."""
+        self.humans: HumanDesk | None = None
+        """Waits for human decisions on behalf of this app's runs (open app only)."""
+        self._control_seq = 0
+        self._watcher: asyncio.Task[None] | None = None
         self._durable: Engine | None = None
         self._ephemeral = EphemeralEngine()
         self._id_factory = id_factory or (lambda: uuid.uuid4().hex)
@@ -209,6 +223,7 @@ class App:
             self._store = await SqlStore.open(
                 self.config.database, redactor=Redactor(self.config.trace)
             )
+            await self._open_ops()
             self._open_taps()
             if self.alerts is not None:
                 await self.alerts.restore(self._store)
@@ -244,6 +259,139 @@ class App:
                 await self._durable.launch(self._execute)
             self._started = True
 
+    async def _open_ops(self) -> None:
+        from corral.store.ops import Ops  # adapter, imported on use
+
+        self.ops = Ops(
+            self._store,
+            key_file=self.config.audit.key_file,
+            checkpoint_every=self.config.audit.checkpoint_every,
+        )
+        self.humans = HumanDesk(self.ops, self.clock, poll_s=self.config.humans.poll_s)
+        await self._sync_controls()
+        await self._audit_config()
+        self._watcher = asyncio.create_task(self._watch(), name="corral-watch")
+
+    async def _audit_config(self) -> None:
+        assert self.ops is not None
+        settings = dataclasses.asdict(self.config)
+        settings["database"] = self._store._safe_url()
+        text = json.dumps(settings, sort_keys=True, default=str)
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        last = await self.ops.audit_entries(action="config.change", limit=1)
+        if last and last[0]["details"].get("hash") == digest:
+            return
+        await self.ops.audit(
+            at=self.clock.now(),
+            actor=f"process:{self.config.executor_id}",
+            action="config.change",
+            subject="config",
+            details={"hash": digest, "config": json.loads(text)},
+        )
+
+    async def _watch(self) -> None:
+        """Every `humans.poll_s`: apply operator controls and wake waiters decided elsewhere."""
+        assert self.humans is not None
+        while True:
+            await asyncio.sleep(self.config.humans.poll_s)
+            try:
+                await self._sync_controls()
+                await self.humans.poll()
+            except CorralError as exc:  # a locked database: try again next round
+                log.warning("operator controls not synced: %s", exc)
+
+    async def _sync_controls(self) -> None:
+        assert self.ops is not None
+        for control in await self.ops.controls_since(self._control_seq):
+            self._apply(control)
+            self._control_seq = control.seq
+
+    def _apply(self, control: Control) -> None:
+        kill, name = self.guards.kill, control.name
+        scope = {control.scope: name if control.scope in ("run", "agent", "workflow") else True}
+        if control.action == "halt":
+            kill.halt(
+                run_id=scope.get("run"),  # type: ignore[arg-type]
+                agent=scope.get("agent"),  # type: ignore[arg-type]
+                everything=control.scope == "all",
+                reason=f"{control.reason} (by {control.by})"
+                if control.reason
+                else f"by {control.by}",
+            )
+        elif control.action == "release":
+            kill.release(
+                run_id=scope.get("run"),  # type: ignore[arg-type]
+                agent=scope.get("agent"),  # type: ignore[arg-type]
+                everything=control.scope == "all",
+            )
+        elif control.action == "pause":
+            kill.pause(
+                agent=scope.get("agent"),  # type: ignore[arg-type]
+                workflow=scope.get("workflow"),  # type: ignore[arg-type]
+                noncritical=control.scope == "noncritical",
+                reason=control.reason or f"by {control.by}",
+            )
+        elif control.action == "resume":
+            kill.resume(
+                agent=scope.get("agent"),  # type: ignore[arg-type]
+                workflow=scope.get("workflow"),  # type: ignore[arg-type]
+                noncritical=control.scope == "noncritical",
+            )
+
+    # -- operators --------------------------------------------------------------------------------
+
+    async def control(
+        self, action: str, scope: str, name: str | None = None, *, by: str, reason: str = ""
+    ) -> Control:
+        """An operator action, effective in this process at once and in every other process on
+        the same database within `humans.poll_s`; written to the audit log.
+
+        Args:
+            action: `halt` / `release` (scopes `run`, `agent`, `all`) or `pause` / `resume`
+                (scopes `agent`, `workflow`, `noncritical`).
+            scope: What it applies to.
+            name: The run id, agent or workflow name (not for `all` / `noncritical`).
+            by: Who did it (a token's name, a user).
+
+        Raises:
+            UsageError: an unknown action, scope, or a scope that needs a name.
+        """
+        await self.open()
+        assert self.ops is not None
+        control = await self.ops.add_control(
+            action, scope, name, by=by, at=self.clock.now(), reason=reason
+        )
+        await self._sync_controls()
+        return control
+
+    async def cancel(self, run_id: str, *, by: str, reason: str = "") -> Control:
+        """Halt one run: its in-flight model call is cancelled and it ends `killed` at once."""
+        return await self.control("halt", "run", run_id, by=by, reason=reason)
+
+    async def decide(
+        self,
+        request_id: str,
+        action: str,
+        *,
+        by: str,
+        value: JsonValue = None,
+        comment: str = "",
+    ) -> dict[str, Any]:
+        """Decide a human request (approve, reject, edit, answer, take_over, review); the
+        waiting run continues at once in this process, within `humans.poll_s` elsewhere.
+
+        Raises:
+            NotFoundError, ConflictError, PayloadError, UsageError: see `Ops.decide`.
+        """
+        await self.open()
+        assert self.ops is not None
+        assert self.humans is not None
+        row = await self.ops.decide(
+            request_id, action, by=by, at=self.clock.now(), value=value, comment=comment
+        )
+        self.humans.notify(request_id)
+        return row
+
     def _open_taps(self) -> None:
         taps: list[Tap] = list(self._taps)
         if self.config.otlp.endpoint and self.exporter is None:
@@ -264,6 +412,13 @@ class App:
         """Wait for started runs, then stop the engine and close the store."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
+        self.ops = None
+        self.humans = None
         if self.alerts is not None:
             await self.alerts.drain()
             self.alerts = None
@@ -463,6 +618,9 @@ class App:
             resolve_model=self.model,
             resolve_chain=self.model_chain,
             resolve_workflow=self._workflow_named,
+            humans=self.humans,
+            human_policy=self.config.humans,
+            auditor=self.ops,
             clock=self.clock,
             user=meta.get("user"),
             tenant=meta.get("tenant"),
@@ -476,6 +634,7 @@ class App:
             ),
         )
         started = self.clock.now()
+        self.guards.kill.track(run_id, wf.name, str(meta.get("priority", "interactive")))
         base = RunRecord(
             run_id=run_id,
             workflow=wf.name,
@@ -494,10 +653,17 @@ class App:
         limit = float(meta.get("deadline_s", self.config.deadline_s))
         deadline_at = float(meta.get("deadline_at", started.timestamp() + limit))
         try:
-            remaining = deadline_at - self.clock.now().timestamp()
+            # Time spent waiting for humans does not count against the deadline (a run may wait
+            # a day for an approval); the store knows how long a resumed run has waited so far.
+            now = self.clock.now()
+            waited = 0.0
+            if base.durable and self.ops is not None:
+                waited = await self.ops.human_wait_s(run_id, now)
+            remaining = deadline_at + waited - now.timestamp()
             if remaining <= 0:
                 raise TimeoutError
-            async with asyncio.timeout(remaining):
+            async with asyncio.timeout(remaining) as timer:
+                ctx._hold.timer = timer
                 value = await wf.fn(ctx, wf.input.model_validate(payload))
             if wf.output is not None:
                 value = validate_payload(
@@ -519,6 +685,10 @@ class App:
             )
         except KilledError as exc:
             status, error = "killed", exc.to_dict()
+        except RejectedError as exc:
+            status, error = "rejected", exc.to_dict()
+        except TakenOverError as exc:
+            status, error = "taken_over", exc.to_dict()
         except CorralError as exc:
             status, error = "failed", exc.to_dict()
         except TimeoutError:
@@ -532,7 +702,11 @@ class App:
             log.exception("workflow %s raised", wf.name, extra={"run_id": run_id})
             status = "failed"
             error = {"code": "workflow_error", "message": f"{type(exc).__name__}: {exc}"}
+        finally:
+            self.guards.kill.untrack(run_id)
         usage = ctx.usage
+        if status == "succeeded":
+            await self._maybe_review(wf.name, run_id, payload, output)
         await recorder.record_run(
             RunRecord(
                 run_id=base.run_id,
@@ -561,6 +735,32 @@ class App:
             "error": error,
             "usage": usage.to_dict(),
         }
+
+    async def _maybe_review(
+        self, workflow: str, run_id: str, payload: JsonValue, output: JsonValue
+    ) -> None:
+        """Queue a sampled share of succeeded runs for review (never waits for the review).
+
+        The sample is a hash of the run id, so a resumed run makes the same choice."""
+        share = self.config.humans.review_share(workflow)
+        if share <= 0 or self.ops is None:
+            return
+        digest = hashlib.sha256(f"review:{run_id}".encode()).digest()
+        if int.from_bytes(digest[:8], "big") / 2**64 >= share:
+            return
+        await self.ops.open_request(
+            HumanRequest(
+                id=f"{run_id}:review",
+                run_id=run_id,
+                step_id="review",
+                kind="review",
+                workflow=workflow,
+                subject=workflow,
+                title=f"review a run of {workflow}",
+                payload={"input": payload, "output": output},
+                created_at=self.clock.now(),
+            )
+        )
 
     def _warn_unpriced(self) -> None:
         from corral.models.pricing import UNKNOWN_PRICE, known_price

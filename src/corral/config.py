@@ -28,6 +28,7 @@ from corral.guards.policy import (
     RetryPolicy,
 )
 from corral.guards.router import RouterPolicy
+from corral.humans import AuditPolicy, HumanPolicy
 from corral.observe.policy import AlertPolicy, OtlpConfig, RetentionPolicy, TracePolicy
 
 __all__ = [
@@ -141,6 +142,10 @@ class AppConfig:
     """Anomaly and threshold alerts per agent, and their sinks."""
     retention: RetentionPolicy = RetentionPolicy()
     """How long runs are kept (`corral prune`)."""
+    humans: HumanPolicy = HumanPolicy()
+    """Approval and escalation timeouts, the review sample, side-effect argument limits."""
+    audit: AuditPolicy = AuditPolicy()
+    """The audit log's checkpoint signing key and interval."""
 
     def __post_init__(self) -> None:
         for key in ("deadline_s", "call_timeout_s"):
@@ -224,6 +229,8 @@ class _ConfigFile(_Strict):
     otlp: dict[str, Any] | None = None
     alerts: dict[str, Any] | None = None
     retention: dict[str, Any] | None = None
+    humans: dict[str, Any] | None = None
+    audit: dict[str, Any] | None = None
 
 
 def parse_config(data: dict[str, Any]) -> AppConfig:
@@ -290,6 +297,8 @@ _OBSERVE: dict[str, type[Any]] = {
     "otlp": OtlpConfig,
     "alerts": AlertPolicy,
     "retention": RetentionPolicy,
+    "humans": HumanPolicy,
+    "audit": AuditPolicy,
 }
 
 

@@ -5,7 +5,9 @@ CorralError                      code="corral_error"
 ├── ConfigError                  fix the configuration; raised at startup
 ├── UsageError                   a developer called the API wrong
 │   ├── UnknownNameError         a workflow, agent, tool or model name that is not registered
-│   └── PayloadError             a payload that is not JSON or does not fit its schema
+│   ├── PayloadError             a payload that is not JSON or does not fit its schema
+│   ├── NotFoundError            a run, human request, token or control that does not exist
+│   └── ConflictError            the thing was already done (a decided request, a used token)
 ├── AgentError                   an agent could not produce a valid output (never garbage)
 ├── LimitError                   a guard refused the call before it was made; carries its numbers
 │   ├── DeadlineExceededError    the run ran past its deadline
@@ -15,6 +17,8 @@ CorralError                      code="corral_error"
 │   ├── RateLimitedError         the local rate limiter could not admit the call in time
 │   ├── DeadlockError            every agent waits and nothing can wake them
 │   └── KilledError              an operator halted the run, the agent or the app
+├── RejectedError                a human rejected an approval or an escalation
+├── TakenOverError               a human took the run over; it ends here, handled outside
 ├── ProviderError                a model or tool backend failed; `retryable`: can a retry help
 │   ├── ProviderTimeoutError
 │   └── ProviderRateLimitError   HTTP 429; carries `retry_after_s`
@@ -34,18 +38,22 @@ __all__ = [
     "BudgetExhaustedError",
     "CircuitOpenError",
     "ConfigError",
+    "ConflictError",
     "CorralError",
     "DeadlineExceededError",
     "DeadlockError",
     "KilledError",
     "LimitError",
     "LoopDetectedError",
+    "NotFoundError",
     "PayloadError",
     "ProviderError",
     "ProviderRateLimitError",
     "ProviderTimeoutError",
     "RateLimitedError",
+    "RejectedError",
     "StateError",
+    "TakenOverError",
     "UnknownNameError",
     "UsageError",
 ]
@@ -112,6 +120,26 @@ class PayloadError(UsageError):
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "errors": self.errors}
+
+
+class NotFoundError(UsageError):
+    """A run, human request, API token or control that does not exist (HTTP 404)."""
+
+    code = "not_found"
+
+    def __init__(self, kind: str, key: str) -> None:
+        super().__init__(f"no {kind} {key!r}; list them to see what exists")
+        self.kind = kind
+        self.key = key
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "kind": self.kind, "key": self.key}
+
+
+class ConflictError(UsageError):
+    """The request was valid once but is not now: a decided approval, a revoked token (HTTP 409)."""
+
+    code = "conflict"
 
 
 class AgentError(CorralError):
@@ -285,6 +313,55 @@ class KilledError(LimitError):
             reason=reason,
         )
         self.scope = scope
+
+
+class RejectedError(CorralError):
+    """A human rejected what the run asked for (a tool call, the task, an escalation), or the
+    request timed out with `reject` as its default. Nothing that needed the approval ran."""
+
+    code = "rejected"
+
+    def __init__(
+        self, what: str, *, request_id: str, by: str | None = None, comment: str = ""
+    ) -> None:
+        who = by or "a human"
+        super().__init__(f"{who} rejected {what}" + (f": {comment}" if comment else ""))
+        self.request_id = request_id
+        self.by = by
+        self.comment = comment
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **super().to_dict(),
+            "request_id": self.request_id,
+            "by": self.by,
+            "comment": self.comment,
+        }
+
+
+class TakenOverError(CorralError):
+    """A human took an escalated run over: the run stops and the human finishes the work."""
+
+    code = "taken_over"
+
+    def __init__(self, agent: str, *, request_id: str, by: str | None, comment: str = "") -> None:
+        super().__init__(
+            f"{by or 'a human'} took the run over at agent {agent!r}"
+            + (f": {comment}" if comment else "")
+        )
+        self.agent = agent
+        self.request_id = request_id
+        self.by = by
+        self.comment = comment
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **super().to_dict(),
+            "agent": self.agent,
+            "request_id": self.request_id,
+            "by": self.by,
+            "comment": self.comment,
+        }
 
 
 class ProviderError(CorralError):

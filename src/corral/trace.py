@@ -16,10 +16,17 @@ from corral.contracts import JsonValue
 
 __all__ = ["BatchingRecorder", "NullRecorder", "Recorder", "RunRecord", "Span", "Tap", "Taps"]
 
-SpanKind = Literal["workflow", "agent", "model", "tool", "guard"]
+SpanKind = Literal["workflow", "agent", "model", "tool", "guard", "human"]
 SpanStatus = Literal["ok", "error", "invalid_output", "invalid_args", "replayed_effect", "alert"]
 RunStatus = Literal[
-    "running", "succeeded", "failed", "deadline_exceeded", "budget_exhausted", "killed"
+    "running",
+    "succeeded",
+    "failed",
+    "deadline_exceeded",
+    "budget_exhausted",
+    "killed",
+    "rejected",
+    "taken_over",
 ]
 
 

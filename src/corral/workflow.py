@@ -8,14 +8,16 @@ checkpointed step of the run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import copy
 import inspect
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, cast, get_type_hints, overload
+from datetime import datetime
+from typing import Any, Literal, Protocol, TypeVar, cast, get_type_hints, overload
 
 from pydantic import BaseModel
 
@@ -27,19 +29,23 @@ from corral.durable import Journal
 from corral.errors import (
     AgentError,
     CorralError,
+    KilledError,
     LimitError,
     LoopDetectedError,
     PayloadError,
     ProviderError,
+    RejectedError,
+    TakenOverError,
     UsageError,
 )
 from corral.guards.chain import RunGuards
 from corral.guards.loops import fingerprint
+from corral.humans import Decision, HumanDesk, HumanPolicy, HumanRequest, deadline
 from corral.model import Model, Usage
 from corral.tool import Tool, ToolArgumentsError
 from corral.trace import Recorder, Span
 
-__all__ = ["CannotAnswer", "RunContext", "Workflow"]
+__all__ = ["Auditor", "CannotAnswer", "RunContext", "Workflow"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,23 @@ WorkflowFn = Callable[["RunContext", Any], Awaitable[Any]]
 
 _depth: contextvars.ContextVar[int] = contextvars.ContextVar("corral_call_depth", default=0)
 """How many agent calls of this run enclose the current one (delegation depth)."""
+
+
+class Auditor(Protocol):
+    """Where audit entries go (the app's tamper-evident log, `corral.store.ops.Ops`)."""
+
+    async def audit(
+        self,
+        *,
+        at: datetime,
+        actor: str,
+        action: str,
+        subject: str,
+        run_id: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> int:
+        """Append one entry; returns its sequence number."""
+        ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,6 +119,37 @@ class Workflow:
         return cls(name=wf_name, fn=fn, input=in_type, output=out_type if is_model else None)
 
 
+class _DeadlineHold:
+    """Stops the run's deadline timer while any human wait of the run is open.
+
+    Shared by a run's context and its sub-workflow contexts (`copy.copy` keeps the reference).
+    """
+
+    def __init__(self) -> None:
+        self.timer: asyncio.Timeout | None = None
+        self._open = 0
+        self._remaining: float | None = None
+
+    @contextlib.asynccontextmanager
+    async def __call__(self) -> AsyncIterator[None]:
+        timer = self.timer
+        if timer is None:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        if self._open == 0:
+            when = timer.when()
+            self._remaining = None if when is None else when - loop.time()
+            timer.reschedule(None)
+        self._open += 1
+        try:
+            yield
+        finally:
+            self._open -= 1
+            if self._open == 0 and self._remaining is not None:
+                timer.reschedule(loop.time() + max(self._remaining, 0.0))
+
+
 @dataclass(slots=True, kw_only=True)
 class _Stats:
     usage: Usage = field(default_factory=Usage)
@@ -132,6 +186,9 @@ class RunContext:
         guards: RunGuards,
         resolve_chain: Callable[[str], list[Model]] | None = None,
         resolve_workflow: Callable[[str], Workflow] | None = None,
+        humans: HumanDesk | None = None,
+        human_policy: HumanPolicy | None = None,
+        auditor: Auditor | None = None,
     ) -> None:
         self.run_id = run_id
         self.workflow = workflow
@@ -149,6 +206,10 @@ class RunContext:
         self._prefix = ""
         self._parent_step: str | None = None
         """The step of the sub-workflow this context runs (None at the top): spans' parent."""
+        self._humans = humans
+        self._human_policy = human_policy or HumanPolicy()
+        self._auditor = auditor
+        self._hold = _DeadlineHold()
         self.stats = _Stats()
         self.guards = guards
         """This run's budget and loop guard (and, through `guards.guards`, the app's)."""
@@ -274,6 +335,37 @@ class RunContext:
                 output. Never returns unvalidated data.
         """
         step_id = self._next_step_id()
+        policy = agent.escalation
+        try:
+            output = await self._call_with_fallback(agent, payload, step_id, sender)
+        except AgentError as exc:
+            if policy is None or not policy.on_failure or exc.code == "invalid_input":
+                raise
+            return await self._escalate(
+                agent, payload, step_id, f"cannot answer ({exc.code}): {exc.reason}", exc
+            )
+        except LimitError as exc:
+            if policy is None or not policy.on_guard_stop or isinstance(exc, KilledError):
+                raise
+            return await self._escalate(agent, payload, step_id, f"stopped by a guard: {exc}", exc)
+        if policy is not None and (low := policy.low_confidence(output)) is not None:
+            return await self._escalate(
+                agent,
+                payload,
+                step_id,
+                f"confidence {low:g} is below {policy.min_confidence:g}",
+                None,
+                proposed=output,
+            )
+        return output
+
+    async def _call_with_fallback(
+        self,
+        agent: Agent[In, Out] | FunctionAgent[In, Out],
+        payload: Any,
+        step_id: str,
+        sender: str | None,
+    ) -> Out:
         try:
             return await self._call_one(agent, payload, step_id, sender or self.workflow)
         except AgentError as first:
@@ -288,6 +380,197 @@ class RunContext:
             )
             return await self._call_one(agent.fallback, payload, f"{step_id}.f", agent.name)
 
+    async def escalate(
+        self,
+        agent: Agent[In, Out] | FunctionAgent[In, Out],
+        payload: In | dict[str, Any] | str,
+        *,
+        reason: str,
+        proposed: Out | None = None,
+    ) -> Out:
+        """Ask a human to answer for `agent` (a policy case, a decision code should not make).
+
+        The request carries the agent's input, `reason` and `proposed` (a draft the human may
+        accept as is); the run waits durably. The answer is validated against the agent's output
+        schema and returned as the agent's output.
+
+        Raises:
+            TakenOverError: the human took the run over (it ends `taken_over`).
+            RejectedError: the human declined to answer (or the wait timed out with `reject`).
+        """
+        return await self._escalate(
+            agent, payload, self._next_step_id(), reason, None, proposed=proposed, suffix=""
+        )
+
+    async def _escalate(
+        self,
+        agent: Agent[In, Out] | FunctionAgent[In, Out],
+        payload: Any,
+        step_id: str,
+        reason: str,
+        error: CorralError | None,
+        *,
+        proposed: Out | None = None,
+        suffix: str = ".e",
+    ) -> Out:
+        policy = agent.escalation
+        timeout = policy.timeout_s if policy is not None and policy.timeout_s else None
+        log.info(
+            "escalating %s to a human: %s",
+            agent.name,
+            reason,
+            extra={"run_id": self.run_id, "agent": agent.name},
+        )
+        decision = await self._ask(
+            f"{step_id}{suffix}",
+            kind="escalation",
+            subject=agent.name,
+            title=f"{agent.name}: {reason}",
+            payload={
+                "input": dump_payload(payload),
+                "reason": reason,
+                "proposed": dump_payload(proposed) if proposed is not None else None,
+                "error": error.to_dict() if error is not None else None,
+            },
+            schema=agent.output.model_json_schema(),
+            timeout_s=timeout or self._human_policy.escalation_timeout_s,
+            default=policy.default if policy is not None else "reject",
+        )
+        if decision.action == "take_over":
+            raise TakenOverError(
+                agent.name, request_id=decision.request_id, by=decision.by, comment=decision.comment
+            )
+        if decision.action == "reject":
+            if error is not None:
+                raise error
+            raise RejectedError(
+                f"answering for agent {agent.name!r}",
+                request_id=decision.request_id,
+                by=decision.by,
+                comment=decision.comment,
+            )
+        output: Out = validate_payload(
+            agent.output, decision.value, agent=agent.name, code="invalid_answer", role="answer for"
+        )
+        self.stats.best = (agent.name, output)
+        return output
+
+    async def approve(
+        self,
+        value: T,
+        *,
+        title: str | None = None,
+        subject: str | None = None,
+        timeout_s: float | None = None,
+        default: Literal["reject", "approve"] = "reject",
+    ) -> T:
+        """Wait (durably) for a human to approve `value`: the task at the start of a workflow, the
+        final output at its end, any decision in between. One line:
+        `reply = await ctx.approve(reply)`.
+
+        A Pydantic `value` can be edited by the approver; the edit is validated against its
+        schema and returned in its place.
+
+        Raises:
+            RejectedError: rejected, or not decided within `timeout_s` with `default="reject"`.
+        """
+        step_id = self._next_step_id()
+        is_model = isinstance(value, BaseModel)
+        what = subject or self.workflow
+        decision = await self._ask(
+            step_id,
+            kind="approval",
+            subject=what,
+            title=title or f"approve {type(value).__name__} of {what}",
+            payload=dump_payload(value),
+            schema=type(value).model_json_schema() if isinstance(value, BaseModel) else None,
+            timeout_s=timeout_s or self._human_policy.approval_timeout_s,
+            default=default,
+        )
+        if decision.action == "reject":
+            raise RejectedError(
+                title or what,
+                request_id=decision.request_id,
+                by=decision.by,
+                comment=decision.comment,
+            )
+        if decision.action == "edit" and is_model:
+            edited: T = type(value).model_validate(decision.value)  # type: ignore[attr-defined]
+            return edited
+        return value
+
+    async def _ask(
+        self,
+        step_id: str,
+        *,
+        kind: Literal["approval", "escalation"],
+        subject: str,
+        title: str,
+        payload: Any,
+        schema: dict[str, Any] | None,
+        timeout_s: float,
+        default: str,
+        parent_id: str | None = None,
+    ) -> Decision:
+        """A durable human wait: a journaled step holding the decision."""
+        desk = self._humans
+        if desk is None:
+            raise UsageError("this run cannot wait for a human: open the app first")
+        guard_name = f"human:{subject}"
+        await self.guards.guards.kill.gate(self.run_id, guard_name)
+        recorder, clock = self._recorder, self._clock
+
+        async def step() -> JsonValue:
+            started, t0 = clock.now(), clock.monotonic()
+            request = HumanRequest(
+                id=f"{self.run_id}:{step_id}",
+                run_id=self.run_id,
+                step_id=step_id,
+                kind=kind,
+                workflow=self.workflow,
+                subject=subject,
+                title=title,
+                payload=payload,
+                schema=schema,
+                deadline_at=deadline(clock, timeout_s),
+                default=default,
+                created_at=started,
+            )
+            decision: Decision | None = None
+            try:
+                decision = await self.guards.guards.kill.guard(
+                    self.run_id, guard_name, desk.wait(request)
+                )
+            finally:
+                await recorder.record_span(
+                    Span(
+                        run_id=self.run_id,
+                        step_id=step_id,
+                        parent_id=parent_id or self._parent_step,
+                        kind="human",
+                        name=f"{kind}:{subject}",
+                        agent=None,
+                        input=payload,
+                        output=decision.value if decision is not None else None,
+                        status="ok" if decision is not None else "error",
+                        error=None if decision is not None else {"code": "killed"},
+                        latency_ms=(clock.monotonic() - t0) * 1000,
+                        started_at=started,
+                        attrs={
+                            "request_id": request.id,
+                            "kind": kind,
+                            "action": decision.action if decision else None,
+                            "by": decision.by if decision else None,
+                            "timed_out": decision.timed_out if decision else False,
+                        },
+                    )
+                )
+            return decision.to_dict()
+
+        async with self._hold():
+            data = await self._journal.step(step_id, f"human:{kind}", step)
+        return Decision.from_dict(cast(dict[str, Any], data))
+
     async def _call_one(
         self,
         agent: Agent[In, Out] | FunctionAgent[In, Out],
@@ -300,7 +583,7 @@ class RunContext:
         )
         run = self.guards
         depth = _depth.get() + 1
-        run.guards.kill.check(self.run_id, agent.name)
+        await run.guards.kill.gate(self.run_id, agent.name)
         run.loops.on_call(agent.name, fingerprint(checked), depth)
         run.budget.take_turn()
         token = _depth.set(depth)
@@ -350,24 +633,36 @@ class RunContext:
     async def tool(self, tool: Tool, /, **arguments: Any) -> JsonValue:
         """Call a tool directly from workflow code, as a checkpointed step.
 
+        A tool with an approval policy waits here for a human when the policy says so; an edited
+        approval runs with the edited arguments.
+
         Raises:
-            PayloadError: the arguments do not fit the tool's signature.
+            PayloadError: the arguments do not fit the tool's signature (or its sanitizing).
+            RejectedError: the call needed approval and a human rejected it (it did not run).
             ProviderError: the tool raised; `provider` is `tool:<name>`.
         """
         step_id = self._next_step_id()
-        self.guards.guards.kill.check(self.run_id, f"tool:{tool.name}")
+        await self.guards.guards.kill.gate(self.run_id, f"tool:{tool.name}")
         try:
-            tool.validate(arguments)
+            parsed = tool.validate(arguments)
         except ToolArgumentsError as exc:
             raise PayloadError(str(exc), errors=list(exc.errors)) from exc
         outcome = await AgentCall.tool_step(
             ctx=self,
             tool=tool,
-            arguments=arguments,
+            arguments=tool.arguments_of(parsed),
             step_id=step_id,
             parent_id=self._parent_step,
             agent=None,
         )
+        error = outcome.get("error")
+        if error is not None and error.get("type") == "rejected":
+            raise RejectedError(
+                f"the call of tool {tool.name!r}",
+                request_id=error["request_id"],
+                by=error.get("by"),
+                comment=error.get("comment", ""),
+            )
         if "error" in outcome:
             raise ProviderError(
                 f"tool {tool.name!r} failed: {outcome['error']['message']}",

@@ -398,7 +398,7 @@ class ModelCaller:
 
     async def _attempt(self, model: Model, request: ModelRequest, attempt: int) -> ModelResponse:
         g, run = self.guards, self.run
-        g.kill.check(run.run_id, self.agent)
+        await g.kill.gate(run.run_id, self.agent)
         input_tokens = estimate_input_tokens(request)
         reservation = self._try_reserve(model, request, input_tokens)
         if reservation is None:

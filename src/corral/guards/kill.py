@@ -1,8 +1,11 @@
-"""The kill switch: halt a run, an agent or the whole app.
+"""The kill switch: halt a run, an agent or the whole app; pause agents, workflows or all
+non-critical work.
 
-A halt is seen at the next step boundary (every model and tool call checks first) and cancels the
-model calls in flight that it covers, so a halted run stops spending at once. The operator
-surfaces (CLI, HTTP, dashboard) call these methods.
+A halt is seen at the next step boundary (every agent, model, tool and human-wait step checks
+first) and cancels the calls in flight that it covers, so a halted run stops spending at once. A
+pause holds runs at their next step boundary until it is lifted; calls already in flight finish.
+The operator surfaces (CLI, HTTP, dashboard) reach this through `App.control`, which also writes
+the action to the controls log so other processes apply it too.
 """
 
 from __future__ import annotations
@@ -29,6 +32,110 @@ class KillSwitch:
         self._agents: dict[str, str] = {}
         # The task running each guarded call -> [run_id, agent, cancelled_by_us].
         self._inflight: dict[asyncio.Task[Any], list[Any]] = {}
+        self._paused_agents: dict[str, str] = {}
+        self._paused_workflows: dict[str, str] = {}
+        self._paused_noncritical: str | None = None
+        self._runs_meta: dict[str, tuple[str, str]] = {}  # run -> (workflow, priority)
+        self._changed = asyncio.Event()
+        self.held: dict[str, str] = {}
+        """Runs waiting at a step boundary now, and the pause that holds each."""
+        self._held_changed = asyncio.Event()
+
+    async def until_held(self, run_id: str) -> str:
+        """Wait until `run_id` is held by a pause; returns the pause's scope."""
+        while run_id not in self.held:
+            changed = self._held_changed
+            await changed.wait()
+        return self.held[run_id]
+
+    def track(self, run_id: str, workflow: str, priority: str) -> None:
+        """Know which workflow and priority a run has (pauses by workflow and class)."""
+        self._runs_meta[run_id] = (workflow, priority)
+
+    def untrack(self, run_id: str) -> None:
+        """The run ended: forget it (and a halt that named it)."""
+        self._runs_meta.pop(run_id, None)
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def pause(
+        self,
+        *,
+        agent: str | None = None,
+        workflow: str | None = None,
+        noncritical: bool = False,
+        reason: str = "",
+    ) -> None:
+        """Hold runs at their next step boundary: calls of `agent`, runs of `workflow`, or every
+        run whose priority is not `critical`."""
+        if agent is not None:
+            self._paused_agents[agent] = reason or "paused"
+        if workflow is not None:
+            self._paused_workflows[workflow] = reason or "paused"
+        if noncritical:
+            self._paused_noncritical = reason or "paused"
+        log.warning(
+            "pause: agent=%s workflow=%s noncritical=%s (%s)", agent, workflow, noncritical, reason
+        )
+
+    def resume(
+        self, *, agent: str | None = None, workflow: str | None = None, noncritical: bool = False
+    ) -> None:
+        """Lift a pause; held runs continue at once."""
+        if agent is not None:
+            self._paused_agents.pop(agent, None)
+        if workflow is not None:
+            self._paused_workflows.pop(workflow, None)
+        if noncritical:
+            self._paused_noncritical = None
+        self._wake()
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """What is halted and paused now (for the API and the dashboard)."""
+        return {
+            "halted_all": self._all,
+            "halted_runs": dict(self._runs),
+            "halted_agents": dict(self._agents),
+            "paused_agents": dict(self._paused_agents),
+            "paused_workflows": dict(self._paused_workflows),
+            "paused_noncritical": self._paused_noncritical,
+            "held_runs": dict(self.held),
+        }
+
+    def _pause_scope(self, run_id: str, agent: str) -> str | None:
+        if agent in self._paused_agents:
+            return f"agent {agent}"
+        meta = self._runs_meta.get(run_id)
+        if meta is not None:
+            workflow, priority = meta
+            if workflow in self._paused_workflows:
+                return f"workflow {workflow}"
+            if self._paused_noncritical is not None and priority != "critical":
+                return "non-critical work"
+        return None
+
+    async def gate(self, run_id: str, agent: str) -> None:
+        """The step boundary: raise if halted, wait while paused (a halt ends the wait).
+
+        Raises:
+            KilledError: this run, agent or everything is halted.
+        """
+        self.check(run_id, agent)
+        if not (self._paused_agents or self._paused_workflows or self._paused_noncritical):
+            return
+        try:
+            while (scope := self._pause_scope(run_id, agent)) is not None:
+                log.info("run %s held at %s: %s is paused", run_id, agent, scope)
+                self.held[run_id] = scope
+                held, self._held_changed = self._held_changed, asyncio.Event()
+                held.set()
+                await self._changed.wait()
+                self.check(run_id, agent)
+        finally:
+            self.held.pop(run_id, None)
 
     def halt(
         self,
@@ -51,6 +158,7 @@ class KillSwitch:
                 entry[2] = True
                 task.cancel()
                 cancelled += 1
+        self._wake()
         log.warning(
             "kill switch: run=%s agent=%s all=%s (%s); %d calls cancelled",
             run_id,

@@ -7,9 +7,9 @@ journal mode pays an fsync per commit). The same engine is handed to DBOS, so on
 
 Schema changes are Alembic migrations in `migrations/versions/` (revision `000N` is schema version
 N; each sets `schema_version` in `corral_meta`), applied by `SqlStore.open`. To change the schema:
-edit the tables here, add the next revision, bump `SCHEMA_VERSION` and add a line to
-`_CHANGELOG`. A database written by a newer Corral is refused with a `StateError` instead of
-being misread.
+edit the tables here (or in `ops.py` / `audit.py`, which add theirs to the same `metadata`),
+add the next revision, bump `SCHEMA_VERSION` and add a line to `_CHANGELOG`. A database written
+by a newer Corral is refused with a `StateError` instead of being misread.
 """
 
 from __future__ import annotations
@@ -38,12 +38,13 @@ from corral.trace import RunRecord, Span
 
 __all__ = ["SCHEMA_VERSION", "SqlStore", "make_engine"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _CHANGELOG = {
     1: "runs, spans, steps, effects",
     2: "response cache",
     3: "semantic cache",
     4: "cost ledger columns, dashboard indexes, alerts",
+    5: "human requests, operator controls, API tokens, audit log (tables in store/ops.py)",
 }
 PICO = Decimal(10) ** 12
 """`cost_pusd` columns hold USD * 1e12 as integers, so SQL sums are exact."""

@@ -1,0 +1,348 @@
+"""The tamper-evident audit log: a hash chain with signed checkpoints.
+
+Every side-effecting tool call, human decision, operator action, token change and config change is
+appended to `corral_audit`. Each entry stores `hash = sha256(prev_hash | at | actor | action |
+subject | run_id | details)`, so changing any stored field, or removing or inserting an entry,
+breaks the chain at that point, and `verify` names the entry (`seq` only orders the entries; it is
+not hashed, so renumbering after an insert does not hide the insert behind a wall of "edited"):
+
+- **edited**: an entry's fields no longer hash to its stored hash;
+- **deleted**: a gap in the sequence, or an entry whose `prev_hash` is the hash of the entry two
+  back (its predecessor is gone);
+- **inserted**: an entry whose successor links past it, to the entry before it.
+
+Someone who can write the database can also recompute every hash after an edit. Checkpoints stop
+that: every `checkpoint_every` entries (and on `corral audit checkpoint`) the head `(seq, hash)` is
+signed with an Ed25519 key that lives outside the database (`audit.key_file`, or the
+`CORRAL_AUDIT_KEY` environment variable). `corral audit export` writes the checkpoints and the
+public key to a file kept elsewhere; `verify` checks each checkpoint's signature and that the chain
+still passes through every checkpointed hash, so a rewritten history is caught too. Entries after
+the newest checkpoint are protected by the chain alone until the next checkpoint.
+
+Ed25519 (from `cryptography`, the standard Python implementation) rather than an HMAC: verifying an
+exported checkpoint needs only the public key, so an auditor who can verify cannot forge.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from corral.errors import ConfigError
+from corral.store.sql import metadata
+
+__all__ = ["GENESIS", "AuditSigner", "Problem", "entry_hash", "verify_chain"]
+
+GENESIS = "0" * 64
+"""The `prev_hash` of the first entry."""
+
+audit = sa.Table(
+    "corral_audit",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("at", sa.String(40), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("subject", sa.String(400), nullable=False),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("details", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+checkpoints = sa.Table(
+    "corral_audit_checkpoints",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("at", sa.String(40), nullable=False),
+    sa.Column("public_key", sa.String(64), nullable=False),
+    sa.Column("signature", sa.String(128), nullable=False),
+)
+
+
+def canonical(value: Any) -> str:
+    """The one JSON text of `value` that is hashed and stored."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def entry_hash(
+    prev_hash: str,
+    at: str,
+    actor: str,
+    action: str,
+    subject: str,
+    run_id: str | None,
+    details: str,
+) -> str:
+    """The chain hash of one entry (every stored field but the hash itself)."""
+    fields = [prev_hash, at, actor, action, subject, run_id or "", details]
+    return hashlib.sha256("\x1f".join(fields).encode()).hexdigest()
+
+
+def _row_hash(row: Any) -> str:
+    return entry_hash(
+        row.prev_hash, row.at, row.actor, row.action, row.subject, row.run_id, row.details
+    )
+
+
+def append(
+    conn: sa.Connection,
+    *,
+    at: datetime,
+    actor: str,
+    action: str,
+    subject: str,
+    run_id: str | None,
+    details: str,
+    signer: AuditSigner | None,
+    checkpoint_every: int,
+) -> int:
+    """Append one entry inside the caller's transaction; returns its sequence number.
+
+    The caller's transaction serializes appends: SQLite writes begin IMMEDIATE; on PostgreSQL a
+    transaction-scoped advisory lock is taken first.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(7466010001)"))
+    head = conn.execute(
+        sa.select(audit.c.seq, audit.c.hash).order_by(audit.c.seq.desc()).limit(1)
+    ).first()
+    seq, prev = (head[0] + 1, head[1]) if head is not None else (1, GENESIS)
+    stamp = at.isoformat()
+    digest = entry_hash(prev, stamp, actor, action, subject, run_id, details)
+    conn.execute(
+        audit.insert().values(
+            seq=seq,
+            at=stamp,
+            actor=actor,
+            action=action,
+            subject=subject,
+            run_id=run_id,
+            details=details,
+            prev_hash=prev,
+            hash=digest,
+        )
+    )
+    if signer is not None and checkpoint_every > 0 and seq % checkpoint_every == 0:
+        conn.execute(checkpoints.insert().values(**signer.sign(seq, digest, stamp)))
+    return seq
+
+
+def checkpoint(conn: sa.Connection, signer: AuditSigner, at: datetime) -> dict[str, Any] | None:
+    """Sign the current head unless it is signed already; returns the checkpoint (None: empty)."""
+    head = conn.execute(
+        sa.select(audit.c.seq, audit.c.hash).order_by(audit.c.seq.desc()).limit(1)
+    ).first()
+    if head is None:
+        return None
+    done = conn.execute(sa.select(checkpoints).where(checkpoints.c.seq == head[0])).first()
+    if done is not None:
+        return dict(done._mapping)
+    values = signer.sign(head[0], head[1], at.isoformat())
+    conn.execute(checkpoints.insert().values(**values))
+    return values
+
+
+class AuditSigner:
+    """The Ed25519 key that signs checkpoints.
+
+    Loaded from the `CORRAL_AUDIT_KEY` environment variable (a base64 32-byte seed) or from
+    `key_file`, which is created (mode 0600) the first time it is needed.
+    """
+
+    def __init__(self, private: Ed25519PrivateKey) -> None:
+        self._private = private
+        raw = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self.public_key = raw.hex()
+
+    @classmethod
+    def load(cls, key_file: str | Path) -> AuditSigner:
+        """The signer from the environment or `key_file` (created when missing).
+
+        Raises:
+            ConfigError: the key in the environment or the file is not a 32-byte Ed25519 seed.
+        """
+        env = os.environ.get("CORRAL_AUDIT_KEY")
+        path = Path(key_file)
+        if env:
+            seed, where = env, "the CORRAL_AUDIT_KEY environment variable"
+        elif path.exists():
+            seed, where = path.read_text().strip(), str(path)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            seed = base64.b64encode(os.urandom(32)).decode()
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(seed + "\n")
+            where = str(path)
+        try:
+            raw = base64.b64decode(seed, validate=True)
+            private = Ed25519PrivateKey.from_private_bytes(raw)
+        except ValueError as exc:
+            raise ConfigError(
+                f"the audit signing key in {where} is not a base64 32-byte Ed25519 seed ({exc}); "
+                "remove it to have a new one generated, or set a valid one",
+                key="audit.key_file",
+            ) from exc
+        return cls(private)
+
+    def sign(self, seq: int, digest: str, at: str) -> dict[str, Any]:
+        """A checkpoint row for the chain head `(seq, digest)`."""
+        signature = self._private.sign(_signed_text(seq, digest, at)).hex()
+        return {
+            "seq": seq,
+            "hash": digest,
+            "at": at,
+            "public_key": self.public_key,
+            "signature": signature,
+        }
+
+
+def _signed_text(seq: int, digest: str, at: str) -> bytes:
+    return f"corral-audit-checkpoint\x1f{seq}\x1f{digest}\x1f{at}".encode()
+
+
+def signature_ok(point: dict[str, Any]) -> bool:
+    """Whether a checkpoint's signature is valid for its own public key."""
+    try:
+        key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(point["public_key"]))
+        key.verify(
+            bytes.fromhex(point["signature"]),
+            _signed_text(int(point["seq"]), str(point["hash"]), str(point["at"])),
+        )
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing `verify_chain` found wrong."""
+
+    kind: str
+    """`edited`, `deleted`, `inserted`, `broken`, `checkpoint`."""
+    seq: int | None
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "seq": self.seq, "message": self.message}
+
+
+def verify_chain(
+    rows: Iterable[Any],
+    points: Iterable[dict[str, Any]],
+    trusted_keys: set[str],
+) -> tuple[int, list[Problem]]:
+    """Check every entry and checkpoint; returns (entries checked, problems found).
+
+    Args:
+        rows: Audit rows in `seq` order (attributes as the table's columns).
+        points: Checkpoints (from the database and/or an exported file).
+        trusted_keys: Hex public keys whose signatures count.
+    """
+    problems: list[Problem] = []
+    by_seq: dict[int, str] = {}
+    known: dict[str, int] = {GENESIS: 0}  # hash -> seq of every entry seen so far
+    prev_row: Any = None
+    before_prev: str | None = None
+    count = 0
+    for row in rows:
+        count += 1
+        if _row_hash(row) != row.hash:
+            problems.append(
+                Problem(
+                    "edited",
+                    row.seq,
+                    f"entry {row.seq} was edited: its fields do not match its hash",
+                )
+            )
+        expected_prev = prev_row.hash if prev_row is not None else GENESIS
+        after = prev_row.seq if prev_row is not None else 0
+        if row.prev_hash != expected_prev:
+            if prev_row is not None and row.prev_hash == before_prev:
+                problems.append(
+                    Problem(
+                        "inserted",
+                        prev_row.seq,
+                        f"entry {prev_row.seq} was inserted: entry {row.seq} links past it",
+                    )
+                )
+            elif row.prev_hash in known:
+                problems.append(
+                    Problem(
+                        "broken",
+                        row.seq,
+                        f"entry {row.seq} links to entry {known[row.prev_hash]}, not to entry "
+                        f"{after}: entries were moved",
+                    )
+                )
+            elif row.seq > after + 1:
+                missing = (
+                    f"entry {after + 1}"
+                    if row.seq == after + 2
+                    else f"entries {after + 1}-{row.seq - 1}"
+                )
+                problems.append(
+                    Problem("deleted", after + 1, f"{missing} deleted (before entry {row.seq})")
+                )
+            else:
+                problems.append(
+                    Problem(
+                        "deleted",
+                        after,
+                        f"entry {row.seq} links to a hash no entry has: entry {after} was edited "
+                        "and re-hashed, or an entry after it was deleted and the rest renumbered",
+                    )
+                )
+        by_seq[row.seq] = row.hash
+        known[row.hash] = row.seq
+        before_prev = expected_prev
+        prev_row = row
+    last = prev_row.seq if prev_row is not None else 0
+    seen: set[tuple[int, str]] = set()
+    for point in sorted(points, key=lambda p: int(p["seq"])):
+        seq = int(point["seq"])
+        if (seq, point["signature"]) in seen:
+            continue
+        seen.add((seq, point["signature"]))
+        if point["public_key"] not in trusted_keys:
+            problems.append(
+                Problem("checkpoint", seq, f"checkpoint {seq} is signed by an untrusted key")
+            )
+        elif not signature_ok(point):
+            problems.append(
+                Problem("checkpoint", seq, f"checkpoint {seq} has an invalid signature")
+            )
+        elif seq > last:
+            problems.append(
+                Problem(
+                    "deleted",
+                    seq,
+                    f"entries after {last} deleted: checkpoint {seq} signed entry {seq}",
+                )
+            )
+        elif by_seq.get(seq) != point["hash"]:
+            problems.append(
+                Problem(
+                    "checkpoint",
+                    seq,
+                    f"the chain up to entry {seq} was rewritten: it no longer matches the signed "
+                    "checkpoint",
+                )
+            )
+    return count, problems

@@ -1,0 +1,491 @@
+"""Humans in the loop: approvals, escalations, reviews and operator controls, on a real SQLite
+database with the real clock (waits end on decisions and controls, never on sleeps)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, Field
+
+from corral import (
+    Agent,
+    App,
+    AppConfig,
+    Approval,
+    ConflictError,
+    Escalation,
+    HumanPolicy,
+    NotFoundError,
+    PayloadError,
+    RunContext,
+    SimConfig,
+    ToolCall,
+    UsageError,
+    above,
+    tool,
+)
+from corral.humans import HumanRequest
+from corral.testing import FakeModel
+from corral.testing._model import reply
+
+WAIT = 10  # generous bound on every wait: a hang fails the test instead of the suite
+
+
+class Refund(BaseModel):
+    order_id: str
+    amount_usd: float
+
+
+class Receipt(BaseModel):
+    receipt: str
+
+
+class Ticket(BaseModel):
+    text: str
+
+
+class Answer(BaseModel):
+    reply: str
+    confidence: float = Field(ge=0, le=1)
+
+
+def make_app(
+    tmp_path: Path, models: dict[str, Any] | None = None, **humans: Any
+) -> tuple[App, list[dict[str, Any]]]:
+    """An app on a SQLite file with the real clock; `calls` records what the refund tool did."""
+    calls: list[dict[str, Any]] = []
+    app = App(
+        AppConfig(
+            database=f"sqlite:///{tmp_path / 'corral.db'}",
+            durable=False,
+            humans=HumanPolicy(poll_s=0.05, **humans),
+            tiers={"small": "fake:model", "medium": "sim:medium", "large": "sim:large"},
+        ),
+        models=models or {"fake:model": FakeModel()},
+    )
+
+    @tool(side_effect=True, approval=above("amount_usd", 100))
+    def refund(order_id: str, amount_usd: float, idempotency_key: str) -> dict[str, str]:
+        """Refund an order."""
+        calls.append({"order_id": order_id, "amount_usd": amount_usd, "key": idempotency_key})
+        return {"receipt": f"r-{order_id}-{amount_usd:g}"}
+
+    @app.workflow
+    async def pay(ctx: RunContext, r: Refund) -> Receipt:
+        done = await ctx.tool(refund, order_id=r.order_id, amount_usd=r.amount_usd)
+        return Receipt(receipt=done["receipt"])
+
+    app.refund_tool = refund  # type: ignore[attr-defined]
+    return app, calls
+
+
+async def next_request(app: App) -> HumanRequest:
+    assert app.humans is not None
+    queue = app.humans.subscribe()
+    try:
+        return await asyncio.wait_for(queue.get(), WAIT)
+    finally:
+        app.humans.unsubscribe(queue)
+
+
+async def start_and_wait(app: App, workflow: str, payload: dict[str, Any]) -> tuple[Any, Any]:
+    assert app.humans is not None
+    queue = app.humans.subscribe()
+    handle = await app.start(workflow, payload)
+    request = await asyncio.wait_for(queue.get(), WAIT)
+    app.humans.unsubscribe(queue)
+    return handle, request
+
+
+# -- approvals ------------------------------------------------------------------------------------
+
+
+async def test_a_call_under_the_threshold_runs_without_asking(tmp_path):
+    app, calls = make_app(tmp_path)
+    async with app:
+        result = await app.run("pay", {"order_id": "o1", "amount_usd": 40})
+        assert result.ok, result.error
+        assert calls == [{"order_id": "o1", "amount_usd": 40, "key": f"{result.run_id}:1"}]
+        assert await app.ops.list_requests(status=None) == []
+
+
+async def test_a_rejected_approval_never_executes_the_tool(tmp_path):
+    app, calls = make_app(tmp_path)
+    async with app:
+        handle, request = await start_and_wait(app, "pay", {"order_id": "o2", "amount_usd": 250})
+        assert request.kind == "approval" and request.subject == "refund"
+        assert request.payload["arguments"] == {"order_id": "o2", "amount_usd": 250.0}
+        assert request.title == "call refund (amount_usd > 100)"
+        await app.decide(request.id, "reject", by="alice", comment="not eligible")
+        result = await asyncio.wait_for(handle.result(), WAIT)
+        assert result.status == "rejected"
+        assert result.error["by"] == "alice" and result.error["comment"] == "not eligible"
+        assert calls == []
+        entries = await app.ops.audit_entries(run_id=result.run_id)
+        assert [e["action"] for e in entries] == ["human.reject"]
+        assert entries[0]["actor"] == "alice"
+        span = next(s for s in await app.spans(result.run_id) if s["kind"] == "human")
+        assert span["attrs"]["action"] == "reject" and span["attrs"]["by"] == "alice"
+
+
+async def test_an_edited_approval_runs_once_with_the_edited_arguments(tmp_path):
+    app, calls = make_app(tmp_path)
+    async with app:
+        handle, request = await start_and_wait(app, "pay", {"order_id": "o3", "amount_usd": 900})
+        row = await app.decide(
+            request.id, "edit", by="bob", value={"order_id": "o3", "amount_usd": 90}
+        )
+        assert row["status"] == "edited"
+        result = await asyncio.wait_for(handle.result(), WAIT)
+        assert result.ok, result.error
+        assert result.output.receipt == "r-o3-90"
+        assert calls == [{"order_id": "o3", "amount_usd": 90, "key": f"{result.run_id}:1"}]
+        # Deciding again is refused: nothing executes twice.
+        with pytest.raises(ConflictError, match="already edited"):
+            await app.decide(request.id, "approve", by="carol")
+        entries = await app.ops.audit_entries(run_id=result.run_id)
+        call = next(e for e in entries if e["action"] == "tool.call")
+        assert call["details"]["arguments"] == {"order_id": "o3", "amount_usd": 90.0}
+        assert call["details"]["approved_by"] == "bob"
+        assert call["details"]["result"] == {"receipt": "r-o3-90"}
+
+
+async def test_a_malformed_edit_is_refused_and_the_request_stays_open(tmp_path):
+    app, calls = make_app(tmp_path)
+    async with app:
+        handle, request = await start_and_wait(app, "pay", {"order_id": "o4", "amount_usd": 500})
+        with pytest.raises(PayloadError, match="amount_usd") as bad:
+            await app.decide(request.id, "edit", by="bob", value={"order_id": "o4"})
+        assert bad.value.errors[0]["msg"].startswith("'amount_usd' is a required property")
+        with pytest.raises(PayloadError, match="extra|Additional properties"):
+            await app.decide(
+                request.id, "edit", by="bob", value={"order_id": "o4", "amount_usd": 1, "x": 1}
+            )
+        with pytest.raises(UsageError, match="cannot 'answer' a approval request"):
+            await app.decide(request.id, "answer", by="bob", value={})
+        with pytest.raises(NotFoundError, match="no human request 'nope'"):
+            await app.decide("nope", "approve", by="bob")
+        assert (await app.ops.get_request(request.id))["status"] == "pending"
+        await app.decide(request.id, "approve", by="bob")
+        result = await asyncio.wait_for(handle.result(), WAIT)
+        assert result.ok and len(calls) == 1
+
+
+async def test_an_unanswered_approval_takes_its_default_at_the_timeout(tmp_path):
+    app, calls = make_app(tmp_path)
+
+    @tool(side_effect=True, approval=Approval(timeout_s=0.2, default="approve"))
+    def notify(text: str) -> str:
+        """Tell the customer."""
+        calls.append({"text": text})
+        return "sent"
+
+    @tool(side_effect=True, approval=Approval(timeout_s=0.2))
+    def delete(text: str) -> str:
+        """Delete something."""
+        calls.append({"deleted": text})
+        return "gone"
+
+    @app.workflow
+    async def tell(ctx: RunContext, t: Ticket) -> Receipt:
+        sent = await ctx.tool(notify, text=t.text)
+        await ctx.tool(delete, text=t.text)
+        return Receipt(receipt=str(sent))
+
+    async with app:
+        result = await asyncio.wait_for(app.run("tell", {"text": "hello"}), WAIT)
+        assert result.status == "rejected"  # delete's default
+        assert calls == [{"text": "hello"}]  # notify's default approved it
+        decided = await app.ops.list_requests(status="timed_out")
+        assert sorted(r["action"] for r in decided) == ["approve", "reject"]
+        assert {r["decided_by"] for r in decided} == {"timeout"}
+
+
+async def test_a_model_proposed_call_waits_and_a_rejection_is_told_to_the_model(tmp_path):
+    model = FakeModel(
+        [
+            reply(
+                tool_calls=[
+                    ToolCall(
+                        id="c1", name="refund", arguments={"order_id": "o5", "amount_usd": 500}
+                    )
+                ]
+            ),
+            {"reply": "I could not refund that, sorry.", "confidence": 0.9},
+        ]
+    )
+    app, calls = make_app(tmp_path, models={"fake:model": model})
+    agent = Agent(
+        name="support",
+        instructions="Help.",
+        input=Ticket,
+        output=Answer,
+        tools=(app.refund_tool,),  # type: ignore[attr-defined]
+    )
+
+    @app.workflow
+    async def helpdesk(ctx: RunContext, t: Ticket) -> Answer:
+        return await ctx.call(agent, t)
+
+    async with app:
+        handle, request = await start_and_wait(app, "helpdesk", {"text": "refund me"})
+        assert request.payload["agent"] == "support"
+        await app.decide(request.id, "reject", by="alice", comment="too much")
+        result = await asyncio.wait_for(handle.result(), WAIT)
+        assert result.ok and calls == []
+        told = model.requests[1].messages[-1].content
+        assert "rejected" in told and "too much" in told
+
+
+async def test_approving_the_final_output_is_one_line_and_may_edit_it(tmp_path):
+    app, _ = make_app(tmp_path)
+
+    @app.workflow
+    async def answer(ctx: RunContext, t: Ticket) -> Answer:
+        draft = Answer(reply=f"re: {t.text}", confidence=0.5)
+        return await ctx.approve(draft, title="send this reply?")
+
+    async with app:
+        handle, request = await start_and_wait(app, "answer", {"text": "hi"})
+        assert request.title == "send this reply?"
+        assert request.schema is not None and "reply" in request.schema["properties"]
+        await app.decide(request.id, "edit", by="ed", value={"reply": "Hello!", "confidence": 1})
+        result = await asyncio.wait_for(handle.result(), WAIT)
+        assert result.output == Answer(reply="Hello!", confidence=1)
+
+
+def test_approval_policies_are_checked_when_declared():
+    with pytest.raises(ValueError, match="default must be 'reject' or 'approve'"):
+        Approval(default="maybe")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="timeout_s must be positive"):
+        Approval(timeout_s=0)
+    with pytest.raises(TypeError, match="approval must be"):
+
+        @tool(approval="sometimes")  # type: ignore[arg-type]
+        def f(x: int) -> int:
+            return x
+
+    @tool(approval=lambda a: a.x > 2)
+    def g(x: int) -> int:
+        return x
+
+    assert g.approval is not None
+    assert g.approval.needed(g.validate({"x": 3})) and not g.approval.needed(g.validate({"x": 1}))
+
+
+# -- sanitizing side-effect arguments ---------------------------------------------------------------
+
+
+def test_side_effect_arguments_are_sanitized_and_checked_before_the_tool_runs():
+    def no_internal(args: Any) -> None:
+        if args.to.endswith("@internal.example"):
+            raise ValueError("internal addresses are not allowed")
+
+    @tool(side_effect=True, validators=[no_internal], max_arg_chars=50)
+    def email(to: str, body: str) -> str:
+        """Send an e-mail."""
+        return "ok"
+
+    clean = email.validate({"to": "a@b.example", "body": "hi\x00 there\x1b[31m\n"})
+    assert clean.body == "hi there[31m\n"
+    from corral.tool import ToolArgumentsError
+
+    with pytest.raises(
+        ToolArgumentsError, match="body: text of 51 characters exceeds the limit 50"
+    ):
+        email.validate({"to": "a@b.example", "body": "x" * 51})
+    with pytest.raises(ToolArgumentsError, match="no_internal: internal addresses"):
+        email.validate({"to": "x@internal.example", "body": "hi"})
+
+    @tool
+    def lookup(q: str) -> str:
+        return q
+
+    assert lookup.validate({"q": "a\x00b"}).q == "a\x00b"  # read-only tools get the text as is
+
+
+# -- escalation -------------------------------------------------------------------------------------
+
+
+def escalating_app(tmp_path: Path, model: FakeModel, policy: Escalation) -> App:
+    app, _ = make_app(tmp_path, models={"fake:model": model})
+    agent = Agent(
+        name="drafter", instructions="Draft.", input=Ticket, output=Answer, escalation=policy
+    )
+
+    @app.workflow
+    async def draft(ctx: RunContext, t: Ticket) -> Answer:
+        return await ctx.call(agent, t)
+
+    return app
+
+
+async def test_a_low_confidence_answer_goes_to_a_human_whose_answer_becomes_the_output(tmp_path):
+    model = FakeModel([{"reply": "maybe?", "confidence": 0.2}])
+    app = escalating_app(tmp_path, model, Escalation(min_confidence=0.6))
+    async with app:
+        handle, request = await start_and_wait(app, "draft", {"text": "odd case"})
+        assert request.kind == "escalation" and request.subject == "drafter"
+        assert request.payload["proposed"] == {"reply": "maybe?", "confidence": 0.2}
+        assert "confidence 0.2 is below 0.6" in request.payload["reason"]
+        with pytest.raises(PayloadError, match="confidence"):
+            await app.decide(request.id, "answer", by="h", value={"reply": "x", "confidence": 7})
+        await app.decide(request.id, "answer", by="h", value={"reply": "Done.", "confidence": 1})
+        result = await asyncio.wait_for(handle.result(), WAIT)
+        assert result.ok and result.output == Answer(reply="Done.", confidence=1)
+
+
+async def test_an_agent_that_cannot_answer_escalates_and_a_human_can_take_over(tmp_path):
+    model = FakeModel(["not json", "still not json"])  # the answer and its one repair
+    app = escalating_app(tmp_path, model, Escalation())
+    async with app:
+        handle, request = await start_and_wait(app, "draft", {"text": "hard"})
+        assert request.payload["error"]["code"] == "invalid_output"
+        await app.decide(request.id, "take_over", by="lead", comment="I'll call them")
+        result = await asyncio.wait_for(handle.result(), WAIT)
+        assert result.status == "taken_over"
+        assert result.error["by"] == "lead" and result.error["agent"] == "drafter"
+
+
+async def test_a_rejected_escalation_lets_the_original_failure_stand(tmp_path):
+    model = FakeModel(["not json", "still not json"])
+    app = escalating_app(tmp_path, model, Escalation())
+    async with app:
+        handle, request = await start_and_wait(app, "draft", {"text": "hard"})
+        await app.decide(request.id, "reject", by="lead")
+        result = await asyncio.wait_for(handle.result(), WAIT)
+        assert result.status == "failed" and result.error["code"] == "invalid_output"
+
+
+# -- review queue -----------------------------------------------------------------------------------
+
+
+async def test_a_sampled_share_of_runs_is_queued_for_review_and_feedback_reaches_agents(tmp_path):
+    model = FakeModel([{"reply": f"r{i}", "confidence": 0.9} for i in range(40)])
+    app, _ = make_app(tmp_path, models={"fake:model": model}, review_rates={"draft": 0.5})
+    agent = Agent(name="drafter", instructions="Draft.", input=Ticket, output=Answer)
+
+    @app.workflow
+    async def draft(ctx: RunContext, t: Ticket) -> Answer:
+        return await ctx.call(agent, t)
+
+    async with app:
+        results = [await app.run("draft", {"text": f"t{i}"}) for i in range(40)]
+        assert all(r.ok for r in results)
+        queued = await app.ops.list_requests(kind="review")
+        assert 8 <= len(queued) <= 32  # half of 40, give or take the hash
+        assert {q["run_id"] for q in queued} <= {r.run_id for r in results}
+        first, second = queued[0], queued[1]
+        assert first["payload"]["output"]["reply"].startswith("r")
+        with pytest.raises(PayloadError, match="score must be a number from 1 to 5"):
+            await app.decide(first["id"], "review", by="qa", value={"score": 9})
+        await app.decide(first["id"], "review", by="qa", value={"score": 2, "label": "rude"})
+        await app.decide(second["id"], "review", by="qa", value={"score": 4})
+        feedback = await app.ops.feedback()
+        assert feedback == [
+            {"agent": "drafter", "reviews": 2, "mean_score": 3.0, "labels": {"rude": 1}}
+        ]
+        # A workflow without a rate queues nothing.
+        await app.run("pay", {"order_id": "o", "amount_usd": 1})
+        assert {q["workflow"] for q in await app.ops.list_requests(kind="review")} == {"draft"}
+
+
+# -- operator controls ------------------------------------------------------------------------------
+
+
+def slow_app(tmp_path: Path) -> App:
+    app = App(
+        AppConfig(
+            database=f"sqlite:///{tmp_path / 'corral.db'}",
+            durable=False,
+            humans=HumanPolicy(poll_s=0.05),
+            sim=SimConfig(latency_s=30),
+        )
+    )
+    agent = Agent(name="slow", instructions="x", input=Ticket, output=Answer, model="small")
+    quick = Agent(name="quick", instructions="x", input=Ticket, output=Answer, model="medium")
+
+    @app.workflow
+    async def crawl(ctx: RunContext, t: Ticket) -> Answer:
+        return await ctx.call(agent, t)
+
+    @app.workflow
+    async def hop(ctx: RunContext, t: Ticket) -> Answer:
+        return await ctx.call(quick, t)
+
+    return app
+
+
+async def test_cancelling_a_run_from_another_process_stops_its_model_call(tmp_path):
+    """The control is written to the database the way `corral cancel` in another shell does;
+    the app running the run applies it at its next poll and cancels the call in flight."""
+    from corral.store.ops import Ops
+    from corral.store.sql import SqlStore
+
+    app = slow_app(tmp_path)
+    async with app:
+        handle = await app.start("crawl", {"text": "x"})
+        other = await SqlStore.open(app.config.database)
+        try:
+            from datetime import UTC, datetime
+
+            await Ops(other).add_control(
+                "halt", "run", handle.run_id, by="oncall", at=datetime.now(UTC), reason="runaway"
+            )
+        finally:
+            await other.close()
+        result = await asyncio.wait_for(handle.result(), WAIT)  # 30 s of latency if not killed
+        assert result.status == "killed"
+        assert "runaway (by oncall)" in result.error["message"]
+        audit = await app.ops.audit_entries(action="operator.halt")
+        assert audit[0]["subject"] == f"run:{handle.run_id}" and audit[0]["actor"] == "oncall"
+
+
+async def test_pausing_an_agent_holds_its_runs_until_resumed(tmp_path):
+    app = slow_app(tmp_path)
+    app.config = AppConfig(
+        database=app.config.database, durable=False, humans=HumanPolicy(poll_s=0.05)
+    )
+    async with app:
+        await app.control("pause", "agent", "quick", by="ops", reason="bad prompt")
+        assert app.guards.kill.state["paused_agents"] == {"quick": "bad prompt"}
+        handle = await app.start("hop", {"text": "x"})
+        scope = await asyncio.wait_for(app.guards.kill.until_held(handle.run_id), WAIT)
+        assert scope == "agent quick" and not handle.done()
+        assert app.guards.kill.state["held_runs"] == {handle.run_id: "agent quick"}
+        await app.control("resume", "agent", "quick", by="ops")
+        result = await asyncio.wait_for(handle.result(), WAIT)
+        assert result.ok
+        assert app.guards.kill.held == {}
+
+
+async def test_pausing_noncritical_work_lets_critical_runs_through(tmp_path):
+    app = slow_app(tmp_path)
+    app.config = AppConfig(
+        database=app.config.database, durable=False, humans=HumanPolicy(poll_s=0.05)
+    )
+    async with app:
+        await app.control("pause", "noncritical", by="ops")
+        batch = await app.start("hop", {"text": "b"}, priority="batch")
+        scope = await asyncio.wait_for(app.guards.kill.until_held(batch.run_id), WAIT)
+        assert scope == "non-critical work"
+        critical = await app.run("hop", {"text": "c"}, priority="critical")
+        assert critical.ok
+        assert not batch.done()
+        await app.control("halt", "run", batch.run_id, by="ops")
+        stopped = await asyncio.wait_for(batch.result(), WAIT)
+        assert stopped.status == "killed"  # a halt ends a paused run's wait too
+
+
+async def test_controls_reject_unknown_actions_and_scopes(tmp_path):
+    app = slow_app(tmp_path)
+    async with app:
+        with pytest.raises(UsageError, match="unknown control action 'explode'"):
+            await app.control("explode", "run", "x", by="a")
+        with pytest.raises(UsageError, match="unknown control scope 'planet' for 'halt'"):
+            await app.control("halt", "planet", "x", by="a")
+        with pytest.raises(UsageError, match="a run control needs the run's name"):
+            await app.control("halt", "run", None, by="a")
