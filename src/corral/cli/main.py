@@ -1,6 +1,7 @@
 """`corral`: run workflows, list runs, show a run's steps, resume interrupted runs.
 
-Reading the run database (costs, stats, alerts, prune) lives in `corral.cli.observe`.
+Reading the run database (costs, stats, alerts, prune) lives in `corral.cli.observe`; the human
+inbox, decisions, the kill switch, the audit log and tokens in `corral.cli.operate`.
 """
 
 from __future__ import annotations
@@ -308,6 +309,7 @@ def sim_serve(
 
 # Commands defined in sibling modules register themselves on `app` when imported.
 from corral.cli import observe as _observe  # noqa: E402, F401
+from corral.cli import operate as _operate  # noqa: E402, F401
 
 
 def main() -> None:

@@ -117,7 +117,8 @@ def stats(
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
-    """Per-agent health: success rate, latency percentiles, tokens, cost, retries, cache hits."""
+    """Per-agent health: success rate, latency percentiles, tokens, cost, retries, cache hits,
+    review feedback."""
     from corral.store import queries
 
     start = queries.parse_since(since)
@@ -144,6 +145,8 @@ def stats(
         "tool_calls",
         "tool_success_rate",
         "breaker",
+        "reviews",
+        "review_score",
     ]
     _emit(rows, columns, fmt, f"Agents since {start:%Y-%m-%d %H:%M}")
 

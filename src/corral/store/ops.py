@@ -385,47 +385,10 @@ class Ops:
         return await self.store._call(write)
 
     async def feedback(self, *, since: datetime | None = None) -> list[dict[str, Any]]:
-        """Review feedback per agent: the agents of each reviewed run share its score.
+        """Review feedback per agent (see `corral.store.queries.feedback`)."""
+        from corral.store import queries
 
-        Returns rows `{agent, reviews, mean_score, labels}`.
-        """
-        from corral.store.sql import spans
-
-        def read() -> list[dict[str, Any]]:
-            query = (
-                sa.select(spans.c.agent, requests.c.value)
-                .join(spans, spans.c.run_id == requests.c.run_id)
-                .where(
-                    requests.c.kind == "review",
-                    requests.c.status == "reviewed",
-                    spans.c.kind == "agent",
-                )
-                .distinct()
-            )
-            if since is not None:
-                query = query.where(requests.c.decided_at >= since)
-            per: dict[str, list[dict[str, Any]]] = {}
-            with self.store.engine.connect() as conn:
-                for agent, value in conn.execute(query):
-                    per.setdefault(agent, []).append(_load(value) or {})
-            out = []
-            for agent, items in sorted(per.items()):
-                scores = [float(i["score"]) for i in items if i.get("score") is not None]
-                labels: dict[str, int] = {}
-                for i in items:
-                    if i.get("label"):
-                        labels[i["label"]] = labels.get(i["label"], 0) + 1
-                out.append(
-                    {
-                        "agent": agent,
-                        "reviews": len(items),
-                        "mean_score": sum(scores) / len(scores) if scores else None,
-                        "labels": labels,
-                    }
-                )
-            return out
-
-        return await self.store._call(read)
+        return await self.store.query(queries.feedback, since)
 
     # -- controls ---------------------------------------------------------------------------------
 

@@ -242,8 +242,8 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
 
 def agent_metrics(conn: sa.Connection, since: datetime) -> dict[str, dict[str, Any]]:
     """Per agent since `since`: calls, success rate, latency p50/p95/p99 (ms), tokens, cost,
-    retries, fallbacks, repairs, cache hits, tool calls and their success rate, and the last
-    breaker state any of its calls saw."""
+    retries, fallbacks, repairs, cache hits, tool calls and their success rate, the last breaker
+    state any of its calls saw, and review feedback (`reviews`, mean `review_score` 1..5)."""
     rows = conn.execute(
         sa.select(
             spans.c.kind,
@@ -325,7 +325,52 @@ def agent_metrics(conn: sa.Connection, since: datetime) -> dict[str, dict[str, A
         e["tool_success_rate"] = (
             (e["tool_calls"] - e["tool_errors"]) / e["tool_calls"] if e["tool_calls"] else None
         )
+        e["reviews"], e["review_score"] = 0, None
+    for fb in feedback(conn, since):
+        if fb["agent"] in out:
+            out[fb["agent"]]["reviews"] = fb["reviews"]
+            out[fb["agent"]]["review_score"] = fb["mean_score"]
     return dict(sorted(out.items()))
+
+
+def feedback(conn: sa.Connection, since: datetime | None = None) -> list[dict[str, Any]]:
+    """Review feedback per agent: every agent that worked on a reviewed run shares its score.
+
+    Rows `{agent, reviews, mean_score, labels}` (labels: count per label), by agent name.
+    """
+    from corral.store.ops import requests  # the human requests table
+
+    query = (
+        sa.select(spans.c.agent, requests.c.run_id, requests.c.value)
+        .join(spans, spans.c.run_id == requests.c.run_id)
+        .where(
+            requests.c.kind == "review",
+            requests.c.status == "reviewed",
+            spans.c.kind == "agent",
+        )
+        .distinct()
+    )
+    if since is not None:
+        query = query.where(requests.c.decided_at >= since)
+    per: dict[str, list[dict[str, Any]]] = {}
+    for agent, _, value in conn.execute(query):
+        per.setdefault(agent, []).append(json.loads(value) if value else {})
+    out = []
+    for agent, items in sorted(per.items()):
+        scores = [float(i["score"]) for i in items if i.get("score") is not None]
+        labels: dict[str, int] = {}
+        for i in items:
+            if i.get("label"):
+                labels[i["label"]] = labels.get(i["label"], 0) + 1
+        out.append(
+            {
+                "agent": agent,
+                "reviews": len(items),
+                "mean_score": sum(scores) / len(scores) if scores else None,
+                "labels": labels,
+            }
+        )
+    return out
 
 
 def agent_series(

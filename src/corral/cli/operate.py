@@ -1,0 +1,418 @@
+"""Operator commands: the human inbox, decisions, kill switch and pauses, the audit log, tokens.
+
+Each opens the run database directly (no app import): a decision or a control written here is
+applied by every process running the app within `humans.poll_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.markup import escape
+
+from corral.cli.main import ConfigOpt, DbOpt, _config, _short, _store, app, console, err
+from corral.cli.observe import Format, _emit
+from corral.config import AppConfig
+from corral.errors import PayloadError, UsageError
+
+T = TypeVar("T")
+
+As = Annotated[str | None, typer.Option("--as", help="who is acting (recorded in the audit log)")]
+Comment = Annotated[str, typer.Option("--comment", "-m", help="why (shown to the run and audited)")]
+Reason = Annotated[str, typer.Option("--reason", "-m", help="why (audited)")]
+
+
+def _who(actor: str | None) -> str:
+    return actor or f"cli:{getpass.getuser()}"
+
+
+def _with_ops(config: Path | None, db: str | None, fn: Callable[[Any], Awaitable[T]]) -> T:
+    """Run `fn(ops)` against the configured database."""
+
+    async def go() -> T:
+        cfg: AppConfig = _config(config, db)
+        store = await _store(cfg)
+        from corral.store.ops import Ops
+
+        ops = Ops(store, key_file=cfg.audit.key_file, checkpoint_every=cfg.audit.checkpoint_every)
+        try:
+            return await fn(ops)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def _json_arg(text: str) -> Any:
+    raw = Path(text[1:]).read_text(encoding="utf-8") if text.startswith("@") else text
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise PayloadError(
+            f"not JSON ({exc.msg} at character {exc.pos}): {_short(raw, 60)}"
+        ) from exc
+
+
+def _decide(
+    request_id: str,
+    action: str,
+    value: Any,
+    comment: str,
+    actor: str | None,
+    config: Path | None,
+    db: str | None,
+) -> None:
+    who = _who(actor)
+    row = _with_ops(
+        config,
+        db,
+        lambda ops: ops.decide(
+            request_id, action, by=who, at=datetime.now(UTC), value=value, comment=comment
+        ),
+    )
+    console.print(f"{row['kind']} {request_id}: {row['status']} by {who}")
+
+
+# -- the inbox ----------------------------------------------------------------------------------
+
+
+@app.command()
+def inbox(
+    kind: Annotated[
+        str | None, typer.Option(help="approval, escalation or review (default: all)")
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="decided requests too")] = False,
+    run: Annotated[str | None, typer.Option(help="only this run's requests")] = None,
+    limit: int = 50,
+    fmt: Format = "table",
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Requests waiting for a human: approvals, escalations, reviews (newest first)."""
+    rows = _with_ops(
+        config,
+        db,
+        lambda ops: ops.list_requests(
+            kind=kind, status=None if all_ else "pending", run_id=run, limit=limit
+        ),
+    )
+    for r in rows:
+        r["what"] = _short(r["payload"], 70)
+    columns = ["id", "kind", "workflow", "subject", "title", "created_at", "deadline_at", "what"]
+    if all_:
+        columns += ["status", "decided_by"]
+    _emit(rows, columns, fmt, "Inbox")
+
+
+@app.command()
+def approve(
+    request_id: Annotated[str, typer.Argument(help="the request id (from `corral inbox`)")],
+    edit: Annotated[
+        str | None,
+        typer.Option(help="approve with these arguments instead (JSON or @file.json)"),
+    ] = None,
+    comment: Comment = "",
+    actor: As = None,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Approve a request (or approve it edited, with --edit)."""
+    value = _json_arg(edit) if edit is not None else None
+    _decide(request_id, "edit" if edit else "approve", value, comment, actor, config, db)
+
+
+@app.command()
+def reject(
+    request_id: Annotated[str, typer.Argument(help="the request id (from `corral inbox`)")],
+    comment: Comment = "",
+    actor: As = None,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Reject an approval (the tool does not run) or decline an escalation."""
+    _decide(request_id, "reject", None, comment, actor, config, db)
+
+
+@app.command()
+def answer(
+    request_id: Annotated[str, typer.Argument(help="the escalation's id")],
+    value: Annotated[str, typer.Argument(help="the agent's output, as JSON or @file.json")],
+    comment: Comment = "",
+    actor: As = None,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Answer an escalation: the answer becomes the agent's output and the run continues."""
+    _decide(request_id, "answer", _json_arg(value), comment, actor, config, db)
+
+
+@app.command("take-over")
+def take_over(
+    request_id: Annotated[str, typer.Argument(help="the escalation's id")],
+    comment: Comment = "",
+    actor: As = None,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Take an escalated run over: it ends `taken_over` and you finish the work."""
+    _decide(request_id, "take_over", None, comment, actor, config, db)
+
+
+@app.command()
+def review(
+    request_id: Annotated[str, typer.Argument(help="the review's id")],
+    score: Annotated[float, typer.Option(help="1 (bad) to 5 (excellent)")],
+    label: Annotated[str | None, typer.Option(help="a category, e.g. wrong_tone")] = None,
+    comment: Comment = "",
+    actor: As = None,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Give feedback on a sampled run (shows up in `corral stats` per agent)."""
+    _decide(request_id, "review", {"score": score, "label": label}, comment, actor, config, db)
+
+
+# -- kill switch and pauses ---------------------------------------------------------------------
+
+
+def _control(
+    action: str,
+    scope: str,
+    name: str | None,
+    reason: str,
+    actor: str | None,
+    config: Path | None,
+    db: str | None,
+) -> None:
+    who = _who(actor)
+    control = _with_ops(
+        config,
+        db,
+        lambda ops: ops.add_control(
+            action, scope, name, by=who, at=datetime.now(UTC), reason=reason
+        ),
+    )
+    target = f"{scope} {name}" if name else scope
+    console.print(f"{action} {target} (control {control.seq}, by {who})")
+
+
+def _one_scope(**given: Any) -> tuple[str, str | None]:
+    chosen = [(k, v) for k, v in given.items() if v]
+    if len(chosen) != 1:
+        options = ", ".join(f"--{k}" for k in given)
+        raise UsageError(f"give exactly one of {options}")
+    scope, value = chosen[0]
+    return scope, value if isinstance(value, str) else None
+
+
+@app.command()
+def cancel(
+    run_id: Annotated[str, typer.Argument(help="the run to stop")],
+    reason: Reason = "",
+    actor: As = None,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Cancel a run: its model call in flight is cancelled and it ends `killed`."""
+    _control("halt", "run", run_id, reason, actor, config, db)
+
+
+@app.command()
+def pause(
+    agent: Annotated[str | None, typer.Option(help="hold every call of this agent")] = None,
+    workflow: Annotated[str | None, typer.Option(help="hold every run of this workflow")] = None,
+    noncritical: Annotated[
+        bool, typer.Option(help="hold every run whose priority is not critical")
+    ] = False,
+    reason: Reason = "",
+    actor: As = None,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Pause an agent, a workflow or all non-critical work (runs wait at their next step)."""
+    scope, name = _one_scope(agent=agent, workflow=workflow, noncritical=noncritical)
+    _control("pause", scope, name, reason, actor, config, db)
+
+
+@app.command()
+def unpause(
+    agent: Annotated[str | None, typer.Option(help="the paused agent")] = None,
+    workflow: Annotated[str | None, typer.Option(help="the paused workflow")] = None,
+    noncritical: Annotated[bool, typer.Option(help="non-critical work")] = False,
+    reason: Reason = "",
+    actor: As = None,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Lift a pause: held runs continue."""
+    scope, name = _one_scope(agent=agent, workflow=workflow, noncritical=noncritical)
+    _control("resume", scope, name, reason, actor, config, db)
+
+
+@app.command()
+def halt(
+    agent: Annotated[str | None, typer.Option(help="stop every call of this agent")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="stop everything")] = False,
+    reason: Reason = "",
+    actor: As = None,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """The kill switch: stop an agent in every run, or everything (`release` lifts it)."""
+    scope, name = _one_scope(agent=agent, all=all_)
+    _control("halt", scope, name, reason, actor, config, db)
+
+
+@app.command()
+def release(
+    agent: Annotated[str | None, typer.Option(help="the halted agent")] = None,
+    run: Annotated[str | None, typer.Option(help="the cancelled run")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="lift the global halt")] = False,
+    reason: Reason = "",
+    actor: As = None,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Lift a halt."""
+    scope, name = _one_scope(agent=agent, run=run, all=all_)
+    _control("release", scope, name, reason, actor, config, db)
+
+
+# -- audit --------------------------------------------------------------------------------------
+
+audit_app = typer.Typer(help="The tamper-evident audit log: list, verify, checkpoint, export.")
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("list")
+def audit_list(
+    run: Annotated[str | None, typer.Option(help="only this run's entries")] = None,
+    action: Annotated[str | None, typer.Option(help="e.g. tool.call, human.approve")] = None,
+    limit: int = 50,
+    fmt: Format = "table",
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Audit entries, newest first."""
+    rows = _with_ops(
+        config, db, lambda ops: ops.audit_entries(run_id=run, action=action, limit=limit)
+    )
+    for r in rows:
+        r["what"] = _short(r["details"], 80)
+    _emit(rows, ["seq", "at", "actor", "action", "subject", "run_id", "what"], fmt, "Audit log")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(help="checkpoints exported earlier (`corral audit export`) to check against"),
+    ] = None,
+    public_key: Annotated[
+        list[str] | None,
+        typer.Option(help="trust this signing key (hex); default: this installation's key"),
+    ] = None,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Check every entry's hash, the links between entries and the signed checkpoints.
+
+    Exit code 1 and one line per problem when the log was edited, entries were inserted or
+    deleted, or a checkpoint does not match.
+    """
+    exported: list[dict[str, Any]] = []
+    if checkpoints is not None:
+        try:
+            lines = checkpoints.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise UsageError(f"cannot read {checkpoints}: {exc.strerror}") from exc
+        exported = [json.loads(line) for line in lines if line.strip()]
+        exported = [e for e in exported if "signature" in e]
+    keys = set(public_key) if public_key else None
+    count, problems = _with_ops(
+        config, db, lambda ops: ops.verify(exported=exported, trusted_keys=keys)
+    )
+    if problems:
+        for p in problems:
+            err.print(f"[red]{p.kind}[/red] {escape(p.message)}")
+        err.print(f"[red]audit log FAILED verification[/red]: {len(problems)} problem(s)")
+        raise typer.Exit(1)
+    console.print(f"audit log OK: {count} entries, chain and checkpoints intact")
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(config: ConfigOpt = None, db: DbOpt = None) -> None:
+    """Sign the current head of the chain now."""
+    point = _with_ops(config, db, lambda ops: ops.checkpoint(datetime.now(UTC)))
+    if point is None:
+        console.print("the audit log is empty: nothing to sign")
+        return
+    console.print(f"checkpoint at entry {point['seq']}: {point['hash'][:16]}…")
+
+
+@audit_app.command("export")
+def audit_export(
+    out: Annotated[Path, typer.Argument(help="file to write (keep it off the database host)")],
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Write the signed checkpoints and the public key as JSON lines, for `verify --checkpoints`."""
+
+    async def collect(ops: Any) -> tuple[str, list[dict[str, Any]]]:
+        await ops.checkpoint(datetime.now(UTC))
+        return ops.signer.public_key, await ops.checkpoints()
+
+    key, points = _with_ops(config, db, collect)
+    lines = [json.dumps({"public_key": key})] + [json.dumps(p) for p in points]
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    console.print(f"{len(points)} checkpoints written to {out} (public key {key[:16]}…)")
+
+
+# -- tokens -------------------------------------------------------------------------------------
+
+tokens_app = typer.Typer(help="API tokens for the HTTP API and the dashboard.")
+app.add_typer(tokens_app, name="tokens")
+
+
+@tokens_app.command("create")
+def tokens_create(
+    name: Annotated[str, typer.Argument(help="who or what uses it")],
+    role: Annotated[str, typer.Option(help="viewer, operator or admin")] = "viewer",
+    actor: As = None,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Create a token; it is shown once (only its hash is stored)."""
+    who = _who(actor)
+    token, row = _with_ops(
+        config, db, lambda ops: ops.create_token(name, role, by=who, at=datetime.now(UTC))
+    )
+    console.print(f"token {row['id']} for {name} ({role}); store it now, it is not shown again:")
+    console.out(token)
+
+
+@tokens_app.command("list")
+def tokens_list(fmt: Format = "table", config: ConfigOpt = None, db: DbOpt = None) -> None:
+    """Tokens (never the secret), newest first."""
+    rows = _with_ops(config, db, lambda ops: ops.list_tokens())
+    _emit(rows, ["id", "name", "role", "created_at", "created_by", "revoked_at"], fmt, "Tokens")
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(
+    token_id: Annotated[str, typer.Argument(help="the token's id (from `corral tokens list`)")],
+    actor: As = None,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Revoke a token: requests with it get 401 from now on."""
+    who = _who(actor)
+    _with_ops(config, db, lambda ops: ops.revoke_token(token_id, by=who, at=datetime.now(UTC)))
+    console.print(f"token {token_id} revoked")

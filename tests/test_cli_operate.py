@@ -1,0 +1,161 @@
+"""Operator commands in process: inbox and decisions, controls, the audit log, tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from corral.humans import HumanRequest
+from corral.store.ops import Ops
+from corral.store.sql import SqlStore
+from tests.helpers import cli_runner
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'c.db'}"
+
+
+@pytest.fixture
+def cli(tmp_path: Path, db: str, monkeypatch: pytest.MonkeyPatch, capsys):
+    config = tmp_path / "corral.toml"
+    config.write_text(f'database = "{db}"\n', encoding="utf-8")
+    return cli_runner(config, monkeypatch, capsys)
+
+
+def seed_request(db: str) -> str:
+    async def go() -> str:
+        store = await SqlStore.open(db)
+        try:
+            row = await Ops(store).open_request(
+                HumanRequest(
+                    id="run-1:2.h",
+                    run_id="run-1",
+                    step_id="2.h",
+                    kind="approval",
+                    workflow="pay",
+                    subject="refund",
+                    title="call refund",
+                    payload={"arguments": {"order_id": "o1", "amount_usd": 500}},
+                    schema={
+                        "type": "object",
+                        "properties": {
+                            "order_id": {"type": "string"},
+                            "amount_usd": {"type": "number"},
+                        },
+                        "required": ["order_id", "amount_usd"],
+                        "additionalProperties": False,
+                    },
+                    default="reject",
+                    created_at=datetime.now(UTC),
+                )
+            )
+            return str(row["id"])
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def test_inbox_then_an_edited_approval_then_a_second_decision_is_refused(cli, db):
+    request_id = seed_request(db)
+    code, out, _ = cli("inbox", "--format", "json")
+    assert code == 0
+    [row] = json.loads(out)
+    assert row["id"] == request_id and row["kind"] == "approval" and row["subject"] == "refund"
+
+    code, _, err = cli("approve", request_id, "--edit", '{"order_id": "o1"}')
+    assert code == 2 and "amount_usd" in err and "required" in err
+
+    code, out, err = cli(
+        "approve", request_id, "--edit", '{"order_id": "o1", "amount_usd": 50}', "--as", "alice"
+    )
+    assert code == 0, err
+    assert out.strip() == f"approval {request_id}: edited by alice"
+    code, out, _ = cli("inbox", "--format", "json")
+    assert json.loads(out) == []
+    code, out, _ = cli("inbox", "--all", "--format", "json")
+    assert json.loads(out)[0]["status"] == "edited"
+
+    code, _, err = cli("reject", request_id)
+    assert code == 2 and "[conflict]" in err and "already edited (by alice" in err
+    code, _, err = cli("approve", "missing:1")
+    assert code == 2 and "[not_found] no human request 'missing:1'" in err
+    code, _, err = cli("approve", request_id, "--edit", "{not json")
+    assert code == 2 and "not JSON" in err
+
+
+def test_controls_from_the_command_line_are_logged_for_running_apps(cli, db):
+    code, out, err = cli("cancel", "run-9", "--reason", "runaway", "--as", "oncall")
+    assert code == 0, err
+    assert out.startswith("halt run run-9 (control 1, by oncall)")
+    code, out, _ = cli("pause", "--noncritical")
+    assert code == 0 and out.startswith("pause noncritical")
+    code, _, err = cli("pause", "--agent", "a", "--workflow", "w")
+    assert code == 2 and "give exactly one of --agent, --workflow, --noncritical" in err
+    code, out, _ = cli("halt", "--all", "-m", "incident 42")
+    assert code == 0
+    code, out, _ = cli("release", "--all")
+    assert code == 0
+
+    async def controls() -> list[tuple[str, str, str | None]]:
+        store = await SqlStore.open(db)
+        try:
+            return [(c.action, c.scope, c.name) for c in await Ops(store).controls_since(0)]
+        finally:
+            await store.close()
+
+    assert asyncio.run(controls()) == [
+        ("halt", "run", "run-9"),
+        ("pause", "noncritical", None),
+        ("halt", "all", None),
+        ("release", "all", None),
+    ]
+    code, out, _ = cli("audit", "list", "--format", "json")
+    actions = [e["action"] for e in json.loads(out)]
+    assert actions == ["operator.release", "operator.halt", "operator.pause", "operator.halt"]
+
+
+def test_audit_verify_passes_then_names_the_tampered_entry(cli, db, tmp_path):
+    for i in range(3):
+        assert cli("cancel", f"run-{i}")[0] == 0
+    exported = tmp_path / "checkpoints.jsonl"
+    code, out, _ = cli("audit", "export", str(exported))
+    assert code == 0 and "1 checkpoints written" in out
+    code, out, _ = cli("audit", "verify", "--checkpoints", str(exported))
+    assert code == 0 and out.startswith("audit log OK: 3 entries")
+
+    engine = sa.create_engine(db)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE corral_audit SET actor = 'mallory' WHERE seq = 2"))
+    engine.dispose()
+    code, _, err = cli("audit", "verify")
+    assert code == 1
+    assert "edited entry 2 was edited: its fields do not match its hash" in " ".join(err.split())
+    assert "FAILED verification: 1 problem(s)" in err
+
+
+def test_tokens_are_shown_once_listed_without_secrets_and_revoked(cli, db):
+    code, out, _ = cli("tokens", "create", "grafana", "--role", "viewer")
+    assert code == 0
+    token = out.strip().splitlines()[-1]
+    assert token.startswith("crl_")
+    code, out, _ = cli("tokens", "list", "--format", "json")
+    [row] = json.loads(out)
+    assert row["name"] == "grafana" and row["role"] == "viewer" and "hash" not in row
+    assert token not in out
+    engine = sa.create_engine(db)
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT hash FROM corral_tokens")).scalar_one()
+    engine.dispose()
+    assert token not in stored and len(stored) == 64
+    code, _, err = cli("tokens", "create", "x", "--role", "root")
+    assert code == 2 and "unknown role 'root'" in err
+    assert cli("tokens", "revoke", row["id"])[0] == 0
+    code, _, err = cli("tokens", "revoke", row["id"])
+    assert code == 2 and "already revoked" in err
