@@ -81,7 +81,10 @@ async def served(tmp_path, serve) -> Any:
     huge = await app.run("desk", {"text": "order 9 " + "z" * 200_000}, user="cy")
     ids["huge"] = [huge.run_id]
     url = await serve(create_dashboard(app._store, app=app))
-    async with httpx2.AsyncClient(base_url=url, timeout=10) as client:
+    token, _ = await app.ops.create_token("tester", "admin", by="test", at=app.clock.now())
+    ids["token"] = [token]
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx2.AsyncClient(base_url=url, timeout=10, headers=headers) as client:
         yield app, url, client, ids
     gate.set()
     await app.close()
@@ -202,8 +205,11 @@ async def browser() -> Any:
             await launched.close()
 
 
-async def open_page(browser: Any, url: str) -> tuple[Any, list[str]]:
-    page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+async def open_page(browser: Any, url: str, token: str) -> tuple[Any, list[str]]:
+    """A page logged in with `token` (the cookie the login form sets)."""
+    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+    await context.add_cookies([{"name": "corral_token", "value": token, "url": url}])
+    page = await context.new_page()
     problems: list[str] = []
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append(str(e)))
@@ -214,8 +220,9 @@ async def open_page(browser: Any, url: str) -> tuple[Any, list[str]]:
 
 async def test_every_page_loads_in_chromium_without_console_errors(served, browser):
     _, url, client, ids = served
-    for path in ("/", "/agents", "/costs", "/alerts", f"/runs/{ids['huge'][0]}", "/?status=failed"):
-        page, problems = await open_page(browser, url + path)
+    pages = ("/", "/agents", "/costs", "/alerts", "/inbox", "/controls", "/?status=failed")
+    for path in (*pages, f"/runs/{ids['huge'][0]}"):
+        page, problems = await open_page(browser, url + path, ids["token"][0])
         assert problems == [], (path, problems)
         await page.close()
 
@@ -224,7 +231,7 @@ async def test_the_run_page_draws_the_graph_and_shows_the_apis_numbers(served, b
     _, url, client, ids = served
     run_id = ids["failed"][0]
     view = (await client.get(f"/api/runs/{run_id}")).json()
-    page, problems = await open_page(browser, f"{url}/runs/{run_id}")
+    page, problems = await open_page(browser, f"{url}/runs/{run_id}", ids["token"][0])
     nodes = await page.locator("#graph g.node").count()
     edges = await page.locator("#graph .edge").count()
     assert nodes == len(view["graph"]["nodes"]) and edges == len(view["graph"]["edges"])
@@ -244,9 +251,9 @@ async def test_the_run_page_draws_the_graph_and_shows_the_apis_numbers(served, b
 
 
 async def test_the_runs_list_and_costs_page_show_the_apis_numbers(served, browser):
-    _, url, client, _ = served
+    _, url, client, ids = served
     runs = (await client.get("/api/runs")).json()
-    page, problems = await open_page(browser, url + "/")
+    page, problems = await open_page(browser, url + "/", ids["token"][0])
     rows = page.locator("#runs tbody tr")
     assert await rows.count() == len(runs)
     first_cost = await rows.nth(0).locator("td.cost").inner_text()
@@ -256,7 +263,7 @@ async def test_the_runs_list_and_costs_page_show_the_apis_numbers(served, browse
     await page.wait_for_url("**status=failed**")
     assert await page.locator("#runs tbody tr").count() == 2
     by_model = (await client.get("/api/costs", params={"by": "model"})).json()
-    costs, _ = await open_page(browser, url + "/costs")
+    costs, _ = await open_page(browser, url + "/costs", ids["token"][0])
     for row in by_model:
         shown = costs.locator(f'#chart-model .bar-row[data-key="{row["key"]}"] .cost')
         assert await shown.inner_text() == f"${Decimal(row['cost_usd']):.6f}"
@@ -264,10 +271,10 @@ async def test_the_runs_list_and_costs_page_show_the_apis_numbers(served, browse
 
 
 async def test_a_running_run_updates_live_until_it_finishes(served, browser):
-    app, url, client, _ = served
+    app, url, client, ids = served
     gate.clear()
     handle = await app.start("slow", {"text": "wait for me"})
-    page, problems = await open_page(browser, f"{url}/runs/{handle.run_id}")
+    page, problems = await open_page(browser, f"{url}/runs/{handle.run_id}", ids["token"][0])
     assert await page.locator("#run-status").inner_text() == "running"
     gate.set()
     await handle.result()
@@ -279,7 +286,7 @@ async def test_a_running_run_updates_live_until_it_finishes(served, browser):
 
 
 async def test_acknowledging_an_alert_from_the_alerts_page(served, browser):
-    app, url, client, _ = served
+    app, url, client, ids = served
     from datetime import UTC, datetime
 
     alert_id = await app._store.add_alert(
@@ -296,10 +303,10 @@ async def test_acknowledging_an_alert_from_the_alerts_page(served, browser):
             "created_at": datetime.now(UTC),
         }
     )
-    page, problems = await open_page(browser, url + "/alerts")
+    page, problems = await open_page(browser, url + "/alerts", ids["token"][0])
     assert await page.locator(f'tr[data-alert="{alert_id}"]').count() == 1
     await page.click(f'button.ack[data-alert="{alert_id}"]')
     await page.locator(f'tr[data-alert="{alert_id}"]').wait_for(state="detached")
     stored = (await client.get("/api/alerts", params={"all": "true"})).json()
-    assert stored[0]["acknowledged_by"] == "dashboard"
+    assert stored[0]["acknowledged_by"] == "token:tester"
     assert problems == []

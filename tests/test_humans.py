@@ -451,7 +451,7 @@ async def test_pausing_an_agent_holds_its_runs_until_resumed(tmp_path):
     )
     async with app:
         await app.control("pause", "agent", "quick", by="ops", reason="bad prompt")
-        assert app.guards.kill.state["paused_agents"] == {"quick": "bad prompt"}
+        assert app.guards.kill.state["paused_agents"] == {"quick": "bad prompt (by ops)"}
         handle = await app.start("hop", {"text": "x"})
         scope = await asyncio.wait_for(app.guards.kill.until_held(handle.run_id), WAIT)
         assert scope == "agent quick" and not handle.done()

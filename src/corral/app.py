@@ -307,36 +307,9 @@ class App:
             self._control_seq = control.seq
 
     def _apply(self, control: Control) -> None:
-        kill, name = self.guards.kill, control.name
-        scope = {control.scope: name if control.scope in ("run", "agent", "workflow") else True}
-        if control.action == "halt":
-            kill.halt(
-                run_id=scope.get("run"),  # type: ignore[arg-type]
-                agent=scope.get("agent"),  # type: ignore[arg-type]
-                everything=control.scope == "all",
-                reason=f"{control.reason} (by {control.by})"
-                if control.reason
-                else f"by {control.by}",
-            )
-        elif control.action == "release":
-            kill.release(
-                run_id=scope.get("run"),  # type: ignore[arg-type]
-                agent=scope.get("agent"),  # type: ignore[arg-type]
-                everything=control.scope == "all",
-            )
-        elif control.action == "pause":
-            kill.pause(
-                agent=scope.get("agent"),  # type: ignore[arg-type]
-                workflow=scope.get("workflow"),  # type: ignore[arg-type]
-                noncritical=control.scope == "noncritical",
-                reason=control.reason or f"by {control.by}",
-            )
-        elif control.action == "resume":
-            kill.resume(
-                agent=scope.get("agent"),  # type: ignore[arg-type]
-                workflow=scope.get("workflow"),  # type: ignore[arg-type]
-                noncritical=control.scope == "noncritical",
-            )
+        by = f"by {control.by}"
+        reason = f"{control.reason} ({by})" if control.reason else by
+        self.guards.kill.apply(control.action, control.scope, control.name, reason)
 
     # -- operators --------------------------------------------------------------------------------
 

@@ -92,6 +92,22 @@ class KillSwitch:
             self._paused_noncritical = None
         self._wake()
 
+    def apply(self, action: str, scope: str, name: str | None, reason: str = "") -> None:
+        """Apply one operator action from the controls log (`corral.store.ops`)."""
+        run = name if scope == "run" else None
+        agent = name if scope == "agent" else None
+        workflow = name if scope == "workflow" else None
+        if action == "halt":
+            self.halt(run_id=run, agent=agent, everything=scope == "all", reason=reason)
+        elif action == "release":
+            self.release(run_id=run, agent=agent, everything=scope == "all")
+        elif action == "pause":
+            self.pause(
+                agent=agent, workflow=workflow, noncritical=scope == "noncritical", reason=reason
+            )
+        elif action == "resume":
+            self.resume(agent=agent, workflow=workflow, noncritical=scope == "noncritical")
+
     @property
     def state(self) -> dict[str, Any]:
         """What is halted and paused now (for the API and the dashboard)."""

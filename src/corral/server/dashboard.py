@@ -8,10 +8,16 @@ Pages (server-rendered HTML, no build step; a few lines of vanilla JS poll for l
     /agents           per-agent metrics, their trend by hour, breaker state, limiter queues
     /costs            spend by day, agent, user and model
     /alerts           anomaly and threshold alerts; acknowledge
+    /inbox            approvals, escalations and reviews waiting for a human (operator routes in
+                      `corral.server.operate`)
+    /controls         the kill switch and pauses
+    /login            sign in with an API token (every other page and endpoint needs one)
 
 JSON: `/api/runs`, `/api/runs/{id}`, `/api/agents`, `/api/costs`, `/api/costs/daily`,
-`/api/alerts` (and `POST /api/alerts/{id}/ack`). Bad filters are a 400 naming the filter;
-unknown runs a 404. Every page and endpoint reads through `corral.store.queries`.
+`/api/alerts` (and `POST /api/alerts/{id}/ack`), plus the operator API. Bad filters are a 400
+naming the filter; unknown runs a 404; no token 401, a token without the role 403 (see
+`corral.server.auth`); the OpenAPI spec is at `/api/openapi.json`, its docs at `/api/docs`. Every
+page and endpoint reads through `corral.store.queries`.
 """
 
 from __future__ import annotations
@@ -19,17 +25,21 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, quote
 
-from fastapi import FastAPI, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from corral.errors import UsageError
+from corral.errors import ConflictError, NotFoundError, PayloadError, UsageError
 from corral.guards.policy import PRIORITIES
+from corral.server.auth import COOKIE, Forbidden, Principal, Unauthorized, requires
+from corral.server.operate import add_operator_routes
 from corral.store import queries
+from corral.store.ops import Ops
 from corral.store.sql import SqlStore
 
 if TYPE_CHECKING:
@@ -37,7 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = ["create_dashboard", "run_view"]
 
-_HERE = Path(__file__).parent
+_HERE = FilePath(__file__).parent
 
 
 def _json_default(value: Any) -> Any:
@@ -182,13 +192,33 @@ _STATUSES = (
     "deadline_exceeded",
     "budget_exhausted",
     "killed",
+    "rejected",
+    "taken_over",
 )
+_ERRORS: dict[type[Exception], tuple[int, str]] = {
+    Unauthorized: (401, "unauthorized"),
+    Forbidden: (403, "forbidden"),
+    NotFoundError: (404, "not_found"),
+    ConflictError: (409, "conflict"),
+    PayloadError: (422, "invalid_payload"),
+    UsageError: (400, "bad_request"),
+}
 
 
-def create_dashboard(store: SqlStore, *, app: App | None = None) -> FastAPI:
+def create_dashboard(store: SqlStore, *, app: App | None = None, ops: Ops | None = None) -> FastAPI:
     """The dashboard over `store`. With `app` (an open `App` in this process), `/metrics` and
-    the agents page also show live breaker states and limiter queue depths."""
-    api = FastAPI(title="Corral", docs_url="/api/docs", openapi_url="/api/openapi.json")
+    the agents page also show live breaker states and limiter queue depths, and decisions and
+    controls take effect through it at once. `ops` (default: the app's, or one over `store`)
+    holds the tokens every request is checked against."""
+    ops = ops or (app.ops if app is not None and app.ops is not None else Ops(store))
+    viewer = Depends(requires(ops, "viewer"))
+    operator = Depends(requires(ops, "operator"))
+    api = FastAPI(
+        title="Corral",
+        summary="Runs, costs, agents, alerts and operator controls of a Corral installation.",
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+    )
     api.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     templates.env.filters["pretty"] = _pretty
@@ -197,18 +227,35 @@ def create_dashboard(store: SqlStore, *, app: App | None = None) -> FastAPI:
     templates.env.filters["pct"] = lambda v: "-" if v is None else f"{float(v):.1%}"
     templates.env.filters["when"] = lambda v: "-" if v is None else v.strftime("%Y-%m-%d %H:%M:%S")
 
-    @api.exception_handler(UsageError)
-    async def bad_request(request: Request, exc: UsageError) -> Response:
-        if request.url.path.startswith("/api/"):
-            return JSONResponse({"error": "bad_request", "message": str(exc)}, status_code=400)
+    async def refuse(request: Request, exc: Exception) -> Response:
+        status, code = next(v for k, v in _ERRORS.items() if isinstance(exc, k))
+        message = str(exc)
+        is_api = request.url.path.startswith("/api/") or request.url.path == "/metrics"
+        if status == 401 and not is_api:
+            target = quote(
+                request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            )
+            return RedirectResponse(f"/login?next={target}", status_code=303)
+        if is_api:
+            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+            return JSONResponse(
+                {"error": code, "message": message, **_details(exc)},
+                status_code=status,
+                headers=headers,
+            )
+        title = {403: "Forbidden", 404: "Not found", 409: "Conflict"}.get(status, "Bad request")
         return templates.TemplateResponse(
-            request, "error.html", {"message": str(exc), "title": "Bad request"}, status_code=400
+            request, "error.html", {"message": message, "title": title}, status_code=status
         )
+
+    for error in _ERRORS:
+        api.add_exception_handler(error, refuse)
 
     def page(request: Request, name: str, context: dict[str, Any]) -> HTMLResponse:
         fragment = request.query_params.get("fragment") == "1"
+        who: Principal | None = getattr(request.state, "principal", None)
         return templates.TemplateResponse(
-            request, name, {**context, "fragment": fragment, "path": request.url.path}
+            request, name, {**context, "fragment": fragment, "path": request.url.path, "who": who}
         )
 
     async def load_run(run_id: str) -> dict[str, Any] | None:
@@ -227,7 +274,7 @@ def create_dashboard(store: SqlStore, *, app: App | None = None) -> FastAPI:
 
     # -- JSON API --------------------------------------------------------------------------------
 
-    @api.get("/api/runs")
+    @api.get("/api/runs", dependencies=[viewer])
     async def api_runs(
         status: str | None = None,
         workflow: str | None = None,
@@ -240,42 +287,42 @@ def create_dashboard(store: SqlStore, *, app: App | None = None) -> FastAPI:
         f = _filter(status, workflow, user, since, min_cost, limit, before)
         return _jsonable(await store.query(queries.run_page, f))
 
-    @api.get("/api/runs/{run_id}")
+    @api.get("/api/runs/{run_id}", dependencies=[viewer])
     async def api_run(request: Request, run_id: str) -> Any:
         view = await load_run(run_id)
         return not_found(request, run_id) if view is None else _jsonable(view)
 
-    @api.get("/api/agents")
+    @api.get("/api/agents", dependencies=[viewer])
     async def api_agents(since: str = "24h") -> Any:
         start = queries.parse_since(since)
         metrics = await store.query(queries.agent_metrics, start)
         _live_breakers(app, metrics)
         return _jsonable(metrics)
 
-    @api.get("/api/costs")
+    @api.get("/api/costs", dependencies=[viewer])
     async def api_costs(by: str = "agent", since: str = "7d") -> Any:
         rows = await store.query(queries.cost_breakdown, by, queries.parse_since(since))
         return _jsonable(rows)
 
-    @api.get("/api/costs/daily")
+    @api.get("/api/costs/daily", dependencies=[viewer])
     async def api_daily(days: int = Query(14, ge=1, le=366)) -> Any:
         return _jsonable(await store.query(queries.daily_report, days))
 
-    @api.get("/api/alerts")
+    @api.get("/api/alerts", dependencies=[viewer])
     async def api_alerts(all: bool = False) -> Any:
         rows = await store.query(lambda conn: queries.list_alerts(conn, include_acknowledged=all))
         return _jsonable(rows)
 
     @api.post("/api/alerts/{alert_id}/ack")
-    async def api_ack(alert_id: int, by: str = "dashboard") -> Any:
-        if not await store.acknowledge_alert(alert_id, by, datetime.now(UTC)):
+    async def api_ack(alert_id: int = Path(ge=1, le=2**63 - 1), who: Principal = operator) -> Any:
+        if not await store.acknowledge_alert(alert_id, who.actor, datetime.now(UTC)):
             return JSONResponse(
                 {"error": "not_found", "message": f"no unacknowledged alert {alert_id}"},
                 status_code=404,
             )
-        return {"acknowledged": alert_id, "by": by}
+        return {"acknowledged": alert_id, "by": who.actor}
 
-    @api.get("/metrics")
+    @api.get("/metrics", dependencies=[viewer])
     async def metrics(window: str = "1h") -> Response:
         from corral.server.metrics import render
 
@@ -284,7 +331,7 @@ def create_dashboard(store: SqlStore, *, app: App | None = None) -> FastAPI:
 
     # -- pages ---------------------------------------------------------------------------------
 
-    @api.get("/", response_class=HTMLResponse)
+    @api.get("/", response_class=HTMLResponse, dependencies=[viewer])
     async def runs_page(
         request: Request,
         status: str | None = None,
@@ -312,7 +359,7 @@ def create_dashboard(store: SqlStore, *, app: App | None = None) -> FastAPI:
             },
         )
 
-    @api.get("/runs/{run_id}", response_class=HTMLResponse)
+    @api.get("/runs/{run_id}", response_class=HTMLResponse, dependencies=[viewer])
     async def run_page(request: Request, run_id: str) -> Response:
         view = await load_run(run_id)
         if view is None:
@@ -327,7 +374,7 @@ def create_dashboard(store: SqlStore, *, app: App | None = None) -> FastAPI:
             },
         )
 
-    @api.get("/agents", response_class=HTMLResponse)
+    @api.get("/agents", response_class=HTMLResponse, dependencies=[viewer])
     async def agents_page(request: Request, since: str = "24h") -> Response:
         start = queries.parse_since(since)
         metrics = await store.query(queries.agent_metrics, start)
@@ -349,7 +396,7 @@ def create_dashboard(store: SqlStore, *, app: App | None = None) -> FastAPI:
             },
         )
 
-    @api.get("/costs", response_class=HTMLResponse)
+    @api.get("/costs", response_class=HTMLResponse, dependencies=[viewer])
     async def costs_page(request: Request, since: str = "7d", days: int = 14) -> Response:
         start = queries.parse_since(since)
         groups = {
@@ -363,14 +410,65 @@ def create_dashboard(store: SqlStore, *, app: App | None = None) -> FastAPI:
             {"title": "Costs", "groups": groups, "daily": daily, "since": since},
         )
 
-    @api.get("/alerts", response_class=HTMLResponse)
+    @api.get("/alerts", response_class=HTMLResponse, dependencies=[viewer])
     async def alerts_page(request: Request, all: bool = False) -> Response:
         rows = await store.query(lambda conn: queries.list_alerts(conn, include_acknowledged=all))
         return page(
             request, "alerts.html", {"title": "Alerts", "alerts": rows, "all": all, "live": True}
         )
 
+    # -- login ------------------------------------------------------------------------------------
+
+    @api.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    async def login_page(request: Request, next: str = "/") -> Response:
+        return page(request, "login.html", {"title": "Log in", "next": _local(next), "live": False})
+
+    @api.post("/login", include_in_schema=False)
+    async def login(request: Request) -> Response:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        token = (form.get("token") or [""])[0].strip()
+        target = _local((form.get("next") or ["/"])[0])
+        found = await ops.authenticate(token) if token else None
+        if found is None:
+            return templates.TemplateResponse(
+                request,
+                "login.html",
+                {
+                    "title": "Log in",
+                    "next": target,
+                    "error": "unknown or revoked token",
+                    "live": False,
+                    "fragment": False,
+                    "path": "/login",
+                    "who": None,
+                },
+                status_code=401,
+            )
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https"
+        )
+        return response
+
+    @api.post("/logout", include_in_schema=False)
+    async def logout() -> Response:
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(COOKIE)
+        return response
+
+    add_operator_routes(api, ops, app, page, _jsonable)
     return api
+
+
+def _local(target: str) -> str:
+    """Only same-site paths after login (no open redirect to another host)."""
+    return target if target.startswith("/") and not target.startswith("//") else "/"
+
+
+def _details(exc: Exception) -> dict[str, Any]:
+    if isinstance(exc, PayloadError):
+        return {"errors": exc.errors}
+    return {}
 
 
 def _live_breakers(app: App | None, metrics: dict[str, dict[str, Any]]) -> None:
