@@ -331,7 +331,7 @@ def create_dashboard(store: SqlStore, *, app: App | None = None, ops: Ops | None
 
     # -- pages ---------------------------------------------------------------------------------
 
-    @api.get("/", response_class=HTMLResponse, dependencies=[viewer])
+    @api.get("/", response_class=HTMLResponse, dependencies=[viewer], include_in_schema=False)
     async def runs_page(
         request: Request,
         status: str | None = None,
@@ -359,7 +359,12 @@ def create_dashboard(store: SqlStore, *, app: App | None = None, ops: Ops | None
             },
         )
 
-    @api.get("/runs/{run_id}", response_class=HTMLResponse, dependencies=[viewer])
+    @api.get(
+        "/runs/{run_id}",
+        response_class=HTMLResponse,
+        dependencies=[viewer],
+        include_in_schema=False,
+    )
     async def run_page(request: Request, run_id: str) -> Response:
         view = await load_run(run_id)
         if view is None:
@@ -374,7 +379,7 @@ def create_dashboard(store: SqlStore, *, app: App | None = None, ops: Ops | None
             },
         )
 
-    @api.get("/agents", response_class=HTMLResponse, dependencies=[viewer])
+    @api.get("/agents", response_class=HTMLResponse, dependencies=[viewer], include_in_schema=False)
     async def agents_page(request: Request, since: str = "24h") -> Response:
         start = queries.parse_since(since)
         metrics = await store.query(queries.agent_metrics, start)
@@ -396,7 +401,7 @@ def create_dashboard(store: SqlStore, *, app: App | None = None, ops: Ops | None
             },
         )
 
-    @api.get("/costs", response_class=HTMLResponse, dependencies=[viewer])
+    @api.get("/costs", response_class=HTMLResponse, dependencies=[viewer], include_in_schema=False)
     async def costs_page(request: Request, since: str = "7d", days: int = 14) -> Response:
         start = queries.parse_since(since)
         groups = {
@@ -410,7 +415,7 @@ def create_dashboard(store: SqlStore, *, app: App | None = None, ops: Ops | None
             {"title": "Costs", "groups": groups, "daily": daily, "since": since},
         )
 
-    @api.get("/alerts", response_class=HTMLResponse, dependencies=[viewer])
+    @api.get("/alerts", response_class=HTMLResponse, dependencies=[viewer], include_in_schema=False)
     async def alerts_page(request: Request, all: bool = False) -> Response:
         rows = await store.query(lambda conn: queries.list_alerts(conn, include_acknowledged=all))
         return page(

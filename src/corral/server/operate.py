@@ -204,7 +204,9 @@ def add_operator_routes(
 
     # -- pages --------------------------------------------------------------------------------
 
-    @router.get("/inbox", response_class=HTMLResponse, dependencies=[viewer])
+    @router.get(
+        "/inbox", response_class=HTMLResponse, dependencies=[viewer], include_in_schema=False
+    )
     async def inbox_page(
         request: Request, kind: Literal["approval", "escalation", "review"] | None = None
     ) -> Response:
@@ -222,7 +224,9 @@ def add_operator_routes(
             },
         )
 
-    @router.get("/controls", response_class=HTMLResponse, dependencies=[viewer])
+    @router.get(
+        "/controls", response_class=HTMLResponse, dependencies=[viewer], include_in_schema=False
+    )
     async def controls_page(request: Request) -> Response:
         history = await ops.audit_entries(limit=200)
         return page(  # type: ignore[no-any-return]
