@@ -489,3 +489,40 @@ async def test_controls_reject_unknown_actions_and_scopes(tmp_path):
             await app.control("halt", "planet", "x", by="a")
         with pytest.raises(UsageError, match="a run control needs the run's name"):
             await app.control("halt", "run", None, by="a")
+
+
+async def test_a_config_change_is_audited_once_per_change(tmp_path):
+    db = f"sqlite:///{tmp_path / 'corral.db'}"
+    for poll_s in (0.05, 0.05, 0.1, 0.1):
+        app = App(AppConfig(database=db, durable=False, humans=HumanPolicy(poll_s=poll_s)))
+        async with app:
+            assert app.ops is not None
+            changes = await app.ops.audit_entries(action="config.change")
+    assert len(changes) == 2
+    newest = changes[0]["details"]
+    assert newest["config"]["humans"]["poll_s"] == 0.1
+    assert newest["config"]["database"] == db
+    assert changes[0]["actor"] == "process:corral-local"
+
+
+async def test_prune_removes_the_requests_of_pruned_runs_but_never_the_audit_log(tmp_path):
+    from datetime import timedelta
+
+    model = FakeModel([{"reply": "r", "confidence": 0.9}])
+    app, _ = make_app(tmp_path, models={"fake:model": model}, review_rate=1.0)
+    agent = Agent(name="drafter", instructions="Draft.", input=Ticket, output=Answer)
+
+    @app.workflow
+    async def draft(ctx: RunContext, t: Ticket) -> Answer:
+        return await ctx.call(agent, t)
+
+    async with app:
+        result = await app.run("draft", {"text": "t"})
+        [review] = await app.ops.list_requests(kind="review")
+        await app.decide(review["id"], "review", by="qa", value={"score": 5})
+        audited = len(await app.ops.audit_entries())
+        counts = await app._store.prune(app.clock.now() + timedelta(seconds=1))
+        assert counts["runs"] == 1 and counts["human_requests"] == 1
+        assert await app.ops.list_requests(status=None, run_id=result.run_id) == []
+        assert len(await app.ops.audit_entries()) == audited
+        assert (await app.ops.verify())[1] == []

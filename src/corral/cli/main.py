@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
+from corral.cli._output import console, err
 from corral.config import AppConfig, load_config
 from corral.errors import CorralError, UsageError
 
@@ -28,8 +28,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
-err = Console(stderr=True)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="corral.toml to read")]
 DbOpt = Annotated[str | None, typer.Option("--db", help="database URL (overrides the config file)")]

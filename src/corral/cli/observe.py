@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.table import Table
 
-from corral.cli.main import ConfigOpt, DbOpt, _config, _store, app, console, err
+from corral.cli._output import Format, _emit, console, err
+from corral.cli.main import ConfigOpt, DbOpt, _config, _store, app
 from corral.errors import UsageError
 
 T = TypeVar("T")
-
-Format = Annotated[str, typer.Option("--format", "-f", help="table, csv or json")]
 
 
 def _query(config: Any, db: Any, fn: Callable[..., T], *args: Any) -> T:
@@ -32,40 +27,6 @@ def _query(config: Any, db: Any, fn: Callable[..., T], *args: Any) -> T:
             await store.close()
 
     return asyncio.run(go())
-
-
-def _emit(rows: list[dict[str, Any]], columns: list[str], fmt: str, title: str) -> None:
-    if fmt == "json":
-        console.print_json(json.dumps(rows, default=str))
-    elif fmt == "csv":
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows({k: _plain(r.get(k)) for k in columns} for r in rows)
-        console.out(out.getvalue(), end="")
-    elif fmt == "table":
-        table = Table(title=title)
-        for col in columns:
-            table.add_column(col, no_wrap=col in ("key", "day", "agent"))
-        for r in rows:
-            table.add_row(*(_cell(r.get(c)) for c in columns))
-        console.print(table)
-    else:
-        raise UsageError(f"unknown format {fmt!r}; use table, csv or json")
-
-
-def _plain(value: Any) -> Any:
-    return "" if value is None else value
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, Decimal):
-        return f"{value:.6f}"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
 
 
 @app.command()
@@ -241,7 +202,12 @@ def serve(
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
-    """Serve the dashboard, its JSON API (/api/...) and Prometheus metrics (/metrics)."""
+    """Serve the dashboard, its JSON API (/api/...) and Prometheus metrics (/metrics).
+
+    Every page and endpoint needs an API token (`corral tokens create NAME --role ROLE`); on a
+    database without tokens, an admin token is created and printed once. The OpenAPI spec is at
+    /api/openapi.json. Prometheus scrapes /metrics with a viewer token as its bearer token.
+    """
     import contextlib
     from collections.abc import AsyncIterator
 
@@ -252,23 +218,49 @@ def serve(
 
     cfg = _config(config, db)
 
+    async def first_token(ops: Any) -> None:
+        # Every page and endpoint needs a token: on a database with none, make the first admin
+        # token and show it once, the way Jupyter shows its login token.
+        if await ops.has_tokens():
+            return
+        token, _ = await ops.create_token(
+            "first-admin", "admin", by="corral serve", at=datetime.now(UTC)
+        )
+        console.print(
+            "corral: no API tokens existed, so an admin token was created (shown once; "
+            "`corral tokens create` makes more, `corral tokens revoke` removes this one):"
+        )
+        console.out(token)
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        from corral.store.ops import Ops
+
         if app_ref is not None:
             from corral.cli._load import load_app
 
             target = load_app(app_ref, cfg)
             async with target:
+                assert target.ops is not None
+                await first_token(target.ops)
                 web.mount("/", create_dashboard(target._store, app=target))
                 yield
         else:
             store = await _store(cfg)
             try:
-                web.mount("/", create_dashboard(store))
+                ops = Ops(
+                    store,
+                    key_file=cfg.audit.key_file,
+                    checkpoint_every=cfg.audit.checkpoint_every,
+                )
+                await first_token(ops)
+                web.mount("/", create_dashboard(store, ops=ops))
                 yield
             finally:
                 await store.close()
 
     web = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    console.print(f"corral: dashboard at http://{host}:{port}/  (metrics at /metrics)")
+    console.print(
+        f"corral: dashboard at http://{host}:{port}/  (API docs at /api/docs, metrics at /metrics)"
+    )
     uvicorn.run(web, host=host, port=port, log_level="warning")

@@ -17,8 +17,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.markup import escape
 
-from corral.cli.main import ConfigOpt, DbOpt, _config, _short, _store, app, console, err
-from corral.cli.observe import Format, _emit
+from corral.cli._output import Format, _emit, console, err
+from corral.cli.main import ConfigOpt, DbOpt, _config, _short, _store, app
 from corral.config import AppConfig
 from corral.errors import PayloadError, UsageError
 

@@ -243,6 +243,12 @@ class OtlpExporter:
         elif span.kind == "workflow":
             name = f"workflow {span.name}"
             attrs["corral.workflow"] = span.name
+        elif span.kind == "human":
+            name = f"human {span.name}"
+            attrs["corral.human.kind"] = span.name.partition(":")[0]
+            for key in ("request_id", "action", "by"):
+                if (span.attrs or {}).get(key) is not None:
+                    attrs[f"corral.human.{key}"] = str((span.attrs or {})[key])
         else:
             name = f"guard {span.name}"
             attrs["corral.guard.kind"] = span.name

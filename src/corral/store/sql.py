@@ -490,8 +490,10 @@ class SqlStore:
     # -- retention --------------------------------------------------------------------------------
 
     async def prune(self, before: datetime, *, dry_run: bool = False) -> dict[str, int]:
-        """Delete runs that finished before `before` (their spans, steps, effects and engine
-        records too), alerts raised before it, and expired cache entries. Running runs stay.
+        """Delete runs that finished before `before` (their spans, steps, effects, human requests
+        and engine records too), alerts raised before it, and expired cache entries. Running runs
+        stay. The audit log is never pruned: deleting entries is what `corral audit verify`
+        detects.
 
         Returns counts by table (what would be deleted, with `dry_run`).
         """
@@ -504,10 +506,13 @@ class SqlStore:
                 )
                 durable_ids = [r[0] for r in conn.execute(old.where(runs.c.durable.is_(True)))]
                 where: sa.ColumnElement[bool]
+                from corral.store.ops import requests as human_requests
+
                 for name, table in (
                     ("spans", spans),
                     ("steps", steps),
                     ("effects", effects),
+                    ("human_requests", human_requests),
                 ):
                     where = table.c.run_id.in_(old.scalar_subquery())
                     counts[name] = _count(conn, table, where)
