@@ -526,3 +526,55 @@ async def test_prune_removes_the_requests_of_pruned_runs_but_never_the_audit_log
         assert await app.ops.list_requests(status=None, run_id=result.run_id) == []
         assert len(await app.ops.audit_entries()) == audited
         assert (await app.ops.verify())[1] == []
+
+
+async def test_a_guard_stop_escalates_when_the_agent_asks_for_it(tmp_path):
+    from corral.guards import BudgetPolicy, GuardPolicies
+
+    model = FakeModel([{"reply": "first", "confidence": 0.9}])
+    app = App(
+        AppConfig(
+            database=f"sqlite:///{tmp_path / 'corral.db'}",
+            durable=False,
+            humans=HumanPolicy(poll_s=0.05),
+            tiers={"small": "fake:model", "medium": "sim:medium", "large": "sim:large"},
+            guards=GuardPolicies(budget=BudgetPolicy(model_calls=1)),
+        ),
+        models={"fake:model": model},
+    )
+    first = Agent(name="first", instructions="x", input=Ticket, output=Answer)
+    second = Agent(
+        name="second",
+        instructions="x",
+        input=Ticket,
+        output=Answer,
+        escalation=Escalation(on_failure=False, on_guard_stop=True),
+    )
+
+    @app.workflow
+    async def two(ctx: RunContext, t: Ticket) -> Answer:
+        await ctx.call(first, t)
+        return await ctx.call(second, t)  # the budget allows one model call: refused
+
+    async with app:
+        handle, request = await start_and_wait(app, "two", {"text": "x"})
+        assert "stopped by a guard" in request.payload["reason"]
+        assert request.payload["error"]["code"] == "budget_exhausted"
+        await app.decide(request.id, "answer", by="h", value={"reply": "human", "confidence": 1})
+        result = await asyncio.wait_for(handle.result(), WAIT)
+        assert result.ok and result.output.reply == "human"
+
+
+async def test_pausing_a_workflow_holds_only_its_runs(tmp_path):
+    app = slow_app(tmp_path)
+    app.config = AppConfig(
+        database=app.config.database, durable=False, humans=HumanPolicy(poll_s=0.05)
+    )
+    async with app:
+        await app.control("pause", "workflow", "hop", by="ops")
+        held = await app.start("hop", {"text": "x"})
+        assert await asyncio.wait_for(app.guards.kill.until_held(held.run_id), WAIT) == (
+            "workflow hop"
+        )
+        await app.control("resume", "workflow", "hop", by="ops")
+        assert (await asyncio.wait_for(held.result(), WAIT)).ok

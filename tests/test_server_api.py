@@ -297,3 +297,39 @@ async def test_a_viewer_sees_why_the_inbox_refuses_their_decision(served):
             assert (await served.app.ops.get_request(request_id))["status"] == "pending"
         finally:
             await browser.close()
+
+
+async def test_dashboard_buttons_cancel_a_run_and_stop_noncritical_work(served):
+    playwright_api = pytest.importorskip("playwright.async_api", reason="pip install playwright")
+    handle, _ = await served.waiting_run("o6")
+    async with playwright_api.async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        try:
+            context = await browser.new_context()
+            cookie = {"name": "corral_token", "value": served.tokens["operator"], "url": served.url}
+            await context.add_cookies([cookie])
+            page = await context.new_page()
+            problems: list[str] = []
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            await page.goto(f"{served.url}/runs/{handle.run_id}")
+            await page.click("#cancel-run")
+            result = await asyncio.wait_for(handle.result(), WAIT)
+            assert result.status == "killed" and "token:operator" in result.error["message"]
+
+            await page.goto(served.url + "/controls")
+            assert await page.locator("#paused-noncritical").inner_text() == "no"
+            await page.click("#toggle-noncritical")
+            await page.wait_for_function(
+                "document.getElementById('paused-noncritical').textContent !== 'no'"
+            )
+            assert served.app.guards.kill.state["paused_noncritical"] == "by token:operator"
+            await page.click("#toggle-noncritical")  # now "Resume non-critical work"
+            await page.wait_for_function(
+                "document.getElementById('paused-noncritical').textContent === 'no'"
+            )
+            assert served.app.guards.kill.state["paused_noncritical"] is None
+            history = page.locator("#control-history tbody tr")
+            assert await history.count() == 3  # halt run, pause, resume
+            assert problems == []
+        finally:
+            await browser.close()
