@@ -99,7 +99,8 @@ async def main(repeat: int, poll_s: float) -> None:
 
     results: dict[str, list[float]] = {}
     async with app:
-        assert app.ops is not None and app.humans is not None
+        assert app.ops is not None
+        assert app.humans is not None
         other_store = await SqlStore.open(db)
         other = Ops(other_store)
         for _ in range(repeat):
