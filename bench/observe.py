@@ -83,16 +83,17 @@ def wait_http(url: str) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-async def timed(app: App, runs: int) -> float:
-    start = time.perf_counter()
+async def timed(app: App, runs: int) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds: every thread of this process) for `runs` runs."""
+    start, cpu = time.perf_counter(), time.process_time()
     for i in range(runs):
         await app.run("ask", {"text": f"q{i}"})
     if app.exporter is not None:
         await asyncio.to_thread(app.exporter.flush, 60)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
-async def tracing(runs: int, rounds: int, port: int) -> None:
+async def tracing(runs: int, rounds: int, port: int, calls: int = 1) -> None:
     if True:
         apps: dict[str, App] = {}
         tmp = tempfile.mkdtemp()
@@ -111,25 +112,43 @@ async def tracing(runs: int, rounds: int, port: int) -> None:
 
             @app.workflow
             async def ask(ctx: RunContext, q: Q) -> Q:
-                return await ctx.call(agent, q)
+                for _ in range(calls):
+                    q = await ctx.call(agent, q)
+                return q
 
             await app.open()
             await timed(app, 200)  # warm up
             apps[mode] = app
         per_call: dict[str, list[float]] = {"off": [], "on": []}
+        cpu: dict[str, list[float]] = {"off": [], "on": []}
         for _ in range(rounds):
             for mode, app in apps.items():
-                per_call[mode].append(await timed(app, runs) / runs * 1e6)
+                wall, used = await timed(app, runs)
+                per_call[mode].append(wall / runs / calls * 1e6)
+                cpu[mode].append(used / runs / calls * 1e6)
         exporter = apps["on"].exporter
         assert exporter is not None
         print(f"exported {exporter.exported}, failed {exporter.failed}, dropped {exporter.dropped}")
+        thread_us = exporter.cpu_s / exporter.exported * 1e6
+        spans = 1 + 2 * calls
+        print(
+            f"| export thread CPU per span / per model call ({spans} spans per run of {calls}) | "
+            f"{thread_us:.1f} / {spans * thread_us / calls:.1f} |"
+        )
         for app in apps.values():
             await app.close()
     off, on = statistics.median(per_call["off"]), statistics.median(per_call["on"])
     diffs = [b - a for a, b in zip(per_call["off"], per_call["on"], strict=True)]
-    print("| mode | us per run (1 model call, 2 spans + root) |\n| --- | --- |")
+    print(f"| mode | us per model call (runs of {calls} agent calls) |\n| --- | --- |")
     print(f"| export off | {off:.1f} |\n| export on | {on:.1f} |")
     print(f"| overhead per model call (median of paired rounds) | {statistics.median(diffs):.1f} |")
+    cpu_diffs = [b - a for a, b in zip(cpu["off"], cpu["on"], strict=True)]
+    print(
+        f"| CPU per run, off / on / overhead (median of paired rounds) | "
+        f"{statistics.median(cpu['off']):.1f} / {statistics.median(cpu['on']):.1f} / "
+        f"{statistics.median(cpu_diffs):.1f} |"
+    )
+    print(f"| wall overhead, all paired rounds | {', '.join(f'{d:.0f}' for d in diffs)} |")
 
 
 def populate(db: str, list_runs: int) -> str:
@@ -271,15 +290,19 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--list-runs", type=int, default=100_000)
+    parser.add_argument("--skip-pages", action="store_true", help="measure tracing only")
+    parser.add_argument("--calls", type=int, default=1, help="agent calls per traced run")
     args = parser.parse_args()
     port = free_port()
     receiver = subprocess.Popen([sys.executable, "-c", RECEIVER, str(port)])
     try:
         wait_port(port)
-        asyncio.run(tracing(args.runs, args.rounds, port))
+        asyncio.run(tracing(args.runs, args.rounds, port, args.calls))
     finally:
         receiver.terminate()
-    pages(args.list_runs)
+        receiver.wait()
+    if not args.skip_pages:
+        pages(args.list_runs)
     print(json.dumps({"machine": os.cpu_count(), "date": datetime.now(UTC).date().isoformat()}))
 
 

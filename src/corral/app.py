@@ -369,9 +369,9 @@ class App:
         taps: list[Tap] = list(self._taps)
         if self.config.otlp.endpoint and self.exporter is None:
             from corral.observe.otlp import OtlpExporter
-            from corral.observe.redact import Redactor
 
-            self.exporter = OtlpExporter(self.config.otlp, Redactor(self.config.trace))
+            # The store's redactor: a span's redacted fields are then computed once for both.
+            self.exporter = OtlpExporter(self.config.otlp, self._store.redactor)
         if self.exporter is not None:
             taps.append(self.exporter)
         if self.config.alerts.enabled:
@@ -379,7 +379,7 @@ class App:
 
             self.alerts = AlertMonitor(self.config.alerts, self._store, self.clock)
             taps.append(self.alerts)
-        self._tap = Taps(taps) if taps else None
+        self._tap = (taps[0] if len(taps) == 1 else Taps(taps)) if taps else None
 
     async def close(self) -> None:
         """Wait for started runs, then stop the engine and close the store."""

@@ -7,7 +7,7 @@ The core writes spans through the `Recorder` protocol. The SQL store implements 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, Protocol
@@ -54,6 +54,9 @@ class Span:
     """Model spans: the tier the call was made for (after routing and degrading)."""
     attrs: dict[str, JsonValue] | None = None
     """Small facts that have no column: an agent's repairs and tool rounds, a cache hit."""
+    memo: list[Any] = field(default_factory=list, compare=False, repr=False)
+    """The redacted JSON of the payload fields, computed once for the store and the exporter
+    (`corral.observe.redact.Redactor.span_fields`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,7 +106,8 @@ class Recorder(Protocol):
 
 
 class Tap(Protocol):
-    """Sees every span and run record as it is made (OTLP export, alerting).
+    """Sees every span and run record on its way to the store (OTLP export, alerting): spans
+    in batches (a step's, or up to `max_held`), always before the record of the run's end.
 
     Called on the event loop in the hot path: it must only hand the data off (append to a
     queue), never do I/O.
@@ -172,8 +176,11 @@ class BatchingRecorder:
         self._max_held = max_held
 
     def drain(self) -> list[Span]:
-        """Take the held spans (the caller now owns writing them)."""
+        """Take the held spans (the caller now owns writing them); the tap sees them here, a
+        batch at a time, on their way to the store."""
         held, self._held = self._held, []
+        if self.tap is not None and held:
+            self.tap.spans(held)
         return held
 
     async def flush(self) -> None:
@@ -189,15 +196,11 @@ class BatchingRecorder:
 
     async def record_span(self, span: Span) -> None:
         self._held.append(span)
-        if self.tap is not None:
-            self.tap.spans((span,))
         if len(self._held) >= self._max_held:
             await self.flush()
 
     async def record_spans(self, spans: Sequence[Span]) -> None:
         self._held.extend(spans)
-        if self.tap is not None:
-            self.tap.spans(spans)
         if len(self._held) >= self._max_held:
             await self.flush()
 

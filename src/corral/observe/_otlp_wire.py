@@ -72,12 +72,37 @@ def _any_value(value: AttrValue) -> bytes:
     return _len_field(5, items)
 
 
+_PAIRS: dict[tuple[int, str, type, AttrValue], bytes] = {}
+"""Whole encoded attributes for short values that repeat from span to span (operation, agent,
+model, provider, tier, status, small counts): most of a span's attributes are one dict lookup.
+The value's type is part of the key (`True == 1` in Python, not on the wire)."""
+_PAIRS_MAX = 4096
+
+
 def _attributes(field: int, attrs: Mapping[str, AttrValue]) -> bytes:
     tag = _TAGS[field, _LEN]
     out = []
+    pairs = _PAIRS
     for key, value in attrs.items():
-        pair = _key(key) + _len_field(2, _any_value(value))
-        out.append(tag + _vi(len(pair)) + pair)
+        kind = type(value)
+        # Short strings, bools and small ints repeat from span to span: one lookup each.
+        if (
+            (kind is str and len(value) <= 64)  # type: ignore[arg-type]
+            or kind is bool
+            or (kind is int and 0 <= value < 1024)  # type: ignore[operator]
+        ):
+            ident = (field, key, kind, value)
+            found = pairs.get(ident)
+            if found is None:
+                pair = _key(key) + _len_field(2, _any_value(value))
+                found = tag + _vi(len(pair)) + pair
+                if len(pairs) >= _PAIRS_MAX:
+                    pairs.clear()
+                pairs[ident] = found
+            out.append(found)
+        else:
+            pair = _key(key) + _len_field(2, _any_value(value))
+            out.append(tag + _vi(len(pair)) + pair)
     return b"".join(out)
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from corral.contracts import JsonValue
 from corral.observe.policy import TracePolicy
 from corral.secrets import loaded_secrets
+from corral.trace import Span
 
 __all__ = ["REDACTED", "Redactor"]
 
@@ -60,6 +61,23 @@ class Redactor:
             {"truncated": True, "chars": len(text), "preview": text[:limit]},
             separators=(",", ":"),
         )
+
+    def span_fields(self, span: Span) -> tuple[str | None, str | None, str | None, str | None]:
+        """A span's input (a model span's prompt as the policy allows), output, error and attrs
+        as stored JSON text, computed once per span and redactor: the store's writer thread and
+        the OTLP export thread both need them, and this is most of what either pays per span."""
+        memo = span.memo
+        if memo and memo[0] is self:
+            found: tuple[str | None, str | None, str | None, str | None] = memo[1]
+            return found
+        fields = (
+            self.dump(self.prompt(span.input) if span.kind == "model" else span.input),
+            self.dump(span.output),
+            self.dump(span.error),
+            self.dump(span.attrs),
+        )
+        memo[:] = (self, fields)  # one step under the GIL; a racing thread computes the same
+        return fields
 
     def prompt(self, messages: JsonValue) -> JsonValue:
         """A model span's input (its messages) as the policy allows it to be kept."""

@@ -638,7 +638,7 @@ def _count(conn: sa.Connection, table: sa.Table, where: Any) -> int:
 
 
 def _span_values(span: Span, redactor: Redactor) -> dict[str, Any]:
-    dump = redactor.dump
+    input_, output, error, attrs = redactor.span_fields(span)
     return {
         "run_id": span.run_id,
         "step_id": span.step_id,
@@ -647,18 +647,18 @@ def _span_values(span: Span, redactor: Redactor) -> dict[str, Any]:
         "name": span.name,
         "agent": span.agent,
         "model": span.model,
-        "input": dump(redactor.prompt(span.input) if span.kind == "model" else span.input),
-        "output": dump(span.output),
+        "input": input_,
+        "output": output,
         "tokens_in": span.tokens_in,
         "tokens_out": span.tokens_out,
         "cost_usd": str(span.cost_usd),
         "cost_pusd": int(span.cost_usd * PICO),
         "latency_ms": span.latency_ms,
         "status": span.status,
-        "error": dump(span.error),
+        "error": error,
         "started_at": span.started_at,
         "tier": span.tier,
-        "attrs": _dump(span.attrs),
+        "attrs": attrs,
     }
 
 
