@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Any
 
 import pytest
 
@@ -199,3 +200,31 @@ def test_deadlock_cycle_and_waits_on_nothing():
     assert err.cycle == ["a", "b", "c"] and "a -> b -> c -> a" in err.message
     orphan = find_deadlock({"a": ["nobody-writes-this"]}, {})
     assert orphan.cycle == [] and orphan.to_dict()["waiting"] == {"a": "nobody-writes-this"}
+
+
+async def test_call_timeouts_expire_only_the_calls_past_their_deadline():
+    kill = KillSwitch()
+    loop = asyncio.get_running_loop()
+    quick: asyncio.Future[str] = loop.create_future()
+    never = [loop.create_future() for _ in range(3)]
+
+    async def guarded(call: Any, timeout_s: float) -> str:
+        return await kill.guard("r", "a", call, timeout_s=timeout_s)
+
+    tasks = [
+        asyncio.ensure_future(guarded(never[0], 0.2)),
+        asyncio.ensure_future(guarded(quick, 0.2)),
+        asyncio.ensure_future(guarded(never[1], 0.05)),
+        asyncio.ensure_future(guarded(never[2], 30)),
+    ]
+    quick.set_result("answered")
+    done, pending = await asyncio.wait(tasks[:3], timeout=10)
+    assert not pending
+    assert tasks[1].result() == "answered"
+    for expired in (tasks[0], tasks[2]):
+        with pytest.raises(TimeoutError):
+            expired.result()
+    assert not tasks[3].done()  # 30 s left: still waiting
+    kill.halt(run_id="r")
+    with pytest.raises(KilledError):
+        await tasks[3]
