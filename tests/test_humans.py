@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI, Request
 from pydantic import BaseModel, Field
 
 from corral import (
@@ -578,3 +579,55 @@ async def test_pausing_a_workflow_holds_only_its_runs(tmp_path):
         )
         await app.control("resume", "workflow", "hop", by="ops")
         assert (await asyncio.wait_for(held.result(), WAIT)).ok
+
+
+async def test_new_approvals_are_posted_to_the_webhook_once(tmp_path, serve):
+    hook = FastAPI()
+    posted: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    @hook.post("/hook")
+    async def receive(request: Request) -> dict[str, str]:
+        await posted.put(await request.json())
+        return {}
+
+    url = await serve(hook)
+    app, calls = make_app(
+        tmp_path, webhook_url=f"{url}/hook", dashboard_url="https://corral.example.com/"
+    )
+    async with app:
+        handle, request = await start_and_wait(app, "pay", {"order_id": "o9", "amount_usd": 150})
+        body = await asyncio.wait_for(posted.get(), WAIT)
+        assert body["event"] == "human_request" and body["id"] == request.id
+        assert body["kind"] == "approval" and body["subject"] == "refund"
+        assert body["payload"]["arguments"] == {"order_id": "o9", "amount_usd": 150.0}
+        assert body["inbox"] == "https://corral.example.com/inbox"
+        assert body["default"] == "reject" and body["deadline_at"] is not None
+        await app.decide(request.id, "approve", by="alice")
+        assert (await asyncio.wait_for(handle.result(), WAIT)).ok
+        assert posted.empty() and app.notify_failures == 0
+
+
+async def test_a_dead_notification_webhook_never_stops_a_run(tmp_path):
+    app, calls = make_app(tmp_path, webhook_url="http://127.0.0.1:9/nothing-listens")
+    async with app:
+        handle, request = await start_and_wait(app, "pay", {"order_id": "o8", "amount_usd": 150})
+        await app.decide(request.id, "approve", by="alice")
+        assert (await asyncio.wait_for(handle.result(), WAIT)).ok
+        assert len(calls) == 1
+
+
+async def test_closing_the_app_does_not_wait_a_day_for_a_human(tmp_path):
+    """An ephemeral run waiting for approval cannot resume: close() ends it `killed`, saying
+    why, instead of waiting out the 24-hour approval timeout."""
+    from corral.store.sql import SqlStore
+
+    app, calls = make_app(tmp_path)
+    async with app:
+        handle, _ = await start_and_wait(app, "pay", {"order_id": "o7", "amount_usd": 700})
+    assert handle.done() and calls == []
+    store = await SqlStore.open(app.config.database)
+    try:
+        run = await store.get_run(handle.run_id)
+    finally:
+        await store.close()
+    assert run["status"] == "killed" and run["error"]["code"] == "abandoned"

@@ -155,12 +155,18 @@ class App:
         """Waits for human decisions on behalf of this app's runs (open app only)."""
         self._control_seq = 0
         self._watcher: asyncio.Task[None] | None = None
+        self._notifier: asyncio.Task[None] | None = None
+        self.notify_failures = 0
+        """Human-request notifications the webhook did not accept."""
         self._durable: Engine | None = None
         self._ephemeral = EphemeralEngine()
         self._id_factory = id_factory or (lambda: uuid.uuid4().hex)
         self._started = False
         self._start_lock: asyncio.Lock | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: dict[asyncio.Task[Any], tuple[str, bool]] = {}
+        """Runs started with `start`: task -> (run id, durable)."""
+        self._abandoned: set[str] = set()
+        """Ephemeral runs `close()` is ending while they wait for a human."""
         self.guards = Guards(
             self.config.guards, self.clock, seed=self.config.sim.seed, tiers=self.config.tiers
         )
@@ -271,6 +277,40 @@ class App:
         await self._sync_controls()
         await self._audit_config()
         self._watcher = asyncio.create_task(self._watch(), name="corral-watch")
+        if self.config.humans.webhook_url:
+            queue = self.humans.subscribe()
+            self._notifier = asyncio.create_task(self._notify(queue), name="corral-notify")
+
+    async def _notify(self, queue: asyncio.Queue[HumanRequest]) -> None:
+        """POST every new approval and escalation to `humans.webhook_url` (secrets redacted)."""
+        from corral.observe.webhook import post_json
+
+        policy = self.config.humans
+        assert policy.webhook_url is not None
+        while True:
+            request = await queue.get()
+            body = {
+                "event": "human_request",
+                "id": request.id,
+                "kind": request.kind,
+                "run_id": request.run_id,
+                "workflow": request.workflow,
+                "subject": request.subject,
+                "title": request.title,
+                "payload": json.loads(self._store.redactor.text(json.dumps(request.payload))),
+                "deadline_at": request.deadline_at.isoformat() if request.deadline_at else None,
+                "default": request.default,
+                "inbox": f"{policy.dashboard_url.rstrip('/')}/inbox"
+                if policy.dashboard_url
+                else None,
+            }
+            try:
+                await asyncio.to_thread(
+                    post_json, policy.webhook_url, body, user_agent="corral-humans"
+                )
+            except Exception as exc:  # boundary: a down webhook is logged, never raised
+                self.notify_failures += 1
+                log.warning("human-request webhook %s failed: %s", policy.webhook_url, exc)
 
     async def _audit_config(self) -> None:
         assert self.ops is not None
@@ -382,14 +422,30 @@ class App:
         self._tap = (taps[0] if len(taps) == 1 else Taps(taps)) if taps else None
 
     async def close(self) -> None:
-        """Wait for started runs, then stop the engine and close the store."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
-            self._watcher = None
+        """Wait for started runs, then stop the engine and close the store.
+
+        Runs waiting for a human are not waited for (that can take a day): a durable one stays
+        pending, its request stays in the inbox, and it resumes when the app opens again; an
+        ephemeral one cannot resume, so it ends `killed` with the reason.
+        """
+        waiting = self.humans.waiting_runs if self.humans is not None else set()
+        held = {t: v for t, v in self._tasks.items() if v[0] in waiting}
+        others = [t for t in self._tasks if t not in held]
+        if others:
+            await asyncio.gather(*others, return_exceptions=True)
+        for run_task, (run_id, durable) in held.items():
+            if durable:
+                log.warning("run %s waits for a human; it resumes when the app opens again", run_id)
+                continue
+            self._abandoned.add(run_id)
+            run_task.cancel()
+            await asyncio.gather(run_task, return_exceptions=True)
+        for task in (self._watcher, self._notifier):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._watcher = self._notifier = None
         self.ops = None
         self.humans = None
         if self.alerts is not None:
@@ -488,8 +544,8 @@ class App:
             return self._result(wf, record, self.clock.monotonic() - t0)
 
         task = asyncio.create_task(go(), name=f"corral-run-{rid}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[task] = (rid, bool(meta.get("durable")))
+        task.add_done_callback(lambda t: self._tasks.pop(t, None))
         return RunHandle(rid, task)
 
     async def resume(self) -> list[RunResult[Any]]:
@@ -675,6 +731,24 @@ class App:
             log.exception("workflow %s raised", wf.name, extra={"run_id": run_id})
             status = "failed"
             error = {"code": "workflow_error", "message": f"{type(exc).__name__}: {exc}"}
+        except asyncio.CancelledError:
+            if run_id not in self._abandoned:
+                raise
+            self._abandoned.discard(run_id)
+            # `close()` ended an ephemeral run that waited for a human: say so, then stop.
+            await recorder.record_run(
+                dataclasses.replace(
+                    base,
+                    status="killed",
+                    error={
+                        "code": "abandoned",
+                        "message": "the app closed while this ephemeral run waited for a "
+                        "human; only durable runs survive a restart",
+                    },
+                    finished_at=self.clock.now(),
+                )
+            )
+            raise
         finally:
             self.guards.kill.untrack(run_id)
         usage = ctx.usage

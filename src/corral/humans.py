@@ -185,11 +185,12 @@ class HumanDesk:
         self._clock = clock
         self.poll_s = poll_s
         self._waiting: dict[str, asyncio.Event] = {}
+        self._runs: dict[str, str] = {}  # request id -> run id
         self._subscribers: list[asyncio.Queue[HumanRequest]] = []
 
     def subscribe(self) -> asyncio.Queue[HumanRequest]:
-        """A queue that receives every request this process starts waiting on (pending when
-        opened): hook a notifier (chat, e-mail) to it, or await it in a test."""
+        """A queue that receives every new request this process opens (not one re-opened by a
+        resumed run): hook a notifier (chat, e-mail) to it, or await it in a test."""
         queue: asyncio.Queue[HumanRequest] = asyncio.Queue()
         self._subscribers.append(queue)
         return queue
@@ -203,6 +204,11 @@ class HumanDesk:
     def waiting(self) -> list[str]:
         """Ids of the requests this process is waiting on."""
         return list(self._waiting)
+
+    @property
+    def waiting_runs(self) -> set[str]:
+        """Runs this process holds waiting for a human."""
+        return set(self._runs.values())
 
     def notify(self, request_id: str) -> None:
         """Wake the waiter of `request_id` (a decision was just recorded)."""
@@ -226,7 +232,8 @@ class HumanDesk:
         """
         row = await self._store.open_request(request)
         event = self._waiting.setdefault(request.id, asyncio.Event())
-        if row["status"] == "pending":
+        self._runs[request.id] = request.run_id
+        if row["status"] == "pending" and row["created_at"] == request.created_at:
             for queue in self._subscribers:
                 queue.put_nowait(request)
         try:
@@ -248,6 +255,7 @@ class HumanDesk:
                     row = found
         finally:
             self._waiting.pop(request.id, None)
+            self._runs.pop(request.id, None)
         return decision_of(row)
 
 
@@ -374,6 +382,10 @@ class HumanPolicy:
     """Per-workflow review shares, overriding `review_rate`."""
     max_arg_chars: int = 10_000
     """Longest text a side-effecting tool accepts in one argument from a model."""
+    webhook_url: str | None = None
+    """POST each new approval and escalation here as JSON (chat, paging), so it is seen."""
+    dashboard_url: str | None = None
+    """The dashboard's address (`https://corral.example.com`): notifications link to its inbox."""
 
     def __post_init__(self) -> None:
         from corral.errors import ConfigError

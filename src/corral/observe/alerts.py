@@ -21,11 +21,9 @@ does not justify an HTTP client dependency in the embedded default.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import statistics
-import urllib.request
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -35,6 +33,7 @@ from typing import Any, Literal, Protocol
 
 from corral.clock import Clock
 from corral.observe.policy import AlertPolicy
+from corral.observe.webhook import post_json
 from corral.trace import RunRecord, Span
 
 __all__ = ["Alert", "AlertMonitor", "Detector"]
@@ -298,7 +297,12 @@ class AlertMonitor:
                 log.exception("could not store alert %s", alert.key)
             if self.policy.webhook_url:
                 try:
-                    await asyncio.to_thread(_post, self.policy.webhook_url, _payload(alert))
+                    await asyncio.to_thread(
+                        post_json,
+                        self.policy.webhook_url,
+                        _payload(alert),
+                        user_agent="corral-alerts",
+                    )
                 except Exception as exc:  # boundary: a down webhook is logged, not raised
                     self.webhook_failures += 1
                     log.warning("alert webhook %s failed: %s", self.policy.webhook_url, exc)
@@ -315,14 +319,3 @@ def _payload(alert: Alert) -> dict[str, Any]:
     data["at"] = alert.at.isoformat()
     data["key"] = alert.key
     return data
-
-
-def _post(url: str, body: dict[str, Any]) -> None:
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "User-Agent": "corral-alerts"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        response.read()
