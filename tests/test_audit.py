@@ -193,3 +193,21 @@ async def test_concurrent_appends_on_postgres_keep_one_chain(postgres_url):
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_closing_an_app_signs_the_head_of_the_chain(tmp_path):
+    from corral import App, AppConfig
+
+    app = App(AppConfig(database=f"sqlite:///{tmp_path / 'c.db'}", durable=False))
+    async with app:
+        assert app.ops is not None
+        ops = app.ops
+        await app.control("halt", "agent", "a", by="t")  # two entries: config change, halt
+        assert [c["seq"] for c in await ops.checkpoints()] == []
+    store = await SqlStore.open(app.config.database)
+    try:
+        reopened = Ops(store)
+        assert [c["seq"] for c in await reopened.checkpoints()] == [2]
+        assert await reopened.verify() == (2, [])
+    finally:
+        await store.close()

@@ -122,6 +122,10 @@ async def test_an_operator_decides_over_http_and_bad_decisions_are_4xx(served):
     async with served.client("viewer") as viewer:
         inbox = (await viewer.get("/api/inbox", params={"kind": "approval"})).json()
         assert [r["id"] for r in inbox] == [request_id]
+        metrics = (await viewer.get("/metrics")).text
+        assert 'corral_human_requests_pending{kind="approval"} 1.0' in metrics
+        assert 'corral_human_requests_pending{kind="escalation"} 0.0' in metrics
+        assert "corral_runs_held 0.0" in metrics
     async with served.client("operator") as operator:
         bad_edit = await operator.post(path, json={"action": "edit", "value": {"order_id": "o1"}})
         assert bad_edit.status_code == 422

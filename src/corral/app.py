@@ -446,6 +446,12 @@ class App:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._watcher = self._notifier = None
+        if self.ops is not None:
+            # Sign the chain's head, so the entries since the last checkpoint are covered too.
+            try:
+                await self.ops.checkpoint(self.clock.now())
+            except CorralError as exc:
+                log.warning("audit checkpoint at close failed: %s", exc)
         self.ops = None
         self.humans = None
         if self.alerts is not None:

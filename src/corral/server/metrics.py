@@ -10,7 +10,7 @@ given. Rendered with `prometheus_client`'s own registry and text format.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -37,8 +37,10 @@ class _Snapshot(Collector):
         waits: dict[str, dict[str, Any]],
         app: App | None,
         window: str,
+        pending: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.metrics, self.waits, self.app, self.window = metrics, waits, app, window
+        self.pending = pending or {}
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         w = self.window
@@ -97,7 +99,28 @@ class _Snapshot(Collector):
                     wait.add_metric([key, w, f"0.{q[1:]}"], v[f"{q}_s"])
         yield queued
         yield wait
+        waiting = GaugeMetricFamily(
+            "corral_human_requests_pending",
+            "Approvals, escalations and reviews waiting for a human now.",
+            labels=["kind"],
+        )
+        oldest = GaugeMetricFamily(
+            "corral_human_request_oldest_seconds",
+            "Age of the oldest request waiting for a human, by kind.",
+            labels=["kind"],
+        )
+        for kind in ("approval", "escalation", "review"):
+            found = self.pending.get(kind, {"pending": 0, "oldest_s": 0.0})
+            waiting.add_metric([kind], found["pending"])
+            oldest.add_metric([kind], found["oldest_s"])
+        yield waiting
+        yield oldest
         if self.app is not None:
+            held = GaugeMetricFamily(
+                "corral_runs_held", "Runs held at a step boundary by an operator's pause now."
+            )
+            held.add_metric([], len(self.app.guards.kill.held))
+            yield held
             depth = GaugeMetricFamily(
                 "corral_limiter_queue_depth", "Calls waiting now, by priority.", labels=["priority"]
             )
@@ -121,6 +144,8 @@ async def render(
     """The Prometheus text exposition and its content type."""
     metrics = await store.query(queries.agent_metrics, since)
     waits = await store.query(queries.queue_waits, since)
+    now = app.clock.now() if app is not None else datetime.now(UTC)
+    pending = await store.query(queries.pending_requests, now)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Snapshot(metrics, waits, app, window))
+    registry.register(_Snapshot(metrics, waits, app, window, pending))
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -373,6 +373,22 @@ def feedback(conn: sa.Connection, since: datetime | None = None) -> list[dict[st
     return out
 
 
+def pending_requests(conn: sa.Connection, now: datetime) -> dict[str, dict[str, Any]]:
+    """Requests waiting for a human, by kind: how many and how old the oldest is (seconds)."""
+    from corral.store.ops import requests  # the human requests table
+
+    rows = conn.execute(
+        sa.select(requests.c.kind, sa.func.count(), sa.func.min(requests.c.created_at))
+        .where(requests.c.status == "pending")
+        .group_by(requests.c.kind)
+    )
+    out: dict[str, dict[str, Any]] = {}
+    for kind, count, oldest in rows:
+        at = _aware(oldest)
+        out[kind] = {"pending": int(count), "oldest_s": (now - at).total_seconds() if at else 0.0}
+    return out
+
+
 def agent_series(
     conn: sa.Connection, since: datetime, bucket_s: int = 3600
 ) -> dict[str, list[dict[str, Any]]]:
