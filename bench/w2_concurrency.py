@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import statistics
 import tempfile
 import time
@@ -93,6 +94,10 @@ async def main() -> None:
             build(f"sqlite:///{tmp}/z.db", record=False, durable=False, model="sleep"),
             False,
         ),
+        "ephemeral, sleep model, no recorder, gc_threshold 50000": (
+            build(f"sqlite:///{tmp}/g.db", record=False, durable=False, model="sleep"),
+            False,
+        ),
         "ephemeral, sleep model + SQLite spans": (
             build(f"sqlite:///{tmp}/y.db", record=True, durable=False, model="sleep"),
             False,
@@ -116,9 +121,14 @@ async def main() -> None:
         await app.open()
     for app, durable in modes.values():
         await wave(app, 50, durable, "warm-up")
+    default_gc = gc.get_threshold()
     for r in range(args.repeat):
         for name, (app, durable) in modes.items():
+            # `gc_threshold` (AppConfig) is process-wide: set it for this mode's wave only.
+            threshold = 50_000 if "gc_threshold" in name else default_gc[0]
+            gc.set_threshold(threshold, *default_gc[1:])
             walls[name].append(await wave(app, args.runs, durable, f"wave {r}"))
+    gc.set_threshold(*default_gc)
     for app, _ in modes.values():
         await app.close()
     ideal = len(STAGES) * LATENCY_S

@@ -395,3 +395,21 @@ async def test_an_in_memory_database_keeps_runs_and_spans():
         result = await app.run("echo", {"text": "hi"})
         spans = await app.spans(result.run_id)
     assert result.ok and sorted(s["kind"] for s in spans) == ["agent", "model"]
+
+
+async def test_the_gc_threshold_is_applied_when_the_app_opens(tmp_path):
+    import gc
+
+    from corral.config import parse_config
+
+    before = gc.get_threshold()
+    try:
+        config = parse_config(
+            {"database": f"sqlite:///{tmp_path / 'c.db'}", "durable": False, "gc_threshold": 20000}
+        )
+        async with App(config):
+            assert gc.get_threshold() == (20000, before[1], before[2])
+    finally:
+        gc.set_threshold(*before)
+    with pytest.raises(ConfigError, match="gc_threshold: must be >= 100"):
+        AppConfig(gc_threshold=5)

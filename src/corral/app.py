@@ -226,6 +226,11 @@ class App:
             from corral.observe.redact import Redactor
             from corral.store.sql import SqlStore  # adapter, imported on use
 
+            if self.config.gc_threshold is not None:
+                import gc
+
+                _, older, oldest = gc.get_threshold()
+                gc.set_threshold(self.config.gc_threshold, older, oldest)
             self._store = await SqlStore.open(
                 self.config.database, redactor=Redactor(self.config.trace)
             )

@@ -142,6 +142,10 @@ class AppConfig:
     """Anomaly and threshold alerts per agent, and their sinks."""
     retention: RetentionPolicy = RetentionPolicy()
     """How long runs are kept (`corral prune`)."""
+    gc_threshold: int | None = None
+    """Raise the interpreter's young-generation garbage-collection threshold (process-wide, when
+    the app opens; Python's default is 700). With hundreds of runs in flight the default makes
+    collection a quarter of the CPU (bench W2: 0.54 s -> 0.43 s at 50,000). None: leave it."""
     humans: HumanPolicy = HumanPolicy()
     """Approval and escalation timeouts, the review sample, side-effect argument limits."""
     audit: AuditPolicy = AuditPolicy()
@@ -151,6 +155,8 @@ class AppConfig:
         for key in ("deadline_s", "call_timeout_s"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"must be > 0, got {getattr(self, key)}", key=key)
+        if self.gc_threshold is not None and self.gc_threshold < 100:
+            raise ConfigError(f"must be >= 100, got {self.gc_threshold}", key="gc_threshold")
         for tier, model in self.tiers.items():
             if ":" not in model:
                 raise ConfigError(
@@ -225,6 +231,7 @@ class _ConfigFile(_Strict):
     call_timeout_s: float = Field(120.0, gt=0)
     application_version: str = "corral-1"
     executor_id: str = "corral-local"
+    gc_threshold: int | None = None
     trace: dict[str, Any] | None = None
     otlp: dict[str, Any] | None = None
     alerts: dict[str, Any] | None = None
@@ -284,6 +291,7 @@ def parse_config(data: dict[str, Any]) -> AppConfig:
         call_timeout_s=parsed.call_timeout_s,
         application_version=parsed.application_version,
         executor_id=parsed.executor_id,
+        gc_threshold=parsed.gc_threshold,
         **{
             name: _policy(cls, getattr(parsed, name), name)
             for name, cls in _OBSERVE.items()
