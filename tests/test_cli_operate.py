@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from pydantic import BaseModel
 
+from corral import App, AppConfig, HumanPolicy, RunContext, tool
 from corral.humans import HumanRequest
 from corral.store.ops import Ops
 from corral.store.sql import SqlStore
@@ -159,3 +161,33 @@ def test_tokens_are_shown_once_listed_without_secrets_and_revoked(cli, db):
     assert cli("tokens", "revoke", row["id"])[0] == 0
     code, _, err = cli("tokens", "revoke", row["id"])
     assert code == 2 and "already revoked" in err
+
+
+class Order(BaseModel):
+    order_id: str
+
+
+async def test_show_prints_who_decided_a_human_wait(cli, db):
+    @tool(side_effect=True, approval="always")
+    def cancel_order(order_id: str) -> str:
+        """Cancel an order."""
+        return "cancelled"
+
+    app = App(AppConfig(database=db, durable=False, humans=HumanPolicy(poll_s=0.05)))
+
+    @app.workflow
+    async def drop(ctx: RunContext, o: Order) -> Order:
+        await ctx.tool(cancel_order, order_id=o.order_id)
+        return o
+
+    async with app:
+        assert app.humans is not None
+        queue = app.humans.subscribe()
+        handle = await app.start("drop", {"order_id": "o1"})
+        request = await asyncio.wait_for(queue.get(), 10)
+        await app.decide(request.id, "reject", by="alice", comment="keep it")
+        result = await asyncio.wait_for(handle.result(), 10)
+    assert result.status == "rejected"
+    code, out, _ = await asyncio.to_thread(cli, "show", result.run_id)
+    assert code == 0
+    assert "human:approval:cancel_order reject by alice" in " ".join(out.split())

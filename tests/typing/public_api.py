@@ -12,12 +12,16 @@ from corral import (
     AgentError,
     App,
     AppConfig,
+    Approval,
+    Escalation,
+    HumanPolicy,
     Model,
     ModelRequest,
     ModelResponse,
     RunContext,
     RunResult,
     SystemClock,
+    above,
     function_agent,
     tool,
 )
@@ -63,11 +67,36 @@ class MyModel:
         return ModelResponse(text="{}", model=self.name)
 
 
+@tool(side_effect=True, approval=above("amount_usd", 100))
+def refund(order_id: str, amount_usd: float, idempotency_key: str) -> dict[str, str]:
+    """Refund an order."""
+    return {"receipt": idempotency_key}
+
+
+@tool(side_effect=True, approval=Approval(when=lambda a: a.to.endswith(".gov"), timeout_s=60))
+def email(to: str, body: str) -> str:
+    """Send an e-mail."""
+    return "sent"
+
+
+careful: Agent[Ticket, Triage] = Agent(
+    name="careful",
+    instructions="Classify.",
+    input=Ticket,
+    output=Triage,
+    escalation=Escalation(min_confidence=0.6, on_guard_stop=True),
+)
+
+
 def models() -> dict[str, Model]:
     return {"mine:v1": MyModel()}
 
 
-app = App(AppConfig(durable=False), models=models(), clock=SystemClock())
+app = App(
+    AppConfig(durable=False, humans=HumanPolicy(review_rate=0.05)),
+    models=models(),
+    clock=SystemClock(),
+)
 test_app = App(AppConfig(durable=False), clock=FakeClock(), recorder=SpanRecorder())
 
 
@@ -80,7 +109,10 @@ async def support(ctx: RunContext, ticket: Ticket) -> Triage:
     )
     found = await ctx.tool(search_kb, query=first.category)
     assert found is not None and both
-    return first
+    await ctx.tool(refund, order_id="o1", amount_usd=250.0)
+    answered: Triage = await ctx.escalate(careful, cleaned, reason="policy case")
+    approved: Triage = await ctx.approve(answered, title="send it?")
+    return approved
 
 
 async def use() -> None:
@@ -93,3 +125,7 @@ async def use() -> None:
     assert done.run_id == handle.run_id
     pipeline = Pipeline([Stage(triage)])
     assert pipeline
+    await app.cancel(handle.run_id, by="oncall", reason="runaway")
+    await app.control("pause", "agent", "triage", by="oncall")
+    row = await app.decide("run-1:2.h", "edit", by="alice", value={"amount_usd": 90})
+    assert row["status"] == "edited"

@@ -189,6 +189,15 @@ def show(
                 f"[{colour}]guard:{s['name']}[/{colour}] {escape(_short(s['output'], width))}"
             )
             continue
+        if s["kind"] == "human":
+            # A human wait: who decided what, and how long the run waited.
+            a = s.get("attrs") or {}
+            nodes[s["step_id"]] = parent.add(
+                f"[cyan]{s['step_id']} human:{s['name']}[/cyan] {a.get('action') or 'waiting'}"
+                f" by {a.get('by') or '-'}{' (timed out)' if a.get('timed_out') else ''} after "
+                f"{s['latency_ms'] / 1000:.1f}s  request {a.get('request_id')}"
+            )
+            continue
         colour = (
             "green"
             if s["status"] == "ok"
