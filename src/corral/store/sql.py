@@ -354,8 +354,12 @@ class SqlStore:
     # -- Recorder -------------------------------------------------------------------------------
 
     async def record_run(self, run: RunRecord) -> None:
+        await self._write(lambda conn: conn.execute(self._upserts["runs"], self._run_values(run)))
+
+    def _run_values(self, run: RunRecord) -> dict[str, Any]:
+        # Called in the writer thread: redacting and dumping stays off the event loop.
         dump = self.redactor.dump
-        values = {
+        return {
             "run_id": run.run_id,
             "workflow": run.workflow,
             "status": run.status,
@@ -374,7 +378,6 @@ class SqlStore:
             "started_at": run.started_at,
             "finished_at": run.finished_at,
         }
-        await self._write(lambda conn: conn.execute(self._upserts["runs"], values))
 
     async def record_span(self, span: Span) -> None:
         await self.record_spans([span])
