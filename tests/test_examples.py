@@ -89,3 +89,44 @@ def test_research_team_and_incident_mesh_run_on_sim(tmp_path):
             assert result["output"]["topics"][:2] == ["alert", "diagnosis"]
         else:
             assert result["output"]["summary"]
+
+
+async def test_support_desk_sends_escalations_to_the_inbox_and_uses_the_human_reply(tmp_path):
+    """The main job with humans: escalated tickets wait for a person's reply (or refusal)."""
+    import asyncio
+
+    from corral import AppConfig, HumanPolicy
+    from examples.support_desk.app import build_app, load_tickets
+
+    tickets = {t.id: t for t in load_tickets()}
+    app = build_app(
+        AppConfig(
+            database=f"sqlite:///{tmp_path / 'c.db'}",
+            durable=False,
+            tiers={"small": "sim:small", "medium": "sim:small", "large": "sim:small"},
+            humans=HumanPolicy(poll_s=0.05),
+        )
+    )
+    async with app:
+        assert app.humans is not None
+        queue = app.humans.subscribe()
+        empty = await app.start("support_inbox", tickets["t04"])
+        injection = await app.start("support_inbox", tickets["t07"])
+        asked = {}
+        for _ in range(2):
+            request = await asyncio.wait_for(queue.get(), 10)
+            asked[request.run_id] = request
+        assert asked[empty.run_id].payload["reason"] == "screening: empty"
+        assert asked[injection.run_id].payload["reason"] == "screening: injection"
+        await app.decide(
+            asked[empty.run_id].id,
+            "answer",
+            by="agent-smith",
+            value={"reply": "Could you tell us more about the problem?"},
+        )
+        await app.decide(asked[injection.run_id].id, "reject", by="agent-smith", comment="spam")
+        answered = (await asyncio.wait_for(empty.result(), 10)).output
+        declined = (await asyncio.wait_for(injection.result(), 10)).output
+    assert answered.outcome == "human_reply"
+    assert answered.reply == "Could you tell us more about the problem?"
+    assert declined.outcome == "escalated" and "spam" in declined.reason

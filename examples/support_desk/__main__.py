@@ -51,6 +51,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--db", default="sqlite:///.corral/corral.db", help="database URL")
     parser.add_argument("--ephemeral", action="store_true", help="no journal (durable=False)")
     parser.add_argument(
+        "--inbox",
+        action="store_true",
+        help="send escalations to the human inbox and wait for the replies (answer them with "
+        "`corral inbox` / `corral answer ID JSON`, or on the dashboard: `corral serve`)",
+    )
+    parser.add_argument(
         "--concurrency",
         type=int,
         default=0,
@@ -72,7 +78,16 @@ async def process(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     app = build_app(config)
     seen: dict[str, str] = {}
     rows: list[dict[str, Any]] = []
-    limit = asyncio.Semaphore(args.concurrency or (8 if args.model == "sim" else 1))
+    # In inbox mode an escalated ticket waits for a person; it must not hold a slot meanwhile.
+    default = len(tickets) if args.inbox else (8 if args.model == "sim" else 1)
+    limit = asyncio.Semaphore(args.concurrency or default)
+    workflow = "support_inbox" if args.inbox else "support"
+    if args.inbox:
+        console.print(
+            "escalations wait in the human inbox: `corral inbox --db "
+            f'{args.db}` lists them, `corral answer ID \'{{"reply": "..."}}\'` replies, or '
+            "answer them on the dashboard (`corral serve`)"
+        )
 
     async with app:
 
@@ -94,7 +109,7 @@ async def process(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             seen.setdefault(digest, ticket.id)
             async with limit:
                 result: RunResult[Any] = await app.run(
-                    "support", ticket, tags=["support-desk", args.model]
+                    workflow, ticket, tags=["support-desk", args.model]
                 )
             spans = await app.spans(result.run_id)
             out = result.output.model_dump() if result.output else {}

@@ -2,7 +2,9 @@
 
 Screening and research are deterministic code (a function agent and a knowledge-base tool);
 triage, drafting and review are LLM agents with typed contracts. Low confidence, policy topics,
-prompt-injection attempts and rejected drafts escalate to a human as a structured outcome.
+prompt-injection attempts and rejected drafts escalate: as a structured outcome (`support`), or
+to a person through the human inbox (`support_inbox`): the run waits, durably, until someone
+writes the reply (`corral inbox`, `corral answer`, or the dashboard's Inbox page).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from corral import Agent, App, AppConfig, RunContext, function_agent, tool
+from corral import Agent, App, AppConfig, RejectedError, RunContext, function_agent, tool
 from corral.errors import AgentError
 
 HERE = Path(__file__).parent
@@ -79,7 +81,7 @@ class Resolution(BaseModel):
     """The outcome of one ticket."""
 
     ticket_id: str
-    outcome: Literal["replied", "escalated"]
+    outcome: Literal["replied", "escalated", "human_reply"]
     category: Category | None = None
     reply: str | None = None
     reason: str | None = None
@@ -152,25 +154,53 @@ CONFIDENCE_FLOOR = 0.3
 
 
 async def handle_ticket(ctx: RunContext, ticket: Ticket) -> Resolution:
-    """Screen, triage, research, draft and review one ticket."""
+    """Screen, triage, research, draft and review one ticket; escalations are an outcome."""
+    return await _handle(ctx, ticket, inbox=False)
+
+
+async def handle_ticket_inbox(ctx: RunContext, ticket: Ticket) -> Resolution:
+    """The same, but an escalation waits for a person to write the reply."""
+    return await _handle(ctx, ticket, inbox=True)
+
+
+async def _handle(ctx: RunContext, ticket: Ticket, *, inbox: bool) -> Resolution:
     screened = await ctx.call(screen, ticket)
-    if screened.flag != "ok":
-        return Resolution(
-            ticket_id=ticket.id, outcome="escalated", reason=f"screening: {screened.flag}"
+
+    async def escalate(
+        reason: str, category: Category | None = None, draft: Draft | None = None
+    ) -> Resolution:
+        if not inbox:
+            return Resolution(
+                ticket_id=ticket.id, outcome="escalated", category=category, reason=reason
+            )
+        request = DraftRequest(
+            ticket=screened.text or "(empty)", category=category or "other", articles=[]
         )
+        try:
+            written = await ctx.escalate(drafter, request, reason=reason, proposed=draft)
+        except RejectedError as exc:
+            return Resolution(
+                ticket_id=ticket.id,
+                outcome="escalated",
+                category=category,
+                reason=f"{reason}; {exc.message}",
+            )
+        return Resolution(
+            ticket_id=ticket.id,
+            outcome="human_reply",
+            category=category,
+            reply=written.reply,
+            reason=reason,
+        )
+
+    if screened.flag != "ok":
+        return await escalate(f"screening: {screened.flag}")
     try:
         tri = await ctx.call(triage, screened)
     except AgentError as exc:
-        return Resolution(
-            ticket_id=ticket.id, outcome="escalated", reason=f"triage failed: {exc.code}"
-        )
+        return await escalate(f"triage failed: {exc.code}")
     if tri.confidence < CONFIDENCE_FLOOR:
-        return Resolution(
-            ticket_id=ticket.id,
-            outcome="escalated",
-            category=tri.category,
-            reason=f"low triage confidence {tri.confidence:.2f}",
-        )
+        return await escalate(f"low triage confidence {tri.confidence:.2f}", tri.category)
     articles = await ctx.tool(search_kb, query=screened.text, category=tri.category)
     assert isinstance(articles, list)
     try:
@@ -182,18 +212,10 @@ async def handle_ticket(ctx: RunContext, ticket: Ticket) -> Resolution:
         )
         review = await ctx.call(reviewer, ReviewRequest(ticket=screened.text, reply=draft.reply))
     except AgentError as exc:
-        return Resolution(
-            ticket_id=ticket.id,
-            outcome="escalated",
-            category=tri.category,
-            reason=f"{exc.agent} failed: {exc.code}",
-        )
+        return await escalate(f"{exc.agent} failed: {exc.code}", tri.category)
     if not review.approved:
-        return Resolution(
-            ticket_id=ticket.id,
-            outcome="escalated",
-            category=tri.category,
-            reason=f"review rejected the draft (score {review.score})",
+        return await escalate(
+            f"review rejected the draft (score {review.score})", tri.category, draft
         )
     return Resolution(
         ticket_id=ticket.id,
@@ -208,6 +230,7 @@ def build_app(config: AppConfig | None = None) -> App:
     """The support desk app; `config` picks the database and the model behind each tier."""
     app = App(config)
     app.workflow(handle_ticket, name="support")
+    app.workflow(handle_ticket_inbox, name="support_inbox")
     return app
 
 
