@@ -95,8 +95,9 @@ async def test_support_desk_sends_escalations_to_the_inbox_and_uses_the_human_re
     """The main job with humans: escalated tickets wait for a person's reply (or refusal)."""
     import asyncio
 
-    from corral import AppConfig, HumanPolicy
     from examples.support_desk.app import build_app, load_tickets
+
+    from corral import AppConfig, HumanPolicy
 
     tickets = {t.id: t for t in load_tickets()}
     app = build_app(
