@@ -153,6 +153,11 @@ class Ops:
             self._signer = chain.AuditSigner.load(self._key_file)
         return self._signer
 
+    def _load_key(self) -> None:
+        """Load (or create) the signing key on the caller's side, so a bad key is a clear
+        `ConfigError` there rather than a failure inside a write transaction."""
+        self.signer  # noqa: B018 - the property loads it
+
     def _append(
         self,
         conn: sa.Connection,
@@ -187,7 +192,7 @@ class Ops:
         details: dict[str, JsonValue] | None = None,
     ) -> int:
         """Append one audit entry (secrets redacted, nothing truncated); returns its number."""
-        self.signer  # noqa: B018 - load the key before entering the writing thread
+        self._load_key()
 
         def write() -> int:
             with self.store.engine.begin() as conn:
@@ -258,7 +263,7 @@ class Ops:
                     row = conn.execute(sa.select(requests).where(requests.c.id == request_id)).one()
                 return _request_row(row._mapping)
 
-        self.signer  # noqa: B018 - load the key before entering the writing thread
+        self._load_key()
         return await self.store._call(write)
 
     async def decided_among(self, request_ids: list[str]) -> list[str]:
@@ -344,7 +349,7 @@ class Ops:
                 f"cannot {action!r} a {row['kind']} request; use one of {list(allowed)}"
             )
         value = _checked_value(row, action, value)
-        self.signer  # noqa: B018 - load the key before entering the writing thread
+        self._load_key()
 
         def write() -> dict[str, Any]:
             with self.store.engine.begin() as conn:
@@ -413,7 +418,7 @@ class Ops:
             raise UsageError(f"a {scope} control needs the {scope}'s name")
         if scope in ("all", "noncritical"):
             name = None
-        self.signer  # noqa: B018 - load the key before entering the writing thread
+        self._load_key()
 
         def write() -> int:
             with self.store.engine.begin() as conn:
@@ -483,7 +488,7 @@ class Ops:
             "created_at": at,
             "created_by": by,
         }
-        self.signer  # noqa: B018 - load the key before entering the writing thread
+        self._load_key()
 
         def write() -> None:
             with self.store.engine.begin() as conn:
@@ -527,7 +532,7 @@ class Ops:
             NotFoundError: no such token.
             ConflictError: it is already revoked.
         """
-        self.signer  # noqa: B018 - load the key before entering the writing thread
+        self._load_key()
 
         def write() -> None:
             with self.store.engine.begin() as conn:
