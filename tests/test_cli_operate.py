@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 
 from corral import App, AppConfig, HumanPolicy, RunContext, tool
+from corral.errors import UsageError
 from corral.humans import HumanRequest
 from corral.store.ops import Ops
 from corral.store.sql import SqlStore
@@ -191,3 +192,36 @@ async def test_show_prints_who_decided_a_human_wait(cli, db):
     code, out, _ = await asyncio.to_thread(cli, "show", result.run_id)
     assert code == 0
     assert "human:approval:cancel_order reject by alice" in " ".join(out.split())
+
+
+async def test_tokens_expire_and_remember_when_they_were_last_used(db):
+    from datetime import timedelta
+
+    store = await SqlStore.open(db)
+    try:
+        ops = Ops(store)
+        t0 = datetime(2026, 12, 1, tzinfo=UTC)
+        token, row = await ops.create_token("ci", "operator", by="t", at=t0, expires_in_s=3600)
+        assert row["expires_at"] == t0 + timedelta(hours=1)
+        assert await ops.authenticate(token, t0 + timedelta(minutes=59)) is not None
+        assert await ops.authenticate(token, t0 + timedelta(hours=1)) is None  # expired
+        [listed] = await ops.list_tokens()
+        assert listed["last_used_at"] == t0 + timedelta(minutes=59)
+        assert await ops.has_tokens(t0) and not await ops.has_tokens(t0 + timedelta(hours=2))
+        with pytest.raises(UsageError, match="lifetime must be positive"):
+            await ops.create_token("x", "viewer", by="t", at=t0, expires_in_s=0)
+    finally:
+        await store.close()
+
+
+def test_tokens_create_takes_a_lifetime(cli):
+    code, out, err = cli("tokens", "create", "bot", "--role", "viewer", "--expires", "30d")
+    assert code == 0, err
+    assert "expires" in out
+    code, out, _ = cli("tokens", "list", "--format", "json")
+    [row] = json.loads(out)
+    created = datetime.fromisoformat(row["created_at"])
+    expires = datetime.fromisoformat(row["expires_at"])
+    assert round((expires - created).total_seconds() / 86400) == 30
+    code, _, err = cli("tokens", "create", "old", "--expires", "2001-01-01")
+    assert code == 2 and "in the past" in err

@@ -113,7 +113,10 @@ async def test_every_endpoint_refuses_without_a_token_and_mutations_without_the_
     async with served.client() as anonymous:
         bad = {"Authorization": "Bearer crl_nope_nope"}
         response = await anonymous.get("/api/runs", headers=bad)
-        assert response.status_code == 401 and "unknown or revoked" in response.json()["message"]
+        assert (
+            response.status_code == 401
+            and "unknown, revoked or expired" in response.json()["message"]
+        )
 
 
 async def test_an_operator_decides_over_http_and_bad_decisions_are_4xx(served):
@@ -192,7 +195,7 @@ async def test_pages_need_a_login_and_the_login_sets_a_strict_cookie(served):
         assert first.status_code == 303
         assert first.headers["location"] == "/login?next=/inbox%3Fkind%3Dapproval"
         refused = await browser.post("/login", data={"token": "crl_bad_bad", "next": "/inbox"})
-        assert refused.status_code == 401 and "unknown or revoked token" in refused.text
+        assert refused.status_code == 401 and "unknown, revoked or expired token" in refused.text
         login = await browser.post(
             "/login", data={"token": served.tokens["viewer"], "next": "//evil.example/"}
         )

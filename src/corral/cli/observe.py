@@ -221,7 +221,7 @@ def serve(
     async def first_token(ops: Any) -> None:
         # Every page and endpoint needs a token: on a database with none, make the first admin
         # token and show it once, the way Jupyter shows its login token.
-        if await ops.has_tokens():
+        if await ops.has_tokens(datetime.now(UTC)):
             return
         token, _ = await ops.create_token(
             "first-admin", "admin", by="corral serve", at=datetime.now(UTC)

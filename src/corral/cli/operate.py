@@ -385,16 +385,34 @@ app.add_typer(tokens_app, name="tokens")
 def tokens_create(
     name: Annotated[str, typer.Argument(help="who or what uses it")],
     role: Annotated[str, typer.Option(help="viewer, operator or admin")] = "viewer",
+    expires: Annotated[
+        str | None,
+        typer.Option(help="lifetime (12h, 30d, 2w) or an ISO date (default: until revoked)"),
+    ] = None,
     actor: As = None,
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
     """Create a token; it is shown once (only its hash is stored)."""
+    from corral.store.queries import parse_since
+
     who = _who(actor)
+    now = datetime.now(UTC)
+    lifetime: float | None = None
+    if expires:
+        target = parse_since(expires, now)  # `30d` means 30 days back; an ISO date is a date
+        lifetime = (now - target if target < now else target - now).total_seconds()
+        if expires[:1].isdigit() and "-" in expires and target < now:
+            raise UsageError(f"--expires {expires} is in the past")
     token, row = _with_ops(
-        config, db, lambda ops: ops.create_token(name, role, by=who, at=datetime.now(UTC))
+        config,
+        db,
+        lambda ops: ops.create_token(name, role, by=who, at=now, expires_in_s=lifetime),
     )
-    console.print(f"token {row['id']} for {name} ({role}); store it now, it is not shown again:")
+    until = f", expires {row['expires_at']:%Y-%m-%d %H:%M} UTC" if row["expires_at"] else ""
+    console.print(
+        f"token {row['id']} for {name} ({role}{until}); store it now, it is not shown again:"
+    )
     console.out(token)
 
 
@@ -402,7 +420,8 @@ def tokens_create(
 def tokens_list(fmt: Format = "table", config: ConfigOpt = None, db: DbOpt = None) -> None:
     """Tokens (never the secret), newest first."""
     rows = _with_ops(config, db, lambda ops: ops.list_tokens())
-    _emit(rows, ["id", "name", "role", "created_at", "created_by", "revoked_at"], fmt, "Tokens")
+    columns = ["id", "name", "role", "created_at", "created_by", "expires_at", "last_used_at"]
+    _emit(rows, [*columns, "revoked_at"], fmt, "Tokens")
 
 
 @tokens_app.command("revoke")

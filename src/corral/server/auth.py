@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Request
@@ -75,9 +76,11 @@ def requires(ops: Ops, role: Role) -> Callable[[Request], Awaitable[Principal]]:
                 "this needs an API token: send `Authorization: Bearer <token>` (create one with "
                 "`corral tokens create NAME --role ROLE`) or log in at /login"
             )
-        found: dict[str, Any] | None = await ops.authenticate(token)
+        found: dict[str, Any] | None = await ops.authenticate(token, datetime.now(UTC))
         if found is None:
-            raise Unauthorized("the token is unknown or revoked; log in again with a valid one")
+            raise Unauthorized(
+                "the token is unknown, revoked or expired; log in again with a valid one"
+            )
         principal = Principal(found["id"], found["name"], found["role"])
         if ROLES.index(principal.role) < needed:
             raise Forbidden(

@@ -433,7 +433,7 @@ def create_dashboard(store: SqlStore, *, app: App | None = None, ops: Ops | None
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
         token = (form.get("token") or [""])[0].strip()
         target = _local((form.get("next") or ["/"])[0])
-        found = await ops.authenticate(token) if token else None
+        found = await ops.authenticate(token, datetime.now(UTC)) if token else None
         if found is None:
             return templates.TemplateResponse(
                 request,
@@ -441,7 +441,7 @@ def create_dashboard(store: SqlStore, *, app: App | None = None, ops: Ops | None
                 {
                     "title": "Log in",
                     "next": target,
-                    "error": "unknown or revoked token",
+                    "error": "unknown, revoked or expired token",
                     "live": False,
                     "fragment": False,
                     "path": "/login",

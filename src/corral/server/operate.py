@@ -71,6 +71,9 @@ class TokenBody(BaseModel):
 
     name: str = Field(min_length=1, max_length=200)
     role: Literal["viewer", "operator", "admin"] = "viewer"
+    expires_in_days: float | None = Field(
+        None, gt=0, le=3650, description="the token stops working after this many days"
+    )
 
 
 def add_operator_routes(
@@ -184,7 +187,10 @@ def add_operator_routes(
 
     @router.post("/api/tokens", status_code=201)
     async def api_token_create(body: TokenBody, who: Principal = admin) -> Any:
-        token, row = await ops.create_token(body.name, body.role, by=who.actor, at=now())
+        lifetime = body.expires_in_days * 86400 if body.expires_in_days is not None else None
+        token, row = await ops.create_token(
+            body.name, body.role, by=who.actor, at=now(), expires_in_s=lifetime
+        )
         return jsonable({**row, "token": token})
 
     @router.delete("/api/tokens/{token_id}")

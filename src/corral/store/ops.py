@@ -23,7 +23,7 @@ import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -87,7 +87,11 @@ tokens = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("created_by", sa.String(200), nullable=False),
     sa.Column("revoked_at", sa.DateTime(timezone=True)),
+    sa.Column("expires_at", sa.DateTime(timezone=True)),
+    sa.Column("last_used_at", sa.DateTime(timezone=True)),
 )
+_TOUCH_EVERY = timedelta(minutes=1)
+"""`last_used_at` is written at most this often per token (not on every request)."""
 
 CONTROL_SCOPES = {
     "halt": ("run", "agent", "all"),
@@ -467,17 +471,29 @@ class Ops:
     # -- tokens -----------------------------------------------------------------------------------
 
     async def create_token(
-        self, name: str, role: str, *, by: str, at: datetime
+        self,
+        name: str,
+        role: str,
+        *,
+        by: str,
+        at: datetime,
+        expires_in_s: float | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """A new API token; returns (the token, shown once; its row without the hash).
 
+        Args:
+            expires_in_s: The token stops working this long after `at` (None: until revoked).
+
         Raises:
-            UsageError: an unknown role or an empty name.
+            UsageError: an unknown role, an empty name or a non-positive lifetime.
         """
         if role not in ROLES:
             raise UsageError(f"unknown role {role!r}; use one of {list(ROLES)}")
         if not name.strip():
             raise UsageError("a token needs a name (who or what uses it)")
+        if expires_in_s is not None and not expires_in_s > 0:
+            raise UsageError(f"a token's lifetime must be positive, got {expires_in_s!r} s")
+        expires_at = at + timedelta(seconds=expires_in_s) if expires_in_s is not None else None
         token_id = secrets.token_hex(4)
         token = f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
         row = {
@@ -487,6 +503,7 @@ class Ops:
             "hash": _hash_token(token),
             "created_at": at,
             "created_by": by,
+            "expires_at": expires_at,
         }
         self._load_key()
 
@@ -505,7 +522,7 @@ class Ops:
 
         await self.store._call(write)
         public = {k: v for k, v in row.items() if k != "hash"}
-        return token, {**public, "revoked_at": None}
+        return token, {**public, "revoked_at": None, "last_used_at": None}
 
     async def list_tokens(self) -> list[dict[str, Any]]:
         """Every token (without hashes), newest first."""
@@ -514,14 +531,8 @@ class Ops:
             cols = [c for c in tokens.c if c.name != "hash"]
             with self.store.engine.connect() as conn:
                 rows = conn.execute(sa.select(*cols).order_by(tokens.c.created_at.desc()))
-                return [
-                    {
-                        **r._mapping,
-                        "created_at": _aware(r.created_at),
-                        "revoked_at": _aware(r.revoked_at),
-                    }
-                    for r in rows
-                ]
+                times = ("created_at", "revoked_at", "expires_at", "last_used_at")
+                return [{**r._mapping, **{t: _aware(r._mapping[t]) for t in times}} for r in rows]
 
         return await self.store._call(read)
 
@@ -548,32 +559,50 @@ class Ops:
 
         await self.store._call(write)
 
-    async def authenticate(self, token: str) -> dict[str, Any] | None:
-        """The live token row matching `token` (without its hash), or None."""
+    async def authenticate(self, token: str, now: datetime) -> dict[str, Any] | None:
+        """The live token row matching `token` (`id`, `name`, `role`), or None when it is
+        unknown, revoked or expired. Records when it was last used (at most once a minute)."""
         if not token.startswith(TOKEN_PREFIX):
             return None
         digest = _hash_token(token)
 
-        def read() -> dict[str, Any] | None:
+        def check() -> dict[str, Any] | None:
             with self.store.engine.connect() as conn:
                 row = conn.execute(
-                    sa.select(tokens.c.id, tokens.c.name, tokens.c.role).where(
-                        tokens.c.hash == digest, tokens.c.revoked_at.is_(None)
-                    )
+                    sa.select(
+                        tokens.c.id,
+                        tokens.c.name,
+                        tokens.c.role,
+                        tokens.c.expires_at,
+                        tokens.c.last_used_at,
+                    ).where(tokens.c.hash == digest, tokens.c.revoked_at.is_(None))
                 ).first()
-                return None if row is None else dict(row._mapping)
+            if row is None:
+                return None
+            expires = _aware(row.expires_at)
+            if expires is not None and expires <= now:
+                return None
+            used = _aware(row.last_used_at)
+            if used is None or now - used >= _TOUCH_EVERY:
+                with self.store.engine.begin() as conn:
+                    conn.execute(
+                        tokens.update().where(tokens.c.id == row.id).values(last_used_at=now)
+                    )
+            return {"id": row.id, "name": row.name, "role": row.role}
 
-        return await self.store._call(read)
+        return await self.store._call(check)
 
-    async def has_tokens(self) -> bool:
-        """Whether any live token exists."""
+    async def has_tokens(self, now: datetime | None = None) -> bool:
+        """Whether any live token exists (unrevoked, and unexpired at `now` when given)."""
 
         def read() -> bool:
+            query = sa.select(tokens.c.id, tokens.c.expires_at).where(tokens.c.revoked_at.is_(None))
             with self.store.engine.connect() as conn:
-                found = conn.execute(
-                    sa.select(tokens.c.id).where(tokens.c.revoked_at.is_(None)).limit(1)
-                ).first()
-                return found is not None
+                for _, expires in conn.execute(query):
+                    at = _aware(expires)
+                    if now is None or at is None or at > now:
+                        return True
+            return False
 
         return await self.store._call(read)
 
