@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import html
 import os
-import shutil
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from corral.errors import AgentError
 from corral.patterns import Pipeline
 from corral.server.dashboard import create_dashboard
 from corral.store import queries
+from tests.browser import open_page
 
 httpx2 = pytest.importorskip("httpx2", reason="the HTTP client the openai SDK ships with")
 
@@ -184,38 +184,6 @@ def save_artifact(name: str, data: bytes) -> None:
     """Kept for people (and CI) to look at: `.artifacts/` or $CORRAL_ARTIFACTS."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / name).write_bytes(data)
-
-
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        pytest.skip("Debian chromium is not installed: scripts/install.sh installs it")
-    return found
-
-
-@pytest.fixture
-async def browser() -> Any:
-    playwright_api = pytest.importorskip("playwright.async_api", reason="pip install playwright")
-    executable = _chromium()
-    async with playwright_api.async_playwright() as p:
-        launched = await p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        try:
-            yield launched
-        finally:
-            await launched.close()
-
-
-async def open_page(browser: Any, url: str, token: str) -> tuple[Any, list[str]]:
-    """A page logged in with `token` (the cookie the login form sets)."""
-    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
-    await context.add_cookies([{"name": "corral_token", "value": token, "url": url}])
-    page = await context.new_page()
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
-    response = await page.goto(url)
-    assert response is not None and response.ok, url
-    return page, problems
 
 
 async def test_every_page_loads_in_chromium_without_console_errors(served, browser):

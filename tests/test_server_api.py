@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from corral import App, AppConfig, HumanPolicy, RunContext, tool
 from corral.server.dashboard import create_dashboard
-from tests.test_dashboard import _chromium
+from tests.browser import open_page
 
 httpx2 = pytest.importorskip("httpx2", reason="the HTTP client the openai SDK ships with")
 
@@ -251,92 +251,63 @@ async def test_the_openapi_spec_survives_schemathesis_without_a_server_error(ser
     assert failures == []
 
 
-async def test_the_approval_inbox_works_in_chromium(served):
-    playwright_api = pytest.importorskip("playwright.async_api", reason="pip install playwright")
+async def test_the_approval_inbox_works_in_chromium(served, browser):
     handle, request_id = await served.waiting_run("o4")
-    async with playwright_api.async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
-        try:
-            page = await browser.new_page()
-            problems: list[str] = []
-            page.on("pageerror", lambda e: problems.append(str(e)))
-            await page.goto(served.url + "/inbox")
-            assert page.url.endswith("/login?next=/inbox")
-            await page.fill("input[name=token]", served.tokens["operator"])
-            await page.click("#login button[type=submit]")
-            await page.wait_for_url("**/inbox")
-            card = page.locator(f'section.request[data-request="{request_id}"]')
-            assert await card.count() == 1
-            assert "o4" in await card.locator("pre.payload").inner_text()
-            await card.locator("details summary").click()
-            await card.locator("textarea[name=value]").fill('{"order_id": "o4", "amount_usd": 1}')
-            await card.locator("button.edit").click()
-            await card.wait_for(state="detached")
-            result = await asyncio.wait_for(handle.result(), WAIT)
-            assert result.ok and result.output.receipt == "r-o4-1"
-            await page.reload()
-            assert await page.locator("#inbox-empty").count() == 1
-            assert await page.locator(f'#decided tr[data-request="{request_id}"]').count() == 1
-            assert problems == []
-        finally:
-            await browser.close()
+    page, problems = await open_page(browser, served.url + "/inbox", None, go=False)
+    await page.goto(served.url + "/inbox")
+    assert page.url.endswith("/login?next=/inbox")
+    await page.fill("input[name=token]", served.tokens["operator"])
+    await page.click("#login button[type=submit]")
+    await page.wait_for_url("**/inbox")
+    card = page.locator(f'section.request[data-request="{request_id}"]')
+    assert await card.count() == 1
+    assert "o4" in await card.locator("pre.payload").inner_text()
+    await card.locator("details summary").click()
+    await card.locator("textarea[name=value]").fill('{"order_id": "o4", "amount_usd": 1}')
+    await card.locator("button.edit").click()
+    await card.wait_for(state="detached")
+    result = await asyncio.wait_for(handle.result(), WAIT)
+    assert result.ok and result.output.receipt == "r-o4-1"
+    await page.reload()
+    assert await page.locator("#inbox-empty").count() == 1
+    assert await page.locator(f'#decided tr[data-request="{request_id}"]').count() == 1
+    assert problems == []
 
 
-async def test_a_viewer_sees_why_the_inbox_refuses_their_decision(served):
-    playwright_api = pytest.importorskip("playwright.async_api", reason="pip install playwright")
+async def test_a_viewer_sees_why_the_inbox_refuses_their_decision(served, browser):
     _, request_id = await served.waiting_run("o5")
-    async with playwright_api.async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
-        try:
-            context = await browser.new_context()
-            cookie = {"name": "corral_token", "value": served.tokens["viewer"], "url": served.url}
-            await context.add_cookies([cookie])
-            page = await context.new_page()
-            await page.goto(served.url + "/inbox")
-            card = page.locator(f'section.request[data-request="{request_id}"]')
-            await card.locator("button.approve").click()
-            error = card.locator(".decide-error")
-            await error.wait_for(state="visible")
-            await page.wait_for_function(
-                "el => el.textContent.length > 0", arg=await error.element_handle()
-            )
-            assert "has role viewer; this needs operator" in await error.inner_text()
-            assert (await served.app.ops.get_request(request_id))["status"] == "pending"
-        finally:
-            await browser.close()
+    page, _ = await open_page(browser, served.url + "/inbox", served.tokens["viewer"])
+    card = page.locator(f'section.request[data-request="{request_id}"]')
+    await card.locator("button.approve").click()
+    error = card.locator(".decide-error")
+    await page.wait_for_function(
+        "el => el.textContent.length > 0", arg=await error.element_handle()
+    )
+    assert "has role viewer; this needs operator" in await error.inner_text()
+    assert (await served.app.ops.get_request(request_id))["status"] == "pending"
 
 
-async def test_dashboard_buttons_cancel_a_run_and_stop_noncritical_work(served):
-    playwright_api = pytest.importorskip("playwright.async_api", reason="pip install playwright")
+async def test_dashboard_buttons_cancel_a_run_and_stop_noncritical_work(served, browser):
     handle, _ = await served.waiting_run("o6")
-    async with playwright_api.async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
-        try:
-            context = await browser.new_context()
-            cookie = {"name": "corral_token", "value": served.tokens["operator"], "url": served.url}
-            await context.add_cookies([cookie])
-            page = await context.new_page()
-            problems: list[str] = []
-            page.on("pageerror", lambda e: problems.append(str(e)))
-            await page.goto(f"{served.url}/runs/{handle.run_id}")
-            await page.click("#cancel-run")
-            result = await asyncio.wait_for(handle.result(), WAIT)
-            assert result.status == "killed" and "token:operator" in result.error["message"]
+    page, problems = await open_page(
+        browser, f"{served.url}/runs/{handle.run_id}", served.tokens["operator"]
+    )
+    await page.click("#cancel-run")
+    result = await asyncio.wait_for(handle.result(), WAIT)
+    assert result.status == "killed" and "token:operator" in result.error["message"]
 
-            await page.goto(served.url + "/controls")
-            assert await page.locator("#paused-noncritical").inner_text() == "no"
-            await page.click("#toggle-noncritical")
-            await page.wait_for_function(
-                "document.getElementById('paused-noncritical').textContent !== 'no'"
-            )
-            assert served.app.guards.kill.state["paused_noncritical"] == "by token:operator"
-            await page.click("#toggle-noncritical")  # now "Resume non-critical work"
-            await page.wait_for_function(
-                "document.getElementById('paused-noncritical').textContent === 'no'"
-            )
-            assert served.app.guards.kill.state["paused_noncritical"] is None
-            history = page.locator("#control-history tbody tr")
-            assert await history.count() == 3  # halt run, pause, resume
-            assert problems == []
-        finally:
-            await browser.close()
+    await page.goto(served.url + "/controls")
+    assert await page.locator("#paused-noncritical").inner_text() == "no"
+    await page.click("#toggle-noncritical")
+    await page.wait_for_function(
+        "document.getElementById('paused-noncritical').textContent !== 'no'"
+    )
+    assert served.app.guards.kill.state["paused_noncritical"] == "by token:operator"
+    await page.click("#toggle-noncritical")  # now "Resume non-critical work"
+    await page.wait_for_function(
+        "document.getElementById('paused-noncritical').textContent === 'no'"
+    )
+    assert served.app.guards.kill.state["paused_noncritical"] is None
+    history = page.locator("#control-history tbody tr")
+    assert await history.count() == 3  # halt run, pause, resume
+    assert problems == []

@@ -36,14 +36,6 @@ def _cmd(database: str, run_id: str, mode: str, ledger: Path) -> list[str]:
     ]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'corral.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
 async def _decide(database: str, request_id: str, action: str, value: object = None) -> None:
     store = await SqlStore.open(database)
     try:

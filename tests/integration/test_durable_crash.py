@@ -51,14 +51,6 @@ def _final(proc: subprocess.CompletedProcess[str]) -> dict[str, object]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'corral.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
 @pytest.mark.parametrize("kill_at", ["after-step:1", "after-step:2", "after-step:3", "in-effect"])
 def test_killed_run_resumes_without_repeating_calls_or_effects(
     database: str, kill_at: str, tmp_path: Path

@@ -26,7 +26,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path as FilePath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 from urllib.parse import parse_qs, quote
 
 from fastapi import Depends, FastAPI, Path, Query, Request
@@ -41,6 +41,7 @@ from corral.server.operate import add_operator_routes
 from corral.store import queries
 from corral.store.ops import Ops
 from corral.store.sql import SqlStore
+from corral.trace import RunStatus
 
 if TYPE_CHECKING:
     from corral.app import App
@@ -185,16 +186,7 @@ def _filter(
     )
 
 
-_STATUSES = (
-    "running",
-    "succeeded",
-    "failed",
-    "deadline_exceeded",
-    "budget_exhausted",
-    "killed",
-    "rejected",
-    "taken_over",
-)
+_STATUSES: tuple[str, ...] = get_args(RunStatus)
 _ERRORS: dict[type[Exception], tuple[int, str]] = {
     Unauthorized: (401, "unauthorized"),
     Forbidden: (403, "forbidden"),
