@@ -166,6 +166,8 @@ class App:
         self._tasks: dict[asyncio.Task[Any], tuple[str, bool]] = {}
         """Runs started with `start`: task -> (run id, durable)."""
         self._abandoned: set[str] = set()
+        self._fresh: set[str] = set()
+        """Runs this process just started under a new id (no earlier human waits to count)."""
         """Ephemeral runs `close()` is ending while they wait for a human."""
         self.guards = Guards(
             self.config.guards, self.clock, seed=self.config.sim.seed, tiers=self.config.tiers
@@ -621,7 +623,10 @@ class App:
             "deadline_at": self.clock.now().timestamp() + limit,
             "priority": priority,
         }
-        return RunId(run_id or self._id_factory()), wf, data, meta, engine
+        rid = RunId(run_id or self._id_factory())
+        if run_id is None:
+            self._fresh.add(rid)  # a new id: it has no past to look up when it starts
+        return rid, wf, data, meta, engine
 
     def _result(self, wf: Workflow, record: dict[str, Any], duration_s: float) -> RunResult[Any]:
         raw = record.get("output")
@@ -697,7 +702,9 @@ class App:
             # a day for an approval); the store knows how long a resumed run has waited so far.
             now = self.clock.now()
             waited = 0.0
-            if base.durable and self.ops is not None:
+            if run_id in self._fresh:
+                self._fresh.discard(run_id)
+            elif base.durable and self.ops is not None:
                 waited = await self.ops.human_wait_s(run_id, now)
             remaining = deadline_at + waited - now.timestamp()
             if remaining <= 0:
