@@ -328,11 +328,15 @@ class RunContext:
         """Hand `payload` to `agent` and return its validated output.
 
         The payload is validated against the agent's input schema first; the answer against its
-        output schema. If the agent fails and names a fallback, the fallback is tried.
+        output schema. If the agent fails and names a fallback, the fallback is tried. An agent
+        with an `escalation` policy sends its hard cases (low confidence, no valid answer, and,
+        if asked, a guard's refusal) to a human and returns the human's answer instead.
 
         Raises:
             AgentError: invalid input, or the agent (and its fallback) could not produce a valid
                 output. Never returns unvalidated data.
+            TakenOverError: a human took the escalated run over.
+            RejectedError: a human declined a low-confidence escalation.
         """
         step_id = self._next_step_id()
         policy = agent.escalation
