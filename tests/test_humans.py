@@ -631,3 +631,23 @@ async def test_closing_the_app_does_not_wait_a_day_for_a_human(tmp_path):
     finally:
         await store.close()
     assert run["status"] == "killed" and run["error"]["code"] == "abandoned"
+
+
+async def test_a_decision_made_in_another_process_wakes_the_run_at_the_next_poll(tmp_path):
+    """`corral approve` in another shell writes the decision through its own connection; the
+    app notices it within `humans.poll_s` (no in-process notification reaches it)."""
+    from datetime import UTC, datetime
+
+    from corral.store.ops import Ops
+    from corral.store.sql import SqlStore
+
+    app, calls = make_app(tmp_path)
+    async with app:
+        handle, request = await start_and_wait(app, "pay", {"order_id": "o6", "amount_usd": 600})
+        other = await SqlStore.open(app.config.database)
+        try:
+            await Ops(other).decide(request.id, "approve", by="cli:bob", at=datetime.now(UTC))
+        finally:
+            await other.close()
+        result = await asyncio.wait_for(handle.result(), WAIT)
+    assert result.ok and len(calls) == 1
