@@ -200,6 +200,11 @@ async def test_pages_need_a_login_and_the_login_sets_a_strict_cookie(served):
             "/login", data={"token": served.tokens["viewer"], "next": "//evil.example/"}
         )
         assert login.status_code == 303 and login.headers["location"] == "/"
+        for sneaky in ("/\\evil.example/", "https://evil.example/", "evil"):
+            again = await browser.post(
+                "/login", data={"token": served.tokens["viewer"], "next": sneaky}
+            )
+            assert again.headers["location"] == "/", sneaky
         cookie = login.headers["set-cookie"]
         assert "HttpOnly" in cookie and "SameSite=strict" in cookie
         page = await browser.get("/inbox")

@@ -458,8 +458,11 @@ def create_dashboard(store: SqlStore, *, app: App | None = None, ops: Ops | None
 
 
 def _local(target: str) -> str:
-    """Only same-site paths after login (no open redirect to another host)."""
-    return target if target.startswith("/") and not target.startswith("//") else "/"
+    """Only same-site paths after login (no open redirect to another host: browsers read `//x`
+    and `/\\x` as another host)."""
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
 
 
 def _details(exc: Exception) -> dict[str, Any]:
