@@ -651,3 +651,23 @@ async def test_a_decision_made_in_another_process_wakes_the_run_at_the_next_poll
             await other.close()
         result = await asyncio.wait_for(handle.result(), WAIT)
     assert result.ok and len(calls) == 1
+
+
+async def test_audited_and_served_configuration_hides_credentials(tmp_path):
+    from corral.observe import OtlpConfig
+
+    secret_hook = "https://hooks.slack.example/services/T0/B0/s3cr3tPath"
+    config = AppConfig(
+        database=f"sqlite:///{tmp_path / 'corral.db'}",
+        durable=False,
+        humans=HumanPolicy(webhook_url=secret_hook),
+        otlp=OtlpConfig(headers={"Authorization": "Basic dXNlcjpwYXNz"}),
+    )
+    public = config.public("sqlite:///x")
+    assert public["humans"]["webhook_url"] == "https://hooks.slack.example/[REDACTED]"
+    assert public["otlp"]["headers"] == {"Authorization": "[REDACTED]"}
+    async with App(config) as app:
+        assert app.ops is not None
+        [change] = await app.ops.audit_entries(action="config.change")
+    text = str(change["details"])
+    assert "s3cr3tPath" not in text and "dXNlcjpwYXNz" not in text

@@ -321,8 +321,7 @@ class App:
 
     async def _audit_config(self) -> None:
         assert self.ops is not None
-        settings = dataclasses.asdict(self.config)
-        settings["database"] = self._store._safe_url()
+        settings = self.config.public(self._store._safe_url())
         text = json.dumps(settings, sort_keys=True, default=str)
         digest = hashlib.sha256(text.encode()).hexdigest()
         last = await self.ops.audit_entries(action="config.change", limit=1)

@@ -8,10 +8,11 @@ path. Python users build `AppConfig(...)` directly; the same validation runs.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -41,6 +42,7 @@ __all__ = [
 ]
 
 DEFAULT_DATABASE = "sqlite:///.corral/corral.db"
+_MASK = "[REDACTED]"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,6 +152,20 @@ class AppConfig:
     """Approval and escalation timeouts, the review sample, side-effect argument limits."""
     audit: AuditPolicy = AuditPolicy()
     """The audit log's checkpoint signing key and interval."""
+
+    def public(self, database: str) -> dict[str, Any]:
+        """The configuration as JSON-ready data that is safe to show and to audit: `database`
+        as given (pass it with the password hidden), OTLP header values and webhook URLs (Slack
+        and friends put the credential in the URL) masked."""
+        data: dict[str, Any] = asdict(self)
+        data["database"] = database
+        data["otlp"]["headers"] = dict.fromkeys(dict(self.otlp.headers), _MASK)
+        for section in ("alerts", "humans"):
+            url = data[section].get("webhook_url")
+            if url:
+                parts = urlsplit(url)
+                data[section]["webhook_url"] = f"{parts.scheme}://{parts.netloc}/{_MASK}"
+        return data
 
     def __post_init__(self) -> None:
         for key in ("deadline_s", "call_timeout_s"):

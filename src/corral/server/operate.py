@@ -204,9 +204,7 @@ def add_operator_routes(
     async def api_config() -> Any:
         if app is None:
             return {"database": ops.store._safe_url(), "app": None}
-        settings = dataclasses.asdict(app.config)
-        settings["database"] = ops.store._safe_url()
-        return jsonable(settings)
+        return jsonable(app.config.public(ops.store._safe_url()))
 
     # -- pages --------------------------------------------------------------------------------
 
