@@ -316,3 +316,19 @@ async def test_dashboard_buttons_cancel_a_run_and_stop_noncritical_work(served, 
     history = page.locator("#control-history tbody tr")
     assert await history.count() == 3  # halt run, pause, resume
     assert problems == []
+
+
+async def test_a_locked_database_is_a_503_to_retry_not_a_500(served, monkeypatch):
+    from corral.errors import StateError
+
+    async def locked(**_: Any) -> list[dict[str, Any]]:
+        raise StateError("database sqlite:///c.db is locked by another process")
+
+    assert served.app.ops is not None
+    monkeypatch.setattr(served.app.ops, "list_requests", locked)
+    async with served.client("viewer") as viewer:
+        response = await viewer.get("/api/inbox")
+        assert response.status_code == 503 and response.headers["retry-after"] == "5"
+        assert "locked" in response.json()["message"]
+        page = await viewer.get("/inbox")
+        assert page.status_code == 503 and "locked" in page.text

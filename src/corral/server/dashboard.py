@@ -34,7 +34,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from corral.errors import ConflictError, NotFoundError, PayloadError, UsageError
+from corral.errors import ConflictError, NotFoundError, PayloadError, StateError, UsageError
 from corral.guards.policy import PRIORITIES
 from corral.server.auth import COOKIE, Forbidden, Principal, Unauthorized, requires
 from corral.server.operate import add_operator_routes
@@ -194,6 +194,7 @@ _ERRORS: dict[type[Exception], tuple[int, str]] = {
     ConflictError: (409, "conflict"),
     PayloadError: (422, "invalid_payload"),
     UsageError: (400, "bad_request"),
+    StateError: (503, "unavailable"),  # a locked or unreachable database: try again
 }
 
 
@@ -230,12 +231,16 @@ def create_dashboard(store: SqlStore, *, app: App | None = None, ops: Ops | None
             return RedirectResponse(f"/login?next={target}", status_code=303)
         if is_api:
             headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+            if status == 503:
+                headers = {"Retry-After": "5"}
             return JSONResponse(
                 {"error": code, "message": message, **_details(exc)},
                 status_code=status,
                 headers=headers,
             )
-        title = {403: "Forbidden", 404: "Not found", 409: "Conflict"}.get(status, "Bad request")
+        title = {403: "Forbidden", 404: "Not found", 409: "Conflict", 503: "Unavailable"}.get(
+            status, "Bad request"
+        )
         return templates.TemplateResponse(
             request, "error.html", {"message": message, "title": title}, status_code=status
         )
