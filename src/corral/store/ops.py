@@ -453,18 +453,7 @@ class Ops:
                 rows = conn.execute(
                     sa.select(controls).where(controls.c.seq > seq).order_by(controls.c.seq)
                 )
-                return [
-                    Control(
-                        seq=r.seq,
-                        action=r.action,
-                        scope=r.scope,
-                        name=r.name,
-                        reason=r.reason,
-                        by=r.by,
-                        at=_aware(r.at),  # type: ignore[arg-type]
-                    )
-                    for r in rows
-                ]
+                return [Control(**{**r._mapping, "at": _aware(r.at)}) for r in rows]
 
         return await self.store._call(read)
 
