@@ -142,6 +142,17 @@ def test_retry_budget_keeps_retries_under_ten_percent_of_requests():
     assert budget.counts == (0, 0)
 
 
+def test_retry_budget_memory_stays_bounded_in_a_process_that_never_retries():
+    clock = FakeClock()
+    budget = RetryBudget(RetryPolicy(budget_window_s=60), clock)
+    for _ in range(5_000):  # 10 requests a second for 500 s
+        budget.record_request()
+        clock.advance(0.1)
+    assert len(budget._buckets) <= 61
+    requests, retries = budget.counts
+    assert 590 <= requests <= 600 and retries == 0
+
+
 def test_retry_budget_floor_lets_a_quiet_process_retry_a_blip():
     budget = RetryBudget(RetryPolicy(budget_min_retries=2), FakeClock())
     budget.record_request()

@@ -50,6 +50,7 @@ class AgentCall(Generic[In, Out]):
         ctx: RunContext,
         agent: Agent[In, Out] | FunctionAgent[In, Out],
         payload: In,
+        payload_json: str,
         step_id: str,
         sender: str,
         journal: Journal,
@@ -60,6 +61,7 @@ class AgentCall(Generic[In, Out]):
         self.ctx = ctx
         self.agent = agent
         self.payload = payload
+        self.payload_json = payload_json
         self.step_id = step_id
         self.sender = sender
         self.journal = journal
@@ -114,7 +116,7 @@ class AgentCall(Generic[In, Out]):
         return agent.output.model_validate(outcome["output"])
 
     async def _run_llm(self, agent: Agent[In, Out]) -> Out:
-        messages = agent.messages(self.payload)
+        messages = agent.messages(self.payload, self.payload_json)
         limits = agent.limits
         rounds = repairs = invalid_calls = 0
         started, t0 = self.clock.now(), self.clock.monotonic()
@@ -274,9 +276,10 @@ class AgentCall(Generic[In, Out]):
             semantic=agent.semantic_cache,
         )
         ran = False
+        fresh: ModelResponse | None = None
 
         async def step() -> JsonValue:
-            nonlocal ran
+            nonlocal ran, fresh
             ran = True
             started, t0 = self.clock.now(), self.clock.monotonic()
             try:
@@ -317,6 +320,7 @@ class AgentCall(Generic[In, Out]):
                 tier=tier,
                 attrs={"cached": True} if response.cached else None,
             )
+            fresh = response
             return {"response": _response_dict(response)}
 
         outcome = await self.journal.step(step_id, f"model:{agent.name}", step)
@@ -330,7 +334,9 @@ class AgentCall(Generic[In, Out]):
                 retryable=bool(err.get("retryable")),
                 details=err,
             )
-        response = _response_from_dict(outcome["response"])
+        # Answered in this process: the object itself (what the journal holds is its JSON form);
+        # replayed after a restart: rebuilt from the journal.
+        response = fresh if fresh is not None else _response_from_dict(outcome["response"])
         self.last_model = response.model
         used = Usage(
             input_tokens=response.input_tokens,

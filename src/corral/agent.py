@@ -96,11 +96,15 @@ class Agent(Generic[In, Out]):
         """
         return _schema_of(self.output)
 
-    def messages(self, payload: In) -> list[Message]:
-        """The opening conversation for one call: instructions, schema, then the payload."""
+    def messages(self, payload: In, payload_json: str | None = None) -> list[Message]:
+        """The opening conversation for one call: instructions, schema, then the payload
+        (`payload_json`, when the caller already has the payload as JSON)."""
         return [
             Message(role="system", content=_system_prompt(self.instructions, self.output)),
-            Message(role="user", content=payload.model_dump_json()),
+            Message(
+                role="user",
+                content=payload.model_dump_json() if payload_json is None else payload_json,
+            ),
         ]
 
 

@@ -140,6 +140,7 @@ class App:
         self.clock: Clock = clock or SystemClock()
         self._extra_models = dict(models or {})
         self._models: dict[str, Model] = {}
+        self._chains: dict[str, list[Model]] = {}
         self._workflows: dict[str, Workflow] = {}
         self._recorder: Recorder | None = recorder
         self._taps = tuple(taps)
@@ -478,6 +479,7 @@ class App:
             if close is not None:
                 await close()
         self._models.clear()
+        self._chains.clear()
         if self._durable is not None:
             await self._durable.close()
             self._durable = None
@@ -860,9 +862,14 @@ class App:
     def model_chain(self, name: str) -> list[Model]:
         """The models a tier or model name resolves to: the primary, then its fallbacks.
 
+        The list is shared between calls (resolved once per name): do not change it.
+
         Raises:
             UnknownNameError: a tier or provider nobody knows.
         """
+        found = self._chains.get(name)
+        if found is not None:
+            return found
         chain = [self.model(name)]
         concrete = self.config.tiers.get(name, name)
         for fallback in (
@@ -871,6 +878,7 @@ class App:
         ):
             if all(m.name != fallback for m in chain):
                 chain.append(self.model(fallback))
+        self._chains[name] = chain
         return chain
 
     def model(self, name: str) -> Model:

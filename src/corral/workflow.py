@@ -39,7 +39,6 @@ from corral.errors import (
     UsageError,
 )
 from corral.guards.chain import RunGuards
-from corral.guards.loops import fingerprint
 from corral.humans import Decision, HumanDesk, HumanPolicy, HumanRequest, deadline
 from corral.model import Model, Usage
 from corral.tool import Tool, ToolArgumentsError
@@ -587,14 +586,20 @@ class RunContext:
         )
         run = self.guards
         depth = _depth.get() + 1
-        await run.guards.kill.gate(self.run_id, agent.name)
-        run.loops.on_call(agent.name, fingerprint(checked), depth)
+        kill = run.guards.kill
+        if kill.engaged:
+            await kill.gate(self.run_id, agent.name)
+        payload_json = checked.model_dump_json()
+        # The loop guard's keys live in this process only (a resumed run re-executes and
+        # rebuilds them), so the string's own hash is enough: no digest per call.
+        run.loops.on_call(agent.name, hash(payload_json), depth)
         run.budget.take_turn()
         token = _depth.set(depth)
         call = AgentCall(
             ctx=self,
             agent=agent,
             payload=checked,
+            payload_json=payload_json,
             step_id=step_id,
             sender=sender,
             journal=self._journal,
@@ -610,7 +615,7 @@ class RunContext:
         finally:
             _depth.reset(token)
         self.stats.best = (agent.name, output)
-        run.loops.on_output(agent.name, fingerprint(output))
+        run.loops.on_output(agent.name, hash(output.model_dump_json()))
         return output
 
     async def try_call(

@@ -46,6 +46,8 @@ class _CountWindow:
     def add(self, failed: bool, slow: bool, now: float) -> _Counts:
         c = self._counts
         if len(self._outcomes) == self._size:
+            if not (failed or slow or c.failures or c.slow):
+                return c  # a clean call into a full window of clean calls changes nothing
             old_failed, old_slow = self._outcomes.popleft()
             c.total -= 1
             c.failures -= old_failed
@@ -159,7 +161,7 @@ class CircuitBreaker:
                 every probe permit taken.
         """
         if self.state == "CLOSED":  # the common case: no clock read needed
-            return Permit(self, self._generation, half_open=False)
+            return Permit(self, self._generation, False)
         now = self._clock.monotonic()
         if self.state == "DISABLED":
             return Permit(self, -1, half_open=False)
@@ -188,8 +190,16 @@ class CircuitBreaker:
     # -- outcomes -------------------------------------------------------------------------------
 
     def _record(self, permit: Permit, failed: bool, duration_s: float) -> BreakerState | None:
-        if permit._generation != self._generation or self.state in ("DISABLED", "FORCED_OPEN"):
+        if permit._generation != self._generation:
             return None  # the breaker moved on since this call started
+        if self.state == "CLOSED" and self.policy.window == "count":  # the common case
+            counts = self._window.add(failed, duration_s > self.policy.slow_call_s, 0.0)
+            if (counts.failures or counts.slow) and self._tripped(counts):
+                self._to_open(self._clock.monotonic(), grow=False)
+                return self.state
+            return None
+        if self.state in ("DISABLED", "FORCED_OPEN"):
+            return None
         now = (
             self._clock.monotonic()
             if self.policy.window == "time" or self.state != "CLOSED"

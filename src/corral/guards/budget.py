@@ -23,7 +23,7 @@ from corral.clock import Clock
 from corral.errors import BudgetExhaustedError
 from corral.guards.policy import BudgetPolicy, DailyLimit
 
-__all__ = ["Account", "Cost", "DailyLedger", "Reservation", "RunBudget"]
+__all__ = ["Account", "CallReservation", "Cost", "DailyLedger", "Reservation", "RunBudget"]
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +89,35 @@ class Account:
 
     def __init__(self, scope: str, limits: dict[str, Decimal | int | None]) -> None:
         self.scope = scope
-        self.limits = {d: limits.get(d) for d in _DIMENSIONS}
+        self.limits: dict[str, Decimal | int | None] = {}
+        self.set_limits(limits)
         self.spent: dict[str, Decimal | int] = dict.fromkeys(_DIMENSIONS, 0)
         self.spent["usd"] = Decimal(0)
         self.reserved: dict[str, Decimal | int] = dict.fromkeys(_DIMENSIONS, 0)
         self.reserved["usd"] = Decimal(0)
+
+    def set_limits(self, limits: dict[str, Decimal | int | None]) -> None:
+        """Replace the limits of the dimensions named in `limits`."""
+        merged = {**self.limits, **limits}
+        self.limits = {d: merged.get(d) for d in _DIMENSIONS}
+        # A model call checks only the dimensions that have a limit (usually one or two).
+        self._call_limits = tuple(
+            (d, limit)
+            for d, limit in self.limits.items()
+            if limit is not None and d != "agent_turns"
+        )
+        self._shared = tuple(d for d in ("usd", "tokens") if self.limits[d])
+
+    def call_shortfall(self, usd: Decimal, tokens: int) -> BudgetExhaustedError | None:
+        """Like `shortfall` for one model call costing `usd` and `tokens` (the hot path)."""
+        for d, limit in self._call_limits:
+            need = usd if d == "usd" else tokens if d == "tokens" else 1
+            used = self.spent[d] + self.reserved[d]
+            if used + need > limit:
+                return BudgetExhaustedError(
+                    dimension=d, scope=self.scope, limit=limit, spent=used, needed=need
+                )
+        return None
 
     def shortfall(self, cost: Cost) -> BudgetExhaustedError | None:
         """The refusal this cost would get, or None if it fits."""
@@ -110,12 +134,12 @@ class Account:
 
     def fraction(self) -> float:
         """The largest used share (committed + reserved) of the USD and token limits."""
-        shares = [0.0]
-        for d in ("usd", "tokens"):
+        share = 0.0
+        for d in self._shared:
             limit = self.limits[d]
-            if limit:
-                shares.append(float((self.spent[d] + self.reserved[d]) / limit))
-        return max(shares)
+            assert limit  # _shared lists only the dimensions with a limit
+            share = max(share, float((self.spent[d] + self.reserved[d]) / limit))
+        return share
 
     def _add(self, book: dict[str, Decimal | int], cost: Cost, sign: int) -> None:
         for d, amount in cost.items():
@@ -154,6 +178,64 @@ class Reservation:
         self.settle(self.input_estimate)
 
 
+class CallReservation:
+    """One model call's reservation (USD, tokens, one call) in one or more accounts.
+
+    `Reservation` for the hot path: a model call's cost always has the same three dimensions,
+    so it keeps plain numbers instead of building `Cost` objects to reserve, settle and refund.
+    """
+
+    __slots__ = ("accounts", "floor_tokens", "floor_usd", "settled", "tokens", "usd")
+
+    def __init__(
+        self,
+        accounts: list[Account],
+        usd: Decimal,
+        tokens: int,
+        floor_usd: Decimal,
+        floor_tokens: int,
+    ) -> None:
+        self.accounts = accounts
+        self.usd, self.tokens = usd, tokens
+        self.floor_usd, self.floor_tokens = floor_usd, floor_tokens
+        self.settled = False
+        for account in accounts:
+            book = account.reserved
+            book["usd"] += usd
+            book["tokens"] += tokens
+            book["model_calls"] += 1
+
+    def _refund(self) -> bool:
+        if self.settled:
+            return False
+        self.settled = True
+        for account in self.accounts:
+            book = account.reserved
+            book["usd"] -= self.usd
+            book["tokens"] -= self.tokens
+            book["model_calls"] -= 1
+        return True
+
+    def settle_usage(self, usd: Decimal, tokens: int) -> None:
+        """Replace the reservation by what the call cost. A second call changes nothing."""
+        if self._refund():
+            for account in self.accounts:
+                spent = account.spent
+                spent["usd"] += usd
+                spent["tokens"] += tokens
+                spent["model_calls"] += 1
+
+    def settle(self, actual: Cost) -> None:
+        """Replace the reservation by `actual` (`Cost()` for a call that was never sent)."""
+        if self._refund():
+            for account in self.accounts:
+                account._add(account.spent, actual, +1)
+
+    def settle_failed(self) -> None:
+        """The call failed without reporting usage: keep the input estimate, refund the rest."""
+        self.settle_usage(self.floor_usd, self.floor_tokens)
+
+
 class RunBudget:
     """One run's budget; parallel calls and children share it."""
 
@@ -169,6 +251,14 @@ class RunBudget:
             },
         )
         self.run_id = run_id
+        # Degrading is checked before every model call: compare against precomputed thresholds
+        # (the same test as `fraction() >= degrade_at`, without dividing).
+        at = Decimal(str(policy.degrade_at))
+        self._degrade_at = tuple(
+            (d, limit * at)
+            for d, limit in self.account.limits.items()
+            if d in ("usd", "tokens") and limit
+        )
 
     def reserve(
         self, cost: Cost, input_estimate: Cost, extra: list[Account] | None = None
@@ -184,6 +274,28 @@ class RunBudget:
             if refusal is not None:
                 raise refusal
         return Reservation(accounts, cost, input_estimate)
+
+    def reserve_call(
+        self,
+        usd: Decimal,
+        tokens: int,
+        floor_usd: Decimal,
+        floor_tokens: int,
+        extra: list[Account],
+    ) -> CallReservation:
+        """Reserve one model call's worst case (`usd`, `tokens`) here and in `extra`; the floor
+        is what a failed call is charged (its input). All or none.
+
+        Raises:
+            BudgetExhaustedError: some account has no room; nothing was reserved.
+        """
+        accounts = [self.account, *extra] if extra else [self.account]
+        for account in accounts:
+            if account._call_limits:
+                refusal = account.call_shortfall(usd, tokens)
+                if refusal is not None:
+                    raise refusal
+        return CallReservation(accounts, usd, tokens, floor_usd, floor_tokens)
 
     def charge(self, actual: Cost) -> None:
         """Count spend without a reservation (a step replayed from the journal after a crash)."""
@@ -203,7 +315,11 @@ class RunBudget:
     @property
     def should_degrade(self) -> bool:
         """Past the degrade fraction: calls should use a cheaper tier."""
-        return self.account.fraction() >= self.policy.degrade_at
+        spent, reserved = self.account.spent, self.account.reserved
+        for d, threshold in self._degrade_at:  # noqa: SIM110 - a loop: no generator per call
+            if spent[d] + reserved[d] >= threshold:
+                return True
+        return False
 
     @property
     def spent_usd(self) -> Decimal:
@@ -277,7 +393,7 @@ class DailyLedger:
         self._limits[scope] = limit
         for (s, _day), account in self._accounts.items():
             if s == scope:
-                account.limits.update({"usd": limit.usd, "tokens": limit.tokens})
+                account.set_limits({"usd": limit.usd, "tokens": limit.tokens})
         log.warning("daily limit for %s raised to %s", scope, limit)
         if self._changed is not None:
             self._changed.set()

@@ -35,8 +35,8 @@ from corral.errors import (
     ProviderRateLimitError,
     ProviderTimeoutError,
 )
-from corral.guards.breaker import BreakerRegistry, Permit
-from corral.guards.budget import Cost, DailyLedger, Reservation, RunBudget
+from corral.guards.breaker import BreakerRegistry, CircuitBreaker, Permit
+from corral.guards.budget import CallReservation, Cost, DailyLedger, RunBudget
 from corral.guards.cache import ResponseCache, SemanticCache, cache_key
 from corral.guards.kill import KillSwitch
 from corral.guards.limiter import RateLimiter, Ticket
@@ -94,6 +94,17 @@ class Guards:
         """Where cached answers live; set by the app when `policies.cache.enabled`."""
         self.semantic: SemanticCache | None = None
         """The semantic cache; set by the app when `policies.cache.enabled`."""
+        self._lanes: dict[tuple[str, str, str | None], Lane] = {}
+
+    def lane(self, agent: str, model: str, tenant: str | None) -> Lane:
+        """The breakers and limiter keys of `agent`'s calls to `model` for `tenant`."""
+        key = (agent, model, tenant)
+        found = self._lanes.get(key)
+        if found is None:
+            if len(self._lanes) >= _MAX_LANES:  # many tenants: rebuild lanes as they are used
+                self._lanes.clear()
+            found = self._lanes[key] = Lane(self, agent, model, tenant)
+        return found
 
     async def close(self) -> None:
         """Stop the guards' own tasks (the rate limiter's admission timer)."""
@@ -110,6 +121,33 @@ class Guards:
             return None
         i = order.index(tier)
         return order[i + 1] if i + 1 < len(order) else None
+
+
+_MAX_LANES = 10_000
+
+
+class Lane:
+    """One agent's path to one model for one tenant, resolved once per process.
+
+    Every model call touches the agent's, the provider's and the model's breaker and the
+    limiter keys that have limits; looking them up by formatted key on each call cost more than
+    the checks themselves. Breakers are never replaced (an operator reset changes a breaker's
+    state, not the object) and limits are fixed at start-up, so the resolution stays valid.
+    """
+
+    __slots__ = ("agent_breaker", "breakers", "limit_keys", "model", "provider", "provider_keys")
+
+    def __init__(self, guards: Guards, agent: str, model: str, tenant: str | None) -> None:
+        self.model = model
+        self.provider = _provider(model)
+        registry = guards.breakers
+        self.agent_breaker = registry.get(f"agent:{agent}")
+        self.breakers = (registry.get(f"provider:{self.provider}"), registry.get(f"model:{model}"))
+        self.limit_keys = guards.limiter.keys_for(
+            f"model:{model}", f"provider:{self.provider}", f"tenant:{tenant}" if tenant else None
+        )
+        # The provider's rate-limit headers speak for its own keys, not for a tenant's.
+        self.provider_keys = [k for k in self.limit_keys if not k.startswith("tenant:")]
 
 
 class RunGuards:
@@ -136,12 +174,7 @@ def estimate_input_tokens(request: ModelRequest) -> int:
     return chars // 4 + 4 * len(request.messages) + 1
 
 
-def _price(model: Model, input_tokens: int, output_tokens: int) -> Decimal:
-    estimate = getattr(model, "estimate_usd", None)
-    if estimate is None:
-        return Decimal(0)
-    value: Decimal = estimate(input_tokens, output_tokens)
-    return value
+_ZERO = Decimal(0)
 
 
 def _provider(model_name: str) -> str:
@@ -179,7 +212,9 @@ class ModelCaller:
         """
         # The agent's breaker judges the agent call as a whole (a fallback that answers is a
         # success); provider and model breakers judge each attempt.
-        agent_permit = self.guards.breakers.get(f"agent:{self.agent}").acquire()
+        agent_permit = self.guards.lane(
+            self.agent, models[0].name, self.run.tenant
+        ).agent_breaker.acquire()
         t0 = self.guards.clock.monotonic()
         try:
             response = await self._through_chain(models, request)
@@ -398,7 +433,10 @@ class ModelCaller:
 
     async def _attempt(self, model: Model, request: ModelRequest, attempt: int) -> ModelResponse:
         g, run = self.guards, self.run
-        await g.kill.gate(run.run_id, self.agent)
+        kill = g.kill
+        if kill.engaged:
+            await kill.gate(run.run_id, self.agent)
+        lane = g.lane(self.agent, model.name, run.tenant)
         input_tokens = estimate_input_tokens(request)
         reservation = self._try_reserve(model, request, input_tokens)
         if reservation is None:
@@ -408,19 +446,20 @@ class ModelCaller:
         sent = False
         t0 = g.clock.monotonic()
         try:
-            permits = self._breakers(model)
-            ticket = await self._admit(model, request, input_tokens)
-            g.kill.check(run.run_id, self.agent)
+            permits = _acquire(lane.breakers)
+            ticket = await self._admit(lane, request, input_tokens)
+            if kill.engaged:
+                kill.check(run.run_id, self.agent)
             t0 = g.clock.monotonic()
             sent = True
             try:
-                response = await g.kill.guard(
+                response = await kill.guard(
                     run.run_id, self.agent, model.complete(request), timeout_s=self.timeout_s
                 )
             except TimeoutError:
                 raise ProviderTimeoutError(
                     f"model {model.name} did not answer within {self.timeout_s:g}s",
-                    provider=_provider(model.name),
+                    provider=lane.provider,
                     timeout_s=self.timeout_s,
                 ) from None
         except ProviderError as exc:
@@ -441,12 +480,12 @@ class ModelCaller:
             raise
         duration = g.clock.monotonic() - t0
         used = response.input_tokens + response.output_tokens
-        reservation.settle(Cost(usd=response.cost_usd or Decimal(0), tokens=used, model_calls=1))
-        ticket.settle(used)
-        g.limiter.record_outcome(ticket.keys, accepted=True)
-        if response.remaining_requests is not None or response.remaining_tokens is not None:
-            for key in ticket.keys:
-                if not key.startswith("tenant:"):  # the provider speaks for its own limits
+        reservation.settle_usage(response.cost_usd or _ZERO, used)
+        if ticket.keys:
+            ticket.settle(used)
+            g.limiter.record_outcome(ticket.keys, accepted=True)
+            if response.remaining_requests is not None or response.remaining_tokens is not None:
+                for key in lane.provider_keys:
                     g.limiter.observe(
                         key,
                         remaining_requests=response.remaining_requests,
@@ -461,34 +500,40 @@ class ModelCaller:
         run.loops.on_success(self.agent, model.name)
         return response
 
-    def _costs(self, model: Model, request: ModelRequest, input_tokens: int) -> tuple[Cost, Cost]:
-        worst = Cost(
-            usd=_price(model, input_tokens, request.max_output_tokens),
-            tokens=input_tokens + request.max_output_tokens,
-            model_calls=1,
+    def _costs(
+        self, model: Model, request: ModelRequest, input_tokens: int
+    ) -> tuple[Decimal, int, Decimal]:
+        """(worst-case USD, worst-case tokens, USD of the input alone) of one call."""
+        estimate = getattr(model, "estimate_usd", None)
+        if estimate is None:
+            return _ZERO, input_tokens + request.max_output_tokens, _ZERO
+        return (
+            estimate(input_tokens, request.max_output_tokens),
+            input_tokens + request.max_output_tokens,
+            estimate(input_tokens, 0),
         )
-        floor = Cost(usd=_price(model, input_tokens, 0), tokens=input_tokens, model_calls=1)
-        return worst, floor
 
     def _try_reserve(
         self, model: Model, request: ModelRequest, input_tokens: int
-    ) -> Reservation | None:
+    ) -> CallReservation | None:
         """The common case without an `await`: the reservation fits."""
         run = self.run
-        worst, floor = self._costs(model, request, input_tokens)
+        usd, tokens, floor_usd = self._costs(model, request, input_tokens)
         daily = self.guards.daily.accounts(tenant=run.tenant, user=run.user)
         try:
-            return run.budget.reserve(worst, floor, daily)
+            return run.budget.reserve_call(usd, tokens, floor_usd, input_tokens, daily)
         except BudgetExhaustedError:
             return None  # `_reserve` refuses or pauses, with its events
 
-    async def _reserve(self, model: Model, request: ModelRequest, input_tokens: int) -> Reservation:
+    async def _reserve(
+        self, model: Model, request: ModelRequest, input_tokens: int
+    ) -> CallReservation:
         run = self.run
-        worst, floor = self._costs(model, request, input_tokens)
+        usd, tokens, floor_usd = self._costs(model, request, input_tokens)
         while True:
             daily = self.guards.daily.accounts(tenant=run.tenant, user=run.user)
             try:
-                return run.budget.reserve(worst, floor, daily)
+                return run.budget.reserve_call(usd, tokens, floor_usd, input_tokens, daily)
             except BudgetExhaustedError as exc:
                 await self.emit(GuardEvent(kind="refused", detail=exc.to_dict()))
                 if exc.scope == "run" or run.priority == "critical":
@@ -506,35 +551,16 @@ class ModelCaller:
                 )
                 await self.guards.daily.wait_for_room()
 
-    def _breakers(self, model: Model) -> list[Permit]:
-        keys = (f"provider:{_provider(model.name)}", f"model:{model.name}")
-        permits: list[Permit] = []
-        try:
-            for key in keys:
-                permits.append(self.guards.breakers.get(key).acquire())
-        except CircuitOpenError:
-            for p in permits:
-                p.ignore()
-            raise
-        return permits
-
-    async def _admit(self, model: Model, request: ModelRequest, input_tokens: int) -> Ticket:
-        g, run = self.guards, self.run
-        keys = g.limiter.keys_for(
-            f"model:{model.name}",
-            f"provider:{_provider(model.name)}",
-            f"tenant:{run.tenant}" if run.tenant else None,
-        )
+    async def _admit(self, lane: Lane, request: ModelRequest, input_tokens: int) -> Ticket:
+        g = self.guards
+        keys = lane.limit_keys
         tokens = input_tokens + request.max_output_tokens
         fast = g.limiter.try_admit(keys, tokens, input_estimate=input_tokens)
         if fast is not None:
             return fast
         t0 = g.clock.monotonic()
         ticket = await g.limiter.acquire(
-            keys,
-            input_tokens + request.max_output_tokens,
-            priority=run.level,
-            input_estimate=input_tokens,
+            keys, tokens, priority=self.run.level, input_estimate=input_tokens
         )
         waited = g.clock.monotonic() - t0
         if waited > 0:
@@ -548,7 +574,7 @@ class ModelCaller:
         exc: ProviderError,
         permits: list[Permit],
         ticket: Ticket | None,
-        reservation: Reservation,
+        reservation: CallReservation,
         duration: float,
     ) -> None:
         g = self.guards
@@ -567,6 +593,19 @@ class ModelCaller:
             await self.emit(
                 GuardEvent(kind="breaker", detail={"key": permit.key, "state": state}, alert=True)
             )
+
+
+def _acquire(breakers: tuple[CircuitBreaker, ...]) -> list[Permit]:
+    """A permit from every breaker, or none (a refusal releases the permits taken)."""
+    permits: list[Permit] = []
+    try:
+        for breaker in breakers:
+            permits.append(breaker.acquire())
+    except CircuitOpenError:
+        for p in permits:
+            p.ignore()
+        raise
+    return permits
 
 
 def _signature(exc: ProviderError) -> str:

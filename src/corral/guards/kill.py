@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -40,6 +41,22 @@ class KillSwitch:
         self.held: dict[str, str] = {}
         """Runs waiting at a step boundary now, and the pause that holds each."""
         self._held_changed = asyncio.Event()
+        self._sweep: asyncio.TimerHandle | None = None
+        self._sweep_at = math.inf
+        self._sweep_loop: asyncio.AbstractEventLoop | None = None
+        self.engaged = False
+        """Something is halted or paused now. False (the common case): every step boundary
+        passes without looking further, so callers test this before calling `gate`/`check`."""
+
+    def _update(self) -> None:
+        self.engaged = bool(
+            self._all is not None
+            or self._runs
+            or self._agents
+            or self._paused_agents
+            or self._paused_workflows
+            or self._paused_noncritical is not None
+        )
 
     async def until_held(self, run_id: str) -> str:
         """Wait until `run_id` is held by a pause; returns the pause's scope."""
@@ -76,6 +93,7 @@ class KillSwitch:
             self._paused_workflows[workflow] = reason or "paused"
         if noncritical:
             self._paused_noncritical = reason or "paused"
+        self._update()
         log.warning(
             "pause: agent=%s workflow=%s noncritical=%s (%s)", agent, workflow, noncritical, reason
         )
@@ -90,6 +108,7 @@ class KillSwitch:
             self._paused_workflows.pop(workflow, None)
         if noncritical:
             self._paused_noncritical = None
+        self._update()
         self._wake()
 
     def apply(self, action: str, scope: str, name: str | None, reason: str = "") -> None:
@@ -168,6 +187,7 @@ class KillSwitch:
             self._runs[run_id] = reason or "halted"
         if agent is not None:
             self._agents[agent] = reason or "halted"
+        self._update()
         cancelled = 0
         for task, entry in list(self._inflight.items()):
             if self._scope(entry[0], entry[1]) is not None and not task.done() and not entry[2]:
@@ -195,6 +215,7 @@ class KillSwitch:
             self._runs.pop(run_id, None)
         if agent is not None:
             self._agents.pop(agent, None)
+        self._update()
 
     def _scope(self, run_id: str, agent: str) -> str | None:
         if self._all is not None:
@@ -220,8 +241,9 @@ class KillSwitch:
         The call runs in the caller's own task (no extra task per model call); a halt or the
         timeout cancels that task, and the cancellation is turned into `KilledError` or
         `TimeoutError` here and taken back with `Task.uncancel()`, so it does not leak into the
-        caller's other waits. (One timer handle instead of `asyncio.timeout`: this runs on every
-        model call, and the context manager costs twice as much.)
+        caller's other waits. Timeouts share one loop timer, set for the earliest deadline in
+        flight, instead of a timer per call: a loop timer is created, heaped and cancelled on
+        every model call otherwise (about 8 us on our 2-core machine, a tenth of a step).
 
         Raises:
             KilledError: a halt cancelled the call.
@@ -230,31 +252,46 @@ class KillSwitch:
         task = asyncio.current_task()
         if task is None:  # pragma: no cover - always inside a task in asyncio
             return await call
-        entry = [run_id, agent, False]
+        if timeout_s is None:
+            deadline = math.inf
+        else:
+            loop = task.get_loop()
+            deadline = loop.time() + timeout_s
+            if deadline < self._sweep_at or self._sweep_loop is not loop:
+                self._schedule_sweep(loop, deadline)
+        # [run_id, agent, cancelled by us, deadline (loop time), expired]
+        entry: list[Any] = [run_id, agent, False, deadline, False]
         self._inflight[task] = entry
-        expired = False
-
-        def expire() -> None:
-            nonlocal expired
-            if not entry[2]:
-                expired = True
-                task.cancel()
-
-        timer = (
-            asyncio.get_running_loop().call_later(timeout_s, expire)
-            if timeout_s is not None
-            else None
-        )
         try:
             return await call
         except asyncio.CancelledError:
-            if (entry[2] or expired) and task.uncancel() == 0:
-                if expired:
+            if entry[2] and task.uncancel() == 0:
+                if entry[4]:
                     raise TimeoutError from None
                 scope = self._scope(run_id, agent)
                 raise KilledError(scope or "halted") from None
             raise
         finally:
-            if timer is not None:
-                timer.cancel()
             self._inflight.pop(task, None)
+
+    def _schedule_sweep(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+        self._sweep = loop.call_at(when, self._expire, loop)
+        self._sweep_at, self._sweep_loop = when, loop
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The sweep: cancel the calls past their deadline, then wait for the next one."""
+        self._sweep, self._sweep_at, self._sweep_loop = None, math.inf, None
+        now = loop.time()
+        earliest = math.inf
+        for task, entry in self._inflight.items():
+            if entry[2] or task.get_loop() is not loop:
+                continue
+            if entry[3] <= now:
+                entry[2] = entry[4] = True
+                task.cancel()
+            elif entry[3] < earliest:
+                earliest = entry[3]
+        if earliest < math.inf:
+            self._schedule_sweep(loop, earliest)

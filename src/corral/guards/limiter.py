@@ -268,6 +268,7 @@ class RateLimiter:
         self._rng = random.Random(seed)
         self._outcomes: dict[str, _Outcomes] = {}
         self.admitted = 0
+        self._free = Ticket(self, [], 0, 0)  # a call no key limits: nothing to settle
         self.waited = 0
         """Calls that had to queue (for metrics)."""
 
@@ -287,7 +288,7 @@ class RateLimiter:
     def try_admit(self, keys: list[str], tokens: int, *, input_estimate: int) -> Ticket | None:
         """Admit at once, without waiting, if nobody is queued and the call fits; else None."""
         if not keys:
-            return Ticket(self, [], 0, 0)
+            return self._free
         if self._queue:
             return None
         now = self._clock.monotonic()

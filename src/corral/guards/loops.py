@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Hashable
 from typing import Any
 
 from pydantic import BaseModel
@@ -37,14 +38,14 @@ class LoopGuard:
         self.policy = policy
         self.turns = 0
         self.agent_turns: Counter[str] = Counter()
-        self._inputs: Counter[tuple[str, str]] = Counter()
-        self._handoffs: list[tuple[str, str]] = []
+        self._inputs: Counter[tuple[str, Hashable]] = Counter()
+        self._handoffs: list[tuple[str, Hashable]] = []
         self._streaks: dict[tuple[str, str], tuple[str, int]] = {}
         self.stopped: dict[str, str] = {}
         """Agents stopped in this run (by an error streak), with the reason."""
 
-    def on_call(self, agent: str, input_hash: str, depth: int) -> None:
-        """Before an agent call.
+    def on_call(self, agent: str, input_hash: Hashable, depth: int) -> None:
+        """Before an agent call; `input_hash` is equal for equal inputs (within this process).
 
         Raises:
             LoopDetectedError: a turn, repeat or depth limit is reached, or the agent was stopped.
@@ -90,7 +91,7 @@ class LoopGuard:
         self.agent_turns[agent] += 1
         self._inputs[key] += 1
 
-    def on_output(self, agent: str, output_hash: str) -> None:
+    def on_output(self, agent: str, output_hash: Hashable) -> None:
         """After an agent produced a valid output.
 
         Raises:

@@ -34,32 +34,48 @@ def backoff_s(policy: RetryPolicy, retry: int, rng: random.Random, error: BaseEx
 
 
 class RetryBudget:
-    """Retries allowed: at most `max(min_retries, ratio * requests)` per sliding window."""
+    """Retries allowed: at most `max(min_retries, ratio * requests)` per sliding window.
+
+    Requests are counted in one-second buckets (every model call records one, so a timestamp
+    per request would grow without bound in a process that never retries); retries, which are
+    rare and bounded by the budget, keep their timestamps.
+    """
 
     def __init__(self, policy: RetryPolicy, clock: Clock) -> None:
         self.policy = policy
         self._clock = clock
-        self._requests: deque[float] = deque()
+        self._buckets: deque[list[int]] = deque()  # [second, requests]
+        self._request_count = 0
         self._retries: deque[float] = deque()
         self.denied = 0
         """Retries refused because the budget was spent (for metrics)."""
 
     def _trim(self, now: float) -> None:
         horizon = now - self.policy.budget_window_s
-        for q in (self._requests, self._retries):
-            while q and q[0] <= horizon:
-                q.popleft()
+        buckets = self._buckets
+        while buckets and buckets[0][0] <= horizon:
+            self._request_count -= buckets.popleft()[1]
+        while self._retries and self._retries[0] <= horizon:
+            self._retries.popleft()
 
     def record_request(self) -> None:
         """A first attempt was made."""
-        self._requests.append(self._clock.monotonic())
+        now = self._clock.monotonic()
+        second = int(now)
+        buckets = self._buckets
+        if buckets and buckets[-1][0] == second:
+            buckets[-1][1] += 1
+        else:
+            buckets.append([second, 1])
+            self._trim(now)
+        self._request_count += 1
 
     def try_retry(self) -> bool:
         """Take one retry from the budget; False when none is left."""
         now = self._clock.monotonic()
         self._trim(now)
         allowed = max(
-            self.policy.budget_min_retries, self.policy.budget_ratio * len(self._requests)
+            self.policy.budget_min_retries, self.policy.budget_ratio * self._request_count
         )
         if len(self._retries) + 1 > allowed:
             self.denied += 1
@@ -71,4 +87,4 @@ class RetryBudget:
     def counts(self) -> tuple[int, int]:
         """(requests, retries) in the current window."""
         self._trim(self._clock.monotonic())
-        return len(self._requests), len(self._retries)
+        return self._request_count, len(self._retries)

@@ -115,7 +115,12 @@ class Priced:
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         response = await self.inner.complete(request)
-        cost = price_of(response.model, response.input_tokens, response.output_tokens, self._prices)
+        if response.model == self.inner.name:  # priced like its estimate (rates kept)
+            cost = self.estimate_usd(response.input_tokens, response.output_tokens)
+        else:  # the provider named the exact model it used
+            cost = price_of(
+                response.model, response.input_tokens, response.output_tokens, self._prices
+            )
         return ModelResponse(
             text=response.text,
             model=response.model,
