@@ -710,9 +710,18 @@ class App:
             remaining = deadline_at + waited - now.timestamp()
             if remaining <= 0:
                 raise TimeoutError
-            async with asyncio.timeout(remaining) as timer:
-                ctx._hold.timer = timer
+            # The deadline shares the loop timer of the call timeouts (asyncio.timeout would add
+            # a timer per run); a human wait holds it (`ctx._hold`).
+            deadlines = self.guards.kill.deadlines
+            deadline = ctx._hold.timer = deadlines.start(remaining)
+            try:
                 value = await wf.fn(ctx, wf.input.model_validate(payload))
+            except asyncio.CancelledError:
+                if deadline.expired and deadline.task.uncancel() == 0:
+                    raise TimeoutError from None
+                raise
+            finally:
+                deadlines.end(deadline)
             if wf.output is not None:
                 value = validate_payload(
                     wf.output,

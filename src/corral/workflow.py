@@ -39,6 +39,7 @@ from corral.errors import (
     UsageError,
 )
 from corral.guards.chain import RunGuards
+from corral.guards.deadlines import Deadline
 from corral.humans import Decision, HumanDesk, HumanPolicy, HumanRequest, deadline
 from corral.model import Model, Usage
 from corral.tool import Tool, ToolArgumentsError
@@ -125,7 +126,7 @@ class _DeadlineHold:
     """
 
     def __init__(self) -> None:
-        self.timer: asyncio.Timeout | None = None
+        self.timer: Deadline | None = None
         self._open = 0
         self._remaining: float | None = None
 

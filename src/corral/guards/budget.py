@@ -15,9 +15,12 @@ parallel calls in one event loop racing for the last dollar never overspend.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from types import MappingProxyType
 
 from corral.clock import Clock
 from corral.errors import BudgetExhaustedError
@@ -84,29 +87,50 @@ class Cost:
 _ONE_TURN = Cost(agent_turns=1)
 
 
+@functools.lru_cache(maxsize=256)
+def _plan(
+    limits: tuple[tuple[str, Decimal | int | None], ...],
+) -> tuple[
+    Mapping[str, Decimal | int | None],
+    tuple[tuple[str, Decimal | int], ...],
+    tuple[str, ...],
+]:
+    """An account's limits (read-only, shared by the accounts with the same limits), the ones a
+    model call checks, and the ones `fraction` reads. Every run builds its account from the same
+    policy: worked out once."""
+    table = dict(limits)
+    call_limits = tuple(
+        (d, limit) for d, limit in limits if limit is not None and d != "agent_turns"
+    )
+    return MappingProxyType(table), call_limits, tuple(d for d in ("usd", "tokens") if table[d])
+
+
 class Account:
     """Limits, committed spend and open reservations for one scope."""
 
-    def __init__(self, scope: str, limits: dict[str, Decimal | int | None]) -> None:
+    def __init__(self, scope: str, limits: Mapping[str, Decimal | int | None]) -> None:
         self.scope = scope
-        self.limits: dict[str, Decimal | int | None] = {}
+        self.limits: Mapping[str, Decimal | int | None] = {}
         self.set_limits(limits)
-        self.spent: dict[str, Decimal | int] = dict.fromkeys(_DIMENSIONS, 0)
-        self.spent["usd"] = Decimal(0)
-        self.reserved: dict[str, Decimal | int] = dict.fromkeys(_DIMENSIONS, 0)
-        self.reserved["usd"] = Decimal(0)
+        self.spent: dict[str, Decimal | int] = {
+            "usd": _ZERO,
+            "tokens": 0,
+            "model_calls": 0,
+            "agent_turns": 0,
+        }
+        self.reserved: dict[str, Decimal | int] = {
+            "usd": _ZERO,
+            "tokens": 0,
+            "model_calls": 0,
+            "agent_turns": 0,
+        }
 
-    def set_limits(self, limits: dict[str, Decimal | int | None]) -> None:
+    def set_limits(self, limits: Mapping[str, Decimal | int | None]) -> None:
         """Replace the limits of the dimensions named in `limits`."""
         merged = {**self.limits, **limits}
-        self.limits = {d: merged.get(d) for d in _DIMENSIONS}
-        # A model call checks only the dimensions that have a limit (usually one or two).
-        self._call_limits = tuple(
-            (d, limit)
-            for d, limit in self.limits.items()
-            if limit is not None and d != "agent_turns"
+        self.limits, self._call_limits, self._shared = _plan(
+            tuple((d, merged.get(d)) for d in _DIMENSIONS)
         )
-        self._shared = tuple(d for d in ("usd", "tokens") if self.limits[d])
 
     def call_shortfall(self, usd: Decimal, tokens: int) -> BudgetExhaustedError | None:
         """Like `shortfall` for one model call costing `usd` and `tokens` (the hot path)."""
@@ -236,6 +260,16 @@ class CallReservation:
         self.settle_usage(self.floor_usd, self.floor_tokens)
 
 
+@functools.lru_cache(maxsize=64)
+def _degrade_thresholds(policy: BudgetPolicy) -> tuple[tuple[str, Decimal], ...]:
+    """Spend at which calls degrade, per limited dimension. Checked before every model call, so
+    it compares against these instead of dividing (the same test as `fraction() >= degrade_at`).
+    """
+    at = Decimal(str(policy.degrade_at))
+    limits = (("usd", policy.usd), ("tokens", policy.tokens))
+    return tuple((d, limit * at) for d, limit in limits if limit)
+
+
 class RunBudget:
     """One run's budget; parallel calls and children share it."""
 
@@ -251,14 +285,7 @@ class RunBudget:
             },
         )
         self.run_id = run_id
-        # Degrading is checked before every model call: compare against precomputed thresholds
-        # (the same test as `fraction() >= degrade_at`, without dividing).
-        at = Decimal(str(policy.degrade_at))
-        self._degrade_at = tuple(
-            (d, limit * at)
-            for d, limit in self.account.limits.items()
-            if d in ("usd", "tokens") and limit
-        )
+        self._degrade_at = _degrade_thresholds(policy)
 
     def reserve(
         self, cost: Cost, input_estimate: Cost, extra: list[Account] | None = None

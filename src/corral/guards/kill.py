@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from corral.errors import KilledError
+from corral.guards.deadlines import Deadlines
 
 __all__ = ["KillSwitch"]
 
@@ -41,9 +41,8 @@ class KillSwitch:
         self.held: dict[str, str] = {}
         """Runs waiting at a step boundary now, and the pause that holds each."""
         self._held_changed = asyncio.Event()
-        self._sweep: asyncio.TimerHandle | None = None
-        self._sweep_at = math.inf
-        self._sweep_loop: asyncio.AbstractEventLoop | None = None
+        self.deadlines = Deadlines()
+        """Call timeouts (and, through the app, run deadlines) on one loop timer."""
         self.engaged = False
         """Something is halted or paused now. False (the common case): every step boundary
         passes without looking further, so callers test this before calling `gate`/`check`."""
@@ -190,8 +189,13 @@ class KillSwitch:
         self._update()
         cancelled = 0
         for task, entry in list(self._inflight.items()):
+            deadline = entry[3]
+            if deadline is not None and deadline.expired:
+                continue  # already cancelled by its timeout
             if self._scope(entry[0], entry[1]) is not None and not task.done() and not entry[2]:
                 entry[2] = True
+                if deadline is not None:
+                    deadline.reschedule(None)  # the halt, not the timeout, ends this call
                 task.cancel()
                 cancelled += 1
         self._wake()
@@ -241,9 +245,7 @@ class KillSwitch:
         The call runs in the caller's own task (no extra task per model call); a halt or the
         timeout cancels that task, and the cancellation is turned into `KilledError` or
         `TimeoutError` here and taken back with `Task.uncancel()`, so it does not leak into the
-        caller's other waits. Timeouts share one loop timer, set for the earliest deadline in
-        flight, instead of a timer per call: a loop timer is created, heaped and cancelled on
-        every model call otherwise (about 8 us on our 2-core machine, a tenth of a step).
+        caller's other waits. Timeouts share one loop timer (`corral.guards.deadlines`).
 
         Raises:
             KilledError: a halt cancelled the call.
@@ -252,46 +254,21 @@ class KillSwitch:
         task = asyncio.current_task()
         if task is None:  # pragma: no cover - always inside a task in asyncio
             return await call
-        if timeout_s is None:
-            deadline = math.inf
-        else:
-            loop = task.get_loop()
-            deadline = loop.time() + timeout_s
-            if deadline < self._sweep_at or self._sweep_loop is not loop:
-                self._schedule_sweep(loop, deadline)
-        # [run_id, agent, cancelled by us, deadline (loop time), expired]
-        entry: list[Any] = [run_id, agent, False, deadline, False]
+        deadline = self.deadlines.start(timeout_s) if timeout_s is not None else None
+        # [run_id, agent, cancelled by a halt, deadline]
+        entry: list[Any] = [run_id, agent, False, deadline]
         self._inflight[task] = entry
         try:
             return await call
         except asyncio.CancelledError:
-            if entry[2] and task.uncancel() == 0:
-                if entry[4]:
+            expired = deadline is not None and deadline.expired
+            if (entry[2] or expired) and task.uncancel() == 0:
+                if expired:
                     raise TimeoutError from None
                 scope = self._scope(run_id, agent)
                 raise KilledError(scope or "halted") from None
             raise
         finally:
             self._inflight.pop(task, None)
-
-    def _schedule_sweep(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        if self._sweep is not None:
-            self._sweep.cancel()
-        self._sweep = loop.call_at(when, self._expire, loop)
-        self._sweep_at, self._sweep_loop = when, loop
-
-    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The sweep: cancel the calls past their deadline, then wait for the next one."""
-        self._sweep, self._sweep_at, self._sweep_loop = None, math.inf, None
-        now = loop.time()
-        earliest = math.inf
-        for task, entry in self._inflight.items():
-            if entry[2] or task.get_loop() is not loop:
-                continue
-            if entry[3] <= now:
-                entry[2] = entry[4] = True
-                task.cancel()
-            elif entry[3] < earliest:
-                earliest = entry[3]
-        if earliest < math.inf:
-            self._schedule_sweep(loop, earliest)
+            if deadline is not None:
+                self.deadlines.end(deadline)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
 from collections.abc import Hashable
 from typing import Any
 
@@ -37,8 +36,8 @@ class LoopGuard:
     def __init__(self, policy: LoopPolicy) -> None:
         self.policy = policy
         self.turns = 0
-        self.agent_turns: Counter[str] = Counter()
-        self._inputs: Counter[tuple[str, Hashable]] = Counter()
+        self.agent_turns: dict[str, int] = {}
+        self._inputs: dict[tuple[str, Hashable], int] = {}
         self._handoffs: list[tuple[str, Hashable]] = []
         self._streaks: dict[tuple[str, str], tuple[str, int]] = {}
         self.stopped: dict[str, str] = {}
@@ -72,7 +71,8 @@ class LoopGuard:
                 limit=p.max_turns,
                 turns=self.turns,
             )
-        if self.agent_turns[agent] + 1 > p.max_agent_turns:
+        agent_turns = self.agent_turns.get(agent, 0)
+        if agent_turns + 1 > p.max_agent_turns:
             raise LoopDetectedError(
                 f"agent {agent!r} reached its limit of {p.max_agent_turns} turns in this run",
                 kind="agent_turns",
@@ -80,7 +80,8 @@ class LoopGuard:
                 limit=p.max_agent_turns,
             )
         key = (agent, input_hash)
-        if self._inputs[key] + 1 > p.repeat_limit:
+        repeats = self._inputs.get(key, 0)
+        if repeats + 1 > p.repeat_limit:
             raise LoopDetectedError(
                 f"agent {agent!r} was called with the same input {p.repeat_limit + 1} times",
                 kind="repeated_call",
@@ -88,8 +89,8 @@ class LoopGuard:
                 limit=p.repeat_limit,
             )
         self.turns += 1
-        self.agent_turns[agent] += 1
-        self._inputs[key] += 1
+        self.agent_turns[agent] = agent_turns + 1
+        self._inputs[key] = repeats + 1
 
     def on_output(self, agent: str, output_hash: Hashable) -> None:
         """After an agent produced a valid output.
