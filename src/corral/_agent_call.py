@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 In = TypeVar("In", bound=BaseModel)
 Out = TypeVar("Out", bound=BaseModel)
 
+_ZERO = Decimal(0)
+
 _REPAIR_PROMPT = (
     "Your previous answer was rejected: {errors}. Reply again with only one JSON object that "
     "matches the schema exactly."
@@ -71,6 +73,8 @@ class AgentCall(Generic[In, Out]):
         self._inner = 0
         self.usage = Usage()
         self.last_model: str | None = None
+        self.recording = _records(recorder)
+        """Spans are kept: without a recorder, building them (and reading the clock) is skipped."""
 
     def _next_inner(self) -> str:
         self._inner += 1
@@ -119,7 +123,7 @@ class AgentCall(Generic[In, Out]):
         messages = agent.messages(self.payload, self.payload_json)
         limits = agent.limits
         rounds = repairs = invalid_calls = 0
-        started, t0 = self.clock.now(), self.clock.monotonic()
+        started, t0 = (self.clock.now(), self.clock.monotonic()) if self.recording else (None, 0.0)
         try:
             while True:
                 response = await self._model_step(
@@ -188,7 +192,7 @@ class AgentCall(Generic[In, Out]):
         error: AgentError | None = None,
         attrs: dict[str, JsonValue] | None = None,
     ) -> None:
-        if not _records(self.recorder):
+        if not self.recording:
             return
         spent = self.usage
         await self._record(
@@ -281,7 +285,9 @@ class AgentCall(Generic[In, Out]):
         async def step() -> JsonValue:
             nonlocal ran, fresh
             ran = True
-            started, t0 = self.clock.now(), self.clock.monotonic()
+            started, t0 = (
+                (self.clock.now(), self.clock.monotonic()) if self.recording else (None, 0.0)
+            )
             try:
                 response = await caller.call(models, request)
             except (ProviderError, CircuitOpenError) as exc:
@@ -304,6 +310,9 @@ class AgentCall(Generic[In, Out]):
                 # decides again.
                 await emit(GuardEvent(kind="refused", detail=exc.to_dict(), alert=True))
                 raise
+            fresh = response
+            if not self.recording:
+                return {"response": _response_dict(response)}
             await self._record(
                 kind="model",
                 step_id=step_id,
@@ -320,7 +329,6 @@ class AgentCall(Generic[In, Out]):
                 tier=tier,
                 attrs={"cached": True} if response.cached else None,
             )
-            fresh = response
             return {"response": _response_dict(response)}
 
         outcome = await self.journal.step(step_id, f"model:{agent.name}", step)
@@ -338,23 +346,24 @@ class AgentCall(Generic[In, Out]):
         # replayed after a restart: rebuilt from the journal.
         response = fresh if fresh is not None else _response_from_dict(outcome["response"])
         self.last_model = response.model
-        used = Usage(
-            input_tokens=response.input_tokens,
-            output_tokens=response.output_tokens,
-            cost_usd=response.cost_usd or Decimal(0),
-            calls=1,
-        )
+        cost = response.cost_usd or _ZERO
         if not ran:
             # Replayed from the journal after a restart: the money was spent before the crash.
             run.budget.charge(
                 Cost(
-                    usd=used.cost_usd,
-                    tokens=used.input_tokens + used.output_tokens,
+                    usd=cost,
+                    tokens=response.input_tokens + response.output_tokens,
                     model_calls=1,
                 )
             )
-        self.usage = self.usage + used
-        self.ctx.stats.usage = self.ctx.stats.usage + used
+        self.ctx.stats.add(response.input_tokens, response.output_tokens, cost)
+        if self.recording:  # the agent span's totals
+            self.usage = self.usage + Usage(
+                input_tokens=response.input_tokens,
+                output_tokens=response.output_tokens,
+                cost_usd=cost,
+                calls=1,
+            )
         return response
 
     async def _tool_call(self, agent: Agent[In, Out], call: ToolCall) -> tuple[str, bool]:
@@ -504,6 +513,8 @@ class AgentCall(Generic[In, Out]):
         return result
 
     async def _record(self, **fields: Any) -> None:
+        if not self.recording:
+            return
         await _record_span(
             self.recorder, self.clock, run_id=self.ctx.run_id, agent=self.agent.name, **fields
         )
@@ -585,6 +596,8 @@ def _records(recorder: Recorder) -> bool:
 def _json_text(text: str) -> str:
     """The JSON object inside a model's answer: strips code fences and chatter around it."""
     stripped = text.strip()
+    if stripped[:1] == "{" and stripped[-1:] == "}":
+        return stripped  # the usual answer: one JSON object and nothing around it
     if stripped.startswith("```"):
         stripped = stripped.strip("`")
         stripped = stripped.removeprefix("json").strip()

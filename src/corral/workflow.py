@@ -15,8 +15,9 @@ import inspect
 import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal, Protocol, TypeVar, cast, get_type_hints, overload
 
 from pydantic import BaseModel
@@ -152,11 +153,30 @@ class _DeadlineHold:
 
 @dataclass(slots=True, kw_only=True)
 class _Stats:
-    usage: Usage = field(default_factory=Usage)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+    calls: int = 0
     repairs: int = 0
     invalid_tool_calls: int = 0
     failures: int = 0
     best: tuple[str, JsonValue | BaseModel] | None = None
+
+    def add(self, input_tokens: int, output_tokens: int, cost_usd: Decimal) -> None:
+        """One model call's usage (counted in place: no `Usage` per call)."""
+        self.input_tokens += input_tokens
+        self.output_tokens += output_tokens
+        self.cost_usd += cost_usd
+        self.calls += 1
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cost_usd=self.cost_usd,
+            calls=self.calls,
+        )
 
 
 class RunContext:
