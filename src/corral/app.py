@@ -692,7 +692,9 @@ class App:
             input=payload,
             started_at=started,
         )
-        await recorder.record_run(base)
+        stores = not isinstance(recorder.inner, NullRecorder)
+        if stores:  # (the taps look at finished runs only)
+            await recorder.record_run(base)
         status: RunStatus = "succeeded"
         output: JsonValue = None
         error: dict[str, Any] | None = None
@@ -782,6 +784,26 @@ class App:
         usage = ctx.usage
         if status == "succeeded":
             await self._maybe_review(wf.name, run_id, payload, output)
+        if stores or self._tap is not None:
+            await self._record_finished(recorder, base, status, output, error, usage)
+        return {
+            "run_id": run_id,
+            "workflow": wf.name,
+            "status": status,
+            "output": output,
+            "error": error,
+            "usage": usage.to_dict(),
+        }
+
+    async def _record_finished(
+        self,
+        recorder: BatchingRecorder,
+        base: RunRecord,
+        status: RunStatus,
+        output: JsonValue,
+        error: dict[str, Any] | None,
+        usage: Usage,
+    ) -> None:
         await recorder.record_run(
             RunRecord(
                 run_id=base.run_id,
@@ -791,25 +813,17 @@ class App:
                 user=base.user,
                 tenant=base.tenant,
                 tags=base.tags,
-                input=payload,
+                input=base.input,
                 output=output,
                 error=error,
                 tokens_in=usage.input_tokens,
                 tokens_out=usage.output_tokens,
                 cost_usd=usage.cost_usd,
                 calls=usage.calls,
-                started_at=started,
+                started_at=base.started_at,
                 finished_at=self.clock.now(),
             )
         )
-        return {
-            "run_id": run_id,
-            "workflow": wf.name,
-            "status": status,
-            "output": output,
-            "error": error,
-            "usage": usage.to_dict(),
-        }
 
     async def _maybe_review(
         self, workflow: str, run_id: str, payload: JsonValue, output: JsonValue

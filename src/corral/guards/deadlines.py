@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import Any
 
 __all__ = ["Deadline", "Deadlines"]
 
@@ -32,7 +33,7 @@ class Deadline:
 
     __slots__ = ("_owner", "at", "expired", "task")
 
-    def __init__(self, owner: Deadlines, task: asyncio.Task[object], at: float) -> None:
+    def __init__(self, owner: Deadlines, task: asyncio.Task[Any], at: float) -> None:
         self._owner = owner
         self.task = task
         self.at = at
@@ -59,11 +60,12 @@ class Deadlines:
         self._timer_at = math.inf
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def start(self, seconds: float | None) -> Deadline:
-        """A deadline `seconds` from now (None: none) for the current task."""
-        task = asyncio.current_task()
-        if task is None:  # pragma: no cover - always inside a task in asyncio
-            raise RuntimeError("a deadline needs a running task")
+    def start(self, seconds: float | None, task: asyncio.Task[Any] | None = None) -> Deadline:
+        """A deadline `seconds` from now (None: none) for `task` (default: the current one)."""
+        if task is None:
+            task = asyncio.current_task()
+            if task is None:  # pragma: no cover - always inside a task in asyncio
+                raise RuntimeError("a deadline needs a running task")
         if seconds is None:
             deadline = Deadline(self, task, math.inf)
         else:

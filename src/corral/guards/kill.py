@@ -254,7 +254,7 @@ class KillSwitch:
         task = asyncio.current_task()
         if task is None:  # pragma: no cover - always inside a task in asyncio
             return await call
-        deadline = self.deadlines.start(timeout_s) if timeout_s is not None else None
+        deadline = self.deadlines.start(timeout_s, task) if timeout_s is not None else None
         # [run_id, agent, cancelled by a halt, deadline]
         entry: list[Any] = [run_id, agent, False, deadline]
         self._inflight[task] = entry
