@@ -65,6 +65,18 @@ class SimModel:
         self._schema_keys: dict[int, tuple[Mapping[str, Any], str]] = {}
         self._lock = threading.Lock()
         self.calls = 0
+        cfg = self.config
+        # With no fault and no jitter configured, the fault stream is never read in a way that
+        # changes an answer (every roll is compared with a zero rate): skip seeding it per call.
+        self._faultless = not (
+            cfg.timeout_rate
+            or cfg.rate_limit_rate
+            or cfg.error_rate
+            or cfg.malformed_rate
+            or cfg.hallucinated_args_rate
+            or (cfg.latency_s > 0 and cfg.latency_jitter > 0)
+        )
+        self._unused = random.Random(0)
 
     @property
     def name(self) -> str:
@@ -104,12 +116,16 @@ class SimModel:
             nth = self._seen[fingerprint]
             self._seen[fingerprint] += 1
             self.calls += 1
-        seeds = [
-            hashlib.blake2b(f"{self.config.seed}:{tag}:".encode() + fingerprint, digest_size=8)
-            for tag in (f"faults:{nth}", "content")
-        ]
-        faults, content = (random.Random(int.from_bytes(h.digest(), "big")) for h in seeds)
-        return faults, content
+        content = self._seeded("content", fingerprint)
+        if self._faultless:
+            return self._unused, content
+        return self._seeded(f"faults:{nth}", fingerprint), content
+
+    def _seeded(self, tag: str, fingerprint: bytes) -> random.Random:
+        digest = hashlib.blake2b(
+            f"{self.config.seed}:{tag}:".encode() + fingerprint, digest_size=8
+        ).digest()
+        return random.Random(int.from_bytes(digest, "big"))
 
     def _over_limit(self, request: ModelRequest) -> float | None:
         """Seconds until this call would fit the simulated provider's RPM/TPM, or None."""
