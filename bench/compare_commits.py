@@ -1,0 +1,111 @@
+"""W1's runtime cost of this checkout against an earlier commit, side by side.
+
+    .venv/bin/python bench/compare_commits.py REV [--rounds 9] [--runs 400]
+
+The machine is noisy (the same build has measured 2x apart minutes apart), so a before/after
+number from two separate runs says little. This checks REV out into a temporary git worktree and
+runs two worker processes, one importing Corral from REV and one from this checkout, each with
+the W1 pipeline and the constant model (`w1_pipeline.py`, alerts off, no recorder: the runtime
+alone). The workers take turns, `--runs` runs a turn, so noise hits both alike; the result is
+the median of the per-round ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parents[1]
+
+
+async def _worker(root: Path) -> None:
+    """Run W1 turns on request: read a run count from stdin, print microseconds per step."""
+    sys.path[:0] = [str(root / "src"), str(root)]
+    import logging
+
+    from bench.w1_pipeline import Constant, build
+
+    from corral import AppConfig
+    from corral.config import ModelPrice
+    from corral.observe import AlertPolicy
+
+    logging.disable(logging.WARNING)
+    config = AppConfig(
+        database=f"sqlite:///{tempfile.mkdtemp()}/c.db",
+        durable=False,
+        alerts=AlertPolicy(enabled=False),
+        tiers={"small": "const:fixed", "medium": "const:fixed", "large": "const:fixed"},
+        prices={"const": ModelPrice(input_per_mtok=Decimal("0.5"), output_per_mtok=Decimal(2))},
+    )
+    app = build(config, record=False, models={"const:fixed": Constant()})
+    async with app:
+        for i in range(300):
+            await app.run("pipeline", {"text": f"warm-up {i}"}, durable=False)
+        for line in sys.stdin:
+            runs = int(line)
+            t0 = time.perf_counter()
+            for i in range(runs):
+                result = await app.run("pipeline", {"text": f"document {i}"}, durable=False)
+                assert result.ok, result.error
+            print((time.perf_counter() - t0) / runs / 4 * 1e6, flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("rev", help="the commit to compare against, e.g. HEAD~5")
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--runs", type=int, default=400, help="runs per worker per round")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        before = Path(tmp) / "before"
+        subprocess.run(
+            ["git", "-C", str(HERE), "worktree", "add", "--detach", "-q", str(before), args.rev],
+            check=True,
+        )
+        try:
+            roots = {args.rev: before, "this checkout": HERE}
+            workers = {
+                name: subprocess.Popen(
+                    [sys.executable, __file__, "--worker", str(root)],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                for name, root in roots.items()
+            }
+            samples: dict[str, list[float]] = {name: [] for name in roots}
+            for _ in range(args.rounds):
+                for name, proc in workers.items():
+                    assert proc.stdin is not None
+                    assert proc.stdout is not None
+                    proc.stdin.write(f"{args.runs}\n")
+                    proc.stdin.flush()
+                    samples[name].append(float(proc.stdout.readline()))
+            for proc in workers.values():
+                assert proc.stdin is not None
+                proc.stdin.close()
+                proc.wait()
+        finally:
+            subprocess.run(
+                ["git", "-C", str(HERE), "worktree", "remove", "--force", str(before)], check=True
+            )
+    print("| code | median us/step | rounds |\n| --- | --- | --- |")
+    for name, values in samples.items():
+        rounds_text = ", ".join(f"{v:.0f}" for v in values)
+        print(f"| {name} | {statistics.median(values):.1f} | {rounds_text} |")
+    ratios = [new / old for old, new in zip(*samples.values(), strict=True)]
+    print(f"\nthis checkout / {args.rev}: {statistics.median(ratios):.3f} (median of rounds)")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+        asyncio.run(_worker(Path(sys.argv[2])))
+    else:
+        main()
