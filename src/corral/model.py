@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal, Protocol
 
+from corral._dataclass import quick_init
+
 __all__ = [
     "Message",
     "Model",
@@ -26,6 +28,7 @@ Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "error"]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ToolCall:
     """A tool invocation proposed by the model; `arguments` are unvalidated."""
@@ -35,6 +38,7 @@ class ToolCall:
     arguments: dict[str, Any]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Message:
     """One chat message. `tool_calls` on assistant messages, `tool_call_id` on tool results."""
@@ -54,6 +58,7 @@ class ToolSpec:
     parameters: dict[str, Any]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelRequest:
     """Everything a provider needs for one call."""
@@ -69,6 +74,7 @@ class ModelRequest:
     """Free-form tags (run id, agent, step) for providers and guards; never sent as prompt."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Usage:
     """Tokens and money for one call or a sum of calls."""
@@ -104,6 +110,7 @@ class Usage:
         )
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelResponse:
     """A provider's answer: text (JSON text when an output schema was given) and/or tool calls."""

@@ -12,6 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, Protocol
 
+from corral._dataclass import quick_init
 from corral.contracts import JsonValue
 
 __all__ = ["BatchingRecorder", "NullRecorder", "Recorder", "RunRecord", "Span", "Tap", "Taps"]
@@ -30,6 +31,7 @@ RunStatus = Literal[
 ]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Span:
     """One unit of work inside a run. `step_id` is unique within the run."""
@@ -59,6 +61,7 @@ class Span:
     (`corral.observe.redact.Redactor.span_fields`)."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunRecord:
     """A run's row: who started it, what it cost and how it ended."""
