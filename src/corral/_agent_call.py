@@ -266,7 +266,7 @@ class AgentCall(Generic[In, Out]):
             model=models[0].name,
             messages=tuple(messages),
             output_schema=agent.output_schema(),
-            tools=tuple(t.spec for t in agent.tools) if allow_tools else (),
+            tools=tuple(t.spec for t in agent.tools) if allow_tools and agent.tools else (),
             max_output_tokens=agent.max_output_tokens,
             temperature=agent.temperature,
             metadata={"run_id": self.ctx.run_id, "agent": agent.name, "step_id": step_id},

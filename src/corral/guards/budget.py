@@ -334,10 +334,12 @@ class RunBudget:
         Raises:
             BudgetExhaustedError: the run's agent-turn budget is used up.
         """
-        refusal = self.account.shortfall(_ONE_TURN)
-        if refusal is not None:
-            raise refusal
-        self.account._add(self.account.spent, _ONE_TURN, +1)
+        account = self.account
+        if account.limits["agent_turns"] is not None:
+            refusal = account.shortfall(_ONE_TURN)
+            if refusal is not None:
+                raise refusal
+        account.spent["agent_turns"] += 1
 
     @property
     def should_degrade(self) -> bool:
