@@ -28,19 +28,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypedDict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.w1_pipeline import Constant, build
+from bench.w1_pipeline import runtime_app
 from bench.w2_concurrency import LATENCY_S
 from bench.w2_concurrency import build as w2_build
-
-from corral import AppConfig
-from corral.config import ModelPrice
-from corral.observe import AlertPolicy
 
 try:
     from langgraph.graph import END, START, StateGraph
@@ -119,14 +114,7 @@ async def w2(waves: int, runs: int = 1000) -> None:
 
 
 async def main(rounds: int, runs: int) -> None:
-    config = AppConfig(
-        database=f"sqlite:///{tempfile.mkdtemp()}/c.db",
-        durable=False,
-        alerts=AlertPolicy(enabled=False),
-        tiers={"small": "const:fixed", "medium": "const:fixed", "large": "const:fixed"},
-        prices={"const": ModelPrice(input_per_mtok=Decimal("0.5"), output_per_mtok=Decimal(2))},
-    )
-    app = build(config, record=False, models={"const:fixed": Constant()})
+    app = runtime_app()
     graph = langgraph_pipeline()
 
     async def corral_run(i: int) -> None:

@@ -13,23 +13,19 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.w1_pipeline import Constant, build
+from bench.w1_pipeline import runtime_app
 
 import corral.guards.chain as chain
-from corral import App, AppConfig
-from corral.config import ModelPrice
+from corral import App
 from corral.guards.kill import KillSwitch
 from corral.model import Model, ModelRequest, ModelResponse
-from corral.observe import AlertPolicy
 
 
 class _Noop:
@@ -43,14 +39,17 @@ class _Noop:
     def settle_failed(self) -> None:
         return None
 
+    def settle_usage(self, *args: Any) -> None:
+        return None
+
 
 NOOP = _Noop()
 ORIGINAL = {
     "call": chain.ModelCaller.call,
     "_try_reserve": chain.ModelCaller._try_reserve,
     "_admit": chain.ModelCaller._admit,
-    "_breakers": chain.ModelCaller._breakers,
 }
+ACQUIRE = chain._acquire
 GUARD = KillSwitch.guard
 
 
@@ -73,7 +72,7 @@ VARIANTS: dict[str, Callable[[], None]] = {
         chain.ModelCaller, "_try_reserve", lambda self, *a: NOOP
     ),
     "no rate limiter": lambda: setattr(chain.ModelCaller, "_admit", _admitted),
-    "no provider/model breakers": lambda: setattr(chain.ModelCaller, "_breakers", lambda s, m: []),
+    "no provider/model breakers": lambda: setattr(chain, "_acquire", lambda breakers: []),
     "no kill switch / timeout": lambda: setattr(KillSwitch, "guard", _unguarded),
 }
 
@@ -82,6 +81,7 @@ def _reset() -> None:
     for name, fn in ORIGINAL.items():
         setattr(chain.ModelCaller, name, fn)
     KillSwitch.guard = GUARD  # type: ignore[method-assign]
+    chain._acquire = ACQUIRE
 
 
 async def _measure(app: App, runs: int) -> float:
@@ -93,14 +93,7 @@ async def _measure(app: App, runs: int) -> float:
 
 
 async def main(rounds: int, runs: int) -> None:
-    config = AppConfig(
-        database=f"sqlite:///{tempfile.mkdtemp()}/c.db",
-        durable=False,
-        alerts=AlertPolicy(enabled=False),
-        tiers={"small": "const:fixed", "medium": "sim:medium", "large": "sim:large"},
-        prices={"const": ModelPrice(input_per_mtok=Decimal("0.5"), output_per_mtok=Decimal(2))},
-    )
-    app = build(config, record=False, models={"const:fixed": Constant()})
+    app = runtime_app()
     async with app:
         await _measure(app, 300)
         results: dict[str, list[float]] = {name: [] for name in VARIANTS}

@@ -86,6 +86,21 @@ def build(config: AppConfig, *, record: bool, models: dict[str, Any] | None = No
     return app
 
 
+def runtime_app() -> App:
+    """The W1 pipeline on the constant model with alerts off: Corral's per-step runtime alone
+    (shared by `w1_ablate.py` and `langgraph_side_by_side.py`)."""
+    from corral.observe import AlertPolicy
+
+    config = AppConfig(
+        database=f"sqlite:///{tempfile.mkdtemp()}/runtime.db",
+        durable=False,
+        alerts=AlertPolicy(enabled=False),
+        tiers={"small": "const:fixed", "medium": "const:fixed", "large": "const:fixed"},
+        prices={"const": ModelPrice(input_per_mtok=Decimal("0.5"), output_per_mtok=Decimal(2))},
+    )
+    return build(config, record=False, models={"const:fixed": Constant()})
+
+
 Runner = Callable[[int], Awaitable[None]]
 
 
