@@ -413,3 +413,15 @@ async def test_the_gc_threshold_is_applied_when_the_app_opens(tmp_path):
         gc.set_threshold(*before)
     with pytest.raises(ConfigError, match="gc_threshold: must be >= 100"):
         AppConfig(gc_threshold=5)
+
+
+def test_run_ids_are_random_version_4_uuids_in_hex():
+    import uuid
+
+    from corral.app import new_run_id
+
+    ids = {new_run_id() for _ in range(2_000)}
+    assert len(ids) == 2_000
+    for rid in list(ids)[:200]:
+        parsed = uuid.UUID(hex=rid)
+        assert parsed.hex == rid and parsed.version == 4 and parsed.variant == uuid.RFC_4122

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from corral.agent import Agent, FunctionAgent
 from corral.clock import Clock
 from corral.contracts import JsonValue, dump_payload, validate_payload
-from corral.durable import Journal
+from corral.durable import EphemeralJournal, Journal
 from corral.errors import AgentError, CircuitOpenError, LimitError, ProviderError
 from corral.guards.budget import Cost
 from corral.guards.chain import GuardEvent, ModelCaller
@@ -331,7 +331,10 @@ class AgentCall(Generic[In, Out]):
             )
             return {"response": _response_dict(response)}
 
-        outcome = await self.journal.step(step_id, f"model:{agent.name}", step)
+        if isinstance(self.journal, EphemeralJournal):
+            outcome = await step()  # nothing to journal: no step bookkeeping per model call
+        else:
+            outcome = await self.journal.step(step_id, f"model:{agent.name}", step)
         if "error" in outcome:
             err = outcome["error"]
             code = "circuit_open" if err.get("code") == "circuit_open" else "provider_error"

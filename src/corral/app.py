@@ -13,7 +13,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-import uuid
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -54,6 +54,13 @@ __all__ = ["App", "RunHandle", "RunResult"]
 log = logging.getLogger(__name__)
 
 Out = TypeVar("Out", bound=BaseModel)
+
+
+def new_run_id() -> str:
+    """A fresh run id: a random (version 4) UUID as 32 hex digits, the form `uuid.uuid4().hex`
+    gives, without building a `UUID` object (which was a tenth of an empty run's cost)."""
+    h = os.urandom(16).hex()
+    return f"{h[:12]}4{h[13:16]}{'89ab'[int(h[16], 16) & 3]}{h[17:]}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -161,7 +168,7 @@ class App:
         """Human-request notifications the webhook did not accept."""
         self._durable: Engine | None = None
         self._ephemeral = EphemeralEngine()
-        self._id_factory = id_factory or (lambda: uuid.uuid4().hex)
+        self._id_factory = id_factory or new_run_id
         self._started = False
         self._start_lock: asyncio.Lock | None = None
         self._tasks: dict[asyncio.Task[Any], tuple[str, bool]] = {}

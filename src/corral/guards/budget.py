@@ -87,14 +87,15 @@ class Cost:
 _ONE_TURN = Cost(agent_turns=1)
 
 
-@functools.lru_cache(maxsize=256)
-def _plan(
-    limits: tuple[tuple[str, Decimal | int | None], ...],
-) -> tuple[
+_Plan = tuple[
     Mapping[str, Decimal | int | None],
     tuple[tuple[str, Decimal | int], ...],
     tuple[str, ...],
-]:
+]
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(limits: tuple[tuple[str, Decimal | int | None], ...]) -> _Plan:
     """An account's limits (read-only, shared by the accounts with the same limits), the ones a
     model call checks, and the ones `fraction` reads. Every run builds its account from the same
     policy: worked out once."""
@@ -108,10 +109,15 @@ def _plan(
 class Account:
     """Limits, committed spend and open reservations for one scope."""
 
-    def __init__(self, scope: str, limits: Mapping[str, Decimal | int | None]) -> None:
+    def __init__(
+        self, scope: str, limits: Mapping[str, Decimal | int | None], *, plan: _Plan | None = None
+    ) -> None:
         self.scope = scope
-        self.limits: Mapping[str, Decimal | int | None] = {}
-        self.set_limits(limits)
+        if plan is not None:  # worked out already (`_plan`) for these limits
+            self.limits, self._call_limits, self._shared = plan
+        else:
+            self.limits = {}
+            self.set_limits(limits)
         self.spent: dict[str, Decimal | int] = {
             "usd": _ZERO,
             "tokens": 0,
@@ -261,13 +267,23 @@ class CallReservation:
 
 
 @functools.lru_cache(maxsize=64)
-def _degrade_thresholds(policy: BudgetPolicy) -> tuple[tuple[str, Decimal], ...]:
-    """Spend at which calls degrade, per limited dimension. Checked before every model call, so
-    it compares against these instead of dividing (the same test as `fraction() >= degrade_at`).
-    """
+def _run_plan(
+    policy: BudgetPolicy,
+) -> tuple[_Plan, tuple[tuple[str, Decimal], ...]]:
+    """A run account's limits (planned), and the spend at which calls degrade per limited dimension
+    (checked before every model call, so it compares against these instead of dividing: the
+    same test as `fraction() >= degrade_at`). Every run has the same policy: worked out once."""
+    limits = {
+        "usd": policy.usd,
+        "tokens": policy.tokens,
+        "model_calls": policy.model_calls,
+        "agent_turns": policy.agent_turns,
+    }
     at = Decimal(str(policy.degrade_at))
-    limits = (("usd", policy.usd), ("tokens", policy.tokens))
-    return tuple((d, limit * at) for d, limit in limits if limit)
+    degrade = tuple(
+        (d, limit * at) for d, limit in limits.items() if d in ("usd", "tokens") and limit
+    )
+    return _plan(tuple(limits.items())), degrade
 
 
 class RunBudget:
@@ -275,17 +291,9 @@ class RunBudget:
 
     def __init__(self, policy: BudgetPolicy, run_id: str = "run") -> None:
         self.policy = policy
-        self.account = Account(
-            "run",
-            {
-                "usd": policy.usd,
-                "tokens": policy.tokens,
-                "model_calls": policy.model_calls,
-                "agent_turns": policy.agent_turns,
-            },
-        )
+        plan, self._degrade_at = _run_plan(policy)
+        self.account = Account("run", plan[0], plan=plan)
         self.run_id = run_id
-        self._degrade_at = _degrade_thresholds(policy)
 
     def reserve(
         self, cost: Cost, input_estimate: Cost, extra: list[Account] | None = None

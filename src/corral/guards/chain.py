@@ -217,7 +217,10 @@ class ModelCaller:
         ).agent_breaker.acquire()
         t0 = self.guards.clock.monotonic()
         try:
-            response = await self._through_chain(models, request)
+            if len(models) == 1 and request.model == models[0].name and not self._may_cache():
+                response = await self._with_retries(models[0], request)  # the common case
+            else:
+                response = await self._through_chain(models, request)
         except ProviderError as exc:
             ignored = exc.status in self.guards.policies.breaker.ignore_status
             duration = self.guards.clock.monotonic() - t0
@@ -272,6 +275,12 @@ class ModelCaller:
                     raise  # the request is wrong; another provider would refuse it too
         assert last is not None
         raise last
+
+    def _may_cache(self) -> bool:
+        g = self.guards
+        return (self.use_cache and g.cache is not None and g.policies.cache.enabled) or (
+            self.use_semantic and g.semantic is not None
+        )
 
     def _cache_key(self, request: ModelRequest) -> tuple[str, str] | None:
         policy = self.guards.policies.cache
