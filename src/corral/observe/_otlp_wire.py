@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping, Sequence
 
-__all__ = ["AttrValue", "encode_request", "encode_span"]
+__all__ = ["AttrValue", "encode_attributes", "encode_request", "encode_span"]
 
 AttrValue = str | bool | int | float | Sequence[str]
 
@@ -79,6 +79,12 @@ The value's type is part of the key (`True == 1` in Python, not on the wire)."""
 _PAIRS_MAX = 4096
 
 
+def encode_attributes(attrs: Mapping[str, AttrValue]) -> bytes:
+    """A span's attributes, encoded; pass it to `encode_span` as `encoded` (for attributes that
+    many spans share: encode them once)."""
+    return _attributes(9, attrs)
+
+
 def _attributes(field: int, attrs: Mapping[str, AttrValue]) -> bytes:
     tag = _TAGS[field, _LEN]
     out = []
@@ -118,8 +124,10 @@ def encode_span(
     attributes: Mapping[str, AttrValue],
     status_code: int,
     status_message: str = "",
+    encoded: bytes = b"",
 ) -> bytes:
-    """One `Span` message. `kind`: 1 internal, 2 server, 3 client; `status_code`: 1 ok, 2 error."""
+    """One `Span` message. `kind`: 1 internal, 2 server, 3 client; `status_code`: 1 ok, 2 error.
+    `encoded`: more attributes, already encoded by `encode_attributes`."""
     status = _TAGS[3, _VARINT] + _vi(status_code)
     if status_message:
         status = _len_field(2, status_message.encode()) + status
@@ -132,6 +140,7 @@ def encode_span(
             _TAGS[6, _VARINT] + _vi(kind),
             _TAGS[7, _I64] + struct.pack("<Q", start_ns),
             _TAGS[8, _I64] + struct.pack("<Q", end_ns),
+            encoded,
             _attributes(9, attributes),
             _len_field(15, status),
         )

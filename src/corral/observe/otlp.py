@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from corral.observe._otlp_wire import encode_request, encode_span
+from corral.observe._otlp_wire import encode_attributes, encode_request, encode_span
 from corral.observe.policy import OtlpConfig
 from corral.observe.redact import Redactor
 from corral.trace import RunRecord, Span
@@ -73,6 +73,51 @@ def _trace_bytes(run_id: str) -> bytes:
 def _span_bytes(run_id: str, step_id: str | None) -> bytes:
     key = f"{run_id}\x00{step_id if step_id is not None else '<run>'}"
     return hashlib.sha256(key.encode()).digest()[:8]
+
+
+@functools.lru_cache(maxsize=1024)
+def _shape(
+    kind: str, name: str, agent: str | None, model: str | None, tier: str | None
+) -> tuple[str, int, bytes]:
+    """(span name, span kind, encoded attributes) that every span of this agent / model / tool
+    shares: worked out and encoded once, not per span (most of a span's attributes)."""
+    attrs: dict[str, Any] = {}
+    if agent:
+        attrs["gen_ai.agent.name"] = agent
+    span_kind = _INTERNAL
+    if kind == "agent":
+        title = f"invoke_agent {name}"
+        attrs["gen_ai.operation.name"] = "invoke_agent"
+        attrs["gen_ai.agent.name"] = name
+    elif kind == "model":
+        title = f"chat {model}"
+        span_kind = _CLIENT
+        attrs["gen_ai.operation.name"] = "chat"
+        if model:
+            attrs["gen_ai.request.model"] = model
+            attrs["gen_ai.provider.name"] = model.partition(":")[0]
+        if tier:
+            attrs["corral.tier"] = tier
+    elif kind == "tool":
+        title = f"execute_tool {name}"
+        attrs["gen_ai.operation.name"] = "execute_tool"
+        attrs["gen_ai.tool.name"] = name
+    elif kind == "workflow":
+        title = f"workflow {name}"
+        attrs["corral.workflow"] = name
+    elif kind == "human":
+        title = f"human {name}"
+        attrs["corral.human.kind"] = name.partition(":")[0]
+    else:
+        title = f"guard {name}"
+        attrs["corral.guard.kind"] = name
+    return title, span_kind, encode_attributes(attrs)
+
+
+@functools.lru_cache(maxsize=4096)
+def _run_attribute(run_id: str) -> bytes:
+    """`corral.run_id`, encoded once per run (every span of the run carries it)."""
+    return encode_attributes({"corral.run_id": run_id})
 
 
 def _ns(at: datetime) -> int:
@@ -230,43 +275,12 @@ class OtlpExporter:
         if isinstance(item, RunRecord):
             return self._root(item)
         span = item
-        attrs: dict[str, Any] = {
-            "corral.run_id": span.run_id,
-            "corral.step_id": span.step_id,
-            "corral.status": span.status,
-        }
-        if span.agent:
-            attrs["gen_ai.agent.name"] = span.agent
-        kind = _INTERNAL
-        if span.kind == "agent":
-            name = f"invoke_agent {span.name}"
-            attrs["gen_ai.operation.name"] = "invoke_agent"
-            attrs["gen_ai.agent.name"] = span.name
-        elif span.kind == "model":
-            name = f"chat {span.model}"
-            kind = _CLIENT
-            attrs["gen_ai.operation.name"] = "chat"
-            if span.model:
-                attrs["gen_ai.request.model"] = span.model
-                attrs["gen_ai.provider.name"] = span.model.partition(":")[0]
-            if span.tier:
-                attrs["corral.tier"] = span.tier
-        elif span.kind == "tool":
-            name = f"execute_tool {span.name}"
-            attrs["gen_ai.operation.name"] = "execute_tool"
-            attrs["gen_ai.tool.name"] = span.name
-        elif span.kind == "workflow":
-            name = f"workflow {span.name}"
-            attrs["corral.workflow"] = span.name
-        elif span.kind == "human":
-            name = f"human {span.name}"
-            attrs["corral.human.kind"] = span.name.partition(":")[0]
+        name, kind, shared = _shape(span.kind, span.name, span.agent, span.model, span.tier)
+        attrs: dict[str, Any] = {"corral.step_id": span.step_id}
+        if span.kind == "human":
             for key in ("request_id", "action", "by"):
                 if (span.attrs or {}).get(key) is not None:
                     attrs[f"corral.human.{key}"] = str((span.attrs or {})[key])
-        else:
-            name = f"guard {span.name}"
-            attrs["corral.guard.kind"] = span.name
         if span.kind in ("agent", "model"):
             attrs["gen_ai.usage.input_tokens"] = span.tokens_in
             attrs["gen_ai.usage.output_tokens"] = span.tokens_out
@@ -276,6 +290,7 @@ class OtlpExporter:
             if text is not None:
                 attrs[key] = text
         code, message = _OK, ""
+        attrs["corral.status"] = span.status
         if span.status not in ("ok", "replayed_effect"):
             error = span.error or {}
             attrs["error.type"] = str(error.get("code") or error.get("error") or span.status)
@@ -292,6 +307,7 @@ class OtlpExporter:
             attributes=attrs,
             status_code=code,
             status_message=message,
+            encoded=shared + _run_attribute(span.run_id),
         )
 
     def _root(self, run: RunRecord) -> bytes:
