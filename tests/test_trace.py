@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from pydantic import BaseModel
+
+from corral import Agent, App, AppConfig, RunContext
 from corral.engine.dbos import SqlJournal
+from corral.observe import AlertPolicy
 from corral.store.sql import SqlStore
 from corral.testing import SpanRecorder
-from corral.trace import BatchingRecorder, RunRecord, Span
+from corral.trace import BatchingRecorder, NullRecorder, RunRecord, Span
 
 
 def span(step: str, run: str = "r1") -> Span:
@@ -98,3 +103,38 @@ async def test_concurrent_writes_share_transactions_and_a_bad_write_fails_alone(
         assert writer.transactions - before < 200
     finally:
         await store.close()
+
+
+class _RunTap:
+    def __init__(self) -> None:
+        self.statuses: list[str] = []
+        self.span_count = 0
+
+    def spans(self, spans: Sequence[Span]) -> None:
+        self.span_count += len(spans)
+
+    def run(self, run: RunRecord) -> None:
+        self.statuses.append(run.status)
+
+
+class Doc(BaseModel):
+    text: str
+
+
+async def test_a_tap_sees_a_runs_start_and_end_even_without_a_store():
+    stage = Agent(name="stage", instructions="Rewrite.", input=Doc, output=Doc)
+    tap = _RunTap()
+    app = App(
+        AppConfig(database="sqlite:///:memory:", durable=False, alerts=AlertPolicy(enabled=False)),
+        recorder=NullRecorder(),
+        taps=[tap],
+    )
+
+    @app.workflow
+    async def one(ctx: RunContext, doc: Doc) -> Doc:
+        return await ctx.call(stage, doc)
+
+    async with app:
+        result = await app.run("one", {"text": "hello"})
+    assert result.ok
+    assert tap.statuses == ["running", "succeeded"]

@@ -699,8 +699,9 @@ class App:
             input=payload,
             started_at=started,
         )
-        stores = not isinstance(recorder.inner, NullRecorder)
-        if stores:  # (the taps look at finished runs only)
+        # Without a store or a tap (spans off, alerts off) nobody sees run records: skip them.
+        keeps_records = self._tap is not None or not isinstance(recorder.inner, NullRecorder)
+        if keeps_records:
             await recorder.record_run(base)
         status: RunStatus = "succeeded"
         output: JsonValue = None
@@ -791,7 +792,7 @@ class App:
         usage = ctx.usage
         if status == "succeeded":
             await self._maybe_review(wf.name, run_id, payload, output)
-        if stores or self._tap is not None:
+        if keeps_records:
             await self._record_finished(recorder, base, status, output, error, usage)
         return {
             "run_id": run_id,
