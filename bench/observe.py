@@ -2,10 +2,11 @@
 
     .venv/bin/python bench/observe.py [--runs 2000] [--rounds 5] [--list-runs 100000]
 
-1. Tracing overhead per model call: ephemeral runs of one agent call on `sim` (no latency), with
-   spans recorded to SQLite, export off against export on (OTLP/HTTP to a receiver in another
-   process, so its CPU does not count against Corral), modes interleaved, the exporter flushed
-   inside the timed region. Median over rounds of (on - off) / model calls.
+1. Tracing overhead per model call: ephemeral runs of `--calls` agent calls on `sim` (no
+   latency), with spans recorded to SQLite; export off, export encoded in the export thread
+   (`child_process=False`) and export handed to the export child (the default), each OTLP/HTTP
+   to a receiver in another process (its CPU does not count against Corral); modes interleaved,
+   the exporter flushed inside the timed region. Median over rounds of (on - off) / model calls.
 2. Dashboard: `corral serve` in its own process over a database holding a run with 1,000 spans
    and `--list-runs` runs; median and p95 of 30 GETs of the run page and of the runs list
    (first page, and filtered by status and user), over real HTTP.
@@ -94,60 +95,70 @@ async def timed(app: App, runs: int) -> tuple[float, float]:
 
 
 async def tracing(runs: int, rounds: int, port: int, calls: int = 1) -> None:
-    if True:
-        apps: dict[str, App] = {}
-        tmp = tempfile.mkdtemp()
-        for mode in ("off", "on"):
-            otlp = OtlpConfig(
-                endpoint=f"http://127.0.0.1:{port}/v1/traces" if mode == "on" else None
-            )
-            app = App(
-                AppConfig(
-                    database=f"sqlite:///{tmp}/{mode}.db",
-                    durable=False,
-                    otlp=otlp,
-                    alerts=AlertPolicy(enabled=False),
-                )
-            )
-
-            @app.workflow
-            async def ask(ctx: RunContext, q: Q) -> Q:
-                for _ in range(calls):
-                    q = await ctx.call(agent, q)
-                return q
-
-            await app.open()
-            await timed(app, 200)  # warm up
-            apps[mode] = app
-        per_call: dict[str, list[float]] = {"off": [], "on": []}
-        cpu: dict[str, list[float]] = {"off": [], "on": []}
-        for _ in range(rounds):
-            for mode, app in apps.items():
-                wall, used = await timed(app, runs)
-                per_call[mode].append(wall / runs / calls * 1e6)
-                cpu[mode].append(used / runs / calls * 1e6)
-        exporter = apps["on"].exporter
-        assert exporter is not None
-        print(f"exported {exporter.exported}, failed {exporter.failed}, dropped {exporter.dropped}")
-        thread_us = exporter.cpu_s / exporter.exported * 1e6
-        spans = 1 + 2 * calls
-        print(
-            f"| export thread CPU per span / per model call ({spans} spans per run of {calls}) | "
-            f"{thread_us:.1f} / {spans * thread_us / calls:.1f} |"
+    apps: dict[str, App] = {}
+    tmp = tempfile.mkdtemp()
+    # off: no export; thread: the export thread encodes and sends; child: the default, the
+    # export thread hands rows to the export child, which encodes and sends.
+    for mode in ("off", "thread", "child"):
+        otlp = OtlpConfig(
+            endpoint=f"http://127.0.0.1:{port}/v1/traces" if mode != "off" else None,
+            child_process=mode == "child",
         )
-        for app in apps.values():
-            await app.close()
-    off, on = statistics.median(per_call["off"]), statistics.median(per_call["on"])
-    diffs = [b - a for a, b in zip(per_call["off"], per_call["on"], strict=True)]
+        app = App(
+            AppConfig(
+                database=f"sqlite:///{tmp}/{mode}.db",
+                durable=False,
+                otlp=otlp,
+                alerts=AlertPolicy(enabled=False),
+            )
+        )
+
+        @app.workflow
+        async def ask(ctx: RunContext, q: Q) -> Q:
+            for _ in range(calls):
+                q = await ctx.call(agent, q)
+            return q
+
+        await app.open()
+        await timed(app, 200)  # warm up
+        apps[mode] = app
+    per_call: dict[str, list[float]] = {mode: [] for mode in apps}
+    cpu: dict[str, list[float]] = {mode: [] for mode in apps}
+    for _ in range(rounds):
+        for mode, app in apps.items():
+            wall, used = await timed(app, runs)
+            per_call[mode].append(wall / runs / calls * 1e6)
+            cpu[mode].append(used / runs / calls * 1e6)
+    spans = 1 + 2 * calls
+    for mode in ("thread", "child"):
+        exporter = apps[mode].exporter
+        assert exporter is not None
+        print(
+            f"{mode}: exported {exporter.exported}, failed {exporter.failed}, "
+            f"dropped {exporter.dropped}"
+        )
+        thread_us = exporter.cpu_s / exporter.exported * 1e6
+        child_us = exporter.child_cpu_s / exporter.exported * 1e6
+        print(
+            f"| {mode}: export thread CPU per span / per model call ({spans} spans per run of "
+            f"{calls}); child CPU per span | {thread_us:.1f} / {spans * thread_us / calls:.1f}; "
+            f"{child_us:.1f} |"
+        )
+    for app in apps.values():
+        await app.close()
     print(f"| mode | us per model call (runs of {calls} agent calls) |\n| --- | --- |")
-    print(f"| export off | {off:.1f} |\n| export on | {on:.1f} |")
-    print(f"| overhead per model call (median of paired rounds) | {statistics.median(diffs):.1f} |")
-    cpu_diffs = [b - a for a, b in zip(cpu["off"], cpu["on"], strict=True)]
-    print(
-        f"| CPU per run, off / on / overhead (median of paired rounds) | "
-        f"{statistics.median(cpu['off']):.1f} / {statistics.median(cpu['on']):.1f} / "
-        f"{statistics.median(cpu_diffs):.1f} |"
-    )
+    for mode, values in per_call.items():
+        print(f"| export {mode} | {statistics.median(values):.1f} |")
+    for mode in ("thread", "child"):
+        diffs = [b - a for a, b in zip(per_call["off"], per_call[mode], strict=True)]
+        cpu_diffs = [b - a for a, b in zip(cpu["off"], cpu[mode], strict=True)]
+        print(
+            f"| {mode}: overhead per model call, wall / process CPU (median of paired rounds) | "
+            f"{statistics.median(diffs):.1f} / {statistics.median(cpu_diffs):.1f} |"
+        )
+        print(
+            f"| {mode}: wall overhead, all paired rounds | {', '.join(f'{d:.0f}' for d in diffs)} |"
+        )
     print(f"| wall overhead, all paired rounds | {', '.join(f'{d:.0f}' for d in diffs)} |")
 
 

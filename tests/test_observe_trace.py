@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -13,10 +14,11 @@ from pydantic import BaseModel
 
 from corral import Agent, App, AppConfig, RunContext, function_agent, tool
 from corral.observe import OtlpConfig, TracePolicy
-from corral.observe.otlp import span_id, trace_id
+from corral.observe.otlp import OtlpExporter, span_id, trace_id
 from corral.observe.redact import REDACTED, Redactor
 from corral.patterns import Blackboard, BoardTask, Mesh, Pipeline, Subscriber, Supervisor, Task
 from corral.testing import SpanRecorder
+from corral.trace import Span
 from tests.helpers import ephemeral_app
 
 pytest.importorskip(
@@ -225,13 +227,18 @@ def attrs_of(span: Any) -> dict[str, Any]:
     return out
 
 
-async def test_otlp_export_reaches_a_real_receiver_with_genai_attributes(serve, tmp_path):
+@pytest.mark.parametrize("child_process", [True, False], ids=["child", "thread"])
+async def test_otlp_export_reaches_a_real_receiver_with_genai_attributes(
+    serve, tmp_path, child_process
+):
     api, received = receiver()
     url = await serve(api)
     config = AppConfig(
         database=f"sqlite:///{tmp_path / 'c.db'}",
         durable=False,
-        otlp=OtlpConfig(endpoint=f"{url}/v1/traces", service_name="support-desk"),
+        otlp=OtlpConfig(
+            endpoint=f"{url}/v1/traces", service_name="support-desk", child_process=child_process
+        ),
     )
     app = App(config)
 
@@ -276,6 +283,42 @@ async def test_otlp_export_reaches_a_real_receiver_with_genai_attributes(serve, 
     )
     parent = by_id[int.from_bytes(chats[0].parent_span_id, "big")]
     assert parent.name.startswith("invoke_agent")
+
+
+async def test_a_dead_export_child_is_started_again_and_later_spans_arrive(serve):
+    api, received = receiver()
+    url = await serve(api)
+    exporter = OtlpExporter(OtlpConfig(endpoint=f"{url}/v1/traces"))
+    now = datetime.now(UTC)
+
+    def batch(run_id: str) -> list[Span]:
+        return [
+            Span(
+                run_id=run_id,
+                step_id=str(i),
+                parent_id=None,
+                kind="agent",
+                name="editor",
+                agent="editor",
+                started_at=now,
+            )
+            for i in range(1, 4)
+        ]
+
+    try:
+        exporter.spans(batch("first"))
+        assert await asyncio.to_thread(exporter.flush)
+        assert exporter._child is not None and exporter._child._proc is not None
+        exporter._child._proc.kill()  # the child dies between batches
+        exporter._child._proc.wait()
+        exporter.spans(batch("second"))
+        assert await asyncio.to_thread(exporter.flush)
+    finally:
+        exporter.close()
+    assert exporter.exported == 6 and exporter.failed == 0
+    runs = Counter(attrs_of(span)["corral.run_id"] for _, span in received)
+    assert runs == {"first": 3, "second": 3}
+    assert exporter.cpu_s > 0 and exporter.child_cpu_s > 0
 
 
 def closed_port() -> int:

@@ -24,19 +24,28 @@ runs; `_otlp_wire` encodes the same protobuf in ~10 us (bench/observe.py).
 
 from __future__ import annotations
 
-import functools
-import hashlib
+import contextlib
 import logging
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
-import urllib.request
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from corral.observe._otlp_wire import encode_attributes, encode_request, encode_span
+from corral.observe import _otlp_child
+from corral.observe._otlp_rows import (
+    Row,
+    encode_request,
+    encode_row,
+    post,
+    span_bytes,
+    trace_bytes,
+)
 from corral.observe.policy import OtlpConfig
 from corral.observe.redact import Redactor
 from corral.trace import RunRecord, Span
@@ -47,95 +56,21 @@ log = logging.getLogger("corral.observe.otlp")
 
 _THREAD = "corral-otlp-export"
 _LOG_EVERY_S = 60.0
-_INTERNAL, _SERVER, _CLIENT = 1, 2, 3
-_OK, _ERROR = 1, 2
-
-
-_PAYLOAD_KEYS = ("corral.input", "corral.output", "corral.error", "corral.attrs")
+_CHILD = Path(_otlp_child.__file__)
 
 
 def trace_id(run_id: str) -> int:
     """The OpenTelemetry trace id of a run (128 bits from its run id)."""
-    return int.from_bytes(_trace_bytes(run_id), "big")
+    return int.from_bytes(trace_bytes(run_id), "big")
 
 
 def span_id(run_id: str, step_id: str | None) -> int:
     """The span id of a step (`None`: the run's root span)."""
-    return int.from_bytes(_span_bytes(run_id, step_id), "big")
-
-
-@functools.lru_cache(maxsize=4096)
-def _trace_bytes(run_id: str) -> bytes:
-    return hashlib.sha256(run_id.encode()).digest()[:16]
-
-
-@functools.lru_cache(maxsize=16384)
-def _span_bytes(run_id: str, step_id: str | None) -> bytes:
-    key = f"{run_id}\x00{step_id if step_id is not None else '<run>'}"
-    return hashlib.sha256(key.encode()).digest()[:8]
-
-
-@functools.lru_cache(maxsize=1024)
-def _shape(
-    kind: str, name: str, agent: str | None, model: str | None, tier: str | None
-) -> tuple[str, int, bytes]:
-    """(span name, span kind, encoded attributes) that every span of this agent / model / tool
-    shares: worked out and encoded once, not per span (most of a span's attributes)."""
-    attrs: dict[str, Any] = {}
-    if agent:
-        attrs["gen_ai.agent.name"] = agent
-    span_kind = _INTERNAL
-    if kind == "agent":
-        title = f"invoke_agent {name}"
-        attrs["gen_ai.operation.name"] = "invoke_agent"
-        attrs["gen_ai.agent.name"] = name
-    elif kind == "model":
-        title = f"chat {model}"
-        span_kind = _CLIENT
-        attrs["gen_ai.operation.name"] = "chat"
-        if model:
-            attrs["gen_ai.request.model"] = model
-            attrs["gen_ai.provider.name"] = model.partition(":")[0]
-        if tier:
-            attrs["corral.tier"] = tier
-    elif kind == "tool":
-        title = f"execute_tool {name}"
-        attrs["gen_ai.operation.name"] = "execute_tool"
-        attrs["gen_ai.tool.name"] = name
-    elif kind == "workflow":
-        title = f"workflow {name}"
-        attrs["corral.workflow"] = name
-    elif kind == "human":
-        title = f"human {name}"
-        attrs["corral.human.kind"] = name.partition(":")[0]
-    else:
-        title = f"guard {name}"
-        attrs["corral.guard.kind"] = name
-    return title, span_kind, encode_attributes(attrs)
-
-
-@functools.lru_cache(maxsize=4096)
-def _run_attribute(run_id: str) -> bytes:
-    """`corral.run_id`, encoded once per run (every span of the run carries it)."""
-    return encode_attributes({"corral.run_id": run_id})
+    return int.from_bytes(span_bytes(run_id, step_id), "big")
 
 
 def _ns(at: datetime) -> int:
     return int(at.timestamp() * 1e9)
-
-
-def _post(url: str, headers: dict[str, str], timeout_s: float) -> Callable[[bytes], None]:
-    def send(body: bytes) -> None:
-        request = urllib.request.Request(
-            url,
-            data=body,
-            headers={**headers, "Content-Type": "application/x-protobuf"},
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            response.read()
-
-    return send
 
 
 class OtlpExporter:
@@ -154,10 +89,13 @@ class OtlpExporter:
         *,
         send: Callable[[bytes], None] | None = None,
     ) -> None:
+        self._child: _Child | None = None
         if send is None:
             if config.endpoint is None:
                 raise ValueError("OtlpExporter needs otlp.endpoint")
-            send = _post(config.endpoint, dict(config.headers), config.timeout_s)
+            if config.child_process:
+                self._child = _Child(config)
+            send = post(config.endpoint, dict(config.headers), config.timeout_s)
         self.config = config
         self._send_bytes = send
         self._redactor = redactor or Redactor()
@@ -174,7 +112,10 @@ class OtlpExporter:
         self.dropped = 0
         """Spans dropped because the queue was full."""
         self.cpu_s = 0.0
-        """CPU seconds the export thread spent converting, encoding and sending."""
+        """CPU seconds the export thread spent (turning spans into rows, and with the child off,
+        encoding and sending them): the part that shares the GIL with the runs."""
+        self.child_cpu_s = 0.0
+        """CPU seconds the export child spent encoding and sending."""
         self._failed_logged = 0
         self._last_log = float("-inf")
         self._thread = threading.Thread(target=self._loop, name=_THREAD, daemon=True)
@@ -217,6 +158,8 @@ class OtlpExporter:
         self._closed = True
         self._wake.set()
         self._thread.join(timeout=timeout_s)
+        if self._child is not None:
+            self._child.close(timeout_s)
 
     # -- the export thread -----------------------------------------------------------------------
 
@@ -247,9 +190,18 @@ class OtlpExporter:
 
     def _export(self, batch: list[Span | RunRecord]) -> None:
         try:
-            body = encode_request(self._resource, "corral", [self._convert(i) for i in batch])
-            self._send_bytes(body)
-            ok = True
+            rows = [self._row(item) for item in batch]
+            if self._child is not None:
+                exported, failed, error, cpu_s = self._child.export(rows)
+                self.child_cpu_s += cpu_s
+                if failed:
+                    log.debug("OTLP export failed: %s", error)
+                ok = failed == 0
+            else:
+                self._send_bytes(
+                    encode_request(self._resource, "corral", list(map(encode_row, rows)))
+                )
+                ok = True
         except (OSError, urllib.error.URLError, ValueError) as exc:
             log.debug("OTLP export failed: %r", exc)
             ok = False
@@ -271,73 +223,120 @@ class OtlpExporter:
             )
             self._last_log, self._failed_logged = now, self.failed
 
-    def _convert(self, item: Span | RunRecord) -> bytes:
+    def _row(self, item: Span | RunRecord) -> Row:
+        """The item as plain data for `_otlp_rows.encode_row`, payloads redacted."""
         if isinstance(item, RunRecord):
-            return self._root(item)
+            run = item
+            start = _ns(run.started_at)
+            return (
+                "r",
+                run.run_id,
+                run.workflow,
+                run.status,
+                run.durable,
+                str(run.cost_usd),
+                run.tokens_in,
+                run.tokens_out,
+                run.user,
+                run.tenant,
+                tuple(run.tags),
+                self._redactor.dump(run.error) if run.error is not None else None,
+                start,
+                _ns(run.finished_at) if run.finished_at is not None else start,
+            )
         span = item
-        name, kind, shared = _shape(span.kind, span.name, span.agent, span.model, span.tier)
-        attrs: dict[str, Any] = {"corral.step_id": span.step_id}
-        if span.kind == "human":
-            for key in ("request_id", "action", "by"):
-                if (span.attrs or {}).get(key) is not None:
-                    attrs[f"corral.human.{key}"] = str((span.attrs or {})[key])
-        if span.kind in ("agent", "model"):
-            attrs["gen_ai.usage.input_tokens"] = span.tokens_in
-            attrs["gen_ai.usage.output_tokens"] = span.tokens_out
-            attrs["corral.cost_usd"] = str(span.cost_usd)
-        texts = self._redactor.span_fields(span)
-        for key, text in zip(_PAYLOAD_KEYS, texts, strict=True):
-            if text is not None:
-                attrs[key] = text
-        code, message = _OK, ""
-        attrs["corral.status"] = span.status
+        error_type, error_message = None, ""
         if span.status not in ("ok", "replayed_effect"):
             error = span.error or {}
-            attrs["error.type"] = str(error.get("code") or error.get("error") or span.status)
-            code, message = _ERROR, str(error.get("message", span.status))
-        start = _ns(span.started_at)
-        return encode_span(
-            trace_id=_trace_bytes(span.run_id),
-            span_id=_span_bytes(span.run_id, span.step_id),
-            parent_span_id=_span_bytes(span.run_id, span.parent_id),
-            name=name,
-            kind=kind,
-            start_ns=start,
-            end_ns=start + int(span.latency_ms * 1e6),
-            attributes=attrs,
-            status_code=code,
-            status_message=message,
-            encoded=shared + _run_attribute(span.run_id),
+            error_type = str(error.get("code") or error.get("error") or span.status)
+            error_message = str(error.get("message", span.status))
+        human: tuple[tuple[str, str], ...] = ()
+        if span.kind == "human" and span.attrs:
+            human = tuple(
+                (key, str(span.attrs[key]))
+                for key in ("request_id", "action", "by")
+                if span.attrs.get(key) is not None
+            )
+        return (
+            "s",
+            span.run_id,
+            span.step_id,
+            span.parent_id,
+            span.kind,
+            span.name,
+            span.agent,
+            span.model,
+            span.tier,
+            span.status,
+            span.tokens_in,
+            span.tokens_out,
+            str(span.cost_usd),
+            span.latency_ms,
+            _ns(span.started_at),
+            error_type,
+            error_message,
+            tuple(self._redactor.span_fields(span)),
+            human,
         )
 
-    def _root(self, run: RunRecord) -> bytes:
-        attrs: dict[str, Any] = {
-            "corral.run_id": run.run_id,
-            "corral.workflow": run.workflow,
-            "corral.status": run.status,
-            "corral.durable": run.durable,
-            "corral.cost_usd": str(run.cost_usd),
-            "gen_ai.usage.input_tokens": run.tokens_in,
-            "gen_ai.usage.output_tokens": run.tokens_out,
+
+class _Child:
+    """The export child process (`_otlp_child`), started on first use and again if it dies."""
+
+    def __init__(self, config: OtlpConfig) -> None:
+        self._config = {
+            "endpoint": config.endpoint,
+            "headers": dict(config.headers),
+            "timeout_s": config.timeout_s,
+            "service_name": config.service_name,
         }
-        if run.user:
-            attrs["enduser.id"] = run.user
-        if run.tenant:
-            attrs["corral.tenant"] = run.tenant
-        if run.tags:
-            attrs["corral.tags"] = list(run.tags)
-        if run.error is not None:
-            attrs["corral.error"] = self._redactor.dump(run.error)
-        start = _ns(run.started_at)
-        return encode_span(
-            trace_id=_trace_bytes(run.run_id),
-            span_id=_span_bytes(run.run_id, None),
-            parent_span_id=None,
-            name=f"run {run.workflow}",
-            kind=_SERVER,
-            start_ns=start,
-            end_ns=_ns(run.finished_at) if run.finished_at is not None else start,
-            attributes=attrs,
-            status_code=_OK if run.status == "succeeded" else _ERROR,
-            status_message="" if run.status == "succeeded" else run.status,
-        )
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def export(self, rows: list[Row]) -> tuple[int, int, str, float]:
+        """Have the child send `rows`; (exported, failed, error, child CPU seconds).
+
+        Raises:
+            OSError: the child could not be started or died (it is started again next time).
+        """
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            self._stop()
+            proc = self._proc = subprocess.Popen(
+                [sys.executable, "-S", str(_CHILD)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+            assert proc.stdin is not None
+            _otlp_child.write_frame(proc.stdin, self._config)
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        try:
+            _otlp_child.write_frame(proc.stdin, rows)
+            reply = _otlp_child.read_frame(proc.stdout)  # blocks without holding the GIL
+        except (OSError, ValueError) as exc:
+            self._stop()
+            raise OSError(f"the OTLP export child failed: {exc!r}") from exc
+        if reply is None:
+            self._stop()
+            raise OSError("the OTLP export child exited")
+        exported, failed, error, cpu_s = reply
+        return exported, failed, error, cpu_s
+
+    def close(self, timeout_s: float) -> None:
+        """End the child (it exits at the end of its input)."""
+        self._stop(timeout_s)
+
+    def _stop(self, timeout_s: float = 5.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        with contextlib.suppress(OSError):  # the child may be gone already
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
