@@ -159,7 +159,6 @@ async def tracing(runs: int, rounds: int, port: int, calls: int = 1) -> None:
         print(
             f"| {mode}: wall overhead, all paired rounds | {', '.join(f'{d:.0f}' for d in diffs)} |"
         )
-    print(f"| wall overhead, all paired rounds | {', '.join(f'{d:.0f}' for d in diffs)} |")
 
 
 def populate(db: str, list_runs: int) -> str:

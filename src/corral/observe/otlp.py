@@ -19,7 +19,9 @@ dropped and counted); one daemon thread encodes, batches and POSTs (protobuf, OT
 Failures are counted and logged at most once per minute. Why not the OpenTelemetry SDK's
 `BatchSpanProcessor` and exporter: they take SDK span objects, and building plus encoding those
 measured ~110 us per span on the bench machine, paid in a thread that shares the GIL with the
-runs; `_otlp_wire` encodes the same protobuf in ~10 us (bench/observe.py).
+runs; `_otlp_wire` encodes the same protobuf in ~10 us (bench/observe.py). With
+`child_process` the thread turns spans into rows (`_otlp_rows`) and a child process
+(`_otlp_child`) encodes and POSTs them, off the runs' interpreter.
 """
 
 from __future__ import annotations

@@ -50,11 +50,12 @@ class OtlpConfig:
     max_queue: int = 20_000
     """Spans waiting beyond this are dropped (and counted), never blocking a run."""
     timeout_s: float = 5.0
-    child_process: bool = True
-    """Encode and send in a child process (started on the first export): the runs' process then
-    only hands each span over as plain data, so export takes almost no time from runs. False:
-    the export thread encodes and sends itself (no extra process; its CPU shares the GIL with
-    the runs, ~45 us per model call on the bench machine)."""
+    child_process: bool = False
+    """Encode and send in a child process (started on the first export, restarted if it dies):
+    the export thread then only hands each span over as plain data, ~11 us of the runs'
+    interpreter time per span instead of ~50 (bench/observe.py, 2-core VM). Worth it with a
+    spare core; on two cores the child competes with the event loop and the SQLite writer and
+    measured slower, so it is off by default."""
 
     def __post_init__(self) -> None:
         for key in ("interval_s", "timeout_s"):
