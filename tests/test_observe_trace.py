@@ -288,7 +288,7 @@ async def test_otlp_export_reaches_a_real_receiver_with_genai_attributes(
 async def test_a_dead_export_child_is_started_again_and_later_spans_arrive(serve):
     api, received = receiver()
     url = await serve(api)
-    exporter = OtlpExporter(OtlpConfig(endpoint=f"{url}/v1/traces", child_process=True))
+    exporter = OtlpExporter(OtlpConfig(endpoint=f"{url}/v1/traces"))  # the child: the default
     now = datetime.now(UTC)
 
     def batch(run_id: str) -> list[Span]:

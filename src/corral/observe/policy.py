@@ -50,12 +50,12 @@ class OtlpConfig:
     max_queue: int = 20_000
     """Spans waiting beyond this are dropped (and counted), never blocking a run."""
     timeout_s: float = 5.0
-    child_process: bool = False
+    child_process: bool = True
     """Encode and send in a child process (started on the first export, restarted if it dies):
-    the export thread then only hands each span over as plain data, ~11 us of the runs'
-    interpreter time per span instead of ~50 (bench/observe.py, 2-core VM). Worth it with a
-    spare core; on two cores the child competes with the event loop and the SQLite writer and
-    measured slower, so it is off by default."""
+    the export thread then only hands each span over as plain data, ~9 us of the runs'
+    interpreter time per span instead of ~50 (bench/observe.py, 2-core VM); the child's own
+    ~55 us per span runs on another core. False: the export thread encodes and sends itself
+    (no extra process)."""
 
     def __post_init__(self) -> None:
         for key in ("interval_s", "timeout_s"):
