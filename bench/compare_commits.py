@@ -37,6 +37,7 @@ async def _worker(root: Path) -> None:
     from corral.observe import AlertPolicy
 
     logging.disable(logging.WARNING)
+    # Built here rather than with `w1_pipeline.runtime_app`: older commits do not have it.
     config = AppConfig(
         database=f"sqlite:///{tempfile.mkdtemp()}/c.db",
         durable=False,
