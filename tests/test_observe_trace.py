@@ -321,6 +321,41 @@ async def test_a_dead_export_child_is_started_again_and_later_spans_arrive(serve
     assert exporter.cpu_s > 0 and exporter.child_cpu_s > 0
 
 
+async def test_without_an_interpreter_for_the_child_the_thread_exports(serve, monkeypatch, caplog):
+    import corral.observe.otlp as otlp
+
+    monkeypatch.setattr(otlp, "_child_command", lambda: ["/nonexistent/python3"])
+    api, received = receiver()
+    url = await serve(api)
+    exporter = OtlpExporter(OtlpConfig(endpoint=f"{url}/v1/traces"))
+    now = datetime.now(UTC)
+    caplog.set_level(logging.WARNING)
+    try:
+        for run_id in ("first", "second"):
+            exporter.spans(
+                [
+                    Span(
+                        run_id=run_id,
+                        step_id="1",
+                        parent_id=None,
+                        kind="agent",
+                        name="a",
+                        agent="a",
+                        started_at=now,
+                    )
+                ]
+            )
+            assert await asyncio.to_thread(exporter.flush)
+    finally:
+        exporter.close()
+    assert exporter.exported == 2 and exporter.failed == 0 and exporter._child is None
+    assert [attrs_of(span)["corral.run_id"] for _, span in received] == ["first", "second"]
+    warnings = [
+        r.getMessage() for r in caplog.records if "export child cannot start" in r.getMessage()
+    ]
+    assert len(warnings) == 1
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -193,13 +193,8 @@ class OtlpExporter:
     def _export(self, batch: list[Span | RunRecord]) -> None:
         try:
             rows = [self._row(item) for item in batch]
-            if self._child is not None:
-                exported, failed, error, cpu_s = self._child.export(rows)
-                self.child_cpu_s += cpu_s
-                if failed:
-                    log.debug("OTLP export failed: %s", error)
-                ok = failed == 0
-            else:
+            ok = self._through_child(rows) if self._child is not None else None
+            if ok is None:  # no child (off, or it cannot start here): encode in this thread
                 self._send_bytes(
                     encode_request(self._resource, "corral", list(map(encode_row, rows)))
                 )
@@ -224,6 +219,30 @@ class OtlpExporter:
                 self.failed,
             )
             self._last_log, self._failed_logged = now, self.failed
+
+    def _through_child(self, rows: list[Row]) -> bool | None:
+        """Export through the child: whether the endpoint took the rows, or None when the child
+        cannot be started at all (then the thread exports from now on).
+
+        Raises:
+            OSError: the child died (it is started again for the next batch).
+        """
+        assert self._child is not None
+        try:
+            exported, failed, error, cpu_s = self._child.export(rows)
+        except OSError:
+            if self._child.startable:
+                raise
+            log.warning(
+                "the OTLP export child cannot start (%s); exporting from the export thread",
+                self._child.start_error,
+            )
+            self._child = None
+            return None
+        self.child_cpu_s += cpu_s
+        if failed:
+            log.debug("OTLP export failed: %s", error)
+        return failed == 0
 
     def _row(self, item: Span | RunRecord) -> Row:
         """The item as plain data for `_otlp_rows.encode_row`, payloads redacted."""
@@ -282,6 +301,11 @@ class OtlpExporter:
         )
 
 
+def _child_command() -> list[str]:
+    """This interpreter, without site-packages, running the child by path."""
+    return [sys.executable, "-S", str(_CHILD)]
+
+
 class _Child:
     """The export child process (`_otlp_child`), started on first use and again if it dies."""
 
@@ -293,6 +317,10 @@ class _Child:
             "service_name": config.service_name,
         }
         self._proc: subprocess.Popen[bytes] | None = None
+        self.startable = True
+        """False once starting the child failed (no interpreter to run it): the exporter then
+        encodes in its thread instead."""
+        self.start_error = ""
 
     def export(self, rows: list[Row]) -> tuple[int, int, str, float]:
         """Have the child send `rows`; (exported, failed, error, child CPU seconds).
@@ -303,11 +331,15 @@ class _Child:
         proc = self._proc
         if proc is None or proc.poll() is not None:
             self._stop()
-            proc = self._proc = subprocess.Popen(
-                [sys.executable, "-S", str(_CHILD)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-            )
+            try:
+                proc = self._proc = subprocess.Popen(
+                    _child_command(),
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                )
+            except OSError as exc:
+                self.startable, self.start_error = False, repr(exc)
+                raise
             assert proc.stdin is not None
             _otlp_child.write_frame(proc.stdin, self._config)
         assert proc.stdin is not None
