@@ -1,6 +1,7 @@
-"""W1's runtime cost of this checkout against an earlier commit, side by side.
+"""W1's (or W2's) runtime cost of this checkout against an earlier commit, side by side.
 
     .venv/bin/python bench/compare_commits.py REV [--rounds 9] [--runs 400]
+    .venv/bin/python bench/compare_commits.py REV --w2 [--gc-threshold 10000]
 
 The machine is noisy (the same build has measured 2x apart minutes apart), so a before/after
 number from two separate runs says little. This checks REV out into a temporary git worktree and
@@ -8,6 +9,10 @@ runs two worker processes, one importing Corral from REV and one from this check
 the W1 pipeline and the constant model (`w1_pipeline.py`, alerts off, no recorder: the runtime
 alone). The workers take turns, `--runs` runs a turn, so noise hits both alike; the result is
 the median of the per-round ratios.
+
+With `--w2` a turn is one W2 wave instead (`w2_concurrency.py`: `--runs` pipelines started at
+once, default 1,000, the sleep model, no recorder) and the figure is its wall time in seconds.
+`--gc-threshold` sets the young-generation threshold in both workers (default: Python's).
 """
 
 from __future__ import annotations
@@ -25,10 +30,17 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parents[1]
 
 
-async def _worker(root: Path) -> None:
-    """Run W1 turns on request: read a run count from stdin, print microseconds per step."""
+async def _worker(root: Path, workload: str, gc_threshold: int) -> None:
+    """Run turns on request: read a run count from stdin, print the turn's figure."""
     sys.path[:0] = [str(root / "src"), str(root)]
+    import gc
     import logging
+
+    if gc_threshold:
+        gc.set_threshold(gc_threshold, *gc.get_threshold()[1:])
+    if workload == "w2":
+        await _w2_worker()
+        return
 
     from bench.w1_pipeline import Constant, build
 
@@ -58,12 +70,31 @@ async def _worker(root: Path) -> None:
             print((time.perf_counter() - t0) / runs / 4 * 1e6, flush=True)
 
 
+async def _w2_worker() -> None:
+    import logging
+
+    from bench.w2_concurrency import build, wave
+
+    logging.disable(logging.WARNING)
+    app = build(f"sqlite:///{tempfile.mkdtemp()}/w2.db", record=False, durable=False, model="sleep")
+    await app.open()
+    for _ in range(3):
+        await wave(app, 200, False, "warm-up")
+    for line in sys.stdin:
+        print(await wave(app, int(line), False, "wave"), flush=True)
+    await app.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("rev", help="the commit to compare against, e.g. HEAD~5")
     parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--runs", type=int, default=400, help="runs per worker per round")
+    parser.add_argument("--runs", type=int, help="runs per turn (default 400; W2: 1000)")
+    parser.add_argument("--w2", action="store_true", help="compare W2 wall times instead")
+    parser.add_argument("--gc-threshold", type=int, default=0, help="young-generation threshold")
     args = parser.parse_args()
+    workload = "w2" if args.w2 else "w1"
+    runs = args.runs or (1000 if args.w2 else 400)
     with tempfile.TemporaryDirectory() as tmp:
         before = Path(tmp) / "before"
         subprocess.run(
@@ -74,7 +105,14 @@ def main() -> None:
             roots = {args.rev: before, "this checkout": HERE}
             workers = {
                 name: subprocess.Popen(
-                    [sys.executable, __file__, "--worker", str(root)],
+                    [
+                        sys.executable,
+                        __file__,
+                        "--worker",
+                        str(root),
+                        workload,
+                        str(args.gc_threshold),
+                    ],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     text=True,
@@ -86,7 +124,7 @@ def main() -> None:
                 for name, proc in workers.items():
                     assert proc.stdin is not None
                     assert proc.stdout is not None
-                    proc.stdin.write(f"{args.runs}\n")
+                    proc.stdin.write(f"{runs}\n")
                     proc.stdin.flush()
                     samples[name].append(float(proc.stdout.readline()))
             for proc in workers.values():
@@ -97,16 +135,17 @@ def main() -> None:
             subprocess.run(
                 ["git", "-C", str(HERE), "worktree", "remove", "--force", str(before)], check=True
             )
-    print("| code | median us/step | rounds |\n| --- | --- | --- |")
+    unit, digits = ("wall s", 3) if args.w2 else ("us/step", 0)
+    print(f"| code | median {unit} | rounds |\n| --- | --- | --- |")
     for name, values in samples.items():
-        rounds_text = ", ".join(f"{v:.0f}" for v in values)
-        print(f"| {name} | {statistics.median(values):.1f} | {rounds_text} |")
+        rounds_text = ", ".join(f"{v:.{digits}f}" for v in values)
+        print(f"| {name} | {statistics.median(values):.{digits + 1}f} | {rounds_text} |")
     ratios = [new / old for old, new in zip(*samples.values(), strict=True)]
     print(f"\nthis checkout / {args.rev}: {statistics.median(ratios):.3f} (median of rounds)")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
-        asyncio.run(_worker(Path(sys.argv[2])))
+    if len(sys.argv) == 5 and sys.argv[1] == "--worker":
+        asyncio.run(_worker(Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])))
     else:
         main()

@@ -7,7 +7,6 @@ crash mid-agent resumes after the last completed model call instead of paying fo
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import logging
 from decimal import Decimal
@@ -23,7 +22,7 @@ from corral.errors import AgentError, CircuitOpenError, LimitError, ProviderErro
 from corral.guards.budget import Cost
 from corral.guards.chain import GuardEvent, ModelCaller
 from corral.guards.router import AUTO, RouteInput, route, schema_shape
-from corral.model import Message, ModelRequest, ModelResponse, ToolCall, Usage
+from corral.model import Message, Model, ModelRequest, ModelResponse, ToolCall, Usage
 from corral.tool import Tool, ToolArgumentsError
 from corral.trace import BatchingRecorder, NullRecorder, Recorder, Span, SpanKind, SpanStatus
 
@@ -71,6 +70,9 @@ class AgentCall(Generic[In, Out]):
         self.clock = clock
         self.timeout_s = timeout_s
         self._inner = 0
+        self._model_step_id = ""
+        """The model step in progress (guard events are recorded under it)."""
+        self._events = 0
         self.usage = Usage()
         self.last_model: str | None = None
         self.recording = _records(recorder)
@@ -168,13 +170,14 @@ class AgentCall(Generic[In, Out]):
                         Message(role="user", content=_REPAIR_PROMPT.format(errors=exc.reason))
                     )
                     continue
-                await self._agent_span(
-                    agent,
-                    started,
-                    t0,
-                    output=output,
-                    attrs=_loop_attrs(rounds, repairs, invalid_calls),
-                )
+                if self.recording:
+                    await self._agent_span(
+                        agent,
+                        started,
+                        t0,
+                        output=output,
+                        attrs=_loop_attrs(rounds, repairs, invalid_calls),
+                    )
                 return output
         except AgentError as exc:
             await self._agent_span(
@@ -213,44 +216,46 @@ class AgentCall(Generic[In, Out]):
             attrs={"from": self.sender, **(attrs or {})},
         )
 
+    async def _emit(self, event: GuardEvent) -> None:
+        """Log a guard's event and record it as a span under the current model step."""
+        level = logging.WARNING if event.alert else logging.INFO
+        agent = self.agent.name
+        log.log(
+            level,
+            "guard %s for agent %s: %s",
+            event.kind,
+            agent,
+            event.detail,
+            extra={"run_id": self.ctx.run_id, "agent": agent},
+        )
+        self._events += 1
+        await self._record(
+            kind="guard",
+            step_id=f"{self._model_step_id}.g{self._events}",
+            parent_id=self._model_step_id,
+            name=event.kind,
+            output=event.detail,
+            status="alert" if event.alert else "ok",
+            started=self.clock.now(),
+            t0=self.clock.monotonic(),
+        )
+
     async def _model_step(
         self, agent: Agent[In, Out], messages: list[Message], *, allow_tools: bool
     ) -> ModelResponse:
-        step_id = self._next_inner()
+        step_id = self._model_step_id = self._next_inner()
+        self._events = 0
         run = self.ctx.guards
-        events = itertools.count(1)
-
-        async def emit(event: GuardEvent) -> None:
-            level = logging.WARNING if event.alert else logging.INFO
-            log.log(
-                level,
-                "guard %s for agent %s: %s",
-                event.kind,
-                agent.name,
-                event.detail,
-                extra={"run_id": self.ctx.run_id, "agent": agent.name},
-            )
-            await self._record(
-                kind="guard",
-                step_id=f"{step_id}.g{next(events)}",
-                parent_id=step_id,
-                name=event.kind,
-                output=event.detail,
-                status="alert" if event.alert else "ok",
-                started=self.clock.now(),
-                t0=self.clock.monotonic(),
-            )
-
         tier = agent.model
         if tier == AUTO:
             tier, reason = route(
                 run.guards.policies.router, tier, _route_input(agent, messages, allow_tools)
             )
-            await emit(GuardEvent(kind="route", detail=reason or {}))
+            await self._emit(GuardEvent(kind="route", detail=reason or {}))
         if run.budget.should_degrade:
             cheaper = run.guards.cheaper_tier(tier)
             if cheaper is not None:
-                await emit(
+                await self._emit(
                     GuardEvent(
                         kind="degrade",
                         detail={
@@ -271,86 +276,42 @@ class AgentCall(Generic[In, Out]):
             temperature=agent.temperature,
             metadata={"run_id": self.ctx.run_id, "agent": agent.name, "step_id": step_id},
         )
-        caller = ModelCaller(
-            run,
-            agent=agent.name,
-            timeout_s=self.timeout_s,
-            emit=emit,
-            cache=agent.cache,
-            semantic=agent.semantic_cache,
-        )
-        ran = False
         fresh: ModelResponse | None = None
-
-        async def step() -> JsonValue:
-            nonlocal ran, fresh
-            ran = True
-            started, t0 = (
-                (self.clock.now(), self.clock.monotonic()) if self.recording else (None, 0.0)
-            )
-            try:
-                response = await caller.call(models, request)
-            except (ProviderError, CircuitOpenError) as exc:
-                await self._record(
-                    kind="model",
-                    step_id=step_id,
-                    parent_id=self.step_id,
-                    name=agent.name,
-                    model=models[0].name,
-                    input=_span_messages(messages, self.recorder),
-                    error=exc.to_dict(),
-                    status="error",
-                    started=started,
-                    t0=t0,
-                    tier=tier,
-                )
-                return {"error": exc.to_dict()}
-            except LimitError as exc:
-                # A refusal is not journaled: after a restart (or a raised limit) the guard
-                # decides again.
-                await emit(GuardEvent(kind="refused", detail=exc.to_dict(), alert=True))
-                raise
-            fresh = response
-            if not self.recording:
-                return {"response": _response_dict(response)}
-            await self._record(
-                kind="model",
-                step_id=step_id,
-                parent_id=self.step_id,
-                name=agent.name,
-                model=response.model,
-                input=_span_messages(messages, self.recorder),
-                output=response.text,
-                started=started,
-                t0=t0,
-                tokens_in=response.input_tokens,
-                tokens_out=response.output_tokens,
-                cost_usd=response.cost_usd or Decimal(0),
-                tier=tier,
-                attrs={"cached": True} if response.cached else None,
-            )
-            return {"response": _response_dict(response)}
-
+        outcome: dict[str, Any] = {}
         if isinstance(self.journal, EphemeralJournal):
-            outcome = await step()  # nothing to journal: no step bookkeeping per model call
+            # Nothing to journal: no step bookkeeping (and no JSON form) per model call.
+            answer = await self._ask(agent, models, request, messages, tier)
+            if isinstance(answer, dict):
+                outcome = answer
+            else:
+                fresh = answer
         else:
+
+            async def step() -> JsonValue:
+                nonlocal fresh
+                answer = await self._ask(agent, models, request, messages, tier)
+                if isinstance(answer, dict):
+                    return answer
+                fresh = answer
+                return {"response": _response_dict(answer)}
+
             outcome = await self.journal.step(step_id, f"model:{agent.name}", step)
-        if "error" in outcome:
-            err = outcome["error"]
-            code = "circuit_open" if err.get("code") == "circuit_open" else "provider_error"
+        error = outcome.get("error")
+        if error is not None:
+            code = "circuit_open" if error.get("code") == "circuit_open" else "provider_error"
             raise AgentError(
-                f"model call failed: {err.get('message')}",
+                f"model call failed: {error.get('message')}",
                 agent=agent.name,
                 code=code,
-                retryable=bool(err.get("retryable")),
-                details=err,
+                retryable=bool(error.get("retryable")),
+                details=error,
             )
         # Answered in this process: the object itself (what the journal holds is its JSON form);
         # replayed after a restart: rebuilt from the journal.
         response = fresh if fresh is not None else _response_from_dict(outcome["response"])
         self.last_model = response.model
         cost = response.cost_usd or _ZERO
-        if not ran:
+        if fresh is None:
             # Replayed from the journal after a restart: the money was spent before the crash.
             run.budget.charge(
                 Cost(
@@ -366,6 +327,67 @@ class AgentCall(Generic[In, Out]):
                 output_tokens=response.output_tokens,
                 cost_usd=cost,
                 calls=1,
+            )
+        return response
+
+    async def _ask(
+        self,
+        agent: Agent[In, Out],
+        models: list[Model],
+        request: ModelRequest,
+        messages: list[Message],
+        tier: str,
+    ) -> ModelResponse | dict[str, Any]:
+        """One model step's call through the guard chain: the response, or `{"error": ...}` for
+        a provider failure (journaled like an answer). A guard's refusal raises."""
+        step_id = self._model_step_id
+        started, t0 = (self.clock.now(), self.clock.monotonic()) if self.recording else (None, 0.0)
+        caller = ModelCaller(
+            self.ctx.guards,
+            agent=agent.name,
+            timeout_s=self.timeout_s,
+            emit=self._emit,
+            cache=agent.cache,
+            semantic=agent.semantic_cache,
+        )
+        try:
+            response = await caller.call(models, request)
+        except (ProviderError, CircuitOpenError) as exc:
+            await self._record(
+                kind="model",
+                step_id=step_id,
+                parent_id=self.step_id,
+                name=agent.name,
+                model=models[0].name,
+                input=_span_messages(messages, self.recorder),
+                error=exc.to_dict(),
+                status="error",
+                started=started,
+                t0=t0,
+                tier=tier,
+            )
+            return {"error": exc.to_dict()}
+        except LimitError as exc:
+            # A refusal is not journaled: after a restart (or a raised limit) the guard decides
+            # again.
+            await self._emit(GuardEvent(kind="refused", detail=exc.to_dict(), alert=True))
+            raise
+        if self.recording:
+            await self._record(
+                kind="model",
+                step_id=step_id,
+                parent_id=self.step_id,
+                name=agent.name,
+                model=response.model,
+                input=_span_messages(messages, self.recorder),
+                output=response.text,
+                started=started,
+                t0=t0,
+                tokens_in=response.input_tokens,
+                tokens_out=response.output_tokens,
+                cost_usd=response.cost_usd or Decimal(0),
+                tier=tier,
+                attrs={"cached": True} if response.cached else None,
             )
         return response
 
