@@ -14,13 +14,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from corral import Agent, App, AppConfig, ModelPrice, RunContext, SimConfig
+from corral import Agent, App, AppConfig, FunctionAgent, ModelPrice, RunContext, SimConfig
 from corral.errors import LoopDetectedError
 from corral.guards import (
     BreakerPolicy,
     BudgetPolicy,
     DailyLimit,
     GuardPolicies,
+    LoopPolicy,
     RateLimit,
     RetryPolicy,
 )
@@ -403,6 +404,23 @@ async def test_sub_workflows_share_the_parent_budget_and_recursion_is_bounded():
 
     looped = await app.run("recurse", {"text": "x"})
     assert looped.error["code"] == "loop_detected" and looped.error["kind"] == "recursion"
+
+    # Agent calls nested inside agent calls (code running inside a function agent) count too.
+    context: list[RunContext] = []
+
+    async def nest(task: Task) -> Draft:
+        return await context[0].call(nested, Task(text=task.text + "."))
+
+    nested = FunctionAgent(name="nest", fn=nest, input=Task, output=Draft)
+
+    @app.workflow
+    async def nesting(ctx: RunContext, task: Task) -> Draft:
+        context.append(ctx)
+        return await ctx.call(nested, task)
+
+    deep = await app.run("nesting", {"text": "x"})
+    assert deep.error["code"] == "loop_detected" and deep.error["kind"] == "recursion"
+    assert deep.error["depth"] == LoopPolicy().max_depth + 1
 
     @app.workflow
     async def lost(ctx: RunContext, task: Task) -> Draft:

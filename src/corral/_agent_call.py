@@ -286,16 +286,7 @@ class AgentCall(Generic[In, Out]):
             else:
                 fresh = answer
         else:
-
-            async def step() -> JsonValue:
-                nonlocal fresh
-                answer = await self._ask(agent, models, request, messages, tier)
-                if isinstance(answer, dict):
-                    return answer
-                fresh = answer
-                return {"response": _response_dict(answer)}
-
-            outcome = await self.journal.step(step_id, f"model:{agent.name}", step)
+            outcome, fresh = await self._journaled_ask(agent, models, request, messages, tier)
         error = outcome.get("error")
         if error is not None:
             code = "circuit_open" if error.get("code") == "circuit_open" else "provider_error"
@@ -329,6 +320,32 @@ class AgentCall(Generic[In, Out]):
                 calls=1,
             )
         return response
+
+    async def _journaled_ask(
+        self,
+        agent: Agent[In, Out],
+        models: list[Model],
+        request: ModelRequest,
+        messages: list[Message],
+        tier: str,
+    ) -> tuple[dict[str, Any], ModelResponse | None]:
+        """`_ask` as a journaled step: its outcome (`{"response": ...}` or `{"error": ...}`),
+        and the response object when it was answered in this process rather than replayed.
+
+        Its own method: the step's closure would give `_model_step` a cell per captured name
+        on every call, journaled or not."""
+        fresh: ModelResponse | None = None
+
+        async def step() -> JsonValue:
+            nonlocal fresh
+            answer = await self._ask(agent, models, request, messages, tier)
+            if isinstance(answer, dict):
+                return answer
+            fresh = answer
+            return {"response": _response_dict(answer)}
+
+        outcome = await self.journal.step(self._model_step_id, f"model:{agent.name}", step)
+        return outcome, fresh
 
     async def _ask(
         self,

@@ -148,6 +148,8 @@ class App:
         self._extra_models = dict(models or {})
         self._models: dict[str, Model] = {}
         self._chains: dict[str, list[Model]] = {}
+        # Bound once: every run's context holds these (a bound method is a new object per read).
+        self._resolvers = (self.model, self.model_chain, self._workflow_named)
         self._workflows: dict[str, Workflow] = {}
         self._recorder: Recorder | None = recorder
         self._taps = tuple(taps)
@@ -668,9 +670,9 @@ class App:
             workflow=wf.name,
             journal=await engine.journal(run_id, recorder),
             recorder=recorder,
-            resolve_model=self.model,
-            resolve_chain=self.model_chain,
-            resolve_workflow=self._workflow_named,
+            resolve_model=self._resolvers[0],
+            resolve_chain=self._resolvers[1],
+            resolve_workflow=self._resolvers[2],
             humans=self.humans,
             human_policy=self.config.humans,
             auditor=self.ops,

@@ -615,7 +615,10 @@ class RunContext:
         # rebuilds them), so the string's own hash is enough: no digest per call.
         run.loops.on_call(agent.name, hash(payload_json), depth)
         run.budget.take_turn()
-        token = _depth.set(depth)
+        # Only user code running inside the call (a function agent, a tool) can nest further
+        # calls; an LLM agent without tools skips the context variable (a new mapping per set).
+        nests = isinstance(agent, FunctionAgent) or bool(agent.tools)
+        token = _depth.set(depth) if nests else None
         call = AgentCall(
             ctx=self,
             agent=agent,
@@ -634,7 +637,8 @@ class RunContext:
             self.stats.failures += 1
             raise
         finally:
-            _depth.reset(token)
+            if token is not None:
+                _depth.reset(token)
         self.stats.best = (agent.name, output)
         run.loops.on_output(agent.name, hash(output.model_dump_json()))
         return output
