@@ -4,6 +4,8 @@ the webhook over real HTTP, storage and acknowledgement."""
 from __future__ import annotations
 
 import random
+import statistics
+from collections import deque
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -14,7 +16,7 @@ from pydantic import BaseModel
 from corral import Agent, App, AppConfig, ModelPrice, RunContext
 from corral.errors import ConfigError
 from corral.observe import AlertPolicy
-from corral.observe.alerts import Detector
+from corral.observe.alerts import Detector, _median
 from corral.store import queries
 from corral.testing import FakeClock, FakeModel
 
@@ -182,3 +184,10 @@ async def test_baselines_survive_a_restart(tmp_path):
         await app.alerts.drain()
         kinds = {(a.kind, a.metric) for a in app.alerts.delivered}
     assert ("anomaly", "error_rate") in kinds
+
+
+def test_the_recent_median_matches_statistics_median():
+    rng = random.Random(7)
+    for size in range(1, 12):
+        values = deque(rng.uniform(-5, 5) for _ in range(size))
+        assert _median(values) == statistics.median(values)

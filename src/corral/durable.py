@@ -88,6 +88,7 @@ class EphemeralEngine:
 
     def __init__(self) -> None:
         self._executor: RunExecutor | None = None
+        self._journal = EphemeralJournal()  # stateless: one for every run
 
     async def launch(self, executor: RunExecutor) -> None:
         self._executor = executor
@@ -100,7 +101,7 @@ class EphemeralEngine:
         return await self._executor(workflow, run_id, payload, meta)
 
     async def journal(self, run_id: RunId, spans: BatchingRecorder | None = None) -> Journal:
-        return EphemeralJournal()
+        return self._journal
 
     async def pending(self) -> list[RunId]:
         return []

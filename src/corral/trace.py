@@ -177,6 +177,7 @@ class BatchingRecorder:
         """Sees every span and run record on its way in (see `Tap`)."""
         self._held: list[Span] = []
         self._max_held = max_held
+        self._null = isinstance(inner, NullRecorder)
 
     def drain(self) -> list[Span]:
         """Take the held spans (the caller now owns writing them); the tap sees them here, a
@@ -192,8 +193,9 @@ class BatchingRecorder:
             await self.inner.record_spans(self.drain())
 
     async def record_run(self, run: RunRecord) -> None:
-        await self.flush()
-        await self.inner.record_run(run)
+        if self._held or not self._null:
+            await self.flush()
+            await self.inner.record_run(run)
         if self.tap is not None:
             self.tap.run(run)
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import statistics
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -127,7 +126,7 @@ class Detector:
         stats = self.baseline(subject, metric)
         if stats is not None and stats[2] >= p.min_samples and len(recent) == p.recent:
             mean, std, n = stats
-            current = statistics.median(recent)
+            current = _median(recent)
             # A flat baseline has std 0: then a move of more than 1% of the mean is a change.
             spread = max(std, abs(mean) * 0.01, 1e-12)
             if abs(current - mean) > p.sigmas * spread:
@@ -173,6 +172,13 @@ class Detector:
             return False
         self._last[alert.key] = alert.at
         return True
+
+
+def _median(values: deque[float]) -> float:
+    """`statistics.median` for the few recent values, without its generality (once per run)."""
+    ordered = sorted(values)
+    half = len(ordered) // 2
+    return ordered[half] if len(ordered) % 2 else (ordered[half - 1] + ordered[half]) / 2
 
 
 class _Window:
