@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -397,20 +398,50 @@ async def test_an_in_memory_database_keeps_runs_and_spans():
     assert result.ok and sorted(s["kind"] for s in spans) == ["agent", "model"]
 
 
-async def test_the_gc_threshold_is_applied_when_the_app_opens(tmp_path):
+async def test_open_apps_keep_the_gc_threshold_at_least_as_configured(tmp_path):
     import gc
 
     from corral.config import parse_config
 
     before = gc.get_threshold()
+    young = before[0]
+
+    def app(threshold: int | None = None) -> App:
+        data: dict[str, Any] = {"database": f"sqlite:///{tmp_path / 'c.db'}", "durable": False}
+        if threshold is not None:
+            data["gc_threshold"] = threshold
+        return App(parse_config(data))
+
     try:
-        config = parse_config(
-            {"database": f"sqlite:///{tmp_path / 'c.db'}", "durable": False, "gc_threshold": 20000}
-        )
-        async with App(config):
-            assert gc.get_threshold() == (20000, before[1], before[2])
+        gc.set_threshold(700, *before[1:])
+        async with app():  # the default: at least 10,000 while open, Python's back after
+            assert gc.get_threshold() == (10_000, *before[1:])
+        assert gc.get_threshold()[0] == 700
+
+        first, second = app(), app(20_000)
+        await first.open()
+        await second.open()
+        assert gc.get_threshold()[0] == 20_000  # the highest ask of the open apps
+        await second.close()
+        assert gc.get_threshold()[0] == 10_000
+        await first.close()
+        assert gc.get_threshold()[0] == 700
+
+        gc.set_threshold(50_000, *before[1:])  # someone wants it higher: never lowered
+        async with app():
+            assert gc.get_threshold()[0] == 50_000
+        assert gc.get_threshold()[0] == 50_000
+
+        gc.set_threshold(700, *before[1:])
+        async with app() as opened:
+            gc.set_threshold(3_000, *before[1:])  # changed by someone else while open: theirs
+        assert not opened._started and gc.get_threshold()[0] == 3_000
+
+        gc.set_threshold(700, *before[1:])
+        async with app(0):  # 0: leave it alone
+            assert gc.get_threshold()[0] == 700
     finally:
-        gc.set_threshold(*before)
+        gc.set_threshold(young, *before[1:])
     with pytest.raises(ConfigError, match="gc_threshold: must be >= 100"):
         AppConfig(gc_threshold=5)
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from corral import _gc
 from corral.clock import Clock, SystemClock
 from corral.config import AppConfig
 from corral.contracts import JsonValue, RunId, dump_payload, validate_payload
@@ -150,6 +151,7 @@ class App:
         self._chains: dict[str, list[Model]] = {}
         # Bound once: every run's context holds these (a bound method is a new object per read).
         self._resolvers = (self.model, self.model_chain, self._workflow_named)
+        self._gc_held: int | None = None
         self._workflows: dict[str, Workflow] = {}
         self._recorder: Recorder | None = recorder
         self._taps = tuple(taps)
@@ -238,11 +240,9 @@ class App:
             from corral.observe.redact import Redactor
             from corral.store.sql import SqlStore  # adapter, imported on use
 
-            if self.config.gc_threshold is not None:
-                import gc
-
-                _, older, oldest = gc.get_threshold()
-                gc.set_threshold(self.config.gc_threshold, older, oldest)
+            if self.config.gc_threshold:
+                _gc.hold(self.config.gc_threshold)
+                self._gc_held = self.config.gc_threshold
             self._store = await SqlStore.open(
                 self.config.database, redactor=Redactor(self.config.trace)
             )
@@ -496,6 +496,9 @@ class App:
             await self._store.close()
             self._store = None
         self._started = False
+        if self._gc_held is not None:
+            _gc.release(self._gc_held)
+            self._gc_held = None
 
     # -- running --------------------------------------------------------------------------------
 
