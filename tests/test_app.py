@@ -398,10 +398,16 @@ async def test_an_in_memory_database_keeps_runs_and_spans():
     assert result.ok and sorted(s["kind"] for s in spans) == ["agent", "model"]
 
 
-async def test_open_apps_keep_the_gc_threshold_at_least_as_configured(tmp_path):
+async def test_open_apps_keep_the_gc_threshold_at_least_as_configured(tmp_path, monkeypatch):
     import gc
 
+    from corral import _gc
     from corral.config import parse_config
+
+    # Process-wide bookkeeping: start from no open apps (other tests may leave one open).
+    monkeypatch.setattr(_gc, "_asks", [])
+    monkeypatch.setattr(_gc, "_found", None)
+    monkeypatch.setattr(_gc, "_set", None)
 
     before = gc.get_threshold()
     young = before[0]

@@ -232,6 +232,8 @@ class App:
             StateError: the database is locked, corrupt or from a newer Corral.
             ConfigError: the database URL is unusable.
         """
+        if self._started:
+            return  # every run calls this: no lock once open
         if self._start_lock is None:
             self._start_lock = asyncio.Lock()
         async with self._start_lock:

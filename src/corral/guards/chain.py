@@ -20,6 +20,7 @@ gets its turn.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable
@@ -461,10 +462,15 @@ class ModelCaller:
                 kill.check(run.run_id, self.agent)
             t0 = g.clock.monotonic()
             sent = True
+            watch = kill.watch(run.run_id, self.agent, self.timeout_s)  # `KillSwitch.guard`
             try:
-                response = await kill.guard(
-                    run.run_id, self.agent, model.complete(request), timeout_s=self.timeout_s
-                )
+                try:
+                    response = await model.complete(request)
+                except asyncio.CancelledError:
+                    kill.stopped(watch)
+                    raise
+                finally:
+                    kill.unwatch(watch)
             except TimeoutError:
                 raise ProviderTimeoutError(
                     f"model {model.name} did not answer within {self.timeout_s:g}s",

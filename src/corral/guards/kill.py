@@ -31,7 +31,7 @@ class KillSwitch:
         self._all: str | None = None
         self._runs: dict[str, str] = {}
         self._agents: dict[str, str] = {}
-        # The task running each guarded call -> [run_id, agent, cancelled_by_us].
+        # The task running each watched call -> [run_id, agent, cancelled_by_us, deadline, task].
         self._inflight: dict[asyncio.Task[Any], list[Any]] = {}
         self._paused_agents: dict[str, str] = {}
         self._paused_workflows: dict[str, str] = {}
@@ -246,29 +246,52 @@ class KillSwitch:
         timeout cancels that task, and the cancellation is turned into `KilledError` or
         `TimeoutError` here and taken back with `Task.uncancel()`, so it does not leak into the
         caller's other waits. Timeouts share one loop timer (`corral.guards.deadlines`).
+        The model call's hot path uses `watch` / `stopped` / `unwatch` directly (the same
+        thing without a coroutine of its own).
 
         Raises:
             KilledError: a halt cancelled the call.
             TimeoutError: the call took longer than `timeout_s`.
         """
-        task = asyncio.current_task()
-        if task is None:  # pragma: no cover - always inside a task in asyncio
-            return await call
-        deadline = self.deadlines.start(timeout_s, task) if timeout_s is not None else None
-        # [run_id, agent, cancelled by a halt, deadline]
-        entry: list[Any] = [run_id, agent, False, deadline]
-        self._inflight[task] = entry
+        watch = self.watch(run_id, agent, timeout_s)
         try:
             return await call
         except asyncio.CancelledError:
-            expired = deadline is not None and deadline.expired
-            if (entry[2] or expired) and task.uncancel() == 0:
-                if expired:
-                    raise TimeoutError from None
-                scope = self._scope(run_id, agent)
-                raise KilledError(scope or "halted") from None
+            self.stopped(watch)
             raise
         finally:
-            self._inflight.pop(task, None)
-            if deadline is not None:
-                self.deadlines.end(deadline)
+            self.unwatch(watch)
+
+    def watch(self, run_id: str, agent: str, timeout_s: float | None) -> list[Any]:
+        """Cover the current task's next wait: a halt of `run_id` or `agent`, or `timeout_s`
+        passing, cancels it. Pair with `unwatch` in a `finally`; on `CancelledError` call
+        `stopped` first."""
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - always inside a task in asyncio
+            raise RuntimeError("a kill-switch watch needs a running task")
+        deadline = self.deadlines.start(timeout_s, task) if timeout_s is not None else None
+        # [run_id, agent, cancelled by a halt, deadline, task]
+        entry: list[Any] = [run_id, agent, False, deadline, task]
+        self._inflight[task] = entry
+        return entry
+
+    def stopped(self, watch: list[Any]) -> None:
+        """The watched wait was cancelled: if by us, take the cancellation back and say why.
+
+        Raises:
+            TimeoutError: its timeout passed.
+            KilledError: a halt cancelled it.
+        """
+        run_id, agent, halted, deadline, task = watch
+        expired = deadline is not None and deadline.expired
+        if (halted or expired) and task.uncancel() == 0:
+            if expired:
+                raise TimeoutError from None
+            scope = self._scope(run_id, agent)
+            raise KilledError(scope or "halted") from None
+
+    def unwatch(self, watch: list[Any]) -> None:
+        """The watched wait is over."""
+        self._inflight.pop(watch[4], None)
+        if watch[3] is not None:
+            self.deadlines.end(watch[3])
