@@ -47,22 +47,19 @@ NOOP = _Noop()
 ORIGINAL = {
     "call": chain.ModelCaller.call,
     "_try_reserve": chain.ModelCaller._try_reserve,
-    "_admit": chain.ModelCaller._admit,
 }
 ACQUIRE = chain._acquire
-GUARD = KillSwitch.guard
+TRY_ADMIT = chain.RateLimiter.try_admit
+WATCH = KillSwitch.watch, KillSwitch.unwatch
 
 
 async def _direct(self: Any, models: list[Model], request: ModelRequest) -> ModelResponse:
     return await models[0].complete(request)
 
 
-async def _admitted(self: Any, *args: Any) -> _Noop:
-    return NOOP
-
-
-async def _unguarded(self: Any, run_id: str, agent: str, call: Any, **_: Any) -> Any:
-    return await call
+def _unwatched() -> None:
+    KillSwitch.watch = lambda self, *args: []  # type: ignore[method-assign]
+    KillSwitch.unwatch = lambda self, watch: None  # type: ignore[method-assign]
 
 
 VARIANTS: dict[str, Callable[[], None]] = {
@@ -71,17 +68,18 @@ VARIANTS: dict[str, Callable[[], None]] = {
     "no budget reservation": lambda: setattr(
         chain.ModelCaller, "_try_reserve", lambda self, *a: NOOP
     ),
-    "no rate limiter": lambda: setattr(chain.ModelCaller, "_admit", _admitted),
+    "no rate limiter": lambda: setattr(chain.RateLimiter, "try_admit", lambda self, *a, **k: NOOP),
     "no provider/model breakers": lambda: setattr(chain, "_acquire", lambda breakers: []),
-    "no kill switch / timeout": lambda: setattr(KillSwitch, "guard", _unguarded),
+    "no kill switch / timeout": _unwatched,
 }
 
 
 def _reset() -> None:
     for name, fn in ORIGINAL.items():
         setattr(chain.ModelCaller, name, fn)
-    KillSwitch.guard = GUARD  # type: ignore[method-assign]
+    KillSwitch.watch, KillSwitch.unwatch = WATCH  # type: ignore[method-assign]
     chain._acquire = ACQUIRE
+    chain.RateLimiter.try_admit = TRY_ADMIT  # type: ignore[method-assign]
 
 
 async def _measure(app: App, runs: int) -> float:

@@ -82,12 +82,7 @@ class AgentCall(Generic[In, Out]):
         self._inner += 1
         return f"{self.step_id}.{self._inner}"
 
-    async def run(self) -> Out:
-        if isinstance(self.agent, FunctionAgent):
-            return await self._run_function(self.agent)
-        return await self._run_llm(self.agent)
-
-    async def _run_function(self, agent: FunctionAgent[In, Out]) -> Out:
+    async def run_function(self, agent: FunctionAgent[In, Out]) -> Out:
         payload_json = dump_payload(self.payload)
 
         async def step() -> JsonValue:
@@ -121,7 +116,7 @@ class AgentCall(Generic[In, Out]):
             raise AgentError.from_dict(outcome["error"])
         return agent.output.model_validate(outcome["output"])
 
-    async def _run_llm(self, agent: Agent[In, Out]) -> Out:
+    async def run_llm(self, agent: Agent[In, Out]) -> Out:
         messages = agent.messages(self.payload, self.payload_json)
         limits = agent.limits
         rounds = repairs = invalid_calls = 0

@@ -361,7 +361,12 @@ class RunContext:
         step_id = self._next_step_id()
         policy = agent.escalation
         try:
-            output = await self._call_with_fallback(agent, payload, step_id, sender)
+            try:
+                output = await self._call_one(agent, payload, step_id, sender or self.workflow)
+            except AgentError as first:
+                if agent.fallback is None or first.code == "invalid_input":
+                    raise
+                output = await self._fallback(agent, agent.fallback, payload, step_id, first)
         except AgentError as exc:
             if policy is None or not policy.on_failure or exc.code == "invalid_input":
                 raise
@@ -383,26 +388,23 @@ class RunContext:
             )
         return output
 
-    async def _call_with_fallback(
+    async def _fallback(
         self,
         agent: Agent[In, Out] | FunctionAgent[In, Out],
+        fallback: Agent[In, Out] | FunctionAgent[In, Out],
         payload: Any,
         step_id: str,
-        sender: str | None,
+        first: AgentError,
     ) -> Out:
-        try:
-            return await self._call_one(agent, payload, step_id, sender or self.workflow)
-        except AgentError as first:
-            if agent.fallback is None or first.code == "invalid_input":
-                raise
-            log.warning(
-                "agent %s failed (%s); trying fallback %s",
-                agent.name,
-                first.code,
-                agent.fallback.name,
-                extra={"run_id": self.run_id, "agent": agent.name},
-            )
-            return await self._call_one(agent.fallback, payload, f"{step_id}.f", agent.name)
+        """`agent` failed with `first`: its fallback agent answers instead (step `<id>.f`)."""
+        log.warning(
+            "agent %s failed (%s); trying fallback %s",
+            agent.name,
+            first.code,
+            fallback.name,
+            extra={"run_id": self.run_id, "agent": agent.name},
+        )
+        return await self._call_one(fallback, payload, f"{step_id}.f", agent.name)
 
     async def escalate(
         self,
@@ -632,7 +634,11 @@ class RunContext:
             timeout_s=self._call_timeout_s,
         )
         try:
-            output = await call.run()
+            # The agent kind's own loop, awaited here: no dispatching coroutine in between.
+            if isinstance(agent, FunctionAgent):
+                output = await call.run_function(agent)
+            else:
+                output = await call.run_llm(agent)
         except AgentError:
             self.stats.failures += 1
             raise

@@ -219,7 +219,12 @@ class ModelCaller:
         t0 = self.guards.clock.monotonic()
         try:
             if len(models) == 1 and request.model == models[0].name and not self._may_cache():
-                response = await self._with_retries(models[0], request)  # the common case
+                # The common case: `_with_retries` without its own coroutine for the first try.
+                self.guards.retry_budget.record_request()
+                try:
+                    response = await self._attempt(models[0], request, 1)
+                except ProviderError as exc:
+                    response = await self._retry(models[0], request, exc)
             else:
                 response = await self._through_chain(models, request)
         except ProviderError as exc:
@@ -392,54 +397,65 @@ class ModelCaller:
         )
 
     async def _with_retries(self, model: Model, request: ModelRequest) -> ModelResponse:
-        policy = self.guards.policies.retry
         self.guards.retry_budget.record_request()
-        attempt = 0
+        try:
+            return await self._attempt(model, request, 1)
+        except ProviderError as exc:
+            return await self._retry(model, request, exc)
+
+    async def _retry(
+        self, model: Model, request: ModelRequest, failure: ProviderError
+    ) -> ModelResponse:
+        """The first attempt failed with `failure`: retry while the policy and budget allow."""
+        policy = self.guards.policies.retry
+        attempt = 1
         while True:
+            exc = failure
+            if self.run.loops.on_error(self.agent, model.name, _signature(exc)):
+                # No infinite retry of the same faulty prompt: this call fails now and the
+                # agent's later calls in this run are refused (LoopGuard.on_call).
+                await self.emit(
+                    GuardEvent(
+                        kind="agent_stopped",
+                        detail={
+                            "agent": self.agent,
+                            "endpoint": model.name,
+                            "error": exc.code,
+                            "times": self.guards.policies.loops.error_streak,
+                        },
+                        alert=True,
+                    )
+                )
+                raise exc
+            if not is_retryable(exc) or attempt >= policy.max_attempts:
+                raise exc
+            if not self.guards.retry_budget.try_retry():
+                await self.emit(
+                    GuardEvent(
+                        kind="retry_denied",
+                        detail={"model": model.name, "attempt": attempt, "error": exc.code},
+                    )
+                )
+                raise exc
+            delay = backoff_s(policy, attempt, self.guards.rng, exc)
+            await self.emit(
+                GuardEvent(
+                    kind="retry",
+                    detail={
+                        "model": model.name,
+                        "attempt": attempt + 1,
+                        "delay_s": round(delay, 3),
+                        "error": exc.code,
+                        "status": exc.status,
+                    },
+                )
+            )
+            await self.guards.clock.sleep(delay)
             attempt += 1
             try:
                 return await self._attempt(model, request, attempt)
-            except ProviderError as exc:
-                if self.run.loops.on_error(self.agent, model.name, _signature(exc)):
-                    # No infinite retry of the same faulty prompt: this call fails now and the
-                    # agent's later calls in this run are refused (LoopGuard.on_call).
-                    await self.emit(
-                        GuardEvent(
-                            kind="agent_stopped",
-                            detail={
-                                "agent": self.agent,
-                                "endpoint": model.name,
-                                "error": exc.code,
-                                "times": self.guards.policies.loops.error_streak,
-                            },
-                            alert=True,
-                        )
-                    )
-                    raise
-                if not is_retryable(exc) or attempt >= policy.max_attempts:
-                    raise
-                if not self.guards.retry_budget.try_retry():
-                    await self.emit(
-                        GuardEvent(
-                            kind="retry_denied",
-                            detail={"model": model.name, "attempt": attempt, "error": exc.code},
-                        )
-                    )
-                    raise
-                delay = backoff_s(policy, attempt, self.guards.rng, exc)
-                await self.emit(
-                    GuardEvent(
-                        kind="retry",
-                        detail={
-                            "model": model.name,
-                            "attempt": attempt + 1,
-                            "delay_s": round(delay, 3),
-                            "error": exc.code,
-                            "status": exc.status,
-                        },
-                    )
-                )
-                await self.guards.clock.sleep(delay)
+            except ProviderError as again:
+                failure = again
 
     async def _attempt(self, model: Model, request: ModelRequest, attempt: int) -> ModelResponse:
         g, run = self.guards, self.run
@@ -457,7 +473,11 @@ class ModelCaller:
         t0 = g.clock.monotonic()
         try:
             permits = _acquire(lane.breakers)
-            ticket = await self._admit(lane, request, input_tokens)
+            tokens = input_tokens + request.max_output_tokens
+            # The common case, without a coroutine: the call fits now.
+            ticket = g.limiter.try_admit(lane.limit_keys, tokens, input_estimate=input_tokens)
+            if ticket is None:
+                ticket = await self._admit(lane, tokens, input_tokens)
             if kill.engaged:
                 kill.check(run.run_id, self.agent)
             t0 = g.clock.monotonic()
@@ -566,13 +586,10 @@ class ModelCaller:
                 )
                 await self.guards.daily.wait_for_room()
 
-    async def _admit(self, lane: Lane, request: ModelRequest, input_tokens: int) -> Ticket:
+    async def _admit(self, lane: Lane, tokens: int, input_tokens: int) -> Ticket:
+        """Wait for the rate limiter (the call did not fit at once: `try_admit` said no)."""
         g = self.guards
         keys = lane.limit_keys
-        tokens = input_tokens + request.max_output_tokens
-        fast = g.limiter.try_admit(keys, tokens, input_estimate=input_tokens)
-        if fast is not None:
-            return fast
         t0 = g.clock.monotonic()
         ticket = await g.limiter.acquire(
             keys, tokens, priority=self.run.level, input_estimate=input_tokens
