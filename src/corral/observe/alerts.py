@@ -85,14 +85,19 @@ class Detector:
 
     def seed(self, subject: str, metric: str, value: float) -> None:
         """Add a past run's value to the windows without checking it (restoring baselines)."""
-        key = (subject, metric)
-        recent = self._recent.setdefault(key, deque())
+        recent, base = self._windows(subject, metric)
         recent.append(value)
         if len(recent) > self.policy.recent:
-            base = self._base.get(key)
-            if base is None:
-                base = self._base[key] = _Window(self.policy.window)
             base.append(recent.popleft())
+
+    def _windows(self, subject: str, metric: str) -> tuple[deque[float], _Window]:
+        """The recent values and the baseline window of a metric (created together)."""
+        key = (subject, metric)
+        recent = self._recent.get(key)
+        if recent is None:
+            recent = self._recent[key] = deque()
+            self._base[key] = _Window(self.policy.window)
+        return recent, self._base[key]
 
     def observe(
         self, subject: str, metric: str, value: float, *, at: datetime, run_id: str | None = None
@@ -100,7 +105,8 @@ class Detector:
         """Add one run's value; returns the alerts it raises (after dedup and cooldown)."""
         p = self.policy
         found: list[Alert] = []
-        limit = p.thresholds.get(f"{subject}.{metric}", p.thresholds.get(metric))
+        limits = p.thresholds
+        limit = limits.get(f"{subject}.{metric}", limits.get(metric)) if limits else None
         if limit is not None and value > limit:
             found.append(
                 Alert(
@@ -115,17 +121,12 @@ class Detector:
                     at=at,
                 )
             )
-        key = (subject, metric)
-        recent = self._recent.setdefault(key, deque())
-        base = self._base.get(key)
-        if base is None:
-            base = self._base[key] = _Window(p.window)
+        recent, base = self._windows(subject, metric)
         recent.append(value)
         if len(recent) > p.recent:
             base.append(recent.popleft())
-        stats = self.baseline(subject, metric)
-        if stats is not None and stats[2] >= p.min_samples and len(recent) == p.recent:
-            mean, std, n = stats
+        if len(base.values) >= max(p.min_samples, 1) and len(recent) == p.recent:
+            mean, std, n = base.stats()
             current = _median(recent)
             # A flat baseline has std 0: then a move of more than 1% of the mean is a change.
             spread = max(std, abs(mean) * 0.01, 1e-12)
