@@ -35,6 +35,7 @@ In = TypeVar("In", bound=BaseModel)
 Out = TypeVar("Out", bound=BaseModel)
 
 _ZERO = Decimal(0)
+_NO_USAGE = Usage()
 
 _REPAIR_PROMPT = (
     "Your previous answer was rejected: {errors}. Reply again with only one JSON object that "
@@ -73,7 +74,7 @@ class AgentCall(Generic[In, Out]):
         self._model_step_id = ""
         """The model step in progress (guard events are recorded under it)."""
         self._events = 0
-        self.usage = Usage()
+        self.usage = _NO_USAGE  # frozen: replaced (not mutated) as model calls add up
         self.last_model: str | None = None
         self.recording = _records(recorder)
         """Spans are kept: without a recorder, building them (and reading the clock) is skipped."""
