@@ -15,7 +15,7 @@ one process, rounds interleaved, and prints the ratios:
   parsing, usage, pricing and the whole guard chain; no model work), `durable=False`.
 - W2: 1,000 pipelines at once, every node / model call sleeping 50 ms; wall time over the ideal
   4 x 50 ms. Corral's is the `sleep` model of `w2_concurrency.py`. Each framework runs at
-  Python's young-generation GC threshold (700) and at the 10,000 an open Corral app keeps
+  Python's young-generation GC threshold (700) and at the 20,000 an open Corral app keeps
   (`AppConfig.gc_threshold`), waves alternating.
 
 `--uvloop` runs everything on uvloop's event loop instead of asyncio's (`pip install uvloop`).
@@ -95,12 +95,12 @@ async def w2(waves: int, runs: int = 1000) -> None:
         out = await graph.ainvoke({"text": f"document {i}"})
         assert out["text"] == "a fixed answer"
 
-    # (name, run, young-generation GC threshold): Python's own 700, and the 10,000 an open
+    # (name, run, young-generation GC threshold): Python's own 700, and the 20,000 an open
     # Corral app keeps (`AppConfig.gc_threshold`), for both frameworks.
     modes = [
         ("LangGraph, 4 sleeping nodes, GC 700 (Python's)", langgraph_run, 700),
-        ("LangGraph, 4 sleeping nodes, GC 10,000", langgraph_run, 10_000),
-        ("Corral W2, sleep model, GC 10,000 (its default)", corral_run, 10_000),
+        ("LangGraph, 4 sleeping nodes, GC 20,000", langgraph_run, 20_000),
+        ("Corral W2, sleep model, GC 20,000 (its default)", corral_run, 20_000),
         ("Corral W2, sleep model, GC 700", corral_run, 700),
     ]
     walls: dict[str, list[float]] = {name: [] for name, _, _ in modes}

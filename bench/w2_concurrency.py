@@ -121,7 +121,7 @@ async def main() -> None:
         await app.open()
     for app, durable in modes.values():
         await wave(app, 50, durable, "warm-up")
-    # Open apps keep the young-generation threshold at `AppConfig.gc_threshold` (10,000 by
+    # Open apps keep the young-generation threshold at `AppConfig.gc_threshold` (20,000 by
     # default, process-wide); one mode's waves run at Python's own 700 to show what that buys.
     opened = gc.get_threshold()
     for r in range(args.repeat):

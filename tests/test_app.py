@@ -420,16 +420,16 @@ async def test_open_apps_keep_the_gc_threshold_at_least_as_configured(tmp_path, 
 
     try:
         gc.set_threshold(700, *before[1:])
-        async with app():  # the default: at least 10,000 while open, Python's back after
-            assert gc.get_threshold() == (10_000, *before[1:])
+        async with app():  # the default: at least 20,000 while open, Python's back after
+            assert gc.get_threshold() == (20_000, *before[1:])
         assert gc.get_threshold()[0] == 700
 
-        first, second = app(), app(20_000)
+        first, second = app(), app(30_000)
         await first.open()
         await second.open()
-        assert gc.get_threshold()[0] == 20_000  # the highest ask of the open apps
+        assert gc.get_threshold()[0] == 30_000  # the highest ask of the open apps
         await second.close()
-        assert gc.get_threshold()[0] == 10_000
+        assert gc.get_threshold()[0] == 20_000
         await first.close()
         assert gc.get_threshold()[0] == 700
 
