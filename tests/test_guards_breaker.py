@@ -216,3 +216,27 @@ async def test_virtual_clock_drives_an_open_wait_without_sleeping():
     await clock.sleep(30)
     breaker.acquire()
     assert breaker.state == "HALF_OPEN" and clock.monotonic() == 30
+
+
+def test_a_full_window_of_clean_calls_still_sees_slow_calls_failures_and_resets():
+    # A clean success into a full window of clean calls takes a shortcut (nothing changes);
+    # everything else must still count exactly as before.
+    policy = BreakerPolicy(
+        window_size=4, minimum_calls=4, failure_rate=0.5, slow_call_s=1.0, slow_call_rate=0.5
+    )
+    breaker = CircuitBreaker("k", policy, FakeClock())
+    feed(breaker, "SSSSSSSS")
+    assert breaker.state == "CLOSED" and breaker._steady
+    feed(breaker, "S", duration_s=2.0)  # slow: counted, the window is no longer all clean
+    assert not breaker._steady
+    assert feed(breaker, "S", duration_s=2.0) == ["OPEN"]  # 2 of the last 4 slow = 50%
+    breaker.reset()
+    feed(breaker, "SSSS")
+    assert breaker._steady
+    late = breaker.acquire()  # taken before the breaker moves on
+    feed(breaker, "FF")
+    assert breaker.state == "OPEN" and not breaker._steady
+    breaker.reset()
+    feed(breaker, "SSSS")
+    assert late.success(0.1) is None  # a permit from an earlier generation changes nothing
+    assert feed(breaker, "FF") == [None, "OPEN"]  # the window still held four clean calls

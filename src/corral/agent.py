@@ -100,7 +100,7 @@ class Agent(Generic[In, Out]):
         """The opening conversation for one call: instructions, schema, then the payload
         (`payload_json`, when the caller already has the payload as JSON)."""
         return [
-            Message(role="system", content=_system_prompt(self.instructions, self.output)),
+            _system_message(self.instructions, self.output),
             Message(
                 role="user",
                 content=payload.model_dump_json() if payload_json is None else payload_json,
@@ -113,6 +113,12 @@ def _schema_of(model: type[BaseModel]) -> dict[str, Any]:
     # Pydantic rebuilds a model's JSON schema on every call (about 350 us for a one-field model);
     # agents ask for it on every model call, so it is computed once per class.
     return model.model_json_schema()
+
+
+@functools.lru_cache(maxsize=1024)
+def _system_message(instructions: str, output: type[BaseModel]) -> Message:
+    # Messages are frozen: every call of an agent shares its system message.
+    return Message(role="system", content=_system_prompt(instructions, output))
 
 
 @functools.lru_cache(maxsize=1024)

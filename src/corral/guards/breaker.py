@@ -109,6 +109,15 @@ class Permit:
 
     def success(self, duration_s: float) -> BreakerState | None:
         """The call succeeded (a slow success still counts as slow)."""
+        b = self._breaker
+        if (
+            b._steady
+            and duration_s <= b.policy.slow_call_s
+            and self._generation == b._generation
+            and not self._done
+        ):
+            self._done = True  # a clean call into a full window of clean calls: nothing changes
+            return None
         return self._report(failed=False, duration_s=duration_s)
 
     def failure(self, duration_s: float) -> BreakerState | None:
@@ -146,6 +155,9 @@ class CircuitBreaker:
         self._half_open_at = 0.0
         self._permits_out = 0
         self._probe = _Counts()
+        self._steady = False
+        """CLOSED with a full count window of clean calls: another clean call changes nothing
+        (`Permit.success` returns at once)."""
 
     def _new_window(self) -> _CountWindow | _TimeWindow:
         p = self.policy
@@ -194,9 +206,13 @@ class CircuitBreaker:
             return None  # the breaker moved on since this call started
         if self.state == "CLOSED" and self.policy.window == "count":  # the common case
             counts = self._window.add(failed, duration_s > self.policy.slow_call_s, 0.0)
-            if (counts.failures or counts.slow) and self._tripped(counts):
-                self._to_open(self._clock.monotonic(), grow=False)
-                return self.state
+            if counts.failures or counts.slow:
+                self._steady = False
+                if self._tripped(counts):
+                    self._to_open(self._clock.monotonic(), grow=False)
+                    return self.state
+            else:
+                self._steady = counts.total >= self.policy.window_size
             return None
         if self.state in ("DISABLED", "FORCED_OPEN"):
             return None
@@ -262,6 +278,7 @@ class CircuitBreaker:
         log.info("circuit %s: %s -> %s", self.key, self.state, state, extra={"breaker": self.key})
         self.state = state
         self._generation += 1
+        self._steady = False
 
     # -- operators ------------------------------------------------------------------------------
 
