@@ -48,35 +48,31 @@ class AgentCall(Generic[In, Out]):
 
     def __init__(
         self,
-        *,
         ctx: RunContext,
         agent: Agent[In, Out] | FunctionAgent[In, Out],
         payload: In,
         payload_json: str,
         step_id: str,
         sender: str,
-        journal: Journal,
-        recorder: Recorder,
-        clock: Clock,
-        timeout_s: float,
     ) -> None:
+        # Positional and few: one is built per agent call (keyword matching is not free).
         self.ctx = ctx
         self.agent = agent
         self.payload = payload
         self.payload_json = payload_json
         self.step_id = step_id
         self.sender = sender
-        self.journal = journal
-        self.recorder = recorder
-        self.clock = clock
-        self.timeout_s = timeout_s
+        self.journal: Journal = ctx._journal
+        self.recorder: Recorder = ctx._recorder
+        self.clock: Clock = ctx._clock
+        self.timeout_s: float = ctx._call_timeout_s
         self._inner = 0
         self._model_step_id = ""
         """The model step in progress (guard events are recorded under it)."""
         self._events = 0
         self.usage = _NO_USAGE  # frozen: replaced (not mutated) as model calls add up
         self.last_model: str | None = None
-        self.recording = _records(recorder)
+        self.recording: bool = ctx._recording
         """Spans are kept: without a recorder, building them (and reading the clock) is skipped."""
 
     def _next_inner(self) -> str:
@@ -357,11 +353,11 @@ class AgentCall(Generic[In, Out]):
         started, t0 = (self.clock.now(), self.clock.monotonic()) if self.recording else (None, 0.0)
         caller = ModelCaller(
             self.ctx.guards,
-            agent=agent.name,
-            timeout_s=self.timeout_s,
-            emit=self._emit,
-            cache=agent.cache,
-            semantic=agent.semantic_cache,
+            agent.name,
+            self.timeout_s,
+            self._emit,
+            agent.cache,
+            agent.semantic_cache,
         )
         try:
             response = await caller.call(models, request)
@@ -581,7 +577,7 @@ async def _record_span(
     tier: str | None = None,
     attrs: dict[str, JsonValue] | None = None,
 ) -> None:
-    if not _records(recorder):
+    if not records(recorder):
         return
     await recorder.record_span(
         Span(
@@ -625,7 +621,7 @@ def _shape(output: type[BaseModel]) -> tuple[int, int]:
     return schema_shape(output.model_json_schema())
 
 
-def _records(recorder: Recorder) -> bool:
+def records(recorder: Recorder) -> bool:
     """False for a recorder that drops spans (then building them is skipped)."""
     inner = recorder.inner if isinstance(recorder, BatchingRecorder) else recorder
     return not isinstance(inner, NullRecorder)
@@ -653,7 +649,7 @@ def _loop_attrs(rounds: int, repairs: int, invalid_calls: int) -> dict[str, Json
 
 
 def _span_messages(messages: list[Message], recorder: Recorder) -> JsonValue:
-    return [_message_dict(m) for m in messages[-2:]] if _records(recorder) else None
+    return [_message_dict(m) for m in messages[-2:]] if records(recorder) else None
 
 
 def _message_dict(message: Message) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any, Literal, Protocol, TypeVar, cast, get_type_hints, overlo
 
 from pydantic import BaseModel
 
-from corral._agent_call import AgentCall
+from corral._agent_call import AgentCall, records
 from corral.agent import Agent, FunctionAgent
 from corral.clock import Clock
 from corral.contracts import JsonValue, RunId, dump_payload, validate_payload
@@ -217,6 +217,8 @@ class RunContext:
         self.tags = tags
         self._journal = journal
         self._recorder = recorder
+        self._recording = records(recorder)
+        """Spans are kept: without a recorder, building them (and reading the clock) is skipped."""
         self._resolve_model = resolve_model
         self._clock = clock
         self._call_timeout_s = call_timeout_s
@@ -621,18 +623,7 @@ class RunContext:
         # calls; an LLM agent without tools skips the context variable (a new mapping per set).
         nests = isinstance(agent, FunctionAgent) or bool(agent.tools)
         token = _depth.set(depth) if nests else None
-        call = AgentCall(
-            ctx=self,
-            agent=agent,
-            payload=checked,
-            payload_json=payload_json,
-            step_id=step_id,
-            sender=sender,
-            journal=self._journal,
-            recorder=self._recorder,
-            clock=self._clock,
-            timeout_s=self._call_timeout_s,
-        )
+        call = AgentCall(self, agent, checked, payload_json, step_id, sender)
         try:
             # The agent kind's own loop, awaited here: no dispatching coroutine in between.
             if isinstance(agent, FunctionAgent):

@@ -190,7 +190,6 @@ class ModelCaller:
     def __init__(
         self,
         run: RunGuards,
-        *,
         agent: str,
         timeout_s: float,
         emit: Emit,
