@@ -83,12 +83,10 @@ class Priced:
 
     def __init__(self, inner: Model, prices: dict[str, ModelPrice]) -> None:
         self.inner = inner
+        self.name: str = inner.name
+        """The wrapped model's name (read several times per call: a plain attribute)."""
         self._prices = prices
         self._per_token: tuple[Decimal, Decimal] | Literal[False] | None = None
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
 
     async def aclose(self) -> None:
         """Release the wrapped model's resources (HTTP connections), if it holds any."""
@@ -111,7 +109,8 @@ class Priced:
         if self._per_token is False:
             return price_of(self.inner.name, input_tokens, output_tokens, self._prices)
         rate_in, rate_out = self._per_token
-        return rate_in * input_tokens + rate_out * output_tokens
+        usd = rate_in * input_tokens
+        return usd + rate_out * output_tokens if output_tokens else usd
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         response = await self.inner.complete(request)
