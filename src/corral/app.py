@@ -179,6 +179,9 @@ class App:
         """Runs started with `start`: task -> (run id, durable)."""
         self._abandoned: set[str] = set()
         self._fresh: set[str] = set()
+        self._given: dict[str, BaseModel] = {}
+        """Validated inputs of ephemeral runs started here and not yet executing, by run id: the
+        run uses the object instead of validating its JSON form again."""
         """Runs this process just started under a new id (no earlier human waits to count)."""
         """Ephemeral runs `close()` is ending while they wait for a human."""
         self.guards = Guards(
@@ -544,7 +547,10 @@ class App:
             workflow, payload, user, tenant, tags, durable, run_id, deadline_s, priority
         )
         t0 = self.clock.monotonic()
-        record = await engine.run(rid, wf.name, data, meta)
+        try:
+            record = await engine.run(rid, wf.name, data, meta)
+        finally:
+            self._given.pop(rid, None)  # normally taken by the run already
         return self._result(wf, record, self.clock.monotonic() - t0)
 
     async def start(
@@ -568,7 +574,10 @@ class App:
 
         async def go() -> RunResult[Any]:
             t0 = self.clock.monotonic()
-            record = await engine.run(rid, wf.name, data, meta)
+            try:
+                record = await engine.run(rid, wf.name, data, meta)
+            finally:
+                self._given.pop(rid, None)  # normally taken by the run already
             return self._result(wf, record, self.clock.monotonic() - t0)
 
         task = asyncio.create_task(go(), name=f"corral-run-{rid}")
@@ -641,13 +650,18 @@ class App:
         rid = RunId(run_id or self._id_factory())
         if run_id is None:
             self._fresh.add(rid)  # a new id: it has no past to look up when it starts
+        if not want_durable:
+            self._given[rid] = checked
         return rid, wf, data, meta, engine
 
     def _result(self, wf: Workflow, record: dict[str, Any], duration_s: float) -> RunResult[Any]:
         raw = record.get("output")
         output, partial = None, None
         if record["status"] == "succeeded":
-            output = wf.output.model_validate(raw) if raw is not None and wf.output else raw
+            # An ephemeral run hands over its validated output; a durable one's is stored JSON.
+            output = record.pop("value", None)
+            if output is None:
+                output = wf.output.model_validate(raw) if raw is not None and wf.output else raw
         else:
             partial = raw
         return RunResult(
@@ -714,17 +728,17 @@ class App:
         output: JsonValue = None
         error: dict[str, Any] | None = None
         limit = float(meta.get("deadline_s", self.config.deadline_s))
-        deadline_at = float(meta.get("deadline_at", started.timestamp() + limit))
+        started_ts = started.timestamp()  # `started` is now: reading the clock again costs
+        deadline_at = float(meta.get("deadline_at", started_ts + limit))
         try:
             # Time spent waiting for humans does not count against the deadline (a run may wait
             # a day for an approval); the store knows how long a resumed run has waited so far.
-            now = self.clock.now()
             waited = 0.0
             if run_id in self._fresh:
                 self._fresh.discard(run_id)
             elif base.durable and self.ops is not None:
-                waited = await self.ops.human_wait_s(run_id, now)
-            remaining = deadline_at + waited - now.timestamp()
+                waited = await self.ops.human_wait_s(run_id, started)
+            remaining = deadline_at + waited - started_ts
             if remaining <= 0:
                 raise TimeoutError
             # The deadline shares the loop timer of the call timeouts (asyncio.timeout would add
@@ -732,7 +746,10 @@ class App:
             deadlines = self.guards.kill.deadlines
             deadline = ctx._hold.timer = deadlines.start(remaining)
             try:
-                value = await wf.fn(ctx, wf.input.model_validate(payload))
+                given = self._given.pop(run_id, None)
+                if given is None:
+                    given = wf.input.model_validate(payload)
+                value = await wf.fn(ctx, given)
             except asyncio.CancelledError:
                 if deadline.expired and deadline.task.uncancel() == 0:
                     raise TimeoutError from None
@@ -801,7 +818,7 @@ class App:
             await self._maybe_review(wf.name, run_id, payload, output)
         if keeps_records:
             await self._record_finished(recorder, base, status, output, error, usage)
-        return {
+        record = {
             "run_id": run_id,
             "workflow": wf.name,
             "status": status,
@@ -809,6 +826,9 @@ class App:
             "error": error,
             "usage": usage.to_dict(),
         }
+        if status == "succeeded" and not base.durable and wf.output is not None:
+            record["value"] = value  # in-process only: durable records are stored as JSON
+        return record
 
     async def _record_finished(
         self,

@@ -286,12 +286,27 @@ def _run_plan(
     return _plan(tuple(limits.items())), degrade
 
 
+_last_plan: tuple[BudgetPolicy, tuple[_Plan, tuple[tuple[str, Decimal], ...]]] | None = None
+
+
+def _plan_of(policy: BudgetPolicy) -> tuple[_Plan, tuple[tuple[str, Decimal], ...]]:
+    """`_run_plan(policy)`, remembered for the last policy object: an app's runs share one, and
+    the lru_cache hashes every field of the policy (Decimals too) on each lookup."""
+    global _last_plan
+    last = _last_plan
+    if last is not None and last[0] is policy:
+        return last[1]
+    plan = _run_plan(policy)
+    _last_plan = (policy, plan)
+    return plan
+
+
 class RunBudget:
     """One run's budget; parallel calls and children share it."""
 
     def __init__(self, policy: BudgetPolicy, run_id: str = "run") -> None:
         self.policy = policy
-        plan, self._degrade_at = _run_plan(policy)
+        plan, self._degrade_at = _plan_of(policy)
         self.account = Account("run", plan[0], plan=plan)
         self.run_id = run_id
 

@@ -263,7 +263,7 @@ class AlertMonitor:
         if run.status == "running":
             return
         tallies = self._runs.pop(run.run_id, {})
-        now = self._clock.now()
+        now = run.finished_at or self._clock.now()
         found: list[Alert] = []
         observe = self.detector.observe
         for agent, t in sorted(tallies.items()):
