@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from typing import Any
@@ -18,6 +19,10 @@ from tests.helpers import ephemeral_app
 
 
 class Ticket(BaseModel):
+    text: str
+
+
+class Doc(BaseModel):
     text: str
 
 
@@ -462,3 +467,53 @@ def test_run_ids_are_random_version_4_uuids_in_hex():
     for rid in list(ids)[:200]:
         parsed = uuid.UUID(hex=rid)
         assert parsed.hex == rid and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_runs_and_call_timeouts_work_on_uvloop(tmp_path):
+    """uvloop (`pip install corral[fast]`) is a supported event loop: the shared deadline timer,
+    the kill switch's watch and concurrent runs behave as on asyncio's loop."""
+    uvloop = pytest.importorskip("uvloop")
+    from corral import Agent, ModelPrice
+    from corral.model import ModelRequest, ModelResponse
+
+    class Model:
+        name = "slow:model"
+
+        async def complete(self, request: ModelRequest) -> ModelResponse:
+            if "stuck" in request.messages[-1].content:
+                await asyncio.Event().wait()  # never answers: the call timeout must end it
+            return ModelResponse(
+                text='{"text": "done"}', model=self.name, input_tokens=5, output_tokens=3
+            )
+
+    stage = Agent(name="stage", instructions="Rewrite.", input=Doc, output=Doc, model="small")
+
+    async def main() -> tuple[list[Any], Any, type]:
+        config = AppConfig(
+            database=f"sqlite:///{tmp_path / 'u.db'}",
+            durable=False,
+            call_timeout_s=0.05,
+            tiers={"small": "slow:model"},
+            prices={"slow": ModelPrice(input_per_mtok=1, output_per_mtok=1)},
+        )
+        app = App(config, models={"slow:model": Model()})
+
+        @app.workflow
+        async def pipeline(ctx: RunContext, doc: Doc) -> Doc:
+            for _ in range(3):
+                doc = await ctx.call(stage, doc)
+            return doc
+
+        async with app:
+            many = await asyncio.gather(
+                *(app.run("pipeline", {"text": f"doc {i}"}) for i in range(200))
+            )
+            # The loop's own timer bounds the test if Corral's deadline timer never fired.
+            stuck = await asyncio.wait_for(app.run("pipeline", {"text": "stuck"}), 30)
+        return many, stuck, type(asyncio.get_running_loop())
+
+    many, stuck, loop_type = uvloop.run(main())
+    assert loop_type is uvloop.Loop
+    assert all(r.ok and r.output.text == "done" for r in many)
+    assert stuck.status == "failed" and stuck.error["code"] == "provider_error"
+    assert "did not answer within 0.05s" in stuck.error["message"]
