@@ -30,6 +30,21 @@ def test_same_signature_defaults_and_factories():
         Point(1)  # type: ignore[misc]
 
 
+def test_new_builds_the_same_instance_as_the_class_call():
+    made = Point._new(x=1)  # type: ignore[attr-defined]
+    assert type(made) is Point and made == Point(x=1)
+    assert made.tags is not Point._new(x=1).tags  # type: ignore[attr-defined]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.x = 3  # type: ignore[misc]
+    with pytest.raises(TypeError, match="missing 1 required keyword-only argument: 'x'"):
+        Point._new()  # type: ignore[attr-defined]
+    with pytest.raises(TypeError):
+        Point._new(1)  # type: ignore[attr-defined]
+    response = ModelResponse._new(text="{}", model="m", input_tokens=3)
+    assert response == ModelResponse(text="{}", model="m", input_tokens=3)
+    assert hash(Message._new(role="user", content="hi")) == hash(Message(role="user", content="hi"))
+
+
 def test_instances_stay_frozen_and_hashable():
     p = ModelResponse(text="{}", model="sim:small")
     with pytest.raises(dataclasses.FrozenInstanceError):

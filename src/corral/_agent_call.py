@@ -259,7 +259,7 @@ class AgentCall(Generic[In, Out]):
                 )
                 tier = cheaper
         models = self.ctx._resolve_chain(tier)
-        request = ModelRequest(
+        request = ModelRequest._new(
             model=models[0].name,
             messages=tuple(messages),
             output_schema=agent.output_schema(),

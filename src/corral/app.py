@@ -709,7 +709,7 @@ class App:
         )
         started = self.clock.now()
         self.guards.kill.track(run_id, wf.name, str(meta.get("priority", "interactive")))
-        base = RunRecord(
+        base = RunRecord._new(
             run_id=run_id,
             workflow=wf.name,
             status="running",
@@ -840,7 +840,7 @@ class App:
         usage: Usage,
     ) -> None:
         await recorder.record_run(
-            RunRecord(
+            RunRecord._new(
                 run_id=base.run_id,
                 workflow=base.workflow,
                 status=status,

@@ -7,10 +7,10 @@ hashed and compared.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from corral._dataclass import quick_init
 
@@ -43,6 +43,9 @@ class ToolCall:
 class Message:
     """One chat message. `tool_calls` on assistant messages, `tool_call_id` on tool results."""
 
+    _new: ClassVar[Callable[..., Message]]
+    """`Message(...)` without the class call's keyword dict (see `corral._dataclass`)."""
+
     role: Role
     content: str
     tool_calls: tuple[ToolCall, ...] = ()
@@ -62,6 +65,9 @@ class ToolSpec:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelRequest:
     """Everything a provider needs for one call."""
+
+    _new: ClassVar[Callable[..., ModelRequest]]
+    """`ModelRequest(...)` without the class call's keyword dict (see `corral._dataclass`)."""
 
     model: str
     messages: tuple[Message, ...]
@@ -114,6 +120,9 @@ class Usage:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelResponse:
     """A provider's answer: text (JSON text when an output schema was given) and/or tool calls."""
+
+    _new: ClassVar[Callable[..., ModelResponse]]
+    """`ModelResponse(...)` without the class call's keyword dict (see `corral._dataclass`)."""
 
     text: str
     model: str

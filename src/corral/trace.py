@@ -6,11 +6,11 @@ The core writes spans through the `Recorder` protocol. The SQL store implements 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from corral._dataclass import quick_init
 from corral.contracts import JsonValue
@@ -65,6 +65,9 @@ class Span:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunRecord:
     """A run's row: who started it, what it cost and how it ended."""
+
+    _new: ClassVar[Callable[..., RunRecord]]
+    """`RunRecord(...)` without the class call's keyword dict (see `corral._dataclass`)."""
 
     run_id: str
     workflow: str

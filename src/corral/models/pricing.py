@@ -120,7 +120,7 @@ class Priced:
             cost = price_of(
                 response.model, response.input_tokens, response.output_tokens, self._prices
             )
-        return ModelResponse(
+        return ModelResponse._new(
             text=response.text,
             model=response.model,
             tool_calls=response.tool_calls,
