@@ -26,7 +26,7 @@ from corral import _gc
 from corral.clock import Clock, SystemClock
 from corral.config import AppConfig
 from corral.contracts import JsonValue, RunId, dump_payload, validate_payload
-from corral.durable import Engine, EphemeralEngine
+from corral.durable import Engine, EphemeralEngine, EphemeralJournal
 from corral.errors import (
     AgentError,
     BudgetExhaustedError,
@@ -152,6 +152,7 @@ class App:
         # Bound once: every run's context holds these (a bound method is a new object per read).
         self._resolvers = (self.model, self.model_chain, self._workflow_named)
         self._gc_held: int | None = None
+        self._no_journal = EphemeralJournal()
         self._workflows: dict[str, Workflow] = {}
         self._recorder: Recorder | None = recorder
         self._taps = tuple(taps)
@@ -671,7 +672,7 @@ class App:
             output=output,
             partial=partial,
             error=record.get("error"),
-            usage=Usage.from_dict(record.get("usage") or {}),
+            usage=record.pop("usage_obj", None) or Usage.from_dict(record.get("usage") or {}),
             duration_s=duration_s,
         )
 
@@ -687,7 +688,10 @@ class App:
         ctx = RunContext(
             run_id=run_id,
             workflow=wf.name,
-            journal=await engine.journal(run_id, recorder),
+            # An ephemeral run's journal remembers nothing: no coroutine to fetch it.
+            journal=self._no_journal
+            if engine is self._ephemeral
+            else await engine.journal(run_id, recorder),
             recorder=recorder,
             resolve_model=self._resolvers[0],
             resolve_chain=self._resolvers[1],
@@ -721,8 +725,11 @@ class App:
             started_at=started,
         )
         # Without a store or a tap (spans off, alerts off) nobody sees run records: skip them.
-        keeps_records = self._tap is not None or not isinstance(recorder.inner, NullRecorder)
-        if keeps_records:
+        # Corral's own taps (alerts, OTLP) skip the `running` record too: only the store and
+        # the app's `taps` see it.
+        stored = not isinstance(recorder.inner, NullRecorder)
+        keeps_records = self._tap is not None or stored
+        if stored or self._taps:
             await recorder.record_run(base)
         status: RunStatus = "succeeded"
         output: JsonValue = None
@@ -814,7 +821,8 @@ class App:
         finally:
             self.guards.kill.untrack(run_id)
         usage = ctx.usage
-        if status == "succeeded":
+        reviewed = self.ops is not None and self.config.humans.review_share(wf.name) > 0
+        if status == "succeeded" and reviewed:
             await self._maybe_review(wf.name, run_id, payload, output)
         if keeps_records:
             await self._record_finished(recorder, base, status, output, error, usage)
@@ -826,8 +834,10 @@ class App:
             "error": error,
             "usage": usage.to_dict(),
         }
-        if status == "succeeded" and not base.durable and wf.output is not None:
-            record["value"] = value  # in-process only: durable records are stored as JSON
+        if not base.durable:  # in-process only: durable records are stored as JSON
+            record["usage_obj"] = usage
+            if status == "succeeded" and wf.output is not None:
+                record["value"] = value
         return record
 
     async def _record_finished(

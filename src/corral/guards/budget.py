@@ -308,6 +308,7 @@ class RunBudget:
         self.policy = policy
         plan, self._degrade_at = _plan_of(policy)
         self.account = Account("run", plan[0], plan=plan)
+        self._own = [self.account]  # a call's accounts without daily limits (read-only)
         self.run_id = run_id
 
     def reserve(
@@ -339,7 +340,7 @@ class RunBudget:
         Raises:
             BudgetExhaustedError: some account has no room; nothing was reserved.
         """
-        accounts = [self.account, *extra] if extra else [self.account]
+        accounts = [self.account, *extra] if extra else self._own
         for account in accounts:
             if account._call_limits:
                 refusal = account.call_shortfall(usd, tokens)

@@ -214,16 +214,15 @@ class ModelCaller:
         """
         # The agent's breaker judges the agent call as a whole (a fallback that answers is a
         # success); provider and model breakers judge each attempt.
-        agent_permit = self.guards.lane(
-            self.agent, models[0].name, self.run.tenant
-        ).agent_breaker.acquire()
+        lane = self.guards.lane(self.agent, models[0].name, self.run.tenant)
+        agent_permit = lane.agent_breaker.acquire()
         t0 = self.guards.clock.monotonic()
         try:
             if len(models) == 1 and request.model == models[0].name and not self._may_cache():
                 # The common case: `_with_retries` without its own coroutine for the first try.
                 self.guards.retry_budget.record_request()
                 try:
-                    response = await self._attempt(models[0], request, 1)
+                    response = await self._attempt(models[0], request, 1, lane)
                 except ProviderError as exc:
                     response = await self._retry(models[0], request, exc)
             else:
@@ -458,12 +457,15 @@ class ModelCaller:
             except ProviderError as again:
                 failure = again
 
-    async def _attempt(self, model: Model, request: ModelRequest, attempt: int) -> ModelResponse:
+    async def _attempt(
+        self, model: Model, request: ModelRequest, attempt: int, lane: Lane | None = None
+    ) -> ModelResponse:
         g, run = self.guards, self.run
         kill = g.kill
         if kill.engaged:
             await kill.gate(run.run_id, self.agent)
-        lane = g.lane(self.agent, model.name, run.tenant)
+        if lane is None:
+            lane = g.lane(self.agent, model.name, run.tenant)
         input_tokens = estimate_input_tokens(request)
         reservation = self._try_reserve(model, request, input_tokens)
         if reservation is None:
