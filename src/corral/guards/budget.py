@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
@@ -332,7 +332,7 @@ class RunBudget:
         tokens: int,
         floor_usd: Decimal,
         floor_tokens: int,
-        extra: list[Account],
+        extra: Sequence[Account],
     ) -> CallReservation:
         """Reserve one model call's worst case (`usd`, `tokens`) here and in `extra`; the floor
         is what a failed call is charged (its input). All or none.
@@ -419,10 +419,10 @@ class DailyLedger:
         kind = scope.split(":", 1)[0]
         return self._limits.get(f"{kind}:*")
 
-    def accounts(self, *, tenant: str | None, user: str | None) -> list[Account]:
+    def accounts(self, *, tenant: str | None, user: str | None) -> Sequence[Account]:
         """Today's accounts that apply to a run of `tenant` / `user`."""
         if not self._limits:
-            return []
+            return ()  # no daily limits (the usual case): nothing to build
         scopes = ["project"]
         if tenant:
             scopes.append(f"tenant:{tenant}")

@@ -135,4 +135,5 @@ class LoopGuard:
 
     def on_success(self, agent: str, endpoint: str) -> None:
         """A call to `endpoint` succeeded: its error streak is over."""
-        self._streaks.pop((agent, endpoint), None)
+        if self._streaks:  # usually empty: no key to build
+            self._streaks.pop((agent, endpoint), None)
