@@ -179,12 +179,12 @@ class App:
         self._tasks: dict[asyncio.Task[Any], tuple[str, bool]] = {}
         """Runs started with `start`: task -> (run id, durable)."""
         self._abandoned: set[str] = set()
+        """Ephemeral runs `close()` is ending while they wait for a human."""
         self._fresh: set[str] = set()
+        """Runs this process just started under a new id (no earlier human waits to count)."""
         self._given: dict[str, BaseModel] = {}
         """Validated inputs of ephemeral runs started here and not yet executing, by run id: the
         run uses the object instead of validating its JSON form again."""
-        """Runs this process just started under a new id (no earlier human waits to count)."""
-        """Ephemeral runs `close()` is ending while they wait for a human."""
         self.guards = Guards(
             self.config.guards, self.clock, seed=self.config.sim.seed, tiers=self.config.tiers
         )
