@@ -92,7 +92,7 @@ class AgentCall(Generic[In, Out]):
             except AgentError as exc:
                 outcome: dict[str, Any] = {"error": exc.to_dict()}
             else:
-                outcome = {"output": output.model_dump(mode="json")}
+                outcome = {"output": dump_payload(output)}
             await self._record(
                 kind="agent",
                 step_id=self.step_id,
@@ -197,7 +197,7 @@ class AgentCall(Generic[In, Out]):
             name=agent.name,
             model=self.last_model,
             input=dump_payload(self.payload),
-            output=output.model_dump(mode="json") if output is not None else None,
+            output=dump_payload(output) if output is not None else None,
             error=error.to_dict() if error is not None else None,
             status="ok" if error is None else "error",
             started=started,

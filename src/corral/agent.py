@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar, get_type_hints
 
 from pydantic import BaseModel
 
+from corral.contracts import model_json
 from corral.humans import Escalation
 from corral.model import Message
 from corral.tool import Tool
@@ -103,7 +104,7 @@ class Agent(Generic[In, Out]):
             _system_message(self.instructions, self.output),
             Message._new(
                 role="user",
-                content=payload.model_dump_json() if payload_json is None else payload_json,
+                content=model_json(payload) if payload_json is None else payload_json,
             ),
         ]
 

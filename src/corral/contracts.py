@@ -24,6 +24,7 @@ __all__ = [
     "RunId",
     "StepId",
     "dump_payload",
+    "model_json",
     "validate_payload",
 ]
 
@@ -100,15 +101,20 @@ def validate_payload(schema: type[M], payload: Any, *, agent: str, code: str, ro
     Raises:
         AgentError: the payload does not fit; `details["errors"]` lists each problem.
     """
+    # pydantic-core's validator and serializer directly: `model_validate` / `model_dump` are
+    # Python wrappers that cost more than the work itself for an agent-sized payload, and this
+    # runs several times per agent call. Their defaults are the same.
+    validator = schema.__pydantic_validator__
+    checked: M
     try:
-        if isinstance(payload, schema):
-            # Re-validate: a model instance can be built with model_construct or mutated.
-            return schema.model_validate(payload.model_dump())
         if isinstance(payload, BaseModel):
-            return schema.model_validate(payload.model_dump())
-        if isinstance(payload, str | bytes):
-            return schema.model_validate_json(payload)
-        return schema.model_validate(payload)
+            # Re-validate a dump even of the schema's own type: an instance can be built with
+            # `model_construct` or mutated after validation.
+            checked = validator.validate_python(payload.__pydantic_serializer__.to_python(payload))
+        elif isinstance(payload, str | bytes):
+            checked = validator.validate_json(payload)
+        else:
+            checked = validator.validate_python(payload)
     except ValidationError as exc:
         errors = [
             {"loc": ".".join(str(p) for p in err["loc"]), "msg": err["msg"], "type": err["type"]}
@@ -121,6 +127,12 @@ def validate_payload(schema: type[M], payload: Any, *, agent: str, code: str, ro
             code=code,
             details={"errors": errors},
         ) from exc
+    return checked
+
+
+def model_json(value: BaseModel) -> str:
+    """`value.model_dump_json()` without its Python wrapper (the hot paths' JSON form)."""
+    return value.__pydantic_serializer__.to_json(value).decode()
 
 
 def dump_payload(value: Any) -> JsonValue:
@@ -130,7 +142,7 @@ def dump_payload(value: Any) -> JsonValue:
         PayloadError: the value is not JSON-serializable (names the offending type).
     """
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+        return value.__pydantic_serializer__.to_python(value, mode="json")
     try:
         return json.loads(json.dumps(value))
     except (TypeError, ValueError) as exc:

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from corral._agent_call import AgentCall, records
 from corral.agent import Agent, FunctionAgent
 from corral.clock import Clock
-from corral.contracts import JsonValue, RunId, dump_payload, validate_payload
+from corral.contracts import JsonValue, RunId, dump_payload, model_json, validate_payload
 from corral.durable import Journal
 from corral.errors import (
     AgentError,
@@ -606,15 +606,24 @@ class RunContext:
         step_id: str,
         sender: str,
     ) -> Out:
-        checked = validate_payload(
-            agent.input, payload, agent=agent.name, code="invalid_input", role="input of"
-        )
+        if type(payload) is agent.input:
+            # The usual handoff: one agent's output is the next one's input. Its JSON is what
+            # the prompt and the loop guard use, and validating that JSON re-checks the instance
+            # (it may have been mutated or built with `model_construct`): no Python dump too.
+            payload_json = model_json(payload)
+            checked = validate_payload(
+                agent.input, payload_json, agent=agent.name, code="invalid_input", role="input of"
+            )
+        else:
+            checked = validate_payload(
+                agent.input, payload, agent=agent.name, code="invalid_input", role="input of"
+            )
+            payload_json = model_json(checked)
         run = self.guards
         depth = _depth.get() + 1
         kill = run.guards.kill
         if kill.engaged:
             await kill.gate(self.run_id, agent.name)
-        payload_json = checked.model_dump_json()
         # The loop guard's keys live in this process only (a resumed run re-executes and
         # rebuilds them), so the string's own hash is enough: no digest per call.
         run.loops.on_call(agent.name, hash(payload_json), depth)
@@ -637,7 +646,7 @@ class RunContext:
             if token is not None:
                 _depth.reset(token)
         self.stats.best = (agent.name, output)
-        run.loops.on_output(agent.name, hash(output.model_dump_json()))
+        run.loops.on_output(agent.name, hash(model_json(output)))
         return output
 
     async def try_call(
