@@ -10,7 +10,7 @@ import functools
 import json
 import logging
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from pydantic import BaseModel
 
@@ -117,12 +117,23 @@ class AgentCall(Generic[In, Out]):
         messages = agent.messages(self.payload, self.payload_json)
         limits = agent.limits
         rounds = repairs = invalid_calls = 0
+        ephemeral = isinstance(self.journal, EphemeralJournal)
         started, t0 = (self.clock.now(), self.clock.monotonic()) if self.recording else (None, 0.0)
         try:
             while True:
-                response = await self._model_step(
-                    agent, messages, allow_tools=rounds < limits.max_tool_rounds
-                )
+                # One model step, its parts awaited here (no coroutine of its own per step).
+                allow_tools = rounds < limits.max_tool_rounds
+                step_id = self._model_step_id = self._next_inner()
+                self._events = 0  # guard events of this step (their span ids)
+                tier = agent.model
+                if tier == AUTO or self.ctx.guards.budget.should_degrade:
+                    tier = await self._choose_tier(agent, messages, allow_tools)
+                models, request = self._request(agent, step_id, tier, messages, allow_tools)
+                if ephemeral:  # nothing to journal: no step bookkeeping (and no JSON form)
+                    answer = await self._ask(agent, models, request, messages, tier)
+                else:
+                    answer = await self._journaled_ask(agent, models, request, messages, tier)
+                response = self._answered(agent, answer)
                 if response.tool_calls and rounds < limits.max_tool_rounds:
                     rounds += 1
                     messages.append(
@@ -232,11 +243,11 @@ class AgentCall(Generic[In, Out]):
             t0=self.clock.monotonic(),
         )
 
-    async def _model_step(
-        self, agent: Agent[In, Out], messages: list[Message], *, allow_tools: bool
-    ) -> ModelResponse:
-        step_id = self._model_step_id = self._next_inner()
-        self._events = 0
+    async def _choose_tier(
+        self, agent: Agent[In, Out], messages: list[Message], allow_tools: bool
+    ) -> str:
+        """The tier of this model step when it is not simply the agent's own: routed (`auto`)
+        and/or one cheaper past the budget's degrade point, each decision emitted."""
         run = self.ctx.guards
         tier = agent.model
         if tier == AUTO:
@@ -258,6 +269,17 @@ class AgentCall(Generic[In, Out]):
                     )
                 )
                 tier = cheaper
+        return tier
+
+    def _request(
+        self,
+        agent: Agent[In, Out],
+        step_id: str,
+        tier: str,
+        messages: list[Message],
+        allow_tools: bool,
+    ) -> tuple[list[Model], ModelRequest]:
+        """Model step `step_id`'s chain (`tier`'s models) and request."""
         models = self.ctx._resolve_chain(tier)
         request = ModelRequest._new(
             model=models[0].name,
@@ -268,41 +290,38 @@ class AgentCall(Generic[In, Out]):
             temperature=agent.temperature,
             metadata={"run_id": self.ctx.run_id, "agent": agent.name, "step_id": step_id},
         )
-        fresh: ModelResponse | None = None
-        outcome: dict[str, Any] = {}
-        if isinstance(self.journal, EphemeralJournal):
-            # Nothing to journal: no step bookkeeping (and no JSON form) per model call.
-            answer = await self._ask(agent, models, request, messages, tier)
-            if isinstance(answer, dict):
-                outcome = answer
-            else:
-                fresh = answer
+        return models, request
+
+    def _answered(
+        self, agent: Agent[In, Out], answer: ModelResponse | dict[str, Any]
+    ) -> ModelResponse:
+        """A model step's answer taken in: a response (answered in this process), or the
+        journaled outcome (`{"response": ...}` replayed after a restart, or `{"error": ...}`,
+        raised as an `AgentError`). Its usage is counted."""
+        if isinstance(answer, ModelResponse):
+            response = answer
         else:
-            outcome, fresh = await self._journaled_ask(agent, models, request, messages, tier)
-        error = outcome.get("error")
-        if error is not None:
-            code = "circuit_open" if error.get("code") == "circuit_open" else "provider_error"
-            raise AgentError(
-                f"model call failed: {error.get('message')}",
-                agent=agent.name,
-                code=code,
-                retryable=bool(error.get("retryable")),
-                details=error,
-            )
-        # Answered in this process: the object itself (what the journal holds is its JSON form);
-        # replayed after a restart: rebuilt from the journal.
-        response = fresh if fresh is not None else _response_from_dict(outcome["response"])
-        self.last_model = response.model
-        cost = response.cost_usd or _ZERO
-        if fresh is None:
+            error = answer.get("error")
+            if error is not None:
+                code = "circuit_open" if error.get("code") == "circuit_open" else "provider_error"
+                raise AgentError(
+                    f"model call failed: {error.get('message')}",
+                    agent=agent.name,
+                    code=code,
+                    retryable=bool(error.get("retryable")),
+                    details=error,
+                )
+            response = _response_from_dict(answer["response"])
             # Replayed from the journal after a restart: the money was spent before the crash.
-            run.budget.charge(
+            self.ctx.guards.budget.charge(
                 Cost(
-                    usd=cost,
+                    usd=response.cost_usd or _ZERO,
                     tokens=response.input_tokens + response.output_tokens,
                     model_calls=1,
                 )
             )
+        self.last_model = response.model
+        cost = response.cost_usd or _ZERO
         self.ctx.stats.add(response.input_tokens, response.output_tokens, cost)
         if self.recording:  # the agent span's totals
             self.usage = self.usage + Usage(
@@ -320,12 +339,11 @@ class AgentCall(Generic[In, Out]):
         request: ModelRequest,
         messages: list[Message],
         tier: str,
-    ) -> tuple[dict[str, Any], ModelResponse | None]:
-        """`_ask` as a journaled step: its outcome (`{"response": ...}` or `{"error": ...}`),
-        and the response object when it was answered in this process rather than replayed.
+    ) -> ModelResponse | dict[str, Any]:
+        """`_ask` as a journaled step: the response object when it was answered in this process,
+        else the journaled outcome (`{"response": ...}` replayed, or `{"error": ...}`).
 
-        Its own method: the step's closure would give `_model_step` a cell per captured name
-        on every call, journaled or not."""
+        Its own method: the step's closure would give `run_llm` a cell per captured name."""
         fresh: ModelResponse | None = None
 
         async def step() -> JsonValue:
@@ -337,7 +355,7 @@ class AgentCall(Generic[In, Out]):
             return {"response": _response_dict(answer)}
 
         outcome = await self.journal.step(self._model_step_id, f"model:{agent.name}", step)
-        return outcome, fresh
+        return fresh if fresh is not None else cast(dict[str, Any], outcome)
 
     async def _ask(
         self,
