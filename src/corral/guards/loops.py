@@ -99,9 +99,11 @@ class LoopGuard:
             LoopDetectedError: the recent handoffs repeat a cycle of at most `max_cycle` agents
                 `ping_pong_cycles` times with identical outputs (no new information).
         """
-        self._handoffs.append((agent, output_hash))
         history = self._handoffs
+        history.append((agent, output_hash))
         times = self.policy.ping_pong_cycles
+        if len(history) < 2 * times:  # too short for the shortest cycle (a pipeline's runs)
+            return
         for length in range(2, self.policy.max_cycle + 1):
             span = length * times
             if len(history) < span:
