@@ -549,7 +549,10 @@ class App:
         )
         t0 = self.clock.monotonic()
         try:
-            record = await engine.run(rid, wf.name, data, meta)
+            if engine is self._ephemeral:  # what `EphemeralEngine.run` does, one coroutine less
+                record = await self._execute(wf.name, rid, data, meta)
+            else:
+                record = await engine.run(rid, wf.name, data, meta)
         finally:
             self._given.pop(rid, None)  # normally taken by the run already
         return self._result(wf, record, self.clock.monotonic() - t0)
@@ -832,9 +835,10 @@ class App:
             "status": status,
             "output": output,
             "error": error,
-            "usage": usage.to_dict(),
         }
-        if not base.durable:  # in-process only: durable records are stored as JSON
+        if base.durable:  # stored as JSON
+            record["usage"] = usage.to_dict()
+        else:  # handed over in this process: the objects themselves
             record["usage_obj"] = usage
             if status == "succeeded" and wf.output is not None:
                 record["value"] = value

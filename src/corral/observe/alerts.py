@@ -165,7 +165,7 @@ class Detector:
                         at=at,
                     )
                 )
-        return [a for a in found if self._due(a)]
+        return [a for a in found if self._due(a)] if found else found
 
     def _due(self, alert: Alert) -> bool:
         last = self._last.get(alert.key)
@@ -233,6 +233,7 @@ class AlertMonitor:
         self._store = store
         self._clock = clock
         self._runs: dict[str, dict[str, _RunTally]] = {}
+        self._subjects: dict[str, str] = {}  # workflow name -> its alert subject
         self._tasks: set[asyncio.Task[None]] = set()
         self.delivered: list[Alert] = []
         self.webhook_failures = 0
@@ -262,21 +263,21 @@ class AlertMonitor:
     def run(self, run: RunRecord) -> None:
         if run.status == "running":
             return
-        tallies = self._runs.pop(run.run_id, {})
+        tallies = self._runs.pop(run.run_id, None)  # None: no agent spans (recording off)
         now = run.finished_at or self._clock.now()
         found: list[Alert] = []
         observe = self.detector.observe
-        for agent, t in sorted(tallies.items()):
-            found += observe(agent, "error_rate", t.errors / t.calls, at=now, run_id=run.run_id)
-            found += observe(agent, "latency_ms", t.latency_ms / t.calls, at=now, run_id=run.run_id)
-            found += observe(agent, "cost_usd", float(t.cost), at=now, run_id=run.run_id)
-        found += observe(
-            f"workflow:{run.workflow}",
-            "cost_per_task",
-            float(run.cost_usd),
-            at=now,
-            run_id=run.run_id,
-        )
+        if tallies:
+            for agent, t in sorted(tallies.items()):
+                found += observe(agent, "error_rate", t.errors / t.calls, at=now, run_id=run.run_id)
+                found += observe(
+                    agent, "latency_ms", t.latency_ms / t.calls, at=now, run_id=run.run_id
+                )
+                found += observe(agent, "cost_usd", float(t.cost), at=now, run_id=run.run_id)
+        subject = self._subjects.get(run.workflow)
+        if subject is None:
+            subject = self._subjects[run.workflow] = f"workflow:{run.workflow}"
+        found += observe(subject, "cost_per_task", float(run.cost_usd), at=now, run_id=run.run_id)
         if found:
             task = asyncio.get_running_loop().create_task(self._deliver(found))
             self._tasks.add(task)
