@@ -90,6 +90,30 @@ async def test_invalid_payload_is_rejected_before_any_model_call():
     assert model.requests == []
 
 
+async def test_an_instance_of_the_input_model_is_checked_again_at_the_handoff():
+    """The usual handoff passes a model instance of the receiver's own input type; it is
+    validated from its JSON, so one built without validation (or mutated) still cannot pass."""
+    model = FakeModel([{"answer": "ok", "score": 3}])
+    app, _, agent = make(model)
+
+    @app.workflow
+    async def unchecked(ctx: RunContext, q: Question) -> Answer:
+        return await ctx.call(agent, Question.model_construct())  # no `text`
+
+    @app.workflow
+    async def checked(ctx: RunContext, q: Question) -> Answer:
+        return await ctx.call(agent, q)
+
+    result = await app.run("unchecked", {"text": "q"})
+    assert result.error["code"] == "invalid_input"
+    assert "text" in result.error["message"] and "Field required" in result.error["message"]
+    assert model.requests == []
+    result = await app.run("checked", {"text": "what is 6 x 7?"})
+    assert result.ok
+    # The prompt carries the JSON the check validated.
+    assert json.loads(model.requests[0].messages[-1].content) == {"text": "what is 6 x 7?"}
+
+
 async def test_provider_error_reaches_the_workflow_as_agent_error():
     """After its retries (3 attempts by default, each recorded as a guard event)."""
     model = FakeModel([ProviderError("boom", retryable=True, provider="fake", status=503)] * 3)
