@@ -114,9 +114,9 @@ class Account:
     ) -> None:
         self.scope = scope
         if plan is not None:  # worked out already (`_plan`) for these limits
-            self.limits, self._call_limits, self._shared = plan
+            self._use(plan)
         else:
-            self.limits = {}
+            self.limits: Mapping[str, Decimal | int | None] = {}
             self.set_limits(limits)
         self.spent: dict[str, Decimal | int] = {
             "usd": _ZERO,
@@ -134,20 +134,37 @@ class Account:
     def set_limits(self, limits: Mapping[str, Decimal | int | None]) -> None:
         """Replace the limits of the dimensions named in `limits`."""
         merged = {**self.limits, **limits}
-        self.limits, self._call_limits, self._shared = _plan(
-            tuple((d, merged.get(d)) for d in _DIMENSIONS)
-        )
+        self._use(_plan(tuple((d, merged.get(d)) for d in _DIMENSIONS)))
+
+    def _use(self, plan: _Plan) -> None:
+        self.limits, self._call_limits, self._shared = plan
+        # What `call_shortfall` compares, as attributes: it runs before every model call.
+        self._usd_cap = plan[0]["usd"]
+        self._token_cap = plan[0]["tokens"]
+        self._call_cap = plan[0]["model_calls"]
 
     def call_shortfall(self, usd: Decimal, tokens: int) -> BudgetExhaustedError | None:
-        """Like `shortfall` for one model call costing `usd` and `tokens` (the hot path)."""
-        for d, limit in self._call_limits:
-            need = usd if d == "usd" else tokens if d == "tokens" else 1
-            used = self.spent[d] + self.reserved[d]
-            if used + need > limit:
-                return BudgetExhaustedError(
-                    dimension=d, scope=self.scope, limit=limit, spent=used, needed=need
-                )
+        """Like `shortfall` for one model call costing `usd` and `tokens` (the hot path: the
+        three dimensions spelled out rather than looped over)."""
+        spent, reserved = self.spent, self.reserved
+        cap = self._usd_cap
+        if cap is not None and spent["usd"] + reserved["usd"] + usd > cap:
+            return self._refusal("usd", usd)
+        cap = self._token_cap
+        if cap is not None and spent["tokens"] + reserved["tokens"] + tokens > cap:
+            return self._refusal("tokens", tokens)
+        cap = self._call_cap
+        if cap is not None and spent["model_calls"] + reserved["model_calls"] + 1 > cap:
+            return self._refusal("model_calls", 1)
         return None
+
+    def _refusal(self, d: str, need: Decimal | int) -> BudgetExhaustedError:
+        limit = self.limits[d]
+        assert limit is not None
+        used = self.spent[d] + self.reserved[d]
+        return BudgetExhaustedError(
+            dimension=d, scope=self.scope, limit=limit, spent=used, needed=need
+        )
 
     def shortfall(self, cost: Cost) -> BudgetExhaustedError | None:
         """The refusal this cost would get, or None if it fits."""
@@ -248,12 +265,17 @@ class CallReservation:
 
     def settle_usage(self, usd: Decimal, tokens: int) -> None:
         """Replace the reservation by what the call cost. A second call changes nothing."""
-        if self._refund():
-            for account in self.accounts:
-                spent = account.spent
-                spent["usd"] += usd
-                spent["tokens"] += tokens
-                spent["model_calls"] += 1
+        if self.settled:
+            return
+        self.settled = True
+        for account in self.accounts:  # `_refund` and the spend in one pass
+            book, spent = account.reserved, account.spent
+            book["usd"] -= self.usd
+            book["tokens"] -= self.tokens
+            book["model_calls"] -= 1
+            spent["usd"] += usd
+            spent["tokens"] += tokens
+            spent["model_calls"] += 1
 
     def settle(self, actual: Cost) -> None:
         """Replace the reservation by `actual` (`Cost()` for a call that was never sent)."""

@@ -541,15 +541,14 @@ class ModelCaller:
     def _costs(
         self, model: Model, request: ModelRequest, input_tokens: int
     ) -> tuple[Decimal, int, Decimal]:
-        """(worst-case USD, worst-case tokens, USD of the input alone) of one call."""
-        estimate = getattr(model, "estimate_usd", None)
-        if estimate is None:
-            return _ZERO, input_tokens + request.max_output_tokens, _ZERO
-        return (
-            estimate(input_tokens, request.max_output_tokens),
-            input_tokens + request.max_output_tokens,
-            estimate(input_tokens, 0),
-        )
+        """(worst-case USD, worst-case tokens, USD of the input alone) of one call. A model
+        that can price a call before it is made has `call_costs` (`Priced` does)."""
+        tokens = input_tokens + request.max_output_tokens
+        costs = getattr(model, "call_costs", None)
+        if costs is None:
+            return _ZERO, tokens, _ZERO
+        usd, input_usd = costs(input_tokens, request.max_output_tokens)
+        return usd, tokens, input_usd
 
     def _try_reserve(
         self, model: Model, request: ModelRequest, input_tokens: int

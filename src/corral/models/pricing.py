@@ -112,6 +112,18 @@ class Priced:
         usd = rate_in * input_tokens
         return usd + rate_out * output_tokens if output_tokens else usd
 
+    def call_costs(self, input_tokens: int, max_output_tokens: int) -> tuple[Decimal, Decimal]:
+        """(the worst case, the input alone) of a call: what a budget reserves before it, and
+        what a call that fails after it was sent is charged."""
+        if self._per_token:  # configured linear prices: both from one pair of rates
+            rate_in, rate_out = self._per_token
+            input_usd = rate_in * input_tokens
+            return input_usd + rate_out * max_output_tokens, input_usd
+        return (
+            self.estimate_usd(input_tokens, max_output_tokens),
+            self.estimate_usd(input_tokens, 0),
+        )
+
     async def complete(self, request: ModelRequest) -> ModelResponse:
         response = await self.inner.complete(request)
         if response.model == self.inner.name:  # priced like its estimate (rates kept)
