@@ -112,7 +112,7 @@ class Permit:
         b = self._breaker
         if (
             b._steady
-            and duration_s <= b.policy.slow_call_s
+            and duration_s <= b._slow_s
             and self._generation == b._generation
             and not self._done
         ):
@@ -144,6 +144,7 @@ class CircuitBreaker:
     def __init__(self, key: str, policy: BreakerPolicy, clock: Clock) -> None:
         self.key = key
         self.policy = policy
+        self._slow_s = policy.slow_call_s  # read by every successful call
         self._clock = clock
         self.state: BreakerState = "CLOSED"
         self.rejected = 0

@@ -328,7 +328,11 @@ class RunBudget:
 
     def __init__(self, policy: BudgetPolicy, run_id: str = "run") -> None:
         self.policy = policy
-        plan, self._degrade_at = _plan_of(policy)
+        plan, degrade_at = _plan_of(policy)
+        at = dict(degrade_at)
+        # What `should_degrade` compares (before every model call), as attributes.
+        self._degrade_usd = at.get("usd")
+        self._degrade_tokens = at.get("tokens")
         self.account = Account("run", plan[0], plan=plan)
         self._own = [self.account]  # a call's accounts without daily limits (read-only)
         self.run_id = run_id
@@ -391,10 +395,11 @@ class RunBudget:
     def should_degrade(self) -> bool:
         """Past the degrade fraction: calls should use a cheaper tier."""
         spent, reserved = self.account.spent, self.account.reserved
-        for d, threshold in self._degrade_at:  # noqa: SIM110 - a loop: no generator per call
-            if spent[d] + reserved[d] >= threshold:
-                return True
-        return False
+        at = self._degrade_usd
+        if at is not None and spent["usd"] + reserved["usd"] >= at:
+            return True
+        at = self._degrade_tokens
+        return at is not None and spent["tokens"] + reserved["tokens"] >= at
 
     @property
     def spent_usd(self) -> Decimal:

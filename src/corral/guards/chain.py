@@ -220,7 +220,7 @@ class ModelCaller:
         try:
             if len(models) == 1 and request.model == models[0].name and not self._may_cache():
                 # The common case: `_with_retries` without its own coroutine for the first try.
-                self.guards.retry_budget.record_request()
+                self.guards.retry_budget.record_request(t0)
                 try:
                     response = await self._attempt(models[0], request, 1, lane)
                 except ProviderError as exc:
@@ -473,7 +473,7 @@ class ModelCaller:
         permits: list[Permit] = []
         ticket: Ticket | None = None
         sent = False
-        t0 = g.clock.monotonic()
+        t0 = 0.0  # set as the call is sent: only a sent call fails with a ProviderError
         try:
             permits = _acquire(lane.breakers)
             tokens = input_tokens + request.max_output_tokens

@@ -58,9 +58,10 @@ class RetryBudget:
         while self._retries and self._retries[0] <= horizon:
             self._retries.popleft()
 
-    def record_request(self) -> None:
-        """A first attempt was made."""
-        now = self._clock.monotonic()
+    def record_request(self, now: float | None = None) -> None:
+        """A first attempt was made (`now`: the clock's monotonic time, if the caller has it)."""
+        if now is None:
+            now = self._clock.monotonic()
         second = int(now)
         buckets = self._buckets
         if buckets and buckets[-1][0] == second:
