@@ -70,6 +70,7 @@ class AgentCall(Generic[In, Out]):
         self._model_step_id = ""
         """The model step in progress (guard events are recorded under it)."""
         self._events = 0
+        self._cost = _ZERO  # what the current model step's answer cost
         self.usage = _NO_USAGE  # frozen: replaced (not mutated) as model calls add up
         self.last_model: str | None = None
         self.recording: bool = ctx._recording
@@ -298,8 +299,8 @@ class AgentCall(Generic[In, Out]):
         """A model step's answer taken in: a response (answered in this process), or the
         journaled outcome (`{"response": ...}` replayed after a restart, or `{"error": ...}`,
         raised as an `AgentError`). Its usage is counted."""
-        if isinstance(answer, ModelResponse):
-            response = answer
+        if isinstance(answer, ModelResponse):  # answered by `_ask` in this step
+            response, cost = answer, self._cost
         else:
             error = answer.get("error")
             if error is not None:
@@ -312,16 +313,16 @@ class AgentCall(Generic[In, Out]):
                     details=error,
                 )
             response = _response_from_dict(answer["response"])
+            cost = response.cost_usd or _ZERO
             # Replayed from the journal after a restart: the money was spent before the crash.
             self.ctx.guards.budget.charge(
                 Cost(
-                    usd=response.cost_usd or _ZERO,
+                    usd=cost,
                     tokens=response.input_tokens + response.output_tokens,
                     model_calls=1,
                 )
             )
         self.last_model = response.model
-        cost = response.cost_usd or _ZERO
         self.ctx.stats.add(response.input_tokens, response.output_tokens, cost)
         if self.recording:  # the agent span's totals
             self.usage = self.usage + Usage(
@@ -352,7 +353,7 @@ class AgentCall(Generic[In, Out]):
             if isinstance(answer, dict):
                 return answer
             fresh = answer
-            return {"response": _response_dict(answer)}
+            return {"response": _response_dict(answer.with_cost(self._cost))}
 
         outcome = await self.journal.step(self._model_step_id, f"model:{agent.name}", step)
         return fresh if fresh is not None else cast(dict[str, Any], outcome)
@@ -379,6 +380,7 @@ class AgentCall(Generic[In, Out]):
         )
         try:
             response = await caller.call(models, request)
+            self._cost = caller.cost  # `response` may be unpriced (see `ModelCaller`)
         except (ProviderError, CircuitOpenError) as exc:
             await self._record(
                 kind="model",
@@ -412,7 +414,7 @@ class AgentCall(Generic[In, Out]):
                 t0=t0,
                 tokens_in=response.input_tokens,
                 tokens_out=response.output_tokens,
-                cost_usd=response.cost_usd or Decimal(0),
+                cost_usd=self._cost,
                 tier=tier,
                 attrs={"cached": True} if response.cached else None,
             )

@@ -139,6 +139,22 @@ class ModelResponse:
     cached: bool = False
     """Served from the response cache: no provider call, $0."""
 
+    def with_cost(self, cost_usd: Decimal) -> ModelResponse:
+        """This response priced: the same answer with `cost_usd` set."""
+        return ModelResponse._new(
+            text=self.text,
+            model=self.model,
+            tool_calls=self.tool_calls,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            latency_s=self.latency_s,
+            finish_reason=self.finish_reason,
+            cost_usd=cost_usd,
+            remaining_requests=self.remaining_requests,
+            remaining_tokens=self.remaining_tokens,
+            cached=self.cached,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (journal, cache)."""
         return {

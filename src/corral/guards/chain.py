@@ -26,7 +26,7 @@ import random
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol, cast
 
 from corral.clock import Clock
 from corral.errors import (
@@ -180,12 +180,27 @@ def estimate_input_tokens(request: ModelRequest) -> int:
 _ZERO = Decimal(0)
 
 
+class _PricedModel(Protocol):
+    """What `ModelCaller` uses of `corral.models.pricing.Priced` (found by duck typing: the
+    guards do not import the models package)."""
+
+    def send(self, request: ModelRequest) -> Awaitable[ModelResponse]: ...
+
+    def price(self, response: ModelResponse) -> Decimal: ...
+
+
 def _provider(model_name: str) -> str:
     return model_name.split(":", 1)[0]
 
 
 class ModelCaller:
-    """Makes one model call of one agent through the whole chain."""
+    """Makes one model call of one agent through the whole chain.
+
+    A `Priced` model's provider is called directly (`Priced.send`) and its answer priced here
+    (`Priced.price`): `call` returns the provider's response object as it came, and what the
+    call cost is `cost` (a second, priced response object per call cost more than the rest of
+    the pricing).
+    """
 
     def __init__(
         self,
@@ -203,9 +218,12 @@ class ModelCaller:
         self.emit = emit
         self.use_cache = cache
         self.use_semantic = semantic
+        self.cost = _ZERO
+        """What the answer `call` returned cost (USD; 0 for a cached answer)."""
 
     async def call(self, models: list[Model], request: ModelRequest) -> ModelResponse:
-        """Answer `request` with the first model of the chain that can.
+        """Answer `request` with the first model of the chain that can: the response (its
+        `cost_usd` may be unset; what it cost is `self.cost`).
 
         Raises:
             LimitError: a guard refused (budget, kill switch, error streak, rate-limit wait).
@@ -260,14 +278,18 @@ class ModelCaller:
             if key is not None:
                 hit = await self._cache_get(key)
                 if hit is not None:
+                    self.cost = _ZERO
                     return hit
             meaning = self._semantic_scope(asked) if key is not None else None
             if meaning is not None:
                 hit = await self._semantic_get(*meaning)
                 if hit is not None:
+                    self.cost = _ZERO
                     return hit
             try:
                 response = await self._with_retries(model, asked)
+                if key is not None or meaning is not None:
+                    response = response.with_cost(self.cost)  # cached with its price
                 if key is not None:
                     await self._cache_put(key, response)
                 if meaning is not None and not response.tool_calls:
@@ -483,12 +505,15 @@ class ModelCaller:
                 ticket = await self._admit(lane, tokens, input_tokens)
             if kill.engaged:
                 kill.check(run.run_id, self.agent)
+            # A `Priced` model: its provider's call, priced below (see the class docstring).
+            price = getattr(model, "price", None)
+            send = model.complete if price is None else cast(_PricedModel, model).send
             t0 = g.clock.monotonic()
             sent = True
             watch = kill.watch(run.run_id, self.agent, self.timeout_s)  # `KillSwitch.guard`
             try:
                 try:
-                    response = await model.complete(request)
+                    response = await send(request)
                 except asyncio.CancelledError:
                     kill.stopped(watch)
                     raise
@@ -518,7 +543,8 @@ class ModelCaller:
             raise
         duration = g.clock.monotonic() - t0
         used = response.input_tokens + response.output_tokens
-        reservation.settle_usage(response.cost_usd or _ZERO, used)
+        cost = self.cost = price(response) if price is not None else response.cost_usd or _ZERO
+        reservation.settle_usage(cost, used)
         if ticket.keys:
             ticket.settle(used)
             g.limiter.record_outcome(ticket.keys, accepted=True)
@@ -530,7 +556,7 @@ class ModelCaller:
                         remaining_tokens=response.remaining_tokens,
                     )
         predicate = g.policies.breaker.failure_predicate
-        bad = predicate is not None and predicate(response)
+        bad = predicate is not None and predicate(response.with_cost(cost))
         for p in permits:
             state = p.failure(duration) if bad else p.success(duration)
             if state is not None:

@@ -9,6 +9,7 @@ conservatively (`UNKNOWN_PRICE`) so budgets hold, with a warning at startup and 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from decimal import Decimal
 from typing import Literal
 
@@ -124,23 +125,19 @@ class Priced:
             self.estimate_usd(input_tokens, 0),
         )
 
+    def send(self, request: ModelRequest) -> Awaitable[ModelResponse]:
+        """The wrapped model's own call, unpriced: the guard chain awaits this and prices the
+        answer with `price`, so a call builds one response object, not two, and has no
+        coroutine of this wrapper in between."""
+        return self.inner.complete(request)
+
+    def price(self, response: ModelResponse) -> Decimal:
+        """What `response` cost."""
+        if response.model == self.inner.name:  # priced like its estimate (rates kept)
+            return self.estimate_usd(response.input_tokens, response.output_tokens)
+        # The provider named the exact model it used.
+        return price_of(response.model, response.input_tokens, response.output_tokens, self._prices)
+
     async def complete(self, request: ModelRequest) -> ModelResponse:
         response = await self.inner.complete(request)
-        if response.model == self.inner.name:  # priced like its estimate (rates kept)
-            cost = self.estimate_usd(response.input_tokens, response.output_tokens)
-        else:  # the provider named the exact model it used
-            cost = price_of(
-                response.model, response.input_tokens, response.output_tokens, self._prices
-            )
-        return ModelResponse._new(
-            text=response.text,
-            model=response.model,
-            tool_calls=response.tool_calls,
-            input_tokens=response.input_tokens,
-            output_tokens=response.output_tokens,
-            latency_s=response.latency_s,
-            finish_reason=response.finish_reason,
-            cost_usd=cost,
-            remaining_requests=response.remaining_requests,
-            remaining_tokens=response.remaining_tokens,
-        )
+        return response.with_cost(self.price(response))
