@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import hashlib
 import json
 import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -62,6 +62,39 @@ def new_run_id() -> str:
     gives, without building a `UUID` object (which was a tenth of an empty run's cost)."""
     h = os.urandom(16).hex()
     return f"{h[:12]}4{h[13:16]}{'89ab'[int(h[16], 16) & 3]}{h[17:]}"
+
+
+def _run_record(
+    ctx: RunContext,
+    durable: bool,
+    payload: JsonValue,
+    started: datetime,
+    status: RunStatus,
+    *,
+    output: JsonValue = None,
+    error: dict[str, Any] | None = None,
+    usage: Usage | None = None,
+    finished_at: datetime | None = None,
+) -> RunRecord:
+    """The record of a run in state `status` (what the store and the taps see)."""
+    return RunRecord._new(
+        run_id=ctx.run_id,
+        workflow=ctx.workflow,
+        status=status,
+        durable=durable,
+        user=ctx.user,
+        tenant=ctx.tenant,
+        tags=ctx.tags,
+        input=payload,
+        output=output,
+        error=error,
+        tokens_in=usage.input_tokens if usage else 0,
+        tokens_out=usage.output_tokens if usage else 0,
+        cost_usd=usage.cost_usd if usage else Decimal(0),
+        calls=usage.calls if usage else 0,
+        started_at=started,
+        finished_at=finished_at,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -716,24 +749,14 @@ class App:
         )
         started = self.clock.now()
         self.guards.kill.track(run_id, wf.name, str(meta.get("priority", "interactive")))
-        base = RunRecord._new(
-            run_id=run_id,
-            workflow=wf.name,
-            status="running",
-            durable=bool(meta.get("durable")),
-            user=ctx.user,
-            tenant=ctx.tenant,
-            tags=ctx.tags,
-            input=payload,
-            started_at=started,
-        )
+        durable = bool(meta.get("durable"))
         # Without a store or a tap (spans off, alerts off) nobody sees run records: skip them.
         # Corral's own taps (alerts, OTLP) skip the `running` record too: only the store and
         # the app's `taps` see it.
         stored = not isinstance(recorder.inner, NullRecorder)
         keeps_records = self._tap is not None or stored
         if stored or self._taps:
-            await recorder.record_run(base)
+            await recorder.record_run(_run_record(ctx, durable, payload, started, "running"))
         status: RunStatus = "succeeded"
         output: JsonValue = None
         error: dict[str, Any] | None = None
@@ -746,7 +769,7 @@ class App:
             waited = 0.0
             if run_id in self._fresh:
                 self._fresh.discard(run_id)
-            elif base.durable and self.ops is not None:
+            elif durable and self.ops is not None:
                 waited = await self.ops.human_wait_s(run_id, started)
             remaining = deadline_at + waited - started_ts
             if remaining <= 0:
@@ -809,9 +832,12 @@ class App:
             self._abandoned.discard(run_id)
             # `close()` ended an ephemeral run that waited for a human: say so, then stop.
             await recorder.record_run(
-                dataclasses.replace(
-                    base,
-                    status="killed",
+                _run_record(
+                    ctx,
+                    durable,
+                    payload,
+                    started,
+                    "killed",
                     error={
                         "code": "abandoned",
                         "message": "the app closed while this ephemeral run waited for a "
@@ -828,7 +854,18 @@ class App:
         if status == "succeeded" and reviewed:
             await self._maybe_review(wf.name, run_id, payload, output)
         if keeps_records:
-            await self._record_finished(recorder, base, status, output, error, usage)
+            finished = _run_record(
+                ctx,
+                durable,
+                payload,
+                started,
+                status,
+                output=output,
+                error=error,
+                usage=usage,
+                finished_at=self.clock.now(),
+            )
+            await recorder.record_run(finished)
         record = {
             "run_id": run_id,
             "workflow": wf.name,
@@ -836,43 +873,13 @@ class App:
             "output": output,
             "error": error,
         }
-        if base.durable:  # stored as JSON
+        if durable:  # stored as JSON
             record["usage"] = usage.to_dict()
         else:  # handed over in this process: the objects themselves
             record["usage_obj"] = usage
             if status == "succeeded" and wf.output is not None:
                 record["value"] = value
         return record
-
-    async def _record_finished(
-        self,
-        recorder: BatchingRecorder,
-        base: RunRecord,
-        status: RunStatus,
-        output: JsonValue,
-        error: dict[str, Any] | None,
-        usage: Usage,
-    ) -> None:
-        await recorder.record_run(
-            RunRecord._new(
-                run_id=base.run_id,
-                workflow=base.workflow,
-                status=status,
-                durable=base.durable,
-                user=base.user,
-                tenant=base.tenant,
-                tags=base.tags,
-                input=base.input,
-                output=output,
-                error=error,
-                tokens_in=usage.input_tokens,
-                tokens_out=usage.output_tokens,
-                cost_usd=usage.cost_usd,
-                calls=usage.calls,
-                started_at=base.started_at,
-                finished_at=self.clock.now(),
-            )
-        )
 
     async def _maybe_review(
         self, workflow: str, run_id: str, payload: JsonValue, output: JsonValue

@@ -655,17 +655,16 @@ class ModelCaller:
             )
 
 
-def _acquire(breakers: tuple[CircuitBreaker, ...]) -> list[Permit]:
-    """A permit from every breaker, or none (a refusal releases the permits taken)."""
-    permits: list[Permit] = []
+def _acquire(breakers: tuple[CircuitBreaker, CircuitBreaker]) -> list[Permit]:
+    """A permit from both of a lane's attempt breakers (provider, model), or none (a refusal
+    releases the permit taken)."""
+    provider, model = breakers
+    permit = provider.acquire()
     try:
-        for breaker in breakers:
-            permits.append(breaker.acquire())
+        return [permit, model.acquire()]
     except CircuitOpenError:
-        for p in permits:
-            p.ignore()
+        permit.ignore()
         raise
-    return permits
 
 
 def _signature(exc: ProviderError) -> str:
