@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from collections.abc import Callable
 
 from corral import App, AppConfig
+from corral import run as run_loop
 
 MODELS = {"sim": "sim:small", "local": "local:smollm2"}
 
@@ -47,7 +47,7 @@ def run_once(
         return 0 if result.ok else 1
 
     try:
-        return asyncio.run(go())
+        return run_loop(go())
     finally:
         from corral.engine.dbos import shutdown
 

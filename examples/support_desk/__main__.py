@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from corral import AppConfig, CorralError
+from corral import run as run_loop
 from corral.app import RunResult
 
 MODELS = {"sim": "sim:small", "local": "local:smollm2"}
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     logging.basicConfig(level=logging.ERROR)
     try:
-        summary = asyncio.run(process(args, console))
+        summary = run_loop(process(args, console))
     except CorralError as exc:
         console.print(f"[red]error[/red] {exc.code}: {exc}")
         return 2

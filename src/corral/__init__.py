@@ -6,6 +6,7 @@ Typed handoffs, durable runs, guards and traces are built in and on by default. 
 
 from __future__ import annotations
 
+from corral._loop import run
 from corral.agent import Agent, AgentLimits, FunctionAgent, function_agent
 from corral.app import App, RunHandle, RunResult
 from corral.clock import Clock, SystemClock
@@ -75,5 +76,6 @@ __all__ = [
     "above",
     "function_agent",
     "load_config",
+    "run",
     "tool",
 ]

@@ -6,7 +6,6 @@ inbox, decisions, the kill switch, the audit log and tokens in `corral.cli.opera
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sys
@@ -18,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
+from corral._loop import run as run_loop
 from corral.cli._output import console, err
 from corral.config import AppConfig, load_config
 from corral.errors import CorralError, UsageError
@@ -91,7 +91,7 @@ def run(
                 priority=priority,  # type: ignore[arg-type]  # checked by App.run
             )
 
-    result = asyncio.run(go())
+    result = run_loop(go())
     output = result.output.model_dump(mode="json") if result.output is not None else None
     console.print_json(
         json.dumps(
@@ -125,7 +125,7 @@ def runs(
         finally:
             await store.close()
 
-    rows = asyncio.run(go())
+    rows = run_loop(go())
     table = Table(title="Recent runs")
     # The run id is what a reader copies into `corral show`: never wrapped or cut.
     table.add_column("run id", no_wrap=True, min_width=12)
@@ -167,7 +167,7 @@ def show(
         finally:
             await store.close()
 
-    found, spans = asyncio.run(go())
+    found, spans = run_loop(go())
     if found is None:
         err.print(
             f"[red]no run matches {escape(repr(run_id))}[/red] (use `corral runs` to list them)"
@@ -242,7 +242,7 @@ def resume(
         async with target:
             return await target.resume()
 
-    results = asyncio.run(go())
+    results = run_loop(go())
     if not results:
         console.print("no interrupted runs")
     for r in results:

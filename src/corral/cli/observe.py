@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -10,6 +9,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from corral._loop import run as run_loop
 from corral.cli._output import Format, _emit, console, err
 from corral.cli.main import ConfigOpt, DbOpt, _config, _store, app
 from corral.errors import UsageError
@@ -26,7 +26,7 @@ def _query(config: Any, db: Any, fn: Callable[..., T], *args: Any) -> T:
         finally:
             await store.close()
 
-    return asyncio.run(go())
+    return run_loop(go())
 
 
 @app.command()
@@ -148,7 +148,7 @@ def alerts_ack(
         finally:
             await store.close()
 
-    if not asyncio.run(go()):
+    if not run_loop(go()):
         err.print(f"[red]no unacknowledged alert {alert_id}[/red] (see `corral alerts list --all`)")
         raise typer.Exit(2)
     console.print(f"alert {alert_id} acknowledged by {by}")
@@ -178,7 +178,7 @@ def prune(
         finally:
             await store.close()
 
-    counts = asyncio.run(go())
+    counts = run_loop(go())
     verb = "would delete" if dry_run else "deleted"
     console.print(
         f"{verb} {counts['runs']} runs, {counts['spans']} spans, {counts['steps']} steps, "

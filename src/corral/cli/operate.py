@@ -6,7 +6,6 @@ applied by every process running the app within `humans.poll_s`.
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
 from collections.abc import Awaitable, Callable
@@ -17,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.markup import escape
 
+from corral._loop import run as run_loop
 from corral.cli._output import Format, _emit, console, err
 from corral.cli.main import ConfigOpt, DbOpt, _config, _short, _store, app
 from corral.config import AppConfig
@@ -47,7 +47,7 @@ def _with_ops(config: Path | None, db: str | None, fn: Callable[[Any], Awaitable
         finally:
             await store.close()
 
-    return asyncio.run(go())
+    return run_loop(go())
 
 
 def _json_arg(text: str) -> Any:
