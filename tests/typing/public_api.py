@@ -23,6 +23,7 @@ from corral import (
     SystemClock,
     above,
     function_agent,
+    run,
     tool,
 )
 from corral.patterns import Pipeline, Stage
@@ -129,3 +130,14 @@ async def use() -> None:
     await app.control("pause", "agent", "triage", by="oncall")
     row = await app.decide("run-1:2.h", "edit", by="alice", value={"amount_usd": 90})
     assert row["status"] == "edited"
+
+
+def main() -> None:
+    # `corral.run` returns what the coroutine returns, like `asyncio.run`.
+    triaged: Triage | None = run(first_output())
+    assert triaged is None or triaged.category
+
+
+async def first_output() -> Triage | None:
+    result: RunResult[Triage] = await app.run("support", {"text": "hi"})
+    return result.output
