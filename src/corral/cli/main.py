@@ -24,7 +24,9 @@ from corral.errors import CorralError, UsageError
 
 app = typer.Typer(
     name="corral",
-    help="Corral: a production runtime for multi-agent LLM systems.",
+    help="Corral: a production runtime for multi-agent LLM systems.\n\n"
+    "Commands run on uvloop's event loop when it is installed (pip install 'corral\\[fast]'); "
+    "CORRAL_LOOP=asyncio|uvloop|auto chooses.",
     no_args_is_help=True,
     add_completion=False,
 )
