@@ -8,9 +8,9 @@ from decimal import Decimal
 import pytest
 from pydantic import BaseModel, Field
 
-from corral import Agent, AgentError, AgentLimits, RunContext, function_agent, tool
+from corral import Agent, AgentError, AgentLimits, ModelPrice, RunContext, function_agent, tool
 from corral.errors import ProviderError
-from corral.model import ToolCall
+from corral.model import ModelResponse, ToolCall
 from corral.testing import FakeModel, reply
 from tests.helpers import ephemeral_app
 
@@ -51,6 +51,40 @@ async def test_valid_output_is_returned_typed_with_usage_and_spans():
     assert request.output_schema == Answer.model_json_schema()
     assert json.loads(request.messages[-1].content) == {"text": "meaning of life?"}
     model.assert_done()
+
+
+async def test_an_answer_is_priced_by_the_model_the_provider_says_it_used():
+    """The guard chain prices the provider's answer itself: by the exact model the response
+    names, into the result, the budget and the spans; the provider's object stays unpriced."""
+    answered = ModelResponse(
+        text='{"answer": "42", "score": 4}',
+        model="fake:model-2025",
+        input_tokens=100,
+        output_tokens=10,
+    )
+    model = FakeModel([answered])
+    app, recorder, _ = ephemeral_app(
+        models={"fake:model": model},
+        tiers={"small": "fake:model"},
+        prices={
+            "fake:model-2025": ModelPrice(input_per_mtok=Decimal(2), output_per_mtok=Decimal(4))
+        },
+    )
+    agent = Agent(name="answerer", instructions="Answer.", input=Question, output=Answer)
+
+    @app.workflow
+    async def ask(ctx: RunContext, q: Question) -> Answer:
+        answer = await ctx.call(agent, q)
+        left = ctx.budget["usd"]
+        assert left is not None and Decimal(left) == Decimal(5) - Decimal("0.00024")
+        return answer
+
+    result = await app.run("ask", {"text": "q"})
+    assert result.ok, result.error
+    assert result.cost_usd == Decimal("0.00024")  # 100 x $2 + 10 x $4 per million tokens
+    model_span = next(s for s in recorder.spans_of(result.run_id, "model"))
+    assert model_span.cost_usd == Decimal("0.00024") and model_span.model == "fake:model-2025"
+    assert answered.cost_usd is None
 
 
 async def test_invalid_output_gets_exactly_one_repair_with_the_error_fed_back():
