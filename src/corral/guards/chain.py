@@ -184,7 +184,7 @@ class _PricedModel(Protocol):
     """What `ModelCaller` uses of `corral.models.pricing.Priced` (found by duck typing: the
     guards do not import the models package)."""
 
-    def send(self, request: ModelRequest) -> Awaitable[ModelResponse]: ...
+    def send_unpriced(self, request: ModelRequest) -> Awaitable[ModelResponse]: ...
 
     def price(self, response: ModelResponse) -> Decimal: ...
 
@@ -196,10 +196,10 @@ def _provider(model_name: str) -> str:
 class ModelCaller:
     """Makes one model call of one agent through the whole chain.
 
-    A `Priced` model's provider is called directly (`Priced.send`) and its answer priced here
-    (`Priced.price`): `call` returns the provider's response object as it came, and what the
-    call cost is `cost` (a second, priced response object per call cost more than the rest of
-    the pricing).
+    A `Priced` model's provider is called directly (`Priced.send_unpriced`) and its answer
+    priced here (`Priced.price`): `call` returns the provider's response object as it came, and
+    what the call cost is `cost` (a second, priced response object per call cost more than the
+    rest of the pricing).
     """
 
     def __init__(
@@ -506,8 +506,8 @@ class ModelCaller:
             if kill.engaged:
                 kill.check(run.run_id, self.agent)
             # A `Priced` model: its provider's call, priced below (see the class docstring).
-            price = getattr(model, "price", None)
-            send = model.complete if price is None else cast(_PricedModel, model).send
+            priced = cast(_PricedModel, model) if hasattr(model, "send_unpriced") else None
+            send = model.complete if priced is None else priced.send_unpriced
             t0 = g.clock.monotonic()
             sent = True
             watch = kill.watch(run.run_id, self.agent, self.timeout_s)  # `KillSwitch.guard`
@@ -543,7 +543,9 @@ class ModelCaller:
             raise
         duration = g.clock.monotonic() - t0
         used = response.input_tokens + response.output_tokens
-        cost = self.cost = price(response) if price is not None else response.cost_usd or _ZERO
+        cost = self.cost = (
+            priced.price(response) if priced is not None else response.cost_usd or _ZERO
+        )
         reservation.settle_usage(cost, used)
         if ticket.keys:
             ticket.settle(used)

@@ -125,7 +125,7 @@ class Priced:
             self.estimate_usd(input_tokens, 0),
         )
 
-    def send(self, request: ModelRequest) -> Awaitable[ModelResponse]:
+    def send_unpriced(self, request: ModelRequest) -> Awaitable[ModelResponse]:
         """The wrapped model's own call, unpriced: the guard chain awaits this and prices the
         answer with `price`, so a call builds one response object, not two, and has no
         coroutine of this wrapper in between."""
