@@ -138,7 +138,7 @@ async def main() -> None:
     for name, values in walls.items():
         median = statistics.median(values)
         rate = args.runs / median
-        print(f"| {name} | {args.runs} | {median:.2f} | {median / ideal:.2f}x | {rate:.0f} |")
+        print(f"| {name} | {args.runs} | {median:.3f} | {median / ideal:.2f}x | {rate:.0f} |")
     if args.durable:
         from corral.engine.dbos import shutdown
 

@@ -308,3 +308,21 @@ async def test_an_ended_deadline_cancels_nothing_when_the_timer_fires():
         return first
 
     assert await answer_then_keep_working() == "answered"
+
+
+def test_retry_budget_counts_requests_per_second_and_slides_them_out_second_by_second():
+    clock = FakeClock()
+    budget = RetryBudget(RetryPolicy(budget_window_s=10), clock)
+    start = clock.monotonic()
+    clock.advance(0.5 - start % 1)  # mid-second
+    budget.record_request()
+    budget.record_request()
+    clock.advance(1.0)  # the next second
+    budget.record_request()
+    assert budget.counts == (3, 0)
+    clock.advance(9.0)  # the first second is 10 s old: out of the window; the second is not
+    assert budget.counts == (1, 0)
+    clock.advance(1.0)
+    assert budget.counts == (0, 0)
+    budget.record_request()  # a new second opens after a quiet spell
+    assert budget.counts == (1, 0)

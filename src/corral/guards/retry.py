@@ -9,6 +9,7 @@ outage does not multiply the load on a provider that is already failing.
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 
@@ -44,8 +45,12 @@ class RetryBudget:
     def __init__(self, policy: RetryPolicy, clock: Clock) -> None:
         self.policy = policy
         self._clock = clock
-        self._buckets: deque[list[int]] = deque()  # [second, requests]
-        self._request_count = 0
+        self._buckets: deque[tuple[int, int]] = deque()  # closed seconds: (second, requests)
+        self._request_count = 0  # the closed buckets' requests
+        # The open second, counted in attributes: every model call adds one here.
+        self._second = 0
+        self._until = -math.inf  # where the open second ends (no second open yet)
+        self._open = 0
         self._retries: deque[float] = deque()
         self.denied = 0
         """Retries refused because the budget was spent (for metrics)."""
@@ -55,6 +60,8 @@ class RetryBudget:
         buckets = self._buckets
         while buckets and buckets[0][0] <= horizon:
             self._request_count -= buckets.popleft()[1]
+        if self._open and self._second <= horizon:
+            self._open = 0  # the open second slid out of the window too
         while self._retries and self._retries[0] <= horizon:
             self._retries.popleft()
 
@@ -62,21 +69,26 @@ class RetryBudget:
         """A first attempt was made (`now`: the clock's monotonic time, if the caller has it)."""
         if now is None:
             now = self._clock.monotonic()
-        second = int(now)
-        buckets = self._buckets
-        if buckets and buckets[-1][0] == second:
-            buckets[-1][1] += 1
-        else:
-            buckets.append([second, 1])
-            self._trim(now)
-        self._request_count += 1
+        if self._second <= now < self._until:  # the common case: the same second
+            self._open += 1
+            return
+        if self._open:  # close the open second
+            self._buckets.append((self._second, self._open))
+            self._request_count += self._open
+        self._second = second = math.floor(now)
+        self._until = second + 1
+        self._open = 1
+        self._trim(now)
+
+    def _requests(self, now: float) -> int:
+        self._trim(now)
+        return self._request_count + self._open
 
     def try_retry(self) -> bool:
         """Take one retry from the budget; False when none is left."""
         now = self._clock.monotonic()
-        self._trim(now)
         allowed = max(
-            self.policy.budget_min_retries, self.policy.budget_ratio * self._request_count
+            self.policy.budget_min_retries, self.policy.budget_ratio * self._requests(now)
         )
         if len(self._retries) + 1 > allowed:
             self.denied += 1
@@ -87,5 +99,4 @@ class RetryBudget:
     @property
     def counts(self) -> tuple[int, int]:
         """(requests, retries) in the current window."""
-        self._trim(self._clock.monotonic())
-        return self._request_count, len(self._retries)
+        return self._requests(self._clock.monotonic()), len(self._retries)
