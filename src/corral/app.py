@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 
 from corral import _gc
+from corral._dataclass import quick_init
 from corral.clock import Clock, SystemClock
 from corral.config import AppConfig
 from corral.contracts import JsonValue, RunId, dump_payload, validate_payload
@@ -97,6 +98,7 @@ def _run_record(
     )
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunResult(Generic[Out]):
     """How a run ended.
@@ -106,6 +108,9 @@ class RunResult(Generic[Out]):
     limit, spent, cycle, ...). When a budget stops a run (`budget_exhausted`), `partial` is the
     best result produced so far and `error["not_completed"]` says what was not done.
     """
+
+    _new: ClassVar[Callable[..., RunResult[Any]]]
+    """`RunResult(...)` without the class call's keyword dict (see `corral._dataclass`)."""
 
     run_id: RunId
     workflow: str
@@ -701,7 +706,7 @@ class App:
                 output = wf.output.model_validate(raw) if raw is not None and wf.output else raw
         else:
             partial = raw
-        return RunResult(
+        return RunResult._new(
             run_id=RunId(record["run_id"]),
             workflow=wf.name,
             status=record["status"],
@@ -720,14 +725,16 @@ class App:
         if wf is None:
             raise UnknownNameError("workflow", workflow, list(self._workflows))
         recorder = BatchingRecorder(self._recorder or NullRecorder(), tap=self._tap)
-        engine: Engine = self._durable if meta.get("durable") and self._durable else self._ephemeral
+        durable = bool(meta.get("durable"))
+        user, tenant = meta.get("user"), meta.get("tenant")
+        priority = str(meta.get("priority", "interactive"))
         ctx = RunContext(
             run_id=run_id,
             workflow=wf.name,
             # An ephemeral run's journal remembers nothing: no coroutine to fetch it.
-            journal=self._no_journal
-            if engine is self._ephemeral
-            else await engine.journal(run_id, recorder),
+            journal=await self._durable.journal(run_id, recorder)
+            if durable and self._durable is not None
+            else self._no_journal,
             recorder=recorder,
             resolve_model=self._resolvers[0],
             resolve_chain=self._resolvers[1],
@@ -736,20 +743,14 @@ class App:
             human_policy=self.config.humans,
             auditor=self.ops,
             clock=self.clock,
-            user=meta.get("user"),
-            tenant=meta.get("tenant"),
+            user=user,
+            tenant=tenant,
             tags=tuple(meta.get("tags") or ()),
             call_timeout_s=self.config.call_timeout_s,
-            guards=self.guards.run(
-                run_id,
-                priority=str(meta.get("priority", "interactive")),
-                tenant=meta.get("tenant"),
-                user=meta.get("user"),
-            ),
+            guards=self.guards.run(run_id, priority=priority, tenant=tenant, user=user),
         )
         started = self.clock.now()
-        self.guards.kill.track(run_id, wf.name, str(meta.get("priority", "interactive")))
-        durable = bool(meta.get("durable"))
+        self.guards.kill.track(run_id, wf.name, priority)
         # Without a store or a tap (spans off, alerts off) nobody sees run records: skip them.
         # Corral's own taps (alerts, OTLP) skip the `running` record too: only the store and
         # the app's `taps` see it.

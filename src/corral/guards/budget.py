@@ -288,13 +288,15 @@ class CallReservation:
         self.settle_usage(self.floor_usd, self.floor_tokens)
 
 
+_RunPlan = tuple[_Plan, Decimal | None, Decimal | None]
+
+
 @functools.lru_cache(maxsize=64)
-def _run_plan(
-    policy: BudgetPolicy,
-) -> tuple[_Plan, tuple[tuple[str, Decimal], ...]]:
-    """A run account's limits (planned), and the spend at which calls degrade per limited dimension
-    (checked before every model call, so it compares against these instead of dividing: the
-    same test as `fraction() >= degrade_at`). Every run has the same policy: worked out once."""
+def _run_plan(policy: BudgetPolicy) -> _RunPlan:
+    """A run account's limits (planned), and the USD and token spend at which calls degrade
+    (None: that dimension has no limit). `should_degrade` runs before every model call, so it
+    compares against these instead of dividing: the same test as `fraction() >= degrade_at`.
+    Every run has the same policy: worked out once."""
     limits = {
         "usd": policy.usd,
         "tokens": policy.tokens,
@@ -302,16 +304,17 @@ def _run_plan(
         "agent_turns": policy.agent_turns,
     }
     at = Decimal(str(policy.degrade_at))
-    degrade = tuple(
-        (d, limit * at) for d, limit in limits.items() if d in ("usd", "tokens") and limit
+    return (
+        _plan(tuple(limits.items())),
+        policy.usd * at if policy.usd else None,
+        policy.tokens * at if policy.tokens else None,
     )
-    return _plan(tuple(limits.items())), degrade
 
 
-_last_plan: tuple[BudgetPolicy, tuple[_Plan, tuple[tuple[str, Decimal], ...]]] | None = None
+_last_plan: tuple[BudgetPolicy, _RunPlan] | None = None
 
 
-def _plan_of(policy: BudgetPolicy) -> tuple[_Plan, tuple[tuple[str, Decimal], ...]]:
+def _plan_of(policy: BudgetPolicy) -> _RunPlan:
     """`_run_plan(policy)`, remembered for the last policy object: an app's runs share one, and
     the lru_cache hashes every field of the policy (Decimals too) on each lookup."""
     global _last_plan
@@ -328,11 +331,8 @@ class RunBudget:
 
     def __init__(self, policy: BudgetPolicy, run_id: str = "run") -> None:
         self.policy = policy
-        plan, degrade_at = _plan_of(policy)
-        at = dict(degrade_at)
         # What `should_degrade` compares (before every model call), as attributes.
-        self._degrade_usd = at.get("usd")
-        self._degrade_tokens = at.get("tokens")
+        plan, self._degrade_usd, self._degrade_tokens = _plan_of(policy)
         self.account = Account("run", plan[0], plan=plan)
         self._own = [self.account]  # a call's accounts without daily limits (read-only)
         self.run_id = run_id
