@@ -107,7 +107,30 @@ def _plan(limits: tuple[tuple[str, Decimal | int | None], ...]) -> _Plan:
 
 
 class Account:
-    """Limits, committed spend and open reservations for one scope."""
+    """Limits, committed spend and open reservations for one scope.
+
+    Spend and reservations are attributes per dimension (`usd`, `tokens`, `model_calls`,
+    `agent_turns`; reserved: `r_usd`, ...) rather than dicts: every model call checks, reserves
+    and settles three of them in each account it touches. `spent` and `reserved` give them as
+    dicts for reading."""
+
+    __slots__ = (
+        "_call_cap",
+        "_call_limits",
+        "_shared",
+        "_token_cap",
+        "_usd_cap",
+        "agent_turns",
+        "limits",
+        "model_calls",
+        "r_agent_turns",
+        "r_model_calls",
+        "r_tokens",
+        "r_usd",
+        "scope",
+        "tokens",
+        "usd",
+    )
 
     def __init__(
         self, scope: str, limits: Mapping[str, Decimal | int | None], *, plan: _Plan | None = None
@@ -118,18 +141,24 @@ class Account:
         else:
             self.limits: Mapping[str, Decimal | int | None] = {}
             self.set_limits(limits)
-        self.spent: dict[str, Decimal | int] = {
-            "usd": _ZERO,
-            "tokens": 0,
-            "model_calls": 0,
-            "agent_turns": 0,
-        }
-        self.reserved: dict[str, Decimal | int] = {
-            "usd": _ZERO,
-            "tokens": 0,
-            "model_calls": 0,
-            "agent_turns": 0,
-        }
+        self.usd: Decimal = _ZERO
+        self.tokens = self.model_calls = self.agent_turns = 0
+        self.r_usd: Decimal = _ZERO
+        self.r_tokens = self.r_model_calls = self.r_agent_turns = 0
+
+    @property
+    def spent(self) -> dict[str, Decimal | int]:
+        """Committed spend per dimension (a copy)."""
+        return {d: getattr(self, d) for d in _DIMENSIONS}
+
+    @property
+    def reserved(self) -> dict[str, Decimal | int]:
+        """Open reservations per dimension (a copy)."""
+        return {d: getattr(self, f"r_{d}") for d in _DIMENSIONS}
+
+    def _used(self, d: str) -> Decimal | int:
+        used: Decimal | int = getattr(self, d) + getattr(self, f"r_{d}")
+        return used
 
     def set_limits(self, limits: Mapping[str, Decimal | int | None]) -> None:
         """Replace the limits of the dimensions named in `limits`."""
@@ -146,24 +175,22 @@ class Account:
     def call_shortfall(self, usd: Decimal, tokens: int) -> BudgetExhaustedError | None:
         """Like `shortfall` for one model call costing `usd` and `tokens` (the hot path: the
         three dimensions spelled out rather than looped over)."""
-        spent, reserved = self.spent, self.reserved
         cap = self._usd_cap
-        if cap is not None and spent["usd"] + reserved["usd"] + usd > cap:
+        if cap is not None and self.usd + self.r_usd + usd > cap:
             return self._refusal("usd", usd)
         cap = self._token_cap
-        if cap is not None and spent["tokens"] + reserved["tokens"] + tokens > cap:
+        if cap is not None and self.tokens + self.r_tokens + tokens > cap:
             return self._refusal("tokens", tokens)
         cap = self._call_cap
-        if cap is not None and spent["model_calls"] + reserved["model_calls"] + 1 > cap:
+        if cap is not None and self.model_calls + self.r_model_calls + 1 > cap:
             return self._refusal("model_calls", 1)
         return None
 
     def _refusal(self, d: str, need: Decimal | int) -> BudgetExhaustedError:
         limit = self.limits[d]
         assert limit is not None
-        used = self.spent[d] + self.reserved[d]
         return BudgetExhaustedError(
-            dimension=d, scope=self.scope, limit=limit, spent=used, needed=need
+            dimension=d, scope=self.scope, limit=limit, spent=self._used(d), needed=need
         )
 
     def shortfall(self, cost: Cost) -> BudgetExhaustedError | None:
@@ -172,7 +199,7 @@ class Account:
             limit = self.limits[d]
             if limit is None:
                 continue
-            used = self.spent[d] + self.reserved[d]
+            used = self._used(d)
             if used + need > limit:
                 return BudgetExhaustedError(
                     dimension=d, scope=self.scope, limit=limit, spent=used, needed=need
@@ -185,17 +212,19 @@ class Account:
         for d in self._shared:
             limit = self.limits[d]
             assert limit  # _shared lists only the dimensions with a limit
-            share = max(share, float((self.spent[d] + self.reserved[d]) / limit))
+            share = max(share, float(self._used(d) / limit))
         return share
 
-    def _add(self, book: dict[str, Decimal | int], cost: Cost, sign: int) -> None:
+    def _add(self, prefix: str, cost: Cost, sign: int) -> None:
+        """Add `cost` (times `sign`) to the spend (`prefix` "") or the reservations ("r_")."""
         for d, amount in cost.items():
-            book[d] = book[d] + sign * amount
+            name = prefix + d
+            setattr(self, name, getattr(self, name) + sign * amount)
 
     def remaining(self) -> dict[str, str | None]:
         """What is left per dimension (None: no limit)."""
         return {
-            d: None if limit is None else str(limit - self.spent[d] - self.reserved[d])
+            d: None if limit is None else str(limit - self._used(d))
             for d, limit in self.limits.items()
         }
 
@@ -209,7 +238,7 @@ class Reservation:
         self.input_estimate = input_estimate
         self.settled = False
         for account in accounts:
-            account._add(account.reserved, cost, +1)
+            account._add("r_", cost, +1)
 
     def settle(self, actual: Cost) -> None:
         """Replace the reservation by the actual cost. A second call changes nothing."""
@@ -217,8 +246,8 @@ class Reservation:
             return
         self.settled = True
         for account in self.accounts:
-            account._add(account.reserved, self.cost, -1)
-            account._add(account.spent, actual, +1)
+            account._add("r_", self.cost, -1)
+            account._add("", actual, +1)
 
     def settle_failed(self) -> None:
         """The call failed without reporting usage: keep the input estimate, refund the rest."""
@@ -236,7 +265,7 @@ class CallReservation:
 
     def __init__(
         self,
-        accounts: list[Account],
+        accounts: Sequence[Account],
         usd: Decimal,
         tokens: int,
         floor_usd: Decimal,
@@ -247,20 +276,18 @@ class CallReservation:
         self.floor_usd, self.floor_tokens = floor_usd, floor_tokens
         self.settled = False
         for account in accounts:
-            book = account.reserved
-            book["usd"] += usd
-            book["tokens"] += tokens
-            book["model_calls"] += 1
+            account.r_usd += usd
+            account.r_tokens += tokens
+            account.r_model_calls += 1
 
     def _refund(self) -> bool:
         if self.settled:
             return False
         self.settled = True
         for account in self.accounts:
-            book = account.reserved
-            book["usd"] -= self.usd
-            book["tokens"] -= self.tokens
-            book["model_calls"] -= 1
+            account.r_usd -= self.usd
+            account.r_tokens -= self.tokens
+            account.r_model_calls -= 1
         return True
 
     def settle_usage(self, usd: Decimal, tokens: int) -> None:
@@ -269,19 +296,18 @@ class CallReservation:
             return
         self.settled = True
         for account in self.accounts:  # `_refund` and the spend in one pass
-            book, spent = account.reserved, account.spent
-            book["usd"] -= self.usd
-            book["tokens"] -= self.tokens
-            book["model_calls"] -= 1
-            spent["usd"] += usd
-            spent["tokens"] += tokens
-            spent["model_calls"] += 1
+            account.r_usd -= self.usd
+            account.r_tokens -= self.tokens
+            account.r_model_calls -= 1
+            account.usd += usd
+            account.tokens += tokens
+            account.model_calls += 1
 
     def settle(self, actual: Cost) -> None:
         """Replace the reservation by `actual` (`Cost()` for a call that was never sent)."""
         if self._refund():
             for account in self.accounts:
-                account._add(account.spent, actual, +1)
+                account._add("", actual, +1)
 
     def settle_failed(self) -> None:
         """The call failed without reporting usage: keep the input estimate, refund the rest."""
@@ -376,7 +402,7 @@ class RunBudget:
 
     def charge(self, actual: Cost) -> None:
         """Count spend without a reservation (a step replayed from the journal after a crash)."""
-        self.account._add(self.account.spent, actual, +1)
+        self.account._add("", actual, +1)
 
     def take_turn(self) -> None:
         """One agent call.
@@ -389,21 +415,21 @@ class RunBudget:
             refusal = account.shortfall(_ONE_TURN)
             if refusal is not None:
                 raise refusal
-        account.spent["agent_turns"] += 1
+        account.agent_turns += 1
 
     @property
     def should_degrade(self) -> bool:
         """Past the degrade fraction: calls should use a cheaper tier."""
-        spent, reserved = self.account.spent, self.account.reserved
+        account = self.account
         at = self._degrade_usd
-        if at is not None and spent["usd"] + reserved["usd"] >= at:
+        if at is not None and account.usd + account.r_usd >= at:
             return True
         at = self._degrade_tokens
-        return at is not None and spent["tokens"] + reserved["tokens"] >= at
+        return at is not None and account.tokens + account.r_tokens >= at
 
     @property
     def spent_usd(self) -> Decimal:
-        return Decimal(self.account.spent["usd"])
+        return Decimal(self.account.usd)
 
 
 class DailyLedger:
