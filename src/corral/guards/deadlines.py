@@ -52,7 +52,10 @@ class Deadline:
 
 
 class Deadlines:
-    """The deadlines in flight on one event loop (created per loop by the owner)."""
+    """The deadlines in flight on one event loop (created per loop by the owner).
+
+    The kill switch's watches of model calls are deadlines too (`KillSwitch.watch`): one
+    registry, one object per call, for both the timeout and a halt."""
 
     def __init__(self) -> None:
         self._live: dict[Deadline, None] = {}
@@ -66,16 +69,23 @@ class Deadlines:
             task = asyncio.current_task()
             if task is None:  # pragma: no cover - always inside a task in asyncio
                 raise RuntimeError("a deadline needs a running task")
-        if seconds is None:
-            deadline = Deadline(self, task, math.inf)
-        else:
-            loop = task.get_loop()
-            at = loop.time() + seconds
-            deadline = Deadline(self, task, at)
+        deadline = Deadline(self, task, math.inf)
+        self.add(deadline, seconds)
+        return deadline
+
+    def add(self, deadline: Deadline, seconds: float | None) -> None:
+        """Start `deadline` (built for this registry, held), due `seconds` from now (None:
+        none)."""
+        if seconds is not None:
+            loop = deadline.task.get_loop()
+            deadline.at = at = loop.time() + seconds
             if at < self._timer_at or loop is not self._loop:
                 self._arm(loop, at)
         self._live[deadline] = None
-        return deadline
+
+    def live(self) -> list[Deadline]:
+        """The deadlines in flight now (a copy)."""
+        return list(self._live)
 
     def end(self, deadline: Deadline) -> None:
         """The bounded work is over (the timer stays; it finds nothing to do if it fires)."""

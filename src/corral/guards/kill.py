@@ -12,16 +12,35 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from corral.errors import KilledError
-from corral.guards.deadlines import Deadlines
+from corral.guards.deadlines import Deadline, Deadlines
 
 __all__ = ["KillSwitch"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+class Watch(Deadline):
+    """A model call in flight (`KillSwitch.watch`): its timeout, and what a halt must match to
+    cancel it. A deadline itself, so a call registers one object in one place."""
+
+    __slots__ = ("agent", "halted", "run_id")
+
+    def __init__(self, owner: Deadlines, task: asyncio.Task[Any], run_id: str, agent: str) -> None:
+        # `Deadline.__init__`'s fields set here: one call per model call fewer.
+        self._owner = owner
+        self.task = task
+        self.at = math.inf
+        self.expired = False
+        self.run_id = run_id
+        self.agent = agent
+        self.halted = False
+        """A halt cancelled the call."""
 
 
 class KillSwitch:
@@ -31,8 +50,6 @@ class KillSwitch:
         self._all: str | None = None
         self._runs: dict[str, str] = {}
         self._agents: dict[str, str] = {}
-        # The task running each watched call -> [run_id, agent, cancelled_by_us, deadline, task].
-        self._inflight: dict[asyncio.Task[Any], list[Any]] = {}
         self._paused_agents: dict[str, str] = {}
         self._paused_workflows: dict[str, str] = {}
         self._paused_noncritical: str | None = None
@@ -188,15 +205,13 @@ class KillSwitch:
             self._agents[agent] = reason or "halted"
         self._update()
         cancelled = 0
-        for task, entry in list(self._inflight.items()):
-            deadline = entry[3]
-            if deadline is not None and deadline.expired:
-                continue  # already cancelled by its timeout
-            if self._scope(entry[0], entry[1]) is not None and not task.done() and not entry[2]:
-                entry[2] = True
-                if deadline is not None:
-                    deadline.reschedule(None)  # the halt, not the timeout, ends this call
-                task.cancel()
+        for watch in self.deadlines.live():
+            if not isinstance(watch, Watch) or watch.expired or watch.halted:
+                continue  # a run's deadline, or a call its timeout or a halt cancelled already
+            if self._scope(watch.run_id, watch.agent) is not None and not watch.task.done():
+                watch.halted = True
+                watch.reschedule(None)  # the halt, not the timeout, ends this call
+                watch.task.cancel()
                 cancelled += 1
         self._wake()
         log.warning(
@@ -262,36 +277,30 @@ class KillSwitch:
         finally:
             self.unwatch(watch)
 
-    def watch(self, run_id: str, agent: str, timeout_s: float | None) -> list[Any]:
+    def watch(self, run_id: str, agent: str, timeout_s: float | None) -> Watch:
         """Cover the current task's next wait: a halt of `run_id` or `agent`, or `timeout_s`
         passing, cancels it. Pair with `unwatch` in a `finally`; on `CancelledError` call
         `stopped` first."""
         task = asyncio.current_task()
         if task is None:  # pragma: no cover - always inside a task in asyncio
             raise RuntimeError("a kill-switch watch needs a running task")
-        deadline = self.deadlines.start(timeout_s, task) if timeout_s is not None else None
-        # [run_id, agent, cancelled by a halt, deadline, task]
-        entry: list[Any] = [run_id, agent, False, deadline, task]
-        self._inflight[task] = entry
-        return entry
+        watch = Watch(self.deadlines, task, run_id, agent)
+        self.deadlines.add(watch, timeout_s)
+        return watch
 
-    def stopped(self, watch: list[Any]) -> None:
+    def stopped(self, watch: Watch) -> None:
         """The watched wait was cancelled: if by us, take the cancellation back and say why.
 
         Raises:
             TimeoutError: its timeout passed.
             KilledError: a halt cancelled it.
         """
-        run_id, agent, halted, deadline, task = watch
-        expired = deadline is not None and deadline.expired
-        if (halted or expired) and task.uncancel() == 0:
-            if expired:
+        if (watch.halted or watch.expired) and watch.task.uncancel() == 0:
+            if watch.expired:
                 raise TimeoutError from None
-            scope = self._scope(run_id, agent)
+            scope = self._scope(watch.run_id, watch.agent)
             raise KilledError(scope or "halted") from None
 
-    def unwatch(self, watch: list[Any]) -> None:
+    def unwatch(self, watch: Watch) -> None:
         """The watched wait is over."""
-        self._inflight.pop(watch[4], None)
-        if watch[3] is not None:
-            self.deadlines.end(watch[3])
+        self.deadlines.end(watch)
