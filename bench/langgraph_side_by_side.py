@@ -117,7 +117,8 @@ async def w2(waves: int, runs: int = 1000) -> dict[str, tuple[float, float]]:
             prompt = serializer.to_json(validator.validate_json(serializer.to_json(doc)))
             await asyncio.sleep(LATENCY_S)
             doc = validator.validate_json(b'{"text":"a fixed answer"}')
-        assert prompt and doc.text == "a fixed answer"
+        assert prompt
+        assert doc.text == "a fixed answer"
 
     # (name, run, young-generation GC threshold): Python's own 700, and the 20,000 an open
     # Corral app keeps (`AppConfig.gc_threshold`), for both frameworks.
@@ -174,7 +175,8 @@ def against_the_issue(langgraph_node_us: float, w2: dict[str, tuple[float, float
         f"(modelled from its CPU: {modelled_wall(corral_cpu) / ideal:.2f}x). Carried to the "
         f"issue's machine by LangGraph's W1 node ({langgraph_node_us:.0f} us here, ~250 there): "
         f"{by_w1:.2f}x; by LangGraph's W2 wave ({langgraph_wall / ideal:.1f}x here, 13x there): "
-        f"{by_w2:.2f}x. CPU per W2 step against LangGraph's: Corral {corral_cpu / langgraph_cpu:.3f}, "
+        f"{by_w2:.2f}x. CPU per W2 step against LangGraph's: "
+        f"Corral {corral_cpu / langgraph_cpu:.3f}, "
         f"the no-runtime floor {floor_cpu / langgraph_cpu:.3f}"
     )
 

@@ -9,7 +9,9 @@ simulator's own CPU work generating each answer from the schema).
 The ideal wall time is 4 x 50 ms = 0.2 s: every pipeline waits on its model concurrently. The
 measured wall time over the ideal is the runtime's concurrency overhead (scheduling, validation,
 the simulator, and with `--durable` the journal). Modes run side by side, `--repeat` times each,
-alternating; the table reports the median wall time.
+alternating; the table reports the median wall time and the process's CPU time per agent step
+(`time.process_time`, every thread: the work itself, which the wall time hides once a stage's
+work takes less than the 50 ms its model sleeps).
 """
 
 from __future__ import annotations
@@ -117,6 +119,7 @@ async def main() -> None:
             True,
         )
     walls: dict[str, list[float]] = {name: [] for name in modes}
+    cpus: dict[str, list[float]] = {name: [] for name in modes}
     for app, _ in modes.values():
         await app.open()
     for app, durable in modes.values():
@@ -128,17 +131,26 @@ async def main() -> None:
         for name, (app, durable) in modes.items():
             threshold = 700 if "(700)" in name else opened[0]
             gc.set_threshold(threshold, *opened[1:])
+            c0 = time.process_time()
             walls[name].append(await wave(app, args.runs, durable, f"wave {r}"))
+            cpus[name].append(time.process_time() - c0)
     gc.set_threshold(*opened)
     for app, _ in modes.values():
         await app.close()
     ideal = len(STAGES) * LATENCY_S
-    print(f"| mode | pipelines | median wall s | x ideal ({ideal:.1f} s) | runs/s |")
-    print("| --- | --- | --- | --- | --- |")
+    print(
+        f"| mode | pipelines | median wall s | x ideal ({ideal:.1f} s) | runs/s "
+        "| median CPU us per agent step |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
     for name, values in walls.items():
         median = statistics.median(values)
         rate = args.runs / median
-        print(f"| {name} | {args.runs} | {median:.3f} | {median / ideal:.2f}x | {rate:.0f} |")
+        step_us = statistics.median(cpus[name]) / (len(STAGES) * args.runs) * 1e6
+        print(
+            f"| {name} | {args.runs} | {median:.3f} | {median / ideal:.2f}x | {rate:.0f} "
+            f"| {step_us:.1f} |"
+        )
     if args.durable:
         from corral.engine.dbos import shutdown
 
