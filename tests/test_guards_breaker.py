@@ -240,3 +240,24 @@ def test_a_full_window_of_clean_calls_still_sees_slow_calls_failures_and_resets(
     feed(breaker, "SSSS")
     assert late.success(0.1) is None  # a permit from an earlier generation changes nothing
     assert feed(breaker, "FF") == [None, "OPEN"]  # the window still held four clean calls
+
+
+def test_enter_shares_one_permit_per_closed_generation_and_counts_every_outcome():
+    clock = FakeClock()
+    breaker = CircuitBreaker("k", COUNT_10, clock)
+    in_flight = [breaker.enter() for _ in range(5)]
+    assert all(p is in_flight[0] for p in in_flight)  # nothing built per call while CLOSED
+    moves = [p.failure(0.1) for p in in_flight]  # each call's outcome counts, shared or not
+    assert moves == [None, None, None, None, "OPEN"]
+    with pytest.raises(CircuitOpenError):
+        breaker.enter()  # not CLOSED: what `acquire` does
+    assert in_flight[0].success(0.1) is None  # a late answer from the old generation
+    clock.advance(31)
+    probe = breaker.enter()
+    assert probe is not in_flight[0] and breaker.state == "HALF_OPEN"
+    for p in [probe, *(breaker.enter() for _ in range(COUNT_10.permitted_in_half_open - 1))]:
+        p.success(0.1)
+    assert breaker.state == "CLOSED"
+    fresh = breaker.enter()
+    assert fresh is breaker.enter() and fresh is not in_flight[0]
+    assert fresh.ignore() is None and breaker.state == "CLOSED"

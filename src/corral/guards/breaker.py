@@ -138,6 +138,30 @@ class Permit:
         return self._breaker._record(self, failed, duration_s)
 
 
+class _SharedPermit(Permit):
+    """The permit `CircuitBreaker.enter` hands every call while CLOSED: one object per breaker
+    generation instead of one per call. It keeps no exactly-once flag, so its caller must report
+    each call's outcome once (the guard chain does, by construction); a CLOSED permit has
+    nothing else to release."""
+
+    __slots__ = ()
+
+    def __init__(self, breaker: CircuitBreaker, generation: int) -> None:
+        super().__init__(breaker, generation, False)
+
+    def success(self, duration_s: float) -> BreakerState | None:
+        b = self._breaker
+        if b._steady and duration_s <= b._slow_s and self._generation == b._generation:
+            return None  # a clean call into a full window of clean calls: nothing changes
+        return b._record(self, False, duration_s)
+
+    def failure(self, duration_s: float) -> BreakerState | None:
+        return self._breaker._record(self, True, duration_s)
+
+    def ignore(self) -> BreakerState | None:
+        return None
+
+
 class CircuitBreaker:
     """One breaker for one key (`provider:sim`, `model:sim:small`, `agent:planner`)."""
 
@@ -159,6 +183,8 @@ class CircuitBreaker:
         self._steady = False
         """CLOSED with a full count window of clean calls: another clean call changes nothing
         (`Permit.success` returns at once)."""
+        self._shared: _SharedPermit | None = _SharedPermit(self, 0)
+        """`enter`'s permit for this generation while CLOSED (None in any other state)."""
 
     def _new_window(self) -> _CountWindow | _TimeWindow:
         p = self.policy
@@ -199,6 +225,16 @@ class CircuitBreaker:
             self._permits_out += 1
             return Permit(self, self._generation, half_open=True)
         return Permit(self, self._generation, half_open=False)
+
+    def enter(self) -> Permit:
+        """`acquire` for a caller that reports every call's outcome exactly once (the guard
+        chain): while CLOSED, the same permit for every call, so a call builds nothing here.
+
+        Raises:
+            CircuitOpenError: as `acquire`.
+        """
+        shared = self._shared
+        return shared if shared is not None else self.acquire()
 
     # -- outcomes -------------------------------------------------------------------------------
 
@@ -280,6 +316,7 @@ class CircuitBreaker:
         self.state = state
         self._generation += 1
         self._steady = False
+        self._shared = _SharedPermit(self, self._generation) if state == "CLOSED" else None
 
     # -- operators ------------------------------------------------------------------------------
 

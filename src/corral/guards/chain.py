@@ -233,7 +233,7 @@ class ModelCaller:
         # The agent's breaker judges the agent call as a whole (a fallback that answers is a
         # success); provider and model breakers judge each attempt.
         lane = self.guards.lane(self.agent, models[0].name, self.run.tenant)
-        agent_permit = lane.agent_breaker.acquire()
+        agent_permit = lane.agent_breaker.enter()  # reported once below, whatever happens
         t0 = self.guards.clock.monotonic()
         try:
             if len(models) == 1 and request.model == models[0].name and not self._may_cache():
@@ -659,11 +659,12 @@ class ModelCaller:
 
 def _acquire(breakers: tuple[CircuitBreaker, CircuitBreaker]) -> list[Permit]:
     """A permit from both of a lane's attempt breakers (provider, model), or none (a refusal
-    releases the permit taken)."""
+    releases the permit taken). `_attempt` reports each permit's outcome exactly once, so it
+    takes them with `enter`."""
     provider, model = breakers
-    permit = provider.acquire()
+    permit = provider.enter()
     try:
-        return [permit, model.acquire()]
+        return [permit, model.enter()]
     except CircuitOpenError:
         permit.ignore()
         raise
