@@ -107,11 +107,13 @@ def validate_payload(schema: type[M], payload: Any, *, agent: str, code: str, ro
     validator = schema.__pydantic_validator__
     checked: M
     try:
-        if isinstance(payload, BaseModel):
+        if type(payload) is str:  # first: agent handoffs and model answers are JSON text
+            checked = validator.validate_json(payload)
+        elif isinstance(payload, BaseModel):
             # Re-validate a dump even of the schema's own type: an instance can be built with
             # `model_construct` or mutated after validation.
             checked = validator.validate_python(payload.__pydantic_serializer__.to_python(payload))
-        elif isinstance(payload, str | bytes):
+        elif isinstance(payload, (str, bytes)):  # a tuple: `str | bytes` builds a union per call
             checked = validator.validate_json(payload)
         else:
             checked = validator.validate_python(payload)
