@@ -4,7 +4,7 @@ Corral works on any asyncio event loop; the loop belongs to whoever starts it. W
 starts it (its CLI, the examples) or where a program hands it over (`corral.run(main())` in
 place of `asyncio.run(main())`), it picks uvloop when it is installed (`pip install
 'corral[fast]'`), as uvicorn does: with hundreds of runs in flight uvloop's C event loop
-spends ~10% fewer instructions per agent step than asyncio's Python one (bench W2). The
+spends ~13% fewer instructions per agent step than asyncio's Python one (bench W2). The
 environment variable `CORRAL_LOOP` chooses instead: `auto` (the default), `asyncio` or
 `uvloop`.
 """
