@@ -9,6 +9,11 @@ resolves only after that commit, so a checkpoint is durable before its step retu
 
 If a batch fails it is split in halves and retried (recursively), so one bad write fails only its
 own caller and the others still commit together.
+
+The callers of a transaction are woken together: one `call_soon_threadsafe` per event loop per
+transaction settles all their futures (a `concurrent.futures.Future` per write, wrapped for
+asyncio, wakes the loop once per write: a self-pipe write each, which with a thousand runs in
+flight cost more than the writes themselves).
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,7 +32,20 @@ __all__ = ["GroupWriter"]
 log = logging.getLogger(__name__)
 
 WriteFn = Callable[[sa.Connection], Any]
+# A queued write: the function, the caller's future and the caller's loop.
+_Write = tuple[WriteFn, "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 _STOP = object()
+
+
+def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    """In the callers' loop: hand each write's caller its result or error."""
+    for future, result, error in outcomes:
+        if future.cancelled():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
 
 
 class GroupWriter:
@@ -55,9 +72,10 @@ class GroupWriter:
             Whatever `fn` or the commit raised.
         """
         self._ensure_started()
-        future: Future[Any] = Future()
-        self._queue.put((fn, future))
-        return await asyncio.wrap_future(future)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.put((fn, future, loop))
+        return await future
 
     def close(self) -> None:
         """Finish the queued writes and stop the thread."""
@@ -81,7 +99,7 @@ class GroupWriter:
             item = self._queue.get()
             if item is _STOP:
                 return
-            batch = [item]
+            batch: list[_Write] = [item]
             stop = False
             while len(batch) < self._max_batch:
                 try:
@@ -96,25 +114,35 @@ class GroupWriter:
             if stop:
                 return
 
-    def _commit(self, batch: list[tuple[WriteFn, Future[Any]]]) -> None:
-        live = [(fn, fut) for fn, fut in batch if fut.set_running_or_notify_cancel()]
+    def _commit(self, batch: list[_Write]) -> None:
+        # A caller cancelled before its write started: skip it (one already written stays).
+        live = [write for write in batch if not write[1].cancelled()]
+        outcomes: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         if live:
-            self._commit_group(live)
+            self._commit_group(live, outcomes)
+        for loop, settled in outcomes.items():
+            try:
+                loop.call_soon_threadsafe(_settle, settled)
+            except RuntimeError:  # the caller's loop is closed: nobody waits for these
+                log.debug("%d writes finished after their event loop closed", len(settled))
 
-    def _commit_group(self, group: list[tuple[WriteFn, Future[Any]]]) -> None:
+    def _commit_group(
+        self, group: list[_Write], outcomes: dict[asyncio.AbstractEventLoop, list[Any]]
+    ) -> None:
         try:
             with self._engine.begin() as conn:
-                results = [fn(conn) for fn, _ in group]
+                results = [fn(conn) for fn, _, _ in group]
         except Exception as exc:  # boundary: the error belongs to a caller, not to this thread
             if len(group) == 1:
-                group[0][1].set_exception(exc)
+                _, future, loop = group[0]
+                outcomes.setdefault(loop, []).append((future, None, exc))
                 return
             # Bisect: the good writes still commit together, the bad one fails alone.
             log.debug("a batch of %d writes failed (%s); splitting it", len(group), exc)
             half = len(group) // 2
-            self._commit_group(group[:half])
-            self._commit_group(group[half:])
+            self._commit_group(group[:half], outcomes)
+            self._commit_group(group[half:], outcomes)
             return
         self.transactions += 1
-        for (_, fut), result in zip(group, results, strict=True):
-            fut.set_result(result)
+        for (_, future, loop), result in zip(group, results, strict=True):
+            outcomes.setdefault(loop, []).append((future, result, None))
