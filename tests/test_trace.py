@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
+import pytest
+import sqlalchemy as sa
 from pydantic import BaseModel
 
 from corral import Agent, App, AppConfig, RunContext
@@ -101,6 +105,51 @@ async def test_concurrent_writes_share_transactions_and_a_bad_write_fails_alone(
         assert len(await store.list_spans("r2")) == 200
         # 200 writes needed far fewer commits than 200 (the exact number depends on timing).
         assert writer.transactions - before < 200
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_rows_queued_together_merge_per_table_in_order_around_other_writes(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = (
+        request.getfixturevalue("postgres_url")
+        if backend == "postgresql"
+        else f"sqlite:///{tmp_path / 'm.db'}"
+    )
+    store = await SqlStore.open(url)
+    try:
+        writer = store._writer
+        started, gate = threading.Event(), threading.Event()
+
+        def hold(conn: sa.Connection) -> None:
+            started.set()
+            gate.wait(10)
+
+        held = asyncio.ensure_future(store._write(hold))
+        await asyncio.to_thread(started.wait, 10)  # the writer is busy: what follows queues up
+        before = writer.transactions
+        seen: list[str] = []
+
+        def read_status(conn: sa.Connection) -> None:
+            seen.append(conn.exec_driver_sql("SELECT status FROM corral_runs").scalar_one())
+
+        queued = [
+            asyncio.ensure_future(store.record_run(run("running"))),
+            asyncio.ensure_future(store.record_spans([span("1"), span("2")])),
+            asyncio.ensure_future(store._write(read_status)),
+            asyncio.ensure_future(store.record_spans([span("2"), span("3")])),
+            asyncio.ensure_future(store.record_run(run("succeeded"))),
+        ]
+        await asyncio.sleep(0)  # one turn of the loop: each task puts its write on the queue
+        gate.set()
+        await asyncio.gather(held, *queued)
+        # The held write's transaction, then one for the five queued behind it.
+        assert writer.transactions - before == 2
+        assert seen == ["running"]  # rows queued before another write are written before it
+        assert (await store.get_run("r1") or {})["status"] == "succeeded"  # the later row won
+        assert [s["step_id"] for s in await store.list_spans("r1")] == ["1", "2", "3"]
     finally:
         await store.close()
 

@@ -290,6 +290,16 @@ class SqlStore:
         except DBAPIError as exc:
             raise StateError(f"database {self._safe_url()} failed: {exc.orig}") from exc
 
+    async def _write_rows(self, table: str, make: Callable[[], list[dict[str, Any]]]) -> None:
+        """Upsert the rows `make()` returns into `table`, merged with other writes' rows for it
+        (`GroupWriter.write_rows`); committed on return."""
+        try:
+            await self._writer.write_rows(self._upserts[table], make)
+        except OperationalError as exc:
+            raise self._state_error(exc) from exc
+        except DBAPIError as exc:
+            raise StateError(f"database {self._safe_url()} failed: {exc.orig}") from exc
+
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         try:
             return await asyncio.to_thread(fn, *args)
@@ -354,7 +364,7 @@ class SqlStore:
     # -- Recorder -------------------------------------------------------------------------------
 
     async def record_run(self, run: RunRecord) -> None:
-        await self._write(lambda conn: conn.execute(self._upserts["runs"], self._run_values(run)))
+        await self._write_rows("runs", lambda: [self._run_values(run)])
 
     def _run_values(self, run: RunRecord) -> dict[str, Any]:
         # Called in the writer thread: redacting and dumping stays off the event loop.
@@ -386,7 +396,9 @@ class SqlStore:
         if not spans_:
             return
 
-        await self._write(lambda conn: self._write_spans(conn, spans_))
+        await self._write_rows(
+            "spans", lambda: [_span_values(span, self.redactor) for span in spans_]
+        )
 
     def _write_spans(self, conn: sa.Connection, batch: Sequence[Span]) -> None:
         if batch:
