@@ -388,7 +388,7 @@ class AgentCall(Generic[In, Out]):
                 parent_id=self.step_id,
                 name=agent.name,
                 model=models[0].name,
-                input=_span_messages(messages, self.recorder),
+                input=_span_messages(messages) if self.recording else None,
                 error=exc.to_dict(),
                 status="error",
                 started=started,
@@ -408,7 +408,7 @@ class AgentCall(Generic[In, Out]):
                 parent_id=self.step_id,
                 name=agent.name,
                 model=response.model,
-                input=_span_messages(messages, self.recorder),
+                input=_span_messages(messages) if self.recording else None,
                 output=response.text,
                 started=started,
                 t0=t0,
@@ -668,8 +668,8 @@ def _loop_attrs(rounds: int, repairs: int, invalid_calls: int) -> dict[str, Json
     return {"tool_rounds": rounds, "repairs": repairs, "invalid_tool_calls": invalid_calls}
 
 
-def _span_messages(messages: list[Message], recorder: Recorder) -> JsonValue:
-    return [_message_dict(m) for m in messages[-2:]] if records(recorder) else None
+def _span_messages(messages: list[Message]) -> JsonValue:
+    return [_message_dict(m) for m in messages[-2:]]
 
 
 def _message_dict(message: Message) -> dict[str, Any]:

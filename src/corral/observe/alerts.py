@@ -74,105 +74,136 @@ class Detector:
 
     def __init__(self, policy: AlertPolicy) -> None:
         self.policy = policy
-        self._recent: dict[tuple[str, str], deque[float]] = {}
-        self._base: dict[tuple[str, str], _Window] = {}
+        self._series: dict[tuple[str, str], _Series] = {}
         self._last: dict[str, datetime] = {}
 
     def baseline(self, subject: str, metric: str) -> tuple[float, float, int] | None:
         """(mean, standard deviation, samples) of a baseline window, or None while empty."""
-        window = self._base.get((subject, metric))
-        return None if window is None or not window.values else window.stats()
+        series = self._series.get((subject, metric))
+        return None if series is None or not series.base else series.stats()
 
     def seed(self, subject: str, metric: str, value: float) -> None:
         """Add a past run's value to the windows without checking it (restoring baselines)."""
-        recent, base = self._windows(subject, metric)
-        recent.append(value)
-        if len(recent) > self.policy.recent:
-            base.append(recent.popleft())
+        series = self._of(subject, metric)
+        series.recent.append(value)
+        if len(series.recent) > self.policy.recent:
+            series.push(series.recent.popleft())
 
-    def _windows(self, subject: str, metric: str) -> tuple[deque[float], _Window]:
-        """The recent values and the baseline window of a metric (created together)."""
-        key = (subject, metric)
-        recent = self._recent.get(key)
-        if recent is None:
-            recent = self._recent[key] = deque()
-            self._base[key] = _Window(self.policy.window)
-        return recent, self._base[key]
+    def _of(self, subject: str, metric: str) -> _Series:
+        series = self._series.get((subject, metric))
+        if series is None:
+            series = self._series[(subject, metric)] = _Series(self.policy.window)
+        return series
 
     def observe(
         self, subject: str, metric: str, value: float, *, at: datetime, run_id: str | None = None
     ) -> list[Alert]:
         """Add one run's value; returns the alerts it raises (after dedup and cooldown)."""
-        p = self.policy
         found: list[Alert] = []
+        self.observe_into(found, subject, metric, value, at, run_id)
+        return found
+
+    def observe_into(
+        self,
+        found: list[Alert],
+        subject: str,
+        metric: str,
+        value: float,
+        at: datetime,
+        run_id: str | None,
+    ) -> None:
+        """`observe`, appending the alerts raised to `found`: the monitor feeds a run's dozen
+        values through here, so the common case (no alert) is spelled out in one function."""
+        p = self.policy
         limits = p.thresholds
-        limit = limits.get(f"{subject}.{metric}", limits.get(metric)) if limits else None
-        if limit is not None and value > limit:
-            found.append(
+        if limits:
+            limit = limits.get(f"{subject}.{metric}", limits.get(metric))
+            if limit is not None and value > limit:
+                self._raise(
+                    found,
+                    Alert(
+                        kind="threshold",
+                        subject=subject,
+                        metric=metric,
+                        value=value,
+                        baseline=None,
+                        limit=limit,
+                        run_id=run_id,
+                        message=f"{subject} {metric} {value:.6g} is above its limit {limit:.6g}",
+                        at=at,
+                    ),
+                )
+        series = self._series.get((subject, metric))
+        if series is None:
+            series = self._of(subject, metric)
+        recent = series.recent
+        recent.append(value)
+        size = len(recent)
+        if size > p.recent:  # `_Series.push`, spelled out: a dozen times per run
+            moved = recent.popleft()
+            base = series.base
+            base.append(moved)
+            series.total += moved
+            series.squares += moved * moved
+            if len(base) > series.size:
+                old = base.popleft()
+                series.total -= old
+                series.squares -= old * old
+        elif size < p.recent:
+            return
+        n = len(series.base)
+        if n < p.min_samples or n == 0:
+            return
+        mean = series.total / n
+        std = math.sqrt(max(0.0, series.squares / n - mean * mean))
+        current = _median(recent)
+        # A flat baseline has std 0: then a move of more than 1% of the mean is a change.
+        spread = max(std, abs(mean) * 0.01, 1e-12)
+        if abs(current - mean) > p.sigmas * spread:
+            self._raise(
+                found,
                 Alert(
-                    kind="threshold",
+                    kind="anomaly",
                     subject=subject,
                     metric=metric,
-                    value=value,
-                    baseline=None,
-                    limit=limit,
+                    value=current,
+                    baseline=mean,
+                    limit=p.sigmas * spread,
                     run_id=run_id,
-                    message=f"{subject} {metric} {value:.6g} is above its limit {limit:.6g}",
+                    message=(
+                        f"{subject} {metric} {current:.6g} (median of the last {p.recent} "
+                        f"runs) is {abs(current - mean) / spread:.1f} standard deviations "
+                        f"from its baseline {mean:.6g} over {n} runs"
+                    ),
                     at=at,
-                )
+                ),
             )
-        recent, base = self._windows(subject, metric)
-        recent.append(value)
-        if len(recent) > p.recent:
-            base.append(recent.popleft())
-        if len(base.values) >= max(p.min_samples, 1) and len(recent) == p.recent:
-            mean, std, n = base.stats()
-            current = _median(recent)
-            # A flat baseline has std 0: then a move of more than 1% of the mean is a change.
-            spread = max(std, abs(mean) * 0.01, 1e-12)
-            if abs(current - mean) > p.sigmas * spread:
-                found.append(
-                    Alert(
-                        kind="anomaly",
-                        subject=subject,
-                        metric=metric,
-                        value=current,
-                        baseline=mean,
-                        limit=p.sigmas * spread,
-                        run_id=run_id,
-                        message=(
-                            f"{subject} {metric} {current:.6g} (median of the last {p.recent} "
-                            f"runs) is {abs(current - mean) / spread:.1f} standard deviations "
-                            f"from its baseline {mean:.6g} over {n} runs"
-                        ),
-                        at=at,
-                    )
-                )
-            if metric in _COSTS and mean > 0 and current > p.cost_ratio * mean:
-                found.append(
-                    Alert(
-                        kind="cost",
-                        subject=subject,
-                        metric=metric,
-                        value=current,
-                        baseline=mean,
-                        limit=p.cost_ratio * mean,
-                        run_id=run_id,
-                        message=(
-                            f"{subject} {metric} ${current:.6g} is {current / mean:.0%} of its "
-                            f"baseline ${mean:.6g} (limit {p.cost_ratio:.0%})"
-                        ),
-                        at=at,
-                    )
-                )
-        return [a for a in found if self._due(a)] if found else found
+        if metric in _COSTS and mean > 0 and current > p.cost_ratio * mean:
+            self._raise(
+                found,
+                Alert(
+                    kind="cost",
+                    subject=subject,
+                    metric=metric,
+                    value=current,
+                    baseline=mean,
+                    limit=p.cost_ratio * mean,
+                    run_id=run_id,
+                    message=(
+                        f"{subject} {metric} ${current:.6g} is {current / mean:.0%} of its "
+                        f"baseline ${mean:.6g} (limit {p.cost_ratio:.0%})"
+                    ),
+                    at=at,
+                ),
+            )
 
-    def _due(self, alert: Alert) -> bool:
+    def _raise(self, found: list[Alert], alert: Alert) -> None:
+        """Add `alert` to `found` unless the same alert fired within the cooldown."""
         last = self._last.get(alert.key)
         if last is not None and (alert.at - last).total_seconds() < self.policy.cooldown_s:
-            return False
+            return
         self._last[alert.key] = alert.at
-        return True
+        found.append(alert)
 
 
 def _median(values: deque[float]) -> float:
@@ -182,26 +213,32 @@ def _median(values: deque[float]) -> float:
     return ordered[half] if len(ordered) % 2 else (ordered[half - 1] + ordered[half]) / 2
 
 
-class _Window:
-    """The last `size` values with running sums: mean and deviation in O(1) per run."""
+class _Series:
+    """One (subject, metric): its last `recent` values, and the `size` values before them (the
+    baseline) with running sums, so its mean and deviation cost O(1) per run."""
+
+    __slots__ = ("base", "recent", "size", "squares", "total")
 
     def __init__(self, size: int) -> None:
-        self.values: deque[float] = deque()
+        self.recent: deque[float] = deque()
+        self.base: deque[float] = deque()
         self.size = size
         self.total = 0.0
         self.squares = 0.0
 
-    def append(self, value: float) -> None:
-        self.values.append(value)
+    def push(self, value: float) -> None:
+        """Move a value into the baseline (the oldest falls out past `size`)."""
+        base = self.base
+        base.append(value)
         self.total += value
         self.squares += value * value
-        if len(self.values) > self.size:
-            old = self.values.popleft()
+        if len(base) > self.size:
+            old = base.popleft()
             self.total -= old
             self.squares -= old * old
 
     def stats(self) -> tuple[float, float, int]:
-        n = len(self.values)
+        n = len(self.base)
         mean = self.total / n
         return mean, math.sqrt(max(0.0, self.squares / n - mean * mean)), n
 
@@ -254,7 +291,13 @@ class AlertMonitor:
     def spans(self, spans: Sequence[Span]) -> None:
         for span in spans:
             if span.kind == "agent":
-                tally = self._runs.setdefault(span.run_id, {}).setdefault(span.name, _RunTally())
+                # get, then create: `setdefault` would build a dict and a tally per span
+                agents = self._runs.get(span.run_id)
+                if agents is None:
+                    agents = self._runs[span.run_id] = {}
+                tally = agents.get(span.name)
+                if tally is None:
+                    tally = agents[span.name] = _RunTally()
                 tally.calls += 1
                 tally.errors += span.status != "ok"
                 tally.latency_ms += span.latency_ms
@@ -265,19 +308,18 @@ class AlertMonitor:
             return
         tallies = self._runs.pop(run.run_id, None)  # None: no agent spans (recording off)
         now = run.finished_at or self._clock.now()
+        run_id = run.run_id
         found: list[Alert] = []
-        observe = self.detector.observe
+        observe = self.detector.observe_into
         if tallies:
             for agent, t in sorted(tallies.items()):
-                found += observe(agent, "error_rate", t.errors / t.calls, at=now, run_id=run.run_id)
-                found += observe(
-                    agent, "latency_ms", t.latency_ms / t.calls, at=now, run_id=run.run_id
-                )
-                found += observe(agent, "cost_usd", float(t.cost), at=now, run_id=run.run_id)
+                observe(found, agent, "error_rate", t.errors / t.calls, now, run_id)
+                observe(found, agent, "latency_ms", t.latency_ms / t.calls, now, run_id)
+                observe(found, agent, "cost_usd", float(t.cost), now, run_id)
         subject = self._subjects.get(run.workflow)
         if subject is None:
             subject = self._subjects[run.workflow] = f"workflow:{run.workflow}"
-        found += observe(subject, "cost_per_task", float(run.cost_usd), at=now, run_id=run.run_id)
+        observe(found, subject, "cost_per_task", float(run.cost_usd), now, run_id)
         if found:
             task = asyncio.get_running_loop().create_task(self._deliver(found))
             self._tasks.add(task)
