@@ -1,7 +1,7 @@
 """W1's (or W2's) runtime cost of this checkout against an earlier commit, side by side.
 
     .venv/bin/python bench/compare_commits.py REV [--rounds 9] [--runs 400]
-    .venv/bin/python bench/compare_commits.py REV --w2 [--gc-threshold 10000]
+    .venv/bin/python bench/compare_commits.py REV --w2 [--spans] [--gc-threshold 10000]
 
 The machine is noisy (the same build has measured 2x apart minutes apart), so a before/after
 number from two separate runs says little. This checks REV out into a temporary git worktree and
@@ -14,6 +14,8 @@ With `--w2` a turn is one W2 wave instead (`w2_concurrency.py`: `--runs` pipelin
 once, default 1,000, the sleep model, no recorder) and the figure is the CPU seconds the wave
 took (`time.process_time`; its wall time is printed too, but once a wave's work is close to
 the model's 50 ms per stage the sleeps set the wall time and hide changes in the work).
+`--spans` writes every span and run record to the SQLite store, as an app does by default (the
+CPU time then includes the store's writer thread).
 `--gc-threshold` sets the young-generation threshold in both workers (default: Python's).
 """
 
@@ -40,8 +42,8 @@ async def _worker(root: Path, workload: str, gc_threshold: int) -> None:
 
     if gc_threshold:
         gc.set_threshold(gc_threshold, *gc.get_threshold()[1:])
-    if workload == "w2":
-        await _w2_worker()
+    if workload in ("w2", "w2-spans"):
+        await _w2_worker(record=workload == "w2-spans")
         return
 
     from bench.w1_pipeline import Constant, build
@@ -72,13 +74,15 @@ async def _worker(root: Path, workload: str, gc_threshold: int) -> None:
             print((time.perf_counter() - t0) / runs / 4 * 1e6, flush=True)
 
 
-async def _w2_worker() -> None:
+async def _w2_worker(*, record: bool) -> None:
     import logging
 
     from bench.w2_concurrency import build, wave
 
     logging.disable(logging.WARNING)
-    app = build(f"sqlite:///{tempfile.mkdtemp()}/w2.db", record=False, durable=False, model="sleep")
+    app = build(
+        f"sqlite:///{tempfile.mkdtemp()}/w2.db", record=record, durable=False, model="sleep"
+    )
     await app.open()
     for _ in range(3):
         await wave(app, 200, False, "warm-up")
@@ -94,10 +98,13 @@ def main() -> None:
     parser.add_argument("rev", help="the commit to compare against, e.g. HEAD~5")
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--runs", type=int, help="runs per turn (default 400; W2: 1000)")
-    parser.add_argument("--w2", action="store_true", help="compare W2 wall times instead")
+    parser.add_argument("--w2", action="store_true", help="compare W2 waves instead")
+    parser.add_argument(
+        "--spans", action="store_true", help="W2 with every span written to SQLite (the default)"
+    )
     parser.add_argument("--gc-threshold", type=int, default=0, help="young-generation threshold")
     args = parser.parse_args()
-    workload = "w2" if args.w2 else "w1"
+    workload = ("w2-spans" if args.spans else "w2") if args.w2 else "w1"
     runs = args.runs or (1000 if args.w2 else 400)
     with tempfile.TemporaryDirectory() as tmp:
         before = Path(tmp) / "before"
