@@ -35,6 +35,12 @@ _KEY_SHAPES = (
 )
 
 
+# `json.dumps` with any non-default option builds a new encoder per call; spans and runs dump a
+# few dozen fields each, so one encoder is built here and shared (it keeps no state per call).
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+_encode_plain = json.JSONEncoder(separators=(",", ":")).encode
+
+
 class Redactor:
     """Turns span and run fields into the JSON text that may be stored."""
 
@@ -53,14 +59,11 @@ class Redactor:
         """JSON text for a stored field: redacted, then truncated. None stays None."""
         if value is None:
             return None
-        text = self.text(json.dumps(value, separators=(",", ":"), default=str))
+        text = self.text(_encode(value))
         limit = self.policy.max_chars
         if len(text) <= limit:
             return text
-        return json.dumps(
-            {"truncated": True, "chars": len(text), "preview": text[:limit]},
-            separators=(",", ":"),
-        )
+        return _encode_plain({"truncated": True, "chars": len(text), "preview": text[:limit]})
 
     def span_fields(self, span: Span) -> tuple[str | None, str | None, str | None, str | None]:
         """A span's input (a model span's prompt as the policy allows), output, error and attrs
