@@ -118,9 +118,8 @@ class Detector:
         limits = p.thresholds
         if limits:
             limit = limits.get(f"{subject}.{metric}", limits.get(metric))
-            if limit is not None and value > limit:
-                self._raise(
-                    found,
+            if limit is not None and value > limit and self._due("threshold", subject, metric, at):
+                found.append(
                     Alert(
                         kind="threshold",
                         subject=subject,
@@ -159,9 +158,8 @@ class Detector:
         current = _median(recent)
         # A flat baseline has std 0: then a move of more than 1% of the mean is a change.
         spread = max(std, abs(mean) * 0.01, 1e-12)
-        if abs(current - mean) > p.sigmas * spread:
-            self._raise(
-                found,
+        if abs(current - mean) > p.sigmas * spread and self._due("anomaly", subject, metric, at):
+            found.append(
                 Alert(
                     kind="anomaly",
                     subject=subject,
@@ -178,9 +176,13 @@ class Detector:
                     at=at,
                 ),
             )
-        if metric in _COSTS and mean > 0 and current > p.cost_ratio * mean:
-            self._raise(
-                found,
+        if (
+            metric in _COSTS
+            and mean > 0
+            and current > p.cost_ratio * mean
+            and self._due("cost", subject, metric, at)
+        ):
+            found.append(
                 Alert(
                     kind="cost",
                     subject=subject,
@@ -197,13 +199,16 @@ class Detector:
                 ),
             )
 
-    def _raise(self, found: list[Alert], alert: Alert) -> None:
-        """Add `alert` to `found` unless the same alert fired within the cooldown."""
-        last = self._last.get(alert.key)
-        if last is not None and (alert.at - last).total_seconds() < self.policy.cooldown_s:
-            return
-        self._last[alert.key] = alert.at
-        found.append(alert)
+    def _due(self, kind: AlertKind, subject: str, metric: str, at: datetime) -> bool:
+        """Whether this alert may fire at `at` (the same one did not within the cooldown); if
+        so it is taken as fired. Checked before the alert and its message are built: under a
+        steady anomaly most runs fall in the cooldown."""
+        key = f"{kind}:{subject}:{metric}"  # `Alert.key`
+        last = self._last.get(key)
+        if last is not None and (at - last).total_seconds() < self.policy.cooldown_s:
+            return False
+        self._last[key] = at
+        return True
 
 
 def _median(values: deque[float]) -> float:
