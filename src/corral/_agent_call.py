@@ -569,13 +569,18 @@ class AgentCall(Generic[In, Out]):
     async def _record(self, **fields: Any) -> None:
         if not self.recording:
             return
-        await _record_span(
-            self.recorder, self.clock, run_id=self.ctx.run_id, agent=self.agent.name, **fields
+        await self.recorder.record_span(
+            _span(self.clock, run_id=self.ctx.run_id, agent=self.agent.name, **fields)
         )
 
 
-async def _record_span(
-    recorder: Recorder,
+async def _record_span(recorder: Recorder, clock: Clock, **fields: Any) -> None:
+    """Record a span built from `fields` (see `_span`), if `recorder` keeps spans."""
+    if records(recorder):
+        await recorder.record_span(_span(clock, **fields))
+
+
+def _span(
     clock: Clock,
     *,
     run_id: str,
@@ -596,30 +601,27 @@ async def _record_span(
     cost_usd: Decimal = Decimal(0),
     tier: str | None = None,
     attrs: dict[str, JsonValue] | None = None,
-) -> None:
-    if not records(recorder):
-        return
-    await recorder.record_span(
-        Span(
-            run_id=run_id,
-            step_id=step_id,
-            parent_id=parent_id,
-            kind=kind,
-            name=name,
-            agent=agent,
-            model=model,
-            input=input,
-            output=output,
-            tokens_in=tokens_in,
-            tokens_out=tokens_out,
-            cost_usd=cost_usd,
-            latency_ms=(clock.monotonic() - t0) * 1000,
-            status=status,
-            error=error,
-            started_at=started,
-            tier=tier,
-            attrs=attrs,
-        )
+) -> Span:
+    """A finished span of `kind` started at `started` (`t0`: the clock's monotonic then)."""
+    return Span._new(
+        run_id=run_id,
+        step_id=step_id,
+        parent_id=parent_id,
+        kind=kind,
+        name=name,
+        agent=agent,
+        model=model,
+        input=input,
+        output=output,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        cost_usd=cost_usd,
+        latency_ms=(clock.monotonic() - t0) * 1000,
+        status=status,
+        error=error,
+        started_at=started,
+        tier=tier,
+        attrs=attrs,
     )
 
 

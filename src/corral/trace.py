@@ -36,6 +36,9 @@ RunStatus = Literal[
 class Span:
     """One unit of work inside a run. `step_id` is unique within the run."""
 
+    _new: ClassVar[Callable[..., Span]]
+    """`Span(...)` without the class call's keyword dict (see `corral._dataclass`)."""
+
     run_id: str
     step_id: str
     parent_id: str | None
