@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -199,15 +200,20 @@ def test_prune_deletes_only_what_is_past_retention(cli):
     assert code == 0 and "succeeded" not in out
 
 
-async def test_prune_forgets_durable_runs_in_the_engine_too(tmp_path):
-    import sqlalchemy as sa
+_PRUNE_DURABLE = """
+import asyncio, json, sys
+from datetime import UTC, datetime, timedelta
 
-    from tests.apps.echo import build
+import sqlalchemy as sa
 
-    app = build(AppConfig(database=f"sqlite:///{tmp_path / 'd.db'}", durable=True))
+from corral import AppConfig
+from tests.apps.echo import build
+
+
+async def main() -> None:
+    app = build(AppConfig(database=sys.argv[1], durable=True))
     async with app:
         kept_running = await app.run("ask", {"text": "hi"})
-        assert kept_running.ok
         store = app._store
 
         def engine_rows() -> int:
@@ -215,8 +221,30 @@ async def test_prune_forgets_durable_runs_in_the_engine_too(tmp_path):
                 return int(conn.execute(sa.text("SELECT count(*) FROM workflow_status")).scalar())
 
         before = await asyncio.to_thread(engine_rows)
-        assert before >= 1
         counts = await store.prune(datetime.now(UTC) + timedelta(seconds=1))
-        assert counts["runs"] == 1 and counts["steps"] >= 1
-        assert await asyncio.to_thread(engine_rows) == before - 1
-        assert await store.get_run(kept_running.run_id) is None
+        after = await asyncio.to_thread(engine_rows)
+        gone = await store.get_run(kept_running.run_id) is None
+        print(json.dumps({"ok": kept_running.ok, "before": before, "after": after,
+                          "counts": counts, "gone": gone}))
+
+
+asyncio.run(main())
+"""
+
+
+def test_prune_forgets_durable_runs_in_the_engine_too(tmp_path):
+    # In a child process: DBOS serves one database per process, and another test module in this
+    # process may already run durable workflows on its own (any test order must pass).
+    out = subprocess.run(
+        [sys.executable, "-c", _PRUNE_DURABLE, f"sqlite:///{tmp_path / 'd.db'}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found["ok"]
+    assert found["before"] >= 1
+    assert found["counts"]["runs"] == 1 and found["counts"]["steps"] >= 1
+    assert found["after"] == found["before"] - 1
+    assert found["gone"]
