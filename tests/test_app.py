@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from typing import Any
@@ -467,6 +468,24 @@ def test_run_ids_are_random_version_4_uuids_in_hex():
     for rid in list(ids)[:200]:
         parsed = uuid.UUID(hex=rid)
         assert parsed.hex == rid and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_a_forked_child_does_not_repeat_its_parents_run_ids():
+    from corral.app import new_run_id
+
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, to the parent
+        try:
+            os.write(writer, " ".join(new_run_id() for _ in range(3)).encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    parents = {new_run_id() for _ in range(3)}
+    with os.fdopen(reader) as pipe:
+        childs = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    assert len(childs) == 3 and not parents & childs
 
 
 def test_runs_and_call_timeouts_work_on_uvloop(tmp_path):
