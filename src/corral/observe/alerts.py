@@ -138,16 +138,8 @@ class Detector:
         recent = series.recent
         recent.append(value)
         size = len(recent)
-        if size > p.recent:  # `_Series.push`, spelled out: a dozen times per run
-            moved = recent.popleft()
-            base = series.base
-            base.append(moved)
-            series.total += moved
-            series.squares += moved * moved
-            if len(base) > series.size:
-                old = base.popleft()
-                series.total -= old
-                series.squares -= old * old
+        if size > p.recent:
+            series.push(recent.popleft())
         elif size < p.recent:
             return
         n = len(series.base)
