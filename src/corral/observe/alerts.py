@@ -142,11 +142,9 @@ class Detector:
             series.push(recent.popleft())
         elif size < p.recent:
             return
-        n = len(series.base)
-        if n < p.min_samples or n == 0:
+        if len(series.base) < max(p.min_samples, 1):
             return
-        mean = series.total / n
-        std = math.sqrt(max(0.0, series.squares / n - mean * mean))
+        mean, std, n = series.stats()
         current = _median(recent)
         # A flat baseline has std 0: then a move of more than 1% of the mean is a change.
         spread = max(std, abs(mean) * 0.01, 1e-12)
