@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -283,26 +283,20 @@ class SqlStore:
 
     async def _write(self, fn: Callable[[sa.Connection], Any]) -> None:
         """One write, committed (in a transaction it may share with other writes) on return."""
-        try:
-            await self._writer.write(fn)
-        except OperationalError as exc:
-            raise self._state_error(exc) from exc
-        except DBAPIError as exc:
-            raise StateError(f"database {self._safe_url()} failed: {exc.orig}") from exc
+        await self._checked(self._writer.write(fn))
 
     async def _write_rows(self, table: str, make: Callable[[], list[dict[str, Any]]]) -> None:
         """Upsert the rows `make()` returns into `table`, merged with other writes' rows for it
         (`GroupWriter.write_rows`); committed on return."""
-        try:
-            await self._writer.write_rows(self._upserts[table], make)
-        except OperationalError as exc:
-            raise self._state_error(exc) from exc
-        except DBAPIError as exc:
-            raise StateError(f"database {self._safe_url()} failed: {exc.orig}") from exc
+        await self._checked(self._writer.write_rows(self._upserts[table], make))
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._checked(asyncio.to_thread(fn, *args))
+
+    async def _checked(self, work: Awaitable[T]) -> T:
+        """Await `work`, turning the driver's errors into a `StateError` naming the database."""
         try:
-            return await asyncio.to_thread(fn, *args)
+            return await work
         except OperationalError as exc:
             raise self._state_error(exc) from exc
         except DBAPIError as exc:
