@@ -287,12 +287,11 @@ def test_public_api_is_pinned():
 
 
 async def test_migrations_build_exactly_the_tables_the_store_uses(tmp_path):
-    """Alembic's revisions and the table definitions in `corral.store.sql` must not drift."""
+    """Alembic's revisions and the table definitions in `corral.store.schema` must not drift."""
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    import corral.store.ops  # noqa: F401 - registers its tables in `metadata`
-    from corral.store.sql import SCHEMA_VERSION, VERSION_TABLE, metadata
+    from corral.store.schema import SCHEMA_VERSION, VERSION_TABLE, metadata
 
     store = await SqlStore.open(f"sqlite:///{tmp_path / 'm.db'}")
     try:

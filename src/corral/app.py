@@ -304,6 +304,7 @@ class App:
         async with self._start_lock:
             if self._started:
                 return
+            from corral.engine import forget_runs
             from corral.observe.redact import Redactor
             from corral.store.sql import SqlStore  # adapter, imported on use
 
@@ -311,7 +312,9 @@ class App:
                 _gc.hold(self.config.gc_threshold)
                 self._gc_held = self.config.gc_threshold
             self._store = await SqlStore.open(
-                self.config.database, redactor=Redactor(self.config.trace)
+                self.config.database,
+                redactor=Redactor(self.config.trace),
+                forget_durable=forget_runs,
             )
             await self._open_ops()
             self._open_taps()

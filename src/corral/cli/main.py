@@ -50,9 +50,10 @@ def _short(value: Any, width: int = 80) -> str:
 
 
 async def _store(cfg: AppConfig) -> Any:
+    from corral.engine import forget_runs
     from corral.store.sql import SqlStore
 
-    return await SqlStore.open(cfg.database)
+    return await SqlStore.open(cfg.database, forget_durable=forget_runs)
 
 
 @app.command()

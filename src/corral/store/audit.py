@@ -21,6 +21,9 @@ the newest checkpoint are protected by the chain alone until the next checkpoint
 
 Ed25519 (from `cryptography`, the standard Python implementation) rather than an HMAC: verifying an
 exported checkpoint needs only the public key, so an auditor who can verify cannot forge.
+
+`AuditLog` is the log of one database: the other operator modules (`humans`, `controls`, `tokens`)
+append through it inside their own transactions, so a change and its audit entry commit together.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import base64
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -43,36 +46,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from corral.contracts import JsonValue
 from corral.errors import ConfigError
-from corral.store.sql import metadata
+from corral.store._rows import load
+from corral.store.schema import audit, audit_checkpoints
+from corral.store.sql import SqlStore
 
-__all__ = ["GENESIS", "AuditSigner", "Problem", "entry_hash", "verify_chain"]
+__all__ = ["GENESIS", "AuditLog", "AuditSigner", "Problem", "entry_hash", "verify_chain"]
 
 GENESIS = "0" * 64
 """The `prev_hash` of the first entry."""
-
-audit = sa.Table(
-    "corral_audit",
-    metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("at", sa.String(40), nullable=False),
-    sa.Column("actor", sa.String(200), nullable=False),
-    sa.Column("action", sa.String(64), nullable=False),
-    sa.Column("subject", sa.String(400), nullable=False),
-    sa.Column("run_id", sa.String(64)),
-    sa.Column("details", sa.Text, nullable=False),
-    sa.Column("prev_hash", sa.String(64), nullable=False),
-    sa.Column("hash", sa.String(64), nullable=False),
-)
-checkpoints = sa.Table(
-    "corral_audit_checkpoints",
-    metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("hash", sa.String(64), nullable=False),
-    sa.Column("at", sa.String(40), nullable=False),
-    sa.Column("public_key", sa.String(64), nullable=False),
-    sa.Column("signature", sa.String(128), nullable=False),
-)
 
 
 def canonical(value: Any) -> str:
@@ -139,7 +122,7 @@ def append(
         )
     )
     if signer is not None and checkpoint_every > 0 and seq % checkpoint_every == 0:
-        conn.execute(checkpoints.insert().values(**signer.sign(seq, digest, stamp)))
+        conn.execute(audit_checkpoints.insert().values(**signer.sign(seq, digest, stamp)))
     return seq
 
 
@@ -150,11 +133,13 @@ def checkpoint(conn: sa.Connection, signer: AuditSigner, at: datetime) -> dict[s
     ).first()
     if head is None:
         return None
-    done = conn.execute(sa.select(checkpoints).where(checkpoints.c.seq == head[0])).first()
+    done = conn.execute(
+        sa.select(audit_checkpoints).where(audit_checkpoints.c.seq == head[0])
+    ).first()
     if done is not None:
         return dict(done._mapping)
     values = signer.sign(head[0], head[1], at.isoformat())
-    conn.execute(checkpoints.insert().values(**values))
+    conn.execute(audit_checkpoints.insert().values(**values))
     return values
 
 
@@ -346,3 +331,149 @@ def verify_chain(
                 )
             )
     return count, problems
+
+
+class AuditLog:
+    """The audit log of one database: appending, reading, checkpoints and verification.
+
+    Args:
+        store: The app's store (its engine and redactor are used).
+        key_file: Where the signing key lives (see `AuditSigner`).
+        checkpoint_every: Sign the chain head every this many entries.
+    """
+
+    def __init__(
+        self,
+        store: SqlStore,
+        *,
+        key_file: str | Path = ".corral/audit.key",
+        checkpoint_every: int = 100,
+    ) -> None:
+        self.store = store
+        self.checkpoint_every = checkpoint_every
+        self._key_file = key_file
+        self._signer: AuditSigner | None = None
+
+    @property
+    def signer(self) -> AuditSigner:
+        """The checkpoint signing key (loaded, or created, on first use)."""
+        if self._signer is None:
+            self._signer = AuditSigner.load(self._key_file)
+        return self._signer
+
+    def load_key(self) -> None:
+        """Load (or create) the signing key on the caller's side, so a bad key is a clear
+        `ConfigError` there rather than a failure inside a write transaction."""
+        self.signer  # noqa: B018 - the property loads it
+
+    def append_in(
+        self,
+        conn: sa.Connection,
+        *,
+        at: datetime,
+        actor: str,
+        action: str,
+        subject: str,
+        run_id: str | None,
+        details: dict[str, JsonValue],
+    ) -> int:
+        """Append one entry (secrets redacted) inside the caller's transaction; returns its
+        number. Call `load_key` before opening the transaction."""
+        return append(
+            conn,
+            at=at,
+            actor=actor,
+            action=action,
+            subject=subject,
+            run_id=run_id,
+            details=self.store.redactor.text(canonical(details)),
+            signer=self.signer,
+            checkpoint_every=self.checkpoint_every,
+        )
+
+    async def record(
+        self,
+        *,
+        at: datetime,
+        actor: str,
+        action: str,
+        subject: str,
+        run_id: str | None = None,
+        details: dict[str, JsonValue] | None = None,
+    ) -> int:
+        """Append one audit entry (secrets redacted, nothing truncated); returns its number."""
+        self.load_key()
+
+        def write() -> int:
+            with self.store.engine.begin() as conn:
+                return self.append_in(
+                    conn,
+                    at=at,
+                    actor=actor,
+                    action=action,
+                    subject=subject,
+                    run_id=run_id,
+                    details=details or {},
+                )
+
+        return await self.store._call(write)
+
+    async def entries(
+        self, *, run_id: str | None = None, action: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """The newest audit entries (details parsed), newest first."""
+
+        def read() -> list[dict[str, Any]]:
+            query = sa.select(audit).order_by(audit.c.seq.desc()).limit(limit)
+            if run_id is not None:
+                query = query.where(audit.c.run_id == run_id)
+            if action is not None:
+                query = query.where(audit.c.action == action)
+            with self.store.engine.connect() as conn:
+                return [{**r._mapping, "details": load(r.details)} for r in conn.execute(query)]
+
+        return await self.store._call(read)
+
+    async def checkpoint(self, at: datetime) -> dict[str, Any] | None:
+        """Sign the chain head now (if it is not signed yet); returns the checkpoint."""
+        signer = self.signer
+
+        def write() -> dict[str, Any] | None:
+            with self.store.engine.begin() as conn:
+                return checkpoint(conn, signer, at)
+
+        return await self.store._call(write)
+
+    async def checkpoints(self) -> list[dict[str, Any]]:
+        """Every signed checkpoint, oldest first (what `corral audit export` writes)."""
+
+        def read() -> list[dict[str, Any]]:
+            with self.store.engine.connect() as conn:
+                rows = conn.execute(sa.select(audit_checkpoints).order_by(audit_checkpoints.c.seq))
+                return [dict(r._mapping) for r in rows]
+
+        return await self.store._call(read)
+
+    async def verify(
+        self,
+        *,
+        exported: Sequence[dict[str, Any]] = (),
+        trusted_keys: set[str] | None = None,
+    ) -> tuple[int, list[Problem]]:
+        """Check the whole chain against its checkpoints (and exported ones).
+
+        Args:
+            exported: Checkpoints kept outside the database (`corral audit export`).
+            trusted_keys: Public keys to trust (default: this app's signing key).
+        """
+        keys = trusted_keys if trusted_keys is not None else {self.signer.public_key}
+
+        def read() -> tuple[int, list[Problem]]:
+            with self.store.engine.connect() as conn:
+                points = [dict(r._mapping) for r in conn.execute(sa.select(audit_checkpoints))]
+                rows = conn.execution_options(yield_per=1000).execute(
+                    sa.select(audit).order_by(audit.c.seq)
+                )
+                return verify_chain(rows, [*points, *exported], keys)
+
+        return await self.store._call(read)

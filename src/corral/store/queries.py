@@ -19,7 +19,8 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from corral.errors import UsageError
-from corral.store.sql import PICO, _aware, alerts, runs, spans
+from corral.store._rows import aware
+from corral.store.schema import PICO, alerts, human_requests, runs, spans
 
 __all__ = [
     "GROUPS",
@@ -227,7 +228,7 @@ def run_page(conn: sa.Connection, f: RunFilter) -> list[dict[str, Any]]:
         item["tags"] = json.loads(item["tags"] or "[]")
         item["cost_usd"] = Decimal(item["cost_usd"])
         for key in ("started_at", "finished_at"):
-            item[key] = _aware(item[key])
+            item[key] = aware(item[key])
         out.append(item)
     return out
 
@@ -338,20 +339,18 @@ def feedback(conn: sa.Connection, since: datetime | None = None) -> list[dict[st
 
     Rows `{agent, reviews, mean_score, labels}` (labels: count per label), by agent name.
     """
-    from corral.store.ops import requests  # the human requests table
-
     query = (
-        sa.select(spans.c.agent, requests.c.run_id, requests.c.value)
-        .join(spans, spans.c.run_id == requests.c.run_id)
+        sa.select(spans.c.agent, human_requests.c.run_id, human_requests.c.value)
+        .join(spans, spans.c.run_id == human_requests.c.run_id)
         .where(
-            requests.c.kind == "review",
-            requests.c.status == "reviewed",
+            human_requests.c.kind == "review",
+            human_requests.c.status == "reviewed",
             spans.c.kind == "agent",
         )
         .distinct()
     )
     if since is not None:
-        query = query.where(requests.c.decided_at >= since)
+        query = query.where(human_requests.c.decided_at >= since)
     per: dict[str, list[dict[str, Any]]] = {}
     for agent, _, value in conn.execute(query):
         per.setdefault(agent, []).append(json.loads(value) if value else {})
@@ -375,16 +374,14 @@ def feedback(conn: sa.Connection, since: datetime | None = None) -> list[dict[st
 
 def pending_requests(conn: sa.Connection, now: datetime) -> dict[str, dict[str, Any]]:
     """Requests waiting for a human, by kind: how many and how old the oldest is (seconds)."""
-    from corral.store.ops import requests  # the human requests table
-
     rows = conn.execute(
-        sa.select(requests.c.kind, sa.func.count(), sa.func.min(requests.c.created_at))
-        .where(requests.c.status == "pending")
-        .group_by(requests.c.kind)
+        sa.select(human_requests.c.kind, sa.func.count(), sa.func.min(human_requests.c.created_at))
+        .where(human_requests.c.status == "pending")
+        .group_by(human_requests.c.kind)
     )
     out: dict[str, dict[str, Any]] = {}
     for kind, count, oldest in rows:
-        at = _aware(oldest)
+        at = aware(oldest)
         out[kind] = {"pending": int(count), "oldest_s": (now - at).total_seconds() if at else 0.0}
     return out
 
@@ -404,7 +401,7 @@ def agent_series(
     count = max(1, int((now - start) // bucket_s) + 1)
     raw: dict[str, list[tuple[list[float], int, int]]] = {}
     for row in rows:
-        at = _aware(row.started_at)
+        at = aware(row.started_at)
         assert at is not None
         index = min(count - 1, max(0, int((at.timestamp() - start) // bucket_s)))
         buckets = raw.setdefault(row.name, [([], 0, 0) for _ in range(count)])
@@ -516,6 +513,6 @@ def list_alerts(
     for row in conn.execute(query.limit(limit)):
         item = dict(row._mapping)
         for key in ("created_at", "acknowledged_at"):
-            item[key] = _aware(item[key])
+            item[key] = aware(item[key])
         out.append(item)
     return out

@@ -1,15 +1,12 @@
-"""Corral's tables (runs, spans, journaled steps, side effects) in SQLite or PostgreSQL.
+"""The run database: runs, spans, journaled steps, side effects, caches and alerts in SQLite or
+PostgreSQL (the tables are in `corral.store.schema`).
 
 SQLAlchemy Core, sync engine; reads move off the event loop with `asyncio.to_thread`, writes go
 through one group-commit thread (`_writer.py`).
 SQLite runs in WAL mode with `synchronous=NORMAL` and a busy timeout (see notes/dbos.md: the default
 journal mode pays an fsync per commit). The same engine is handed to DBOS, so one file holds both.
-
-Schema changes are Alembic migrations in `migrations/versions/` (revision `000N` is schema version
-N; each sets `schema_version` in `corral_meta`), applied by `SqlStore.open`. To change the schema:
-edit the tables here (or in `ops.py` / `audit.py`, which add theirs to the same `metadata`),
-add the next revision, bump `SCHEMA_VERSION` and add a line to `_CHANGELOG`. A database written
-by a newer Corral is refused with a `StateError` instead of being misread.
+`SqlStore.open` applies the Alembic migrations in `migrations/versions/` and refuses a database
+written by a newer Corral with a `StateError` instead of misreading it.
 """
 
 from __future__ import annotations
@@ -33,134 +30,34 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from corral.contracts import JsonValue
 from corral.errors import ConfigError, StateError
 from corral.observe.redact import Redactor
+from corral.store._rows import aware, dump, load
 from corral.store._writer import GroupWriter
+from corral.store.schema import (
+    PICO,
+    SCHEMA_VERSION,
+    VERSION_TABLE,
+    alerts,
+    cache,
+    effects,
+    human_requests,
+    meta_table,
+    runs,
+    semantic,
+    spans,
+    steps,
+)
 from corral.trace import RunRecord, Span
 
-__all__ = ["SCHEMA_VERSION", "SqlStore", "make_engine"]
+__all__ = ["SCHEMA_VERSION", "ForgetRuns", "SqlStore", "make_engine"]
 
-SCHEMA_VERSION = 5
-_CHANGELOG = {
-    1: "runs, spans, steps, effects",
-    2: "response cache",
-    3: "semantic cache",
-    4: "cost ledger columns, dashboard indexes, alerts",
-    5: "human requests, operator controls, API tokens, audit log (tables in store/ops.py)",
-}
-PICO = Decimal(10) ** 12
-"""`cost_pusd` columns hold USD * 1e12 as integers, so SQL sums are exact."""
-
-VERSION_TABLE = "corral_alembic_version"
-"""Corral's own Alembic version table (an application's Alembic history stays separate)."""
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
+ForgetRuns = Callable[[sa.Engine, list[str]], None]
+"""Deletes a durable engine's own records of finished runs (`corral.engine.forget_runs`); called
+in a thread by `SqlStore.prune`. The store does not import the engine: whoever opens the store
+(the composition root, the CLI) hands this in."""
+
 T = TypeVar("T")
-metadata = sa.MetaData()
-
-meta_table = sa.Table(
-    "corral_meta",
-    metadata,
-    sa.Column("key", sa.String(64), primary_key=True),
-    sa.Column("value", sa.String(256), nullable=False),
-)
-runs = sa.Table(
-    "corral_runs",
-    metadata,
-    sa.Column("run_id", sa.String(64), primary_key=True),
-    sa.Column("workflow", sa.String(200), nullable=False),
-    sa.Column("status", sa.String(32), nullable=False),
-    sa.Column("durable", sa.Boolean, nullable=False),
-    sa.Column("user_id", sa.String(200)),
-    sa.Column("tenant", sa.String(200)),
-    sa.Column("tags", sa.Text, nullable=False, default="[]"),
-    sa.Column("input", sa.Text),
-    sa.Column("output", sa.Text),
-    sa.Column("error", sa.Text),
-    sa.Column("tokens_in", sa.Integer, nullable=False, default=0),
-    sa.Column("tokens_out", sa.Integer, nullable=False, default=0),
-    sa.Column("cost_usd", sa.String(40), nullable=False, default="0"),
-    sa.Column("calls", sa.Integer, nullable=False, default=0),
-    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False, index=True),
-    sa.Column("finished_at", sa.DateTime(timezone=True)),
-    sa.Column("cost_pusd", sa.BigInteger, nullable=False, default=0),
-)
-spans = sa.Table(
-    "corral_spans",
-    metadata,
-    sa.Column("run_id", sa.String(64), primary_key=True),
-    sa.Column("step_id", sa.String(64), primary_key=True),
-    sa.Column("parent_id", sa.String(64)),
-    sa.Column("kind", sa.String(16), nullable=False),
-    sa.Column("name", sa.String(200), nullable=False),
-    sa.Column("agent", sa.String(200)),
-    sa.Column("model", sa.String(200)),
-    sa.Column("input", sa.Text),
-    sa.Column("output", sa.Text),
-    sa.Column("tokens_in", sa.Integer, nullable=False),
-    sa.Column("tokens_out", sa.Integer, nullable=False),
-    sa.Column("cost_usd", sa.String(40), nullable=False),
-    sa.Column("latency_ms", sa.Float, nullable=False),
-    sa.Column("status", sa.String(32), nullable=False),
-    sa.Column("error", sa.Text),
-    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False, index=True),
-    sa.Column("tier", sa.String(64)),
-    sa.Column("attrs", sa.Text),
-    sa.Column("cost_pusd", sa.BigInteger, nullable=False, default=0),
-)
-steps = sa.Table(
-    "corral_steps",
-    metadata,
-    sa.Column("run_id", sa.String(64), primary_key=True),
-    sa.Column("step_id", sa.String(64), primary_key=True),
-    sa.Column("name", sa.String(200), nullable=False),
-    sa.Column("result", sa.Text, nullable=False),
-)
-effects = sa.Table(
-    "corral_effects",
-    metadata,
-    sa.Column("key", sa.String(160), primary_key=True),
-    sa.Column("run_id", sa.String(64), nullable=False),
-    sa.Column("tool", sa.String(200), nullable=False),
-    sa.Column("result", sa.Text, nullable=False),
-)
-cache = sa.Table(
-    "corral_cache",
-    metadata,
-    sa.Column("namespace", sa.String(200), primary_key=True),
-    sa.Column("key", sa.String(64), primary_key=True),
-    sa.Column("value", sa.Text, nullable=False),
-    sa.Column("expires_at", sa.Float, nullable=False, index=True),
-)
-semantic = sa.Table(
-    "corral_semantic",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("scope", sa.String(400), nullable=False, index=True),
-    sa.Column("embedder", sa.String(100), nullable=False),
-    sa.Column("vector", sa.LargeBinary, nullable=False),
-    sa.Column("value", sa.Text, nullable=False),
-    sa.Column("expires_at", sa.Float, nullable=False),
-)
-sa.Index("ix_corral_runs_status", runs.c.status, runs.c.started_at)
-sa.Index("ix_corral_runs_workflow", runs.c.workflow, runs.c.started_at)
-sa.Index("ix_corral_runs_user", runs.c.user_id, runs.c.started_at)
-
-alerts = sa.Table(
-    "corral_alerts",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("key", sa.String(400), nullable=False),
-    sa.Column("kind", sa.String(32), nullable=False),
-    sa.Column("agent", sa.String(200)),
-    sa.Column("metric", sa.String(64), nullable=False),
-    sa.Column("value", sa.Float, nullable=False),
-    sa.Column("baseline", sa.Float),
-    sa.Column("limit_value", sa.Float),
-    sa.Column("run_id", sa.String(64)),
-    sa.Column("message", sa.Text, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
-    sa.Column("acknowledged_at", sa.DateTime(timezone=True)),
-    sa.Column("acknowledged_by", sa.String(200)),
-)
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -219,29 +116,24 @@ def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cur.close()
 
 
-def _dump(value: JsonValue) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"), default=str)
-
-
-def _load(text: str | None) -> JsonValue:
-    return None if text is None else json.loads(text)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite returns naive datetimes even for timezone=True columns; everything stored is UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
 class SqlStore:
     """Runs, spans, journaled steps and side effects in one SQL database (a `Recorder`)."""
 
-    def __init__(self, engine: sa.Engine, url: str, redactor: Redactor | None = None) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        url: str,
+        redactor: Redactor | None = None,
+        *,
+        forget_durable: ForgetRuns | None = None,
+    ) -> None:
         self.engine = engine
         self.url = url
         self.redactor = redactor or Redactor()
         """Applied to every stored payload, prompt and error (see `corral.observe.redact`)."""
+        self.forget_durable = forget_durable
+        """`prune` hands the ids of the durable runs it deleted to this (None: nothing else
+        holds records of them)."""
         dialect = engine.dialect.name
         self._writer = GroupWriter(engine)
         self._insert: Any = sqlite.insert if dialect == "sqlite" else postgresql.insert
@@ -265,14 +157,16 @@ class SqlStore:
         )
 
     @classmethod
-    async def open(cls, url: str, redactor: Redactor | None = None) -> SqlStore:
+    async def open(
+        cls, url: str, redactor: Redactor | None = None, *, forget_durable: ForgetRuns | None = None
+    ) -> SqlStore:
         """Connect, create missing tables and check the schema version.
 
         Raises:
             StateError: the database is locked, corrupt, unreachable or from a newer Corral.
             ConfigError: the URL is unusable.
         """
-        store = cls(make_engine(url), url, redactor)
+        store = cls(make_engine(url), url, redactor, forget_durable=forget_durable)
         await store._call(store._migrate)
         return store
 
@@ -406,12 +300,12 @@ class SqlStore:
         def read() -> dict[str, JsonValue] | None:
             with self.engine.connect() as conn:
                 row = conn.execute(sa.select(effects.c.result).where(effects.c.key == key)).first()
-            return None if row is None else {"result": _load(row[0])}
+            return None if row is None else {"result": load(row[0])}
 
         return await self._call(read)
 
     async def record_effect(self, key: str, run_id: str, tool: str, result: JsonValue) -> None:
-        values = {"key": key, "run_id": run_id, "tool": tool, "result": _dump(result) or "null"}
+        values = {"key": key, "run_id": run_id, "tool": tool, "result": dump(result) or "null"}
         await self._write(lambda conn: conn.execute(self._upserts["effects"], values))
 
     # -- response cache (a `ResponseCache`) -------------------------------------------------------
@@ -500,9 +394,9 @@ class SqlStore:
 
     async def prune(self, before: datetime, *, dry_run: bool = False) -> dict[str, int]:
         """Delete runs that finished before `before` (their spans, steps, effects, human requests
-        and engine records too), alerts raised before it, and expired cache entries. Running runs
-        stay. The audit log is never pruned: deleting entries is what `corral audit verify`
-        detects.
+        and, through `forget_durable`, engine records too), alerts raised before it, and expired
+        cache entries. Running runs stay. The audit log is never pruned: deleting entries is
+        what `corral audit verify` detects.
 
         Returns counts by table (what would be deleted, with `dry_run`).
         """
@@ -515,8 +409,6 @@ class SqlStore:
                 )
                 durable_ids = [r[0] for r in conn.execute(old.where(runs.c.durable.is_(True)))]
                 where: sa.ColumnElement[bool]
-                from corral.store.ops import requests as human_requests
-
                 for name, table in (
                     ("spans", spans),
                     ("steps", steps),
@@ -541,10 +433,8 @@ class SqlStore:
             return counts, durable_ids
 
         counts, durable_ids = await self._call(work)
-        if durable_ids and not dry_run:
-            from corral.engine.dbos import forget_runs  # adapter, imported on use
-
-            await self._call(forget_runs, self.engine, durable_ids)
+        if durable_ids and not dry_run and self.forget_durable is not None:
+            await self._call(self.forget_durable, self.engine, durable_ids)
         return counts
 
     # -- journal --------------------------------------------------------------------------------
@@ -572,7 +462,7 @@ class SqlStore:
         """Journal a step's result, with spans written in the same transaction; a second write
         of the same step keeps the first."""
 
-        values = {"run_id": run_id, "step_id": step_id, "name": name, "result": _dump(result)}
+        values = {"run_id": run_id, "step_id": step_id, "name": name, "result": dump(result)}
         values["result"] = values["result"] or "null"
 
         def write(conn: sa.Connection) -> None:
@@ -619,9 +509,9 @@ class SqlStore:
             for row in rows:
                 item = dict(row._mapping)
                 for key in ("input", "output", "error", "attrs"):
-                    item[key] = _load(item[key])
+                    item[key] = load(item[key])
                 item["cost_usd"] = Decimal(item["cost_usd"])
-                item["started_at"] = _aware(item["started_at"])
+                item["started_at"] = aware(item["started_at"])
                 out.append(item)
             out.sort(key=lambda s: _step_order(s["step_id"]))
             return out
@@ -632,11 +522,11 @@ class SqlStore:
     def _run_row(mapping: Any) -> dict[str, Any]:
         item = dict(mapping)
         for key in ("input", "output", "error"):
-            item[key] = _load(item[key])
+            item[key] = load(item[key])
         item["tags"] = json.loads(item["tags"] or "[]")
         item["cost_usd"] = Decimal(item["cost_usd"])
-        item["started_at"] = _aware(item["started_at"])
-        item["finished_at"] = _aware(item["finished_at"])
+        item["started_at"] = aware(item["started_at"])
+        item["finished_at"] = aware(item["finished_at"])
         return item
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from corral.store.sql import VERSION_TABLE, metadata
+from corral.store.schema import VERSION_TABLE, metadata
 
 connection = context.config.attributes["connection"]
 context.configure(

@@ -1,0 +1,290 @@
+"""Human requests in the run database (`corral_human_requests`): the `HumanStore` the core's
+`HumanDesk` waits through, plus listing and deciding.
+
+`decide` is the one way a request changes: it checks the action is allowed for the request's kind,
+validates an edited value or an answer against the request's JSON schema (`jsonschema`, the
+reference validator), and records the decision only if the request is still pending (a conditional
+UPDATE), with its audit entry in the same transaction, so two people deciding at once cannot both
+win and nothing executes twice.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from corral.contracts import JsonValue
+from corral.errors import ConflictError, NotFoundError, PayloadError, UsageError
+from corral.humans import ACTIONS, STATUS_OF, HumanRequest
+from corral.store import queries
+from corral.store._rows import aware, dump, load
+from corral.store.audit import AuditLog
+from corral.store.schema import human_requests
+from corral.store.sql import SqlStore
+
+__all__ = ["HumanRequests"]
+
+
+class HumanRequests:
+    """The human requests of one database (a `corral.humans.HumanStore`); every decision is
+    audited through `log`."""
+
+    def __init__(self, store: SqlStore, log: AuditLog) -> None:
+        self._store = store
+        self._log = log
+
+    async def open_request(self, request: HumanRequest) -> dict[str, Any]:
+        values = {
+            "id": request.id,
+            "run_id": request.run_id,
+            "step_id": request.step_id,
+            "kind": request.kind,
+            "workflow": request.workflow,
+            "subject": request.subject,
+            "title": request.title,
+            "payload": self._store.redactor.dump(request.payload),
+            "schema": dump(request.schema),
+            "status": "pending",
+            "default_action": request.default,
+            "created_at": request.created_at,
+            "deadline_at": request.deadline_at,
+        }
+
+        def write() -> dict[str, Any]:
+            with self._store.engine.begin() as conn:
+                stmt = self._store._insert(human_requests).values(**values)
+                conn.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
+                row = conn.execute(
+                    sa.select(human_requests).where(human_requests.c.id == request.id)
+                ).one()
+                return _request_row(row._mapping)
+
+        return await self._store._call(write)
+
+    async def get_request(self, request_id: str) -> dict[str, Any] | None:
+        def read() -> dict[str, Any] | None:
+            with self._store.engine.connect() as conn:
+                row = conn.execute(
+                    sa.select(human_requests).where(human_requests.c.id == request_id)
+                ).first()
+                return None if row is None else _request_row(row._mapping)
+
+        return await self._store._call(read)
+
+    async def expire_request(self, request_id: str, at: datetime) -> dict[str, Any]:
+        def write() -> dict[str, Any]:
+            with self._store.engine.begin() as conn:
+                row = conn.execute(
+                    sa.select(human_requests).where(human_requests.c.id == request_id)
+                ).one()
+                if row.status == "pending":
+                    conn.execute(
+                        human_requests.update()
+                        .where(
+                            human_requests.c.id == request_id, human_requests.c.status == "pending"
+                        )
+                        .values(
+                            status="timed_out",
+                            action=row.default_action,
+                            decided_at=at,
+                            decided_by="timeout",
+                        )
+                    )
+                    self._log.append_in(
+                        conn,
+                        at=at,
+                        actor="timeout",
+                        action=f"human.{row.default_action}",
+                        subject=request_id,
+                        run_id=row.run_id,
+                        details={"kind": row.kind, "subject": row.subject, "timed_out": True},
+                    )
+                    row = conn.execute(
+                        sa.select(human_requests).where(human_requests.c.id == request_id)
+                    ).one()
+                return _request_row(row._mapping)
+
+        self._log.load_key()
+        return await self._store._call(write)
+
+    async def decided_among(self, request_ids: list[str]) -> list[str]:
+        def read() -> list[str]:
+            with self._store.engine.connect() as conn:
+                found = conn.execute(
+                    sa.select(human_requests.c.id).where(
+                        human_requests.c.id.in_(request_ids), human_requests.c.status != "pending"
+                    )
+                )
+                return [r[0] for r in found]
+
+        return await self._store._call(read)
+
+    async def human_wait_s(self, run_id: str, now: datetime) -> float:
+        """Seconds `run_id` has spent waiting for approvals and escalations (open ones to `now`)."""
+
+        def read() -> float:
+            with self._store.engine.connect() as conn:
+                rows = conn.execute(
+                    sa.select(human_requests.c.created_at, human_requests.c.decided_at).where(
+                        human_requests.c.run_id == run_id, human_requests.c.kind != "review"
+                    )
+                ).all()
+            total = 0.0
+            for created, decided in rows:
+                end = aware(decided) or now
+                total += max((end - aware(created)).total_seconds(), 0.0)  # type: ignore[operator]
+            return total
+
+        return await self._store._call(read)
+
+    async def list_requests(
+        self,
+        *,
+        kind: str | None = None,
+        status: str | None = "pending",
+        run_id: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Requests, newest first (`status=None`: any status)."""
+        if kind is not None and kind not in ACTIONS:
+            raise UsageError(f"unknown request kind {kind!r}; use one of {sorted(ACTIONS)}")
+
+        def read() -> list[dict[str, Any]]:
+            query = (
+                sa.select(human_requests).order_by(human_requests.c.created_at.desc()).limit(limit)
+            )
+            if kind is not None:
+                query = query.where(human_requests.c.kind == kind)
+            if status is not None:
+                query = query.where(human_requests.c.status == status)
+            if run_id is not None:
+                query = query.where(human_requests.c.run_id == run_id)
+            with self._store.engine.connect() as conn:
+                return [_request_row(r._mapping) for r in conn.execute(query)]
+
+        return await self._store._call(read)
+
+    async def decide(
+        self,
+        request_id: str,
+        action: str,
+        *,
+        by: str,
+        at: datetime,
+        value: JsonValue = None,
+        comment: str = "",
+    ) -> dict[str, Any]:
+        """Record a human's decision; returns the decided row.
+
+        Raises:
+            NotFoundError: no such request.
+            UsageError: the action does not apply to this kind of request.
+            PayloadError: an edit or answer that does not fit the request's schema, or feedback
+                without a score in 1..5.
+            ConflictError: the request was already decided (by someone else, or the timeout).
+        """
+        row = await self.get_request(request_id)
+        if row is None:
+            raise NotFoundError("human request", request_id)
+        allowed = ACTIONS[row["kind"]]
+        if action not in allowed:
+            raise UsageError(
+                f"cannot {action!r} a {row['kind']} request; use one of {list(allowed)}"
+            )
+        value = _checked_value(row, action, value)
+        self._log.load_key()
+
+        def write() -> dict[str, Any]:
+            with self._store.engine.begin() as conn:
+                done = conn.execute(
+                    human_requests.update()
+                    .where(human_requests.c.id == request_id, human_requests.c.status == "pending")
+                    .values(
+                        status=STATUS_OF[action],
+                        action=action,
+                        value=dump(value),
+                        comment=comment,
+                        decided_at=at,
+                        decided_by=by,
+                    )
+                )
+                current = conn.execute(
+                    sa.select(human_requests).where(human_requests.c.id == request_id)
+                ).one()
+                if not done.rowcount:
+                    raise ConflictError(
+                        f"request {request_id} is already {current.status} (by "
+                        f"{current.decided_by} at {aware(current.decided_at)}); nothing changed"
+                    )
+                self._log.append_in(
+                    conn,
+                    at=at,
+                    actor=by,
+                    action=f"human.{action}",
+                    subject=request_id,
+                    run_id=row["run_id"],
+                    details={
+                        "kind": row["kind"],
+                        "subject": row["subject"],
+                        "value": value,
+                        "comment": comment,
+                    },
+                )
+                return _request_row(current._mapping)
+
+        return await self._store._call(write)
+
+    async def feedback(self, *, since: datetime | None = None) -> list[dict[str, Any]]:
+        """Review feedback per agent (see `corral.store.queries.feedback`)."""
+        return await self._store.query(queries.feedback, since)
+
+
+def _request_row(mapping: Any) -> dict[str, Any]:
+    row = dict(mapping)
+    for key in ("payload", "schema", "value"):
+        row[key] = load(row[key])
+    for key in ("created_at", "deadline_at", "decided_at"):
+        row[key] = aware(row[key])
+    return row
+
+
+def _checked_value(row: dict[str, Any], action: str, value: JsonValue) -> JsonValue:
+    if action == "review":
+        if not isinstance(value, dict):
+            raise PayloadError("feedback needs an object: {score: 1..5, label?, comment?}")
+        score = value.get("score")
+        if isinstance(score, bool) or not isinstance(score, int | float) or not 1 <= score <= 5:
+            raise PayloadError(f"feedback score must be a number from 1 to 5, got {score!r}")
+        label = value.get("label")
+        if label is not None and not isinstance(label, str):
+            raise PayloadError(f"feedback label must be text, got {label!r}")
+        return {"score": score, "label": label}
+    if action not in ("edit", "answer"):
+        if value is not None:
+            raise PayloadError(f"{action!r} takes no value; use 'edit' to change the arguments")
+        return None
+    schema = row.get("schema")
+    if value is None:
+        raise PayloadError(f"{action!r} needs a value that fits the request's schema")
+    if schema is None:
+        raise UsageError(f"request {row['id']} has no schema, so it cannot be edited or answered")
+    try:
+        validator = Draft202012Validator(schema)
+        errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+    except SchemaError as exc:  # pragma: no cover - schemas come from Pydantic
+        raise UsageError(f"request {row['id']} has an unusable schema: {exc.message}") from exc
+    if errors:
+        details = [
+            {"loc": ".".join(str(p) for p in e.absolute_path), "msg": e.message} for e in errors
+        ]
+        summary = "; ".join(f"{d['loc'] or '<root>'}: {d['msg']}" for d in details)
+        raise PayloadError(
+            f"the {'edited arguments' if action == 'edit' else 'answer'} do not fit the schema of "
+            f"{row['subject']!r}: {summary}",
+            errors=details,
+        )
+    return value
