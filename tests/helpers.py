@@ -35,11 +35,12 @@ def cli_runner(
     config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> Callable[..., tuple[int, str, str]]:
     """`invoke(*args)` runs `corral ARGS --config CONFIG` in process: (exit code, stdout, stderr)."""
+    from corral.cli import _output
     from corral.cli import main as cli_main
 
     # A wide terminal, so assertions see whole cells (the narrow case is Rich's business).
-    monkeypatch.setattr(cli_main.console, "width", 220)
-    monkeypatch.setattr(cli_main.err, "width", 220)
+    monkeypatch.setattr(_output.console, "width", 220)
+    monkeypatch.setattr(_output.err, "width", 220)
 
     def invoke(*args: str) -> tuple[int, str, str]:
         monkeypatch.setattr(sys, "argv", ["corral", *args, "--config", str(config)])

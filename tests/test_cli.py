@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.cli import main as cli_main
+from corral.cli import _output
 from corral.cli.main import main
 from tests.helpers import cli_runner
 
@@ -111,7 +111,7 @@ def test_show_highlights_guard_decisions(tmp_path, monkeypatch, capsys):
         "[guards.retry]\nbase_delay_s = 0.001\nmax_delay_s = 0.002\n",
         encoding="utf-8",
     )
-    monkeypatch.setattr(cli_main.console, "width", 200)
+    monkeypatch.setattr(_output.console, "width", 200)
 
     def invoke(*args: str) -> tuple[int, str]:
         monkeypatch.setattr(sys, "argv", ["corral", *args, "--config", str(config)])

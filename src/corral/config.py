@@ -30,7 +30,7 @@ from corral.guards.policy import (
 )
 from corral.guards.router import RouterPolicy
 from corral.humans import AuditPolicy, HumanPolicy
-from corral.observe.policy import AlertPolicy, OtlpConfig, RetentionPolicy, TracePolicy
+from corral.telemetry import AlertPolicy, OtlpConfig, RetentionPolicy, TracePolicy
 
 __all__ = [
     "AppConfig",

@@ -20,6 +20,12 @@ console = Console()
 err = Console(stderr=True)
 
 
+def short(value: Any, width: int = 80) -> str:
+    """`value` (JSON unless text) on one line, cut to `width` characters."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def _emit(rows: list[dict[str, Any]], columns: list[str], fmt: str, title: str) -> None:
     if fmt == "json":
         console.print_json(json.dumps(rows, default=str))

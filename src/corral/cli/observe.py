@@ -10,8 +10,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from corral._loop import run as run_loop
+from corral.cli._app import ConfigOpt, DbOpt, app, open_store, read_config
 from corral.cli._output import Format, _emit, console, err
-from corral.cli.main import ConfigOpt, DbOpt, _config, _store, app
 from corral.errors import UsageError
 
 T = TypeVar("T")
@@ -19,7 +19,7 @@ T = TypeVar("T")
 
 def _query(config: Any, db: Any, fn: Callable[..., T], *args: Any) -> T:
     async def go() -> T:
-        store = await _store(_config(config, db))
+        store = await open_store(read_config(config, db))
         try:
             result: T = await store.query(fn, *args)
             return result
@@ -141,7 +141,7 @@ def alerts_ack(
     """Acknowledge an alert."""
 
     async def go() -> bool:
-        store = await _store(_config(config, db))
+        store = await open_store(read_config(config, db))
         try:
             done: bool = await store.acknowledge_alert(alert_id, by, datetime.now(UTC))
             return done
@@ -167,11 +167,11 @@ def prune(
     """Delete finished runs (with their spans, steps and effects) and alerts past retention."""
     from corral.store import queries
 
-    cfg = _config(config, db)
+    cfg = read_config(config, db)
     cutoff = queries.parse_since(older_than or f"{cfg.retention.days}d")
 
     async def go() -> dict[str, int]:
-        store = await _store(cfg)
+        store = await open_store(cfg)
         try:
             counts: dict[str, int] = await store.prune(cutoff, dry_run=dry_run)
             return counts
@@ -216,7 +216,7 @@ def serve(
 
     from corral.server.dashboard import create_dashboard
 
-    cfg = _config(config, db)
+    cfg = read_config(config, db)
 
     async def first_token(ops: Any) -> None:
         # Every page and endpoint needs a token: on a database with none, make the first admin
@@ -246,7 +246,7 @@ def serve(
                 web.mount("/", create_dashboard(target._store, app=target))
                 yield
         else:
-            store = await _store(cfg)
+            store = await open_store(cfg)
             try:
                 ops = Ops(
                     store,

@@ -17,8 +17,8 @@ import typer
 from rich.markup import escape
 
 from corral._loop import run as run_loop
-from corral.cli._output import Format, _emit, console, err
-from corral.cli.main import ConfigOpt, DbOpt, _config, _short, _store, app
+from corral.cli._app import ConfigOpt, DbOpt, app, open_store, read_config
+from corral.cli._output import Format, _emit, console, err, short
 from corral.config import AppConfig
 from corral.errors import PayloadError, UsageError
 
@@ -37,8 +37,8 @@ def _with_ops(config: Path | None, db: str | None, fn: Callable[[Any], Awaitable
     """Run `fn(ops)` against the configured database."""
 
     async def go() -> T:
-        cfg: AppConfig = _config(config, db)
-        store = await _store(cfg)
+        cfg: AppConfig = read_config(config, db)
+        store = await open_store(cfg)
         from corral.store.ops import Ops
 
         ops = Ops(store, key_file=cfg.audit.key_file, checkpoint_every=cfg.audit.checkpoint_every)
@@ -56,7 +56,7 @@ def _json_arg(text: str) -> Any:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
         raise PayloadError(
-            f"not JSON ({exc.msg} at character {exc.pos}): {_short(raw, 60)}"
+            f"not JSON ({exc.msg} at character {exc.pos}): {short(raw, 60)}"
         ) from exc
 
 
@@ -104,7 +104,7 @@ def inbox(
         ),
     )
     for r in rows:
-        r["what"] = _short(r["payload"], 70)
+        r["what"] = short(r["payload"], 70)
     columns = ["id", "kind", "workflow", "subject", "title", "created_at", "deadline_at", "what"]
     if all_:
         columns += ["status", "decided_by"]
@@ -305,7 +305,7 @@ def audit_list(
         config, db, lambda ops: ops.audit_entries(run_id=run, action=action, limit=limit)
     )
     for r in rows:
-        r["what"] = _short(r["details"], 80)
+        r["what"] = short(r["details"], 80)
     _emit(rows, ["seq", "at", "actor", "action", "subject", "run_id", "what"], fmt, "Audit log")
 
 

@@ -4,6 +4,6 @@ Importing this package loads only the policies; exporters and the metrics endpoi
 libraries when used.
 """
 
-from corral.observe.policy import AlertPolicy, OtlpConfig, RetentionPolicy, TracePolicy
+from corral.telemetry import AlertPolicy, OtlpConfig, RetentionPolicy, TracePolicy
 
 __all__ = ["AlertPolicy", "OtlpConfig", "RetentionPolicy", "TracePolicy"]

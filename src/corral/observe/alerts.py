@@ -31,8 +31,8 @@ from decimal import Decimal
 from typing import Any, Literal, Protocol
 
 from corral.clock import Clock
-from corral.observe.policy import AlertPolicy
 from corral.observe.webhook import post_json
+from corral.telemetry import AlertPolicy
 from corral.trace import RunRecord, Span
 
 __all__ = ["Alert", "AlertMonitor", "Detector"]

@@ -48,8 +48,8 @@ from corral.observe._otlp_rows import (
     span_bytes,
     trace_bytes,
 )
-from corral.observe.policy import OtlpConfig
 from corral.observe.redact import Redactor
+from corral.telemetry import OtlpConfig
 from corral.trace import RunRecord, Span
 
 __all__ = ["OtlpExporter", "span_id", "trace_id"]

@@ -18,8 +18,8 @@ import re
 from typing import Any
 
 from corral.contracts import JsonValue
-from corral.observe.policy import TracePolicy
 from corral.secrets import loaded_secrets
+from corral.telemetry import TracePolicy
 from corral.trace import Span
 
 __all__ = ["REDACTED", "Redactor"]

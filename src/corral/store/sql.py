@@ -3,7 +3,7 @@ PostgreSQL (the tables are in `corral.store.schema`).
 
 SQLAlchemy Core, sync engine; reads move off the event loop with `asyncio.to_thread`, writes go
 through one group-commit thread (`_writer.py`).
-SQLite runs in WAL mode with `synchronous=NORMAL` and a busy timeout (see notes/dbos.md: the default
+SQLite runs in WAL mode with `synchronous=NORMAL` and a busy timeout (see docs/dbos.md: the default
 journal mode pays an fsync per commit). The same engine is handed to DBOS, so one file holds both.
 `SqlStore.open` applies the Alembic migrations in `migrations/versions/` and refuses a database
 written by a newer Corral with a `StateError` instead of misreading it.

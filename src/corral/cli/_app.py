@@ -1,0 +1,47 @@
+"""The `corral` Typer app and what every command shares: the `--config` / `--db` options, reading
+the config and opening the run database.
+
+Command modules (`runs`, `sim`, `observe`, `operate`) register their commands on `app`;
+`corral.cli.main` imports them in the order `corral --help` lists them and runs the app.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from corral.config import AppConfig, load_config
+
+if TYPE_CHECKING:
+    from corral.store.sql import SqlStore
+
+__all__ = ["ConfigOpt", "DbOpt", "app", "open_store", "read_config"]
+
+app = typer.Typer(
+    name="corral",
+    help="Corral: a production runtime for multi-agent LLM systems.\n\n"
+    "Commands run on uvloop's event loop when it is installed (pip install 'corral\\[fast]'); "
+    "CORRAL_LOOP=asyncio|uvloop|auto chooses.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="corral.toml to read")]
+DbOpt = Annotated[str | None, typer.Option("--db", help="database URL (overrides the config file)")]
+
+
+def read_config(config: Path | None, db: str | None) -> AppConfig:
+    """The config from `--config` (or `corral.toml`), with `--db` over its `database`."""
+    cfg = load_config(config)
+    return replace(cfg, database=db) if db else cfg
+
+
+async def open_store(cfg: AppConfig) -> SqlStore:
+    """The run database of `cfg`; `prune` there forgets durable runs in the engine too."""
+    from corral.engine import forget_runs
+    from corral.store.sql import SqlStore  # loads SQLAlchemy: only for commands that need it
+
+    return await SqlStore.open(cfg.database, forget_durable=forget_runs)
