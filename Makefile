@@ -16,8 +16,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m examples.support_desk $(ARGS)
 
-# pre-commit runs ruff format/check, whitespace, TOML and YAML checks on every tracked file, with
-# the tools pinned in .venv (local hooks: no network needed).
+# pre-commit runs ruff format/check, the import-linter layer contracts (pyproject.toml), whitespace,
+# TOML and YAML checks on every tracked file, with the tools pinned in .venv (local hooks: no
+# network needed).
 lint: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pre-commit run --all-files --show-diff-on-failure
 
