@@ -404,55 +404,51 @@ class AuditLog:
         """Append one audit entry (secrets redacted, nothing truncated); returns its number."""
         self.load_key()
 
-        def write() -> int:
-            with self.store.engine.begin() as conn:
-                return self.append_in(
-                    conn,
-                    at=at,
-                    actor=actor,
-                    action=action,
-                    subject=subject,
-                    run_id=run_id,
-                    details=details or {},
-                )
+        def write(conn: sa.Connection) -> int:
+            return self.append_in(
+                conn,
+                at=at,
+                actor=actor,
+                action=action,
+                subject=subject,
+                run_id=run_id,
+                details=details or {},
+            )
 
-        return await self.store._call(write)
+        return await self.store.transact(write)
 
     async def entries(
         self, *, run_id: str | None = None, action: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
         """The newest audit entries (details parsed), newest first."""
 
-        def read() -> list[dict[str, Any]]:
+        def read(conn: sa.Connection) -> list[dict[str, Any]]:
             query = sa.select(audit).order_by(audit.c.seq.desc()).limit(limit)
             if run_id is not None:
                 query = query.where(audit.c.run_id == run_id)
             if action is not None:
                 query = query.where(audit.c.action == action)
-            with self.store.engine.connect() as conn:
-                return [{**r._mapping, "details": load(r.details)} for r in conn.execute(query)]
+            return [{**r._mapping, "details": load(r.details)} for r in conn.execute(query)]
 
-        return await self.store._call(read)
+        return await self.store.query(read)
 
     async def checkpoint(self, at: datetime) -> dict[str, Any] | None:
         """Sign the chain head now (if it is not signed yet); returns the checkpoint."""
         signer = self.signer
 
-        def write() -> dict[str, Any] | None:
-            with self.store.engine.begin() as conn:
-                return checkpoint(conn, signer, at)
+        def write(conn: sa.Connection) -> dict[str, Any] | None:
+            return checkpoint(conn, signer, at)
 
-        return await self.store._call(write)
+        return await self.store.transact(write)
 
     async def checkpoints(self) -> list[dict[str, Any]]:
         """Every signed checkpoint, oldest first (what `corral audit export` writes)."""
 
-        def read() -> list[dict[str, Any]]:
-            with self.store.engine.connect() as conn:
-                rows = conn.execute(sa.select(audit_checkpoints).order_by(audit_checkpoints.c.seq))
-                return [dict(r._mapping) for r in rows]
+        def read(conn: sa.Connection) -> list[dict[str, Any]]:
+            rows = conn.execute(sa.select(audit_checkpoints).order_by(audit_checkpoints.c.seq))
+            return [dict(r._mapping) for r in rows]
 
-        return await self.store._call(read)
+        return await self.store.query(read)
 
     async def verify(
         self,
@@ -468,12 +464,11 @@ class AuditLog:
         """
         keys = trusted_keys if trusted_keys is not None else {self.signer.public_key}
 
-        def read() -> tuple[int, list[Problem]]:
-            with self.store.engine.connect() as conn:
-                points = [dict(r._mapping) for r in conn.execute(sa.select(audit_checkpoints))]
-                rows = conn.execution_options(yield_per=1000).execute(
-                    sa.select(audit).order_by(audit.c.seq)
-                )
-                return verify_chain(rows, [*points, *exported], keys)
+        def read(conn: sa.Connection) -> tuple[int, list[Problem]]:
+            points = [dict(r._mapping) for r in conn.execute(sa.select(audit_checkpoints))]
+            rows = conn.execution_options(yield_per=1000).execute(
+                sa.select(audit).order_by(audit.c.seq)
+            )
+            return verify_chain(rows, [*points, *exported], keys)
 
-        return await self.store._call(read)
+        return await self.store.query(read)

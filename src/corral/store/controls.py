@@ -73,35 +73,33 @@ class Controls:
             name = None
         self._log.load_key()
 
-        def write() -> int:
-            with self._store.engine.begin() as conn:
-                seq = conn.execute(
-                    controls.insert()
-                    .values(action=action, scope=scope, name=name, reason=reason, by=by, at=at)
-                    .returning(controls.c.seq)
-                ).scalar_one()
-                self._log.append_in(
-                    conn,
-                    at=at,
-                    actor=by,
-                    action=f"operator.{action}",
-                    subject=f"{scope}:{name}" if name else scope,
-                    run_id=name if scope == "run" else None,
-                    details={"reason": reason},
-                )
-                return int(seq)
+        def write(conn: sa.Connection) -> int:
+            seq = conn.execute(
+                controls.insert()
+                .values(action=action, scope=scope, name=name, reason=reason, by=by, at=at)
+                .returning(controls.c.seq)
+            ).scalar_one()
+            self._log.append_in(
+                conn,
+                at=at,
+                actor=by,
+                action=f"operator.{action}",
+                subject=f"{scope}:{name}" if name else scope,
+                run_id=name if scope == "run" else None,
+                details={"reason": reason},
+            )
+            return int(seq)
 
-        seq = await self._store._call(write)
+        seq = await self._store.transact(write)
         return Control(seq=seq, action=action, scope=scope, name=name, reason=reason, by=by, at=at)
 
     async def since(self, seq: int) -> list[Control]:
         """Operator actions after `seq`, oldest first."""
 
-        def read() -> list[Control]:
-            with self._store.engine.connect() as conn:
-                rows = conn.execute(
-                    sa.select(controls).where(controls.c.seq > seq).order_by(controls.c.seq)
-                )
-                return [Control(**{**r._mapping, "at": aware(r.at)}) for r in rows]
+        def read(conn: sa.Connection) -> list[Control]:
+            rows = conn.execute(
+                sa.select(controls).where(controls.c.seq > seq).order_by(controls.c.seq)
+            )
+            return [Control(**{**r._mapping, "at": aware(r.at)}) for r in rows]
 
-        return await self._store._call(read)
+        return await self._store.query(read)

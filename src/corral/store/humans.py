@@ -54,92 +54,85 @@ class HumanRequests:
             "deadline_at": request.deadline_at,
         }
 
-        def write() -> dict[str, Any]:
-            with self._store.engine.begin() as conn:
-                stmt = self._store._insert(human_requests).values(**values)
-                conn.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
-                row = conn.execute(
-                    sa.select(human_requests).where(human_requests.c.id == request.id)
-                ).one()
-                return _request_row(row._mapping)
+        def write(conn: sa.Connection) -> dict[str, Any]:
+            stmt = self._store.insert(human_requests).values(**values)
+            conn.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
+            row = conn.execute(
+                sa.select(human_requests).where(human_requests.c.id == request.id)
+            ).one()
+            return _request_row(row._mapping)
 
-        return await self._store._call(write)
+        return await self._store.transact(write)
 
     async def get_request(self, request_id: str) -> dict[str, Any] | None:
-        def read() -> dict[str, Any] | None:
-            with self._store.engine.connect() as conn:
-                row = conn.execute(
-                    sa.select(human_requests).where(human_requests.c.id == request_id)
-                ).first()
-                return None if row is None else _request_row(row._mapping)
+        def read(conn: sa.Connection) -> dict[str, Any] | None:
+            row = conn.execute(
+                sa.select(human_requests).where(human_requests.c.id == request_id)
+            ).first()
+            return None if row is None else _request_row(row._mapping)
 
-        return await self._store._call(read)
+        return await self._store.query(read)
 
     async def expire_request(self, request_id: str, at: datetime) -> dict[str, Any]:
-        def write() -> dict[str, Any]:
-            with self._store.engine.begin() as conn:
+        def write(conn: sa.Connection) -> dict[str, Any]:
+            row = conn.execute(
+                sa.select(human_requests).where(human_requests.c.id == request_id)
+            ).one()
+            if row.status == "pending":
+                conn.execute(
+                    human_requests.update()
+                    .where(human_requests.c.id == request_id, human_requests.c.status == "pending")
+                    .values(
+                        status="timed_out",
+                        action=row.default_action,
+                        decided_at=at,
+                        decided_by="timeout",
+                    )
+                )
+                self._log.append_in(
+                    conn,
+                    at=at,
+                    actor="timeout",
+                    action=f"human.{row.default_action}",
+                    subject=request_id,
+                    run_id=row.run_id,
+                    details={"kind": row.kind, "subject": row.subject, "timed_out": True},
+                )
                 row = conn.execute(
                     sa.select(human_requests).where(human_requests.c.id == request_id)
                 ).one()
-                if row.status == "pending":
-                    conn.execute(
-                        human_requests.update()
-                        .where(
-                            human_requests.c.id == request_id, human_requests.c.status == "pending"
-                        )
-                        .values(
-                            status="timed_out",
-                            action=row.default_action,
-                            decided_at=at,
-                            decided_by="timeout",
-                        )
-                    )
-                    self._log.append_in(
-                        conn,
-                        at=at,
-                        actor="timeout",
-                        action=f"human.{row.default_action}",
-                        subject=request_id,
-                        run_id=row.run_id,
-                        details={"kind": row.kind, "subject": row.subject, "timed_out": True},
-                    )
-                    row = conn.execute(
-                        sa.select(human_requests).where(human_requests.c.id == request_id)
-                    ).one()
-                return _request_row(row._mapping)
+            return _request_row(row._mapping)
 
         self._log.load_key()
-        return await self._store._call(write)
+        return await self._store.transact(write)
 
     async def decided_among(self, request_ids: list[str]) -> list[str]:
-        def read() -> list[str]:
-            with self._store.engine.connect() as conn:
-                found = conn.execute(
-                    sa.select(human_requests.c.id).where(
-                        human_requests.c.id.in_(request_ids), human_requests.c.status != "pending"
-                    )
+        def read(conn: sa.Connection) -> list[str]:
+            found = conn.execute(
+                sa.select(human_requests.c.id).where(
+                    human_requests.c.id.in_(request_ids), human_requests.c.status != "pending"
                 )
-                return [r[0] for r in found]
+            )
+            return [r[0] for r in found]
 
-        return await self._store._call(read)
+        return await self._store.query(read)
 
     async def human_wait_s(self, run_id: str, now: datetime) -> float:
         """Seconds `run_id` has spent waiting for approvals and escalations (open ones to `now`)."""
 
-        def read() -> float:
-            with self._store.engine.connect() as conn:
-                rows = conn.execute(
-                    sa.select(human_requests.c.created_at, human_requests.c.decided_at).where(
-                        human_requests.c.run_id == run_id, human_requests.c.kind != "review"
-                    )
-                ).all()
+        def read(conn: sa.Connection) -> float:
+            rows = conn.execute(
+                sa.select(human_requests.c.created_at, human_requests.c.decided_at).where(
+                    human_requests.c.run_id == run_id, human_requests.c.kind != "review"
+                )
+            ).all()
             total = 0.0
             for created, decided in rows:
                 end = aware(decided) or now
                 total += max((end - aware(created)).total_seconds(), 0.0)  # type: ignore[operator]
             return total
 
-        return await self._store._call(read)
+        return await self._store.query(read)
 
     async def list_requests(
         self,
@@ -153,7 +146,7 @@ class HumanRequests:
         if kind is not None and kind not in ACTIONS:
             raise UsageError(f"unknown request kind {kind!r}; use one of {sorted(ACTIONS)}")
 
-        def read() -> list[dict[str, Any]]:
+        def read(conn: sa.Connection) -> list[dict[str, Any]]:
             query = (
                 sa.select(human_requests).order_by(human_requests.c.created_at.desc()).limit(limit)
             )
@@ -163,10 +156,9 @@ class HumanRequests:
                 query = query.where(human_requests.c.status == status)
             if run_id is not None:
                 query = query.where(human_requests.c.run_id == run_id)
-            with self._store.engine.connect() as conn:
-                return [_request_row(r._mapping) for r in conn.execute(query)]
+            return [_request_row(r._mapping) for r in conn.execute(query)]
 
-        return await self._store._call(read)
+        return await self._store.query(read)
 
     async def decide(
         self,
@@ -198,45 +190,44 @@ class HumanRequests:
         value = _checked_value(row, action, value)
         self._log.load_key()
 
-        def write() -> dict[str, Any]:
-            with self._store.engine.begin() as conn:
-                done = conn.execute(
-                    human_requests.update()
-                    .where(human_requests.c.id == request_id, human_requests.c.status == "pending")
-                    .values(
-                        status=STATUS_OF[action],
-                        action=action,
-                        value=dump(value),
-                        comment=comment,
-                        decided_at=at,
-                        decided_by=by,
-                    )
+        def write(conn: sa.Connection) -> dict[str, Any]:
+            done = conn.execute(
+                human_requests.update()
+                .where(human_requests.c.id == request_id, human_requests.c.status == "pending")
+                .values(
+                    status=STATUS_OF[action],
+                    action=action,
+                    value=dump(value),
+                    comment=comment,
+                    decided_at=at,
+                    decided_by=by,
                 )
-                current = conn.execute(
-                    sa.select(human_requests).where(human_requests.c.id == request_id)
-                ).one()
-                if not done.rowcount:
-                    raise ConflictError(
-                        f"request {request_id} is already {current.status} (by "
-                        f"{current.decided_by} at {aware(current.decided_at)}); nothing changed"
-                    )
-                self._log.append_in(
-                    conn,
-                    at=at,
-                    actor=by,
-                    action=f"human.{action}",
-                    subject=request_id,
-                    run_id=row["run_id"],
-                    details={
-                        "kind": row["kind"],
-                        "subject": row["subject"],
-                        "value": value,
-                        "comment": comment,
-                    },
+            )
+            current = conn.execute(
+                sa.select(human_requests).where(human_requests.c.id == request_id)
+            ).one()
+            if not done.rowcount:
+                raise ConflictError(
+                    f"request {request_id} is already {current.status} (by "
+                    f"{current.decided_by} at {aware(current.decided_at)}); nothing changed"
                 )
-                return _request_row(current._mapping)
+            self._log.append_in(
+                conn,
+                at=at,
+                actor=by,
+                action=f"human.{action}",
+                subject=request_id,
+                run_id=row["run_id"],
+                details={
+                    "kind": row["kind"],
+                    "subject": row["subject"],
+                    "value": value,
+                    "comment": comment,
+                },
+            )
+            return _request_row(current._mapping)
 
-        return await self._store._call(write)
+        return await self._store.transact(write)
 
     async def feedback(self, *, since: datetime | None = None) -> list[dict[str, Any]]:
         """Review feedback per agent (see `corral.store.queries.feedback`)."""

@@ -209,6 +209,25 @@ class SqlStore:
 
         return await self._call(read)
 
+    async def transact(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(connection, *args)` in one transaction in a thread, committed on return (the
+        writes of the operator modules: `humans`, `controls`, `tokens`, `audit`).
+
+        Raises:
+            StateError: the database is locked, unreachable or failed.
+        """
+
+        def write() -> T:
+            with self.engine.begin() as conn:
+                return fn(conn, *args)
+
+        return await self._call(write)
+
+    def insert(self, table: sa.Table) -> Any:
+        """An INSERT into `table` in this database's dialect, which has `on_conflict_do_nothing`
+        and `on_conflict_do_update` (SQLite and PostgreSQL spell them alike)."""
+        return self._insert(table)
+
     def _safe_url(self) -> str:
         return sa.engine.make_url(self.url).render_as_string(hide_password=True)
 

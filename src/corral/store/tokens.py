@@ -76,34 +76,32 @@ class Tokens:
         }
         self._log.load_key()
 
-        def write() -> None:
-            with self._store.engine.begin() as conn:
-                conn.execute(tokens.insert().values(**row))
-                self._log.append_in(
-                    conn,
-                    at=at,
-                    actor=by,
-                    action="token.create",
-                    subject=f"token:{token_id}",
-                    run_id=None,
-                    details={"name": name, "role": role},
-                )
+        def write(conn: sa.Connection) -> None:
+            conn.execute(tokens.insert().values(**row))
+            self._log.append_in(
+                conn,
+                at=at,
+                actor=by,
+                action="token.create",
+                subject=f"token:{token_id}",
+                run_id=None,
+                details={"name": name, "role": role},
+            )
 
-        await self._store._call(write)
+        await self._store.transact(write)
         public = {k: v for k, v in row.items() if k != "hash"}
         return token, {**public, "revoked_at": None, "last_used_at": None}
 
     async def list_all(self) -> list[dict[str, Any]]:
         """Every token (without hashes), newest first."""
 
-        def read() -> list[dict[str, Any]]:
+        def read(conn: sa.Connection) -> list[dict[str, Any]]:
             cols = [c for c in tokens.c if c.name != "hash"]
-            with self._store.engine.connect() as conn:
-                rows = conn.execute(sa.select(*cols).order_by(tokens.c.created_at.desc()))
-                times = ("created_at", "revoked_at", "expires_at", "last_used_at")
-                return [{**r._mapping, **{t: aware(r._mapping[t]) for t in times}} for r in rows]
+            rows = conn.execute(sa.select(*cols).order_by(tokens.c.created_at.desc()))
+            times = ("created_at", "revoked_at", "expires_at", "last_used_at")
+            return [{**r._mapping, **{t: aware(r._mapping[t]) for t in times}} for r in rows]
 
-        return await self._store._call(read)
+        return await self._store.query(read)
 
     async def revoke(self, token_id: str, *, by: str, at: datetime) -> None:
         """Revoke a token.
@@ -114,25 +112,24 @@ class Tokens:
         """
         self._log.load_key()
 
-        def write() -> None:
-            with self._store.engine.begin() as conn:
-                row = conn.execute(sa.select(tokens).where(tokens.c.id == token_id)).first()
-                if row is None:
-                    raise NotFoundError("token", token_id)
-                if row.revoked_at is not None:
-                    raise ConflictError(f"token {token_id} is already revoked")
-                conn.execute(tokens.update().where(tokens.c.id == token_id).values(revoked_at=at))
-                self._log.append_in(
-                    conn,
-                    at=at,
-                    actor=by,
-                    action="token.revoke",
-                    subject=f"token:{token_id}",
-                    run_id=None,
-                    details={"name": row.name},
-                )
+        def write(conn: sa.Connection) -> None:
+            row = conn.execute(sa.select(tokens).where(tokens.c.id == token_id)).first()
+            if row is None:
+                raise NotFoundError("token", token_id)
+            if row.revoked_at is not None:
+                raise ConflictError(f"token {token_id} is already revoked")
+            conn.execute(tokens.update().where(tokens.c.id == token_id).values(revoked_at=at))
+            self._log.append_in(
+                conn,
+                at=at,
+                actor=by,
+                action="token.revoke",
+                subject=f"token:{token_id}",
+                run_id=None,
+                details={"name": row.name},
+            )
 
-        await self._store._call(write)
+        await self._store.transact(write)
 
     async def authenticate(self, token: str, now: datetime) -> dict[str, Any] | None:
         """The live token row matching `token` (`id`, `name`, `role`), or None when it is
@@ -141,42 +138,47 @@ class Tokens:
             return None
         digest = _hash_token(token)
 
-        def check() -> dict[str, Any] | None:
-            with self._store.engine.connect() as conn:
-                row = conn.execute(
-                    sa.select(
-                        tokens.c.id,
-                        tokens.c.name,
-                        tokens.c.role,
-                        tokens.c.expires_at,
-                        tokens.c.last_used_at,
-                    ).where(tokens.c.hash == digest, tokens.c.revoked_at.is_(None))
-                ).first()
-            if row is None:
-                return None
-            expires = aware(row.expires_at)
-            if expires is not None and expires <= now:
-                return None
-            used = aware(row.last_used_at)
-            if used is None or now - used >= _TOUCH_EVERY:
-                with self._store.engine.begin() as conn:
-                    conn.execute(
-                        tokens.update().where(tokens.c.id == row.id).values(last_used_at=now)
-                    )
-            return {"id": row.id, "name": row.name, "role": row.role}
+        def find(
+            conn: sa.Connection,
+        ) -> tuple[str, str, str, datetime | None, datetime | None] | None:
+            row = conn.execute(
+                sa.select(
+                    tokens.c.id,
+                    tokens.c.name,
+                    tokens.c.role,
+                    tokens.c.expires_at,
+                    tokens.c.last_used_at,
+                ).where(tokens.c.hash == digest, tokens.c.revoked_at.is_(None))
+            ).first()
+            return None if row is None else tuple(row)
 
-        return await self._store._call(check)
+        found = await self._store.query(find)
+        if found is None:
+            return None
+        token_id, name, role, expires_at, last_used_at = found
+        expires = aware(expires_at)
+        if expires is not None and expires <= now:
+            return None
+        used = aware(last_used_at)
+        if used is None or now - used >= _TOUCH_EVERY:
+
+            def touch(conn: sa.Connection) -> None:
+                conn.execute(
+                    tokens.update().where(tokens.c.id == token_id).values(last_used_at=now)
+                )
+
+            await self._store.transact(touch)
+        return {"id": token_id, "name": name, "role": role}
 
     async def any_live(self, now: datetime | None = None) -> bool:
         """Whether any live token exists (unrevoked, and unexpired at `now` when given)."""
 
-        def read() -> bool:
+        def read(conn: sa.Connection) -> bool:
             query = sa.select(tokens.c.id, tokens.c.expires_at).where(tokens.c.revoked_at.is_(None))
-            with self._store.engine.connect() as conn:
-                for _, expires in conn.execute(query):
-                    at = aware(expires)
-                    if now is None or at is None or at > now:
-                        return True
+            for _, expires in conn.execute(query):
+                at = aware(expires)
+                if now is None or at is None or at > now:
+                    return True
             return False
 
-        return await self._store._call(read)
+        return await self._store.query(read)
