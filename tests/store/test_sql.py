@@ -1,0 +1,61 @@
+"""`SqlStore.prune` reaches the durable engine only through what the store's opener hands in."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from corral.store.sql import SqlStore
+from corral.trace import RunRecord
+
+T0 = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+async def _store_with_runs(url: str, forget: list[tuple[sa.Engine, list[str]]] | None) -> SqlStore:
+    def remember(engine: sa.Engine, run_ids: list[str]) -> None:
+        assert forget is not None
+        forget.append((engine, sorted(run_ids)))
+
+    store = await SqlStore.open(url, forget_durable=remember if forget is not None else None)
+    for run_id, durable, finished in (
+        ("old-durable", True, T0),
+        ("old-ephemeral", False, T0),
+        ("running-durable", True, None),
+    ):
+        await store.record_run(
+            RunRecord(
+                run_id=run_id,
+                workflow="w",
+                status="succeeded" if finished else "running",
+                durable=durable,
+                started_at=T0 - timedelta(hours=1),
+                finished_at=finished,
+            )
+        )
+    return store
+
+
+async def test_prune_hands_the_pruned_durable_runs_to_forget_durable(tmp_path: Path):
+    forgotten: list[tuple[sa.Engine, list[str]]] = []
+    store = await _store_with_runs(f"sqlite:///{tmp_path / 'p.db'}", forgotten)
+    try:
+        counts = await store.prune(T0 + timedelta(minutes=1), dry_run=True)
+        assert counts["runs"] == 2 and forgotten == []  # a dry run forgets nothing
+        counts = await store.prune(T0 + timedelta(minutes=1))
+        assert counts["runs"] == 2
+        assert forgotten == [(store.engine, ["old-durable"])]
+        assert await store.get_run("running-durable") is not None
+    finally:
+        await store.close()
+
+
+async def test_prune_without_forget_durable_deletes_only_its_own_rows(tmp_path: Path):
+    store = await _store_with_runs(f"sqlite:///{tmp_path / 'p.db'}", None)
+    try:
+        counts = await store.prune(T0 + timedelta(minutes=1))
+        assert counts["runs"] == 2
+        assert await store.get_run("old-durable") is None
+    finally:
+        await store.close()
