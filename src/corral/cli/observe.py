@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
@@ -14,10 +15,13 @@ from corral.cli._app import ConfigOpt, DbOpt, app, open_store, read_config
 from corral.cli._output import Format, _emit, console, err
 from corral.errors import UsageError
 
+if TYPE_CHECKING:
+    from corral.store.ops import Ops
+
 T = TypeVar("T")
 
 
-def _query(config: Any, db: Any, fn: Callable[..., T], *args: Any) -> T:
+def _query(config: Path | None, db: str | None, fn: Callable[..., T], *args: object) -> T:
     async def go() -> T:
         store = await open_store(read_config(config, db))
         try:
@@ -218,7 +222,7 @@ def serve(
 
     cfg = read_config(config, db)
 
-    async def first_token(ops: Any) -> None:
+    async def first_token(ops: Ops) -> None:
         # Every page and endpoint needs a token: on a database with none, make the first admin
         # token and show it once, the way Jupyter shows its login token.
         if await ops.has_tokens(datetime.now(UTC)):

@@ -11,7 +11,7 @@ import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.markup import escape
@@ -21,6 +21,9 @@ from corral.cli._app import ConfigOpt, DbOpt, app, open_store, read_config
 from corral.cli._output import Format, _emit, console, err, short
 from corral.config import AppConfig
 from corral.errors import PayloadError, UsageError
+
+if TYPE_CHECKING:
+    from corral.store.ops import Ops
 
 T = TypeVar("T")
 
@@ -33,7 +36,7 @@ def _who(actor: str | None) -> str:
     return actor or f"cli:{getpass.getuser()}"
 
 
-def _with_ops(config: Path | None, db: str | None, fn: Callable[[Any], Awaitable[T]]) -> T:
+def _with_ops(config: Path | None, db: str | None, fn: Callable[[Ops], Awaitable[T]]) -> T:
     """Run `fn(ops)` against the configured database."""
 
     async def go() -> T:
@@ -365,7 +368,7 @@ def audit_export(
 ) -> None:
     """Write the signed checkpoints and the public key as JSON lines, for `verify --checkpoints`."""
 
-    async def collect(ops: Any) -> tuple[str, list[dict[str, Any]]]:
+    async def collect(ops: Ops) -> tuple[str, list[dict[str, Any]]]:
         await ops.checkpoint(datetime.now(UTC))
         return ops.signer.public_key, await ops.checkpoints()
 

@@ -3,8 +3,8 @@
 Every request carries a token, as `Authorization: Bearer <token>` (API clients, Prometheus) or the
 `corral_token` cookie the login page sets (the dashboard; HttpOnly, SameSite=Strict, so another
 site cannot make the browser send it). Tokens are made with `corral tokens create` and stored
-hashed (`corral.store.ops`). Roles nest: `viewer` reads, `operator` also decides requests, cancels,
-pauses and acknowledges, `admin` also manages tokens and reads the configuration.
+hashed (`corral.store.tokens`). Roles nest: `viewer` reads, `operator` also decides requests,
+cancels, pauses and acknowledges, `admin` also manages tokens and reads the configuration.
 
 Refusals: no token or an unknown/revoked one is 401 (`WWW-Authenticate: Bearer`; pages redirect to
 `/login`), a token without the role is 403 naming the role needed.
@@ -19,7 +19,8 @@ from typing import Any
 
 from fastapi import Request
 
-from corral.store.ops import ROLES, Ops, Role
+from corral.store.ops import Ops
+from corral.store.tokens import ROLES, Role
 
 __all__ = ["COOKIE", "Forbidden", "Principal", "Unauthorized", "requires"]
 
