@@ -52,6 +52,8 @@ __all__ = ["SCHEMA_VERSION", "ForgetRuns", "SqlStore", "make_engine"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
+_Insert = sqlite.Insert | postgresql.Insert
+
 ForgetRuns = Callable[[sa.Engine, list[str]], None]
 """Deletes a durable engine's own records of finished runs (`corral.engine.forget_runs`); called
 in a thread by `SqlStore.prune`. The store does not import the engine: whoever opens the store
@@ -136,7 +138,9 @@ class SqlStore:
         holds records of them)."""
         dialect = engine.dialect.name
         self._writer = GroupWriter(engine)
-        self._insert: Any = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        self._dialect_insert: Callable[[sa.Table], _Insert] = (
+            sqlite.insert if dialect == "sqlite" else postgresql.insert
+        )
         # Upserts are built once and executed with bound parameters: building a statement from
         # literal values costs more than the SQLite write itself.
         self._upserts = {
@@ -145,12 +149,12 @@ class SqlStore:
             "effects": self._upsert_statement(effects, ["key"]),
             "cache": self._upsert_statement(cache, ["namespace", "key"]),
         }
-        self._save_step = self._insert(steps).on_conflict_do_nothing(
+        self._save_step = self.insert(steps).on_conflict_do_nothing(
             index_elements=["run_id", "step_id"]
         )
 
-    def _upsert_statement(self, table: sa.Table, keys: list[str]) -> Any:
-        stmt = self._insert(table)
+    def _upsert_statement(self, table: sa.Table, keys: list[str]) -> _Insert:
+        stmt = self.insert(table)
         return stmt.on_conflict_do_update(
             index_elements=keys,
             set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys},
@@ -223,10 +227,10 @@ class SqlStore:
 
         return await self._call(write)
 
-    def insert(self, table: sa.Table) -> Any:
+    def insert(self, table: sa.Table) -> _Insert:
         """An INSERT into `table` in this database's dialect, which has `on_conflict_do_nothing`
         and `on_conflict_do_update` (SQLite and PostgreSQL spell them alike)."""
-        return self._insert(table)
+        return self._dialect_insert(table)
 
     def _safe_url(self) -> str:
         return sa.engine.make_url(self.url).render_as_string(hide_password=True)
