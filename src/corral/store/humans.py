@@ -38,6 +38,8 @@ class HumanRequests:
         self._log = log
 
     async def open_request(self, request: HumanRequest) -> dict[str, Any]:
+        """Store a new pending request (a second open of the same id keeps the first); returns
+        its row."""
         values = {
             "id": request.id,
             "run_id": request.run_id,
@@ -65,6 +67,8 @@ class HumanRequests:
         return await self._store.transact(write)
 
     async def get_request(self, request_id: str) -> dict[str, Any] | None:
+        """One request's row, or None."""
+
         def read(conn: sa.Connection) -> dict[str, Any] | None:
             row = conn.execute(
                 sa.select(human_requests).where(human_requests.c.id == request_id)
@@ -74,6 +78,9 @@ class HumanRequests:
         return await self._store.query(read)
 
     async def expire_request(self, request_id: str, at: datetime) -> dict[str, Any]:
+        """Apply the default action of a request whose deadline passed, unless someone decided it
+        first (audited as decided by `timeout`); returns its row as it now stands."""
+
         def write(conn: sa.Connection) -> dict[str, Any]:
             row = conn.execute(
                 sa.select(human_requests).where(human_requests.c.id == request_id)
@@ -107,6 +114,8 @@ class HumanRequests:
         return await self._store.transact(write)
 
     async def decided_among(self, request_ids: list[str]) -> list[str]:
+        """Which of `request_ids` are no longer pending."""
+
         def read(conn: sa.Connection) -> list[str]:
             found = conn.execute(
                 sa.select(human_requests.c.id).where(
