@@ -240,7 +240,7 @@ def test_prune_forgets_durable_runs_in_the_engine_too(tmp_path):
         capture_output=True,
         text=True,
         check=True,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
     )
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert found["ok"]
