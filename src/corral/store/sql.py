@@ -2,7 +2,7 @@
 
 SQLAlchemy Core, sync engine; reads move off the event loop with `asyncio.to_thread`, writes go
 through one group-commit thread (`_writer.py`).
-SQLite runs in WAL mode with `synchronous=NORMAL` and a busy timeout (see notes/dbos.md: the default
+SQLite runs in WAL mode with `synchronous=NORMAL` and a busy timeout (see docs/dbos.md: the default
 journal mode pays an fsync per commit). The same engine is handed to DBOS, so one file holds both.
 
 Schema changes are Alembic migrations in `migrations/versions/` (revision `000N` is schema version
