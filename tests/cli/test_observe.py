@@ -232,6 +232,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.slow  # DBOS in a subprocess (one database per process)
 def test_prune_forgets_durable_runs_in_the_engine_too(tmp_path):
     # In a child process: DBOS serves one database per process, and another test module in this
     # process may already run durable workflows on its own (any test order must pass).
