@@ -13,7 +13,8 @@ collection, so a new browser test cannot land in the fast tier by accident.
 Every fast test runs under three guards, so a test that breaks the tier fails with a message
 saying what to do instead of quietly making `make test` slower or flaky:
 
-- a real network connection (any `AF_INET`/`AF_INET6` connect, loopback included) fails;
+- a real network connection (any `AF_INET`/`AF_INET6` connect, loopback included) or a host
+  name lookup (other than `localhost`) fails;
 - starting a subprocess fails;
 - BlockBuster fails a blocking call (file, socket, `time.sleep`, SQLite...) made on the event
   loop's thread; `ALLOWED_BLOCKING` lists the few places allowed to block, with the reason.
@@ -21,6 +22,7 @@ saying what to do instead of quietly making `make test` slower or flaky:
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -77,24 +79,42 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow(reason=reasons[0]))
 
 
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 def _is_fast(request: pytest.FixtureRequest) -> bool:
     return request.node.get_closest_marker("slow") is None
 
 
 @pytest.fixture(autouse=True)
-def _fast_tier(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Fast tests may not open network connections (Unix sockets and socketpairs are fine) nor
-    start processes (asyncio's subprocesses go through `Popen` too)."""
-    if not _is_fast(request):
-        yield
-        return
+def fast_tier(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[list[str]]:
+    """Fast tests may not open network connections or look up host names (Unix sockets,
+    socketpairs and loopback names are fine) nor start processes (asyncio's subprocesses go
+    through `Popen` too). Yields what the test broke (tests/test_tiers.py reads it)."""
     broken: list[str] = []
+    if not _is_fast(request):
+        yield broken
+        return
 
     def refuse(what: str) -> TierError:
         broken.append(what)
         return TierError(f"{what}: not allowed in the fast tier (tests/tiers.py)")
 
     connect, connect_ex = socket.socket.connect, socket.socket.connect_ex
+    getaddrinfo = socket.getaddrinfo
+
+    def guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else host
+        if name is not None and name != "localhost" and not _is_address(name):
+            raise refuse(f"looked up the host {name!r}")
+        return getaddrinfo(host, *args, **kwargs)
 
     def guarded_connect(sock: socket.socket, address: Any) -> None:
         if sock.family != socket.AF_UNIX:
@@ -112,8 +132,9 @@ def _fast_tier(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(socket.socket, "connect", guarded_connect)
     monkeypatch.setattr(socket.socket, "connect_ex", guarded_connect_ex)
+    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
     monkeypatch.setattr(subprocess.Popen, "__init__", guarded_popen)
-    yield
+    yield broken
     if broken:
         pytest.fail(
             f"a fast-tier test {'; '.join(broken)}. Fake the peer (corral.testing, an ASGI "
