@@ -5,10 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from corral import RunContext, function_agent
-from corral.patterns import (
-    Blackboard,
-    BoardTask,
-)
+from corral.patterns import Blackboard, BoardTask
 from tests.helpers import ephemeral_app
 
 

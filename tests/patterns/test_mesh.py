@@ -5,10 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from corral import Agent, RunContext, function_agent
-from corral.patterns import (
-    Mesh,
-    Subscriber,
-)
+from corral.patterns import Mesh, Subscriber
 from tests.helpers import ephemeral_app
 
 

@@ -6,11 +6,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from corral import Agent, RunContext
-from corral.patterns import (
-    Gate,
-    Pipeline,
-    Stage,
-)
+from corral.patterns import Gate, Pipeline, Stage
 from corral.testing import FakeModel
 from tests.helpers import ephemeral_app
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from corral import Agent, RunContext, function_agent
-from corral.patterns import (
-    Supervisor,
-    Task,
-)
+from corral.patterns import Supervisor, Task
 from corral.testing import FakeModel
 from tests.helpers import ephemeral_app
 
