@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-pytest_plugins = ["tests.loopback", "tests.browser"]
+pytest_plugins = ["tests.tiers", "tests.loopback", "tests.browser", "pytester"]
 
 # Audit checkpoints in tests are signed with a fixed key, so no test writes a key file into the
 # working tree (subprocess tests inherit it through the environment).

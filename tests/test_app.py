@@ -199,11 +199,12 @@ def test_config_file_round_trip(tmp_path):
 
 async def test_corrupt_database_is_a_state_error_that_says_what_to_do(tmp_path):
     db = tmp_path / "bad.db"
-    db.write_bytes(b"this is not sqlite" * 100)
+    await asyncio.to_thread(db.write_bytes, b"this is not sqlite" * 100)
     with pytest.raises(StateError, match="corrupt"):
         await SqlStore.open(f"sqlite:///{db}")
 
 
+@pytest.mark.slow  # holds a real SQLite lock on the loop and waits out its busy timeout
 async def test_locked_database_is_a_state_error(tmp_path):
     import sqlite3
 
@@ -248,8 +249,12 @@ async def test_newer_schema_is_refused(tmp_path):
     url = f"sqlite:///{tmp_path / 'new.db'}"
     store = await SqlStore.open(url)
     await store.close()
-    with sqlite3.connect(tmp_path / "new.db") as conn:
-        conn.execute("UPDATE corral_meta SET value='99' WHERE key='schema_version'")
+
+    def from_the_future() -> None:
+        with sqlite3.connect(tmp_path / "new.db") as conn:
+            conn.execute("UPDATE corral_meta SET value='99' WHERE key='schema_version'")
+
+    await asyncio.to_thread(from_the_future)
     with pytest.raises(StateError, match="newer"):
         await SqlStore.open(url)
 
@@ -261,6 +266,7 @@ def test_unsupported_database_url_is_a_config_error():
         make_engine("mysql://x@y/z")
 
 
+@pytest.mark.slow  # a fresh interpreter, in a subprocess
 def test_importing_corral_pulls_in_no_adapter_or_sdk():
     code = (
         "import sys, corral, corral.patterns, corral.testing\n"
@@ -294,11 +300,15 @@ async def test_migrations_build_exactly_the_tables_the_store_uses(tmp_path):
     from corral.store.schema import SCHEMA_VERSION, VERSION_TABLE, metadata
 
     store = await SqlStore.open(f"sqlite:///{tmp_path / 'm.db'}")
-    try:
+
+    def compare() -> list[object]:
         with store.engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
             assert context.get_current_revision() == f"{SCHEMA_VERSION:04d}"
-            diff = compare_metadata(context, metadata)
+            return list(compare_metadata(context, metadata))
+
+    try:
+        diff = await asyncio.to_thread(compare)
         assert [d for d in diff if "dbos" not in str(d)] == []
     finally:
         await store.close()
@@ -313,31 +323,38 @@ async def test_a_database_from_before_alembic_is_adopted_not_recreated(tmp_path)
     from corral.store.sql import _MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE
 
     db = tmp_path / "old.db"
-    engine = sa.create_engine(f"sqlite:///{db}")
-    # The tables of schema version 1, as Corral made them before it used Alembic: revision
-    # 0001's tables without Alembic's version table.
-    with engine.begin() as conn:
-        config = Config()
-        config.set_main_option("script_location", str(_MIGRATIONS))
-        config.attributes["connection"] = conn
-        command.upgrade(config, "0001")
-        conn.exec_driver_sql(f"DROP TABLE {VERSION_TABLE}")
-        conn.exec_driver_sql("DELETE FROM corral_meta")
-        conn.exec_driver_sql("INSERT INTO corral_meta VALUES ('schema_version', '1')")
-        conn.exec_driver_sql(
-            """INSERT INTO corral_steps VALUES ('r1', '1', 'agent:a', '{"output": 1}')"""
-        )
-    engine.dispose()
+
+    def old_database() -> None:
+        # The tables of schema version 1, as Corral made them before it used Alembic: revision
+        # 0001's tables without Alembic's version table.
+        engine = sa.create_engine(f"sqlite:///{db}")
+        with engine.begin() as conn:
+            config = Config()
+            config.set_main_option("script_location", str(_MIGRATIONS))
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0001")
+            conn.exec_driver_sql(f"DROP TABLE {VERSION_TABLE}")
+            conn.exec_driver_sql("DELETE FROM corral_meta")
+            conn.exec_driver_sql("INSERT INTO corral_meta VALUES ('schema_version', '1')")
+            conn.exec_driver_sql(
+                """INSERT INTO corral_steps VALUES ('r1', '1', 'agent:a', '{"output": 1}')"""
+            )
+        engine.dispose()
+
+    def migrated() -> tuple[list[tuple[str]], tuple[int] | None]:
+        with sqlite3.connect(db) as conn:
+            versions = conn.execute("SELECT version_num FROM corral_alembic_version").fetchall()
+            return versions, conn.execute("SELECT count(*) FROM corral_cache").fetchone()
+
+    await asyncio.to_thread(old_database)  # test setup in a thread: never block the loop
     store = await SqlStore.open(f"sqlite:///{db}")
     try:
         assert await store.load_steps("r1") == {"1": {"output": 1}}
     finally:
         await store.close()
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT version_num FROM corral_alembic_version").fetchall() == [
-            (f"{SCHEMA_VERSION:04d}",)
-        ]  # stamped at 0001, then upgraded
-        assert conn.execute("SELECT count(*) FROM corral_cache").fetchone() == (0,)
+    versions, cached = await asyncio.to_thread(migrated)
+    assert versions == [(f"{SCHEMA_VERSION:04d}",)]  # stamped at 0001, then upgraded
+    assert cached == (0,)
 
 
 def test_the_readme_configuration_example_is_valid():
@@ -487,6 +504,7 @@ def test_a_forked_child_does_not_repeat_its_parents_run_ids():
     assert len(childs) == 3 and not parents & childs
 
 
+@pytest.mark.slow  # 600 calls on a real SQLite file and call timeouts in real time (~3 s)
 def test_runs_and_call_timeouts_work_on_uvloop(tmp_path):
     """uvloop (`pip install corral[fast]`) is a supported event loop: the shared deadline timer,
     the kill switch's watch and concurrent runs behave as on asyncio's loop."""

@@ -9,6 +9,9 @@ from corral import Agent, App, AppConfig, RunContext
 from corral.models.sim import SimModel
 from corral.testing import CountingModel, FakeClock
 
+# DBOS in process (one database per process: the `dbos` xdist group keeps these on one worker).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dbos")]
+
 
 class Q(BaseModel):
     text: str

@@ -607,6 +607,7 @@ async def test_new_approvals_are_posted_to_the_webhook_once(tmp_path, serve):
         assert posted.empty() and app.notify_failures == 0
 
 
+@pytest.mark.slow  # a real connection, refused by a closed loopback port
 async def test_a_dead_notification_webhook_never_stops_a_run(tmp_path):
     app, calls = make_app(tmp_path, webhook_url="http://127.0.0.1:9/nothing-listens")
     async with app:

@@ -109,7 +109,9 @@ async def test_concurrent_writes_share_transactions_and_a_bad_write_fails_alone(
         await store.close()
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
 async def test_rows_queued_together_merge_per_table_in_order_around_other_writes(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

@@ -23,6 +23,8 @@ from corral.store.sql import SqlStore
 
 ROOT = Path(__file__).resolve().parents[2]
 
+pytestmark = pytest.mark.slow  # subprocesses killed with SIGKILL while a human decides
+
 
 def _cmd(database: str, run_id: str, mode: str, ledger: Path) -> list[str]:
     return [

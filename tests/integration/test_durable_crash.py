@@ -19,6 +19,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 KILLED = -9
 
+pytestmark = pytest.mark.slow  # subprocesses killed with SIGKILL mid-run, then resumed
+
 
 def _run(
     database: str, run_id: str, kill_at: str, ledger: Path, **env: str

@@ -1,6 +1,6 @@
 """Durable execution on DBOS Transact: the only module that imports `dbos`.
 
-Shape (see shared/notes/dbos.md for the measured sharp edges this follows):
+Shape (see docs/dbos.md for the measured sharp edges this follows):
 
 - One generic workflow, `corral.run`, is registered at import time, before launch, and dispatches
   to the app's executor by workflow name. Workflows users write carry no DBOS decorators.
@@ -117,7 +117,7 @@ class DbosEngine:
             }
         )
         # Called on the loop thread on purpose: DBOS adopts the running loop, so runs recovered at
-        # launch execute here, next to the app's other tasks (notes/dbos.md, sharp edge 4).
+        # launch execute here, next to the app's other tasks (docs/dbos.md, sharp edge 4).
         try:
             DBOS.launch()
         except Exception as exc:  # boundary: DBOS raises many types for an unusable database

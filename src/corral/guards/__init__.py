@@ -1,7 +1,7 @@
 """Governance guards: budgets, loop limits, circuit breakers, retries, rate limits, kill switch.
 
 Each guard is a small piece with a frozen policy and an injected clock; `corral.guards.chain`
-composes them around every model call (see ARCHITECTURE.md, "The call path").
+composes them around every model call (see docs/ARCHITECTURE.md, "The call path").
 """
 
 from __future__ import annotations

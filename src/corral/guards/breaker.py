@@ -1,4 +1,4 @@
-"""Circuit breakers with resilience4j semantics (shared/notes/governance.md).
+"""Circuit breakers with resilience4j semantics (docs/governance.md).
 
 Why our own: pybreaker, aiobreaker, purgatory and circuitbreaker were measured on this machine
 kind; all count only consecutive failures, let every concurrent caller through HALF_OPEN, and some

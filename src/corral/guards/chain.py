@@ -1,4 +1,4 @@
-"""The guard chain around one model call (ARCHITECTURE.md, "The call path").
+"""The guard chain around one model call (docs/ARCHITECTURE.md, "The call path").
 
 Order, outermost first: kill switch -> budget (reserve the worst case; pause on a daily limit) ->
 circuit breakers (agent, provider, model) -> rate limiter (queue by priority) -> the provider,

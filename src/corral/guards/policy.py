@@ -1,6 +1,6 @@
 """Frozen policy objects for every guard, with safe defaults that are on without configuration.
 
-Semantics are in shared/notes/governance.md; each field's docstring says what it bounds. Policies
+Semantics are in docs/governance.md; each field's docstring says what it bounds. Policies
 are validated when built (a negative limit is a `ConfigError` naming the field), so a bad one never
 reaches a running guard. `corral.config` builds them from `corral.toml`; Python code builds them
 directly.

@@ -160,6 +160,7 @@ async def test_a_bad_key_is_not_retried_and_names_the_variable(sim_server, monke
     assert state.requests == 1, "a 401 is not retried"
 
 
+@pytest.mark.slow  # a real connection, refused by a closed loopback port
 async def test_a_wrong_base_url_says_which_url(monkeypatch):
     app, _ = make_app("http://127.0.0.1:9/v1", monkeypatch)  # discard port: nothing listens
     async with app:

@@ -232,6 +232,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.slow  # DBOS in a subprocess (one database per process)
 def test_prune_forgets_durable_runs_in_the_engine_too(tmp_path):
     # In a child process: DBOS serves one database per process, and another test module in this
     # process may already run durable workflows on its own (any test order must pass).
@@ -240,7 +241,7 @@ def test_prune_forgets_durable_runs_in_the_engine_too(tmp_path):
         capture_output=True,
         text=True,
         check=True,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
     )
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert found["ok"]

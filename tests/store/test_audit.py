@@ -35,18 +35,32 @@ async def ops(tmp_path: Path):
     await store.close()
 
 
-def execute(ops: Ops, sql: str, **params: object) -> None:
-    with ops.store.engine.begin() as conn:
-        conn.execute(sa.text(sql), params)
+# The forger works on the database directly, in a thread: never on the event loop.
 
 
-def rows(ops: Ops) -> list[dict[str, object]]:
-    with ops.store.engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(sa.select(chain.audit).order_by("seq"))]
+async def execute(ops: Ops, sql: str, **params: object) -> None:
+    def go() -> None:
+        with ops.store.engine.begin() as conn:
+            conn.execute(sa.text(sql), params)
+
+    await asyncio.to_thread(go)
 
 
-def rewrite(ops: Ops, entries: list[dict[str, object]]) -> None:
+async def rows(ops: Ops) -> list[dict[str, object]]:
+    def go() -> list[dict[str, object]]:
+        with ops.store.engine.connect() as conn:
+            query = sa.select(chain.audit).order_by("seq")
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    return await asyncio.to_thread(go)
+
+
+async def rewrite(ops: Ops, entries: list[dict[str, object]]) -> None:
     """Replace the whole table, re-linking and re-hashing every entry (a careful forger)."""
+    await asyncio.to_thread(_rewrite, ops, entries)
+
+
+def _rewrite(ops: Ops, entries: list[dict[str, object]]) -> None:
     prev = chain.GENESIS
     with ops.store.engine.begin() as conn:
         conn.execute(chain.audit.delete())
@@ -75,21 +89,21 @@ async def test_an_untouched_log_verifies_and_is_checkpointed(ops):
 
 
 async def test_an_edited_entry_is_named(ops):
-    execute(ops, "UPDATE corral_audit SET details = :d WHERE seq = 5", d='{"amount_usd":1}')
+    await execute(ops, "UPDATE corral_audit SET details = :d WHERE seq = 5", d='{"amount_usd":1}')
     _, problems = await ops.verify()
     assert [(p.kind, p.seq) for p in problems] == [("edited", 5)]
     assert problems[0].message == "entry 5 was edited: its fields do not match its hash"
 
 
 async def test_a_deleted_entry_is_named(ops):
-    execute(ops, "DELETE FROM corral_audit WHERE seq = 6")
+    await execute(ops, "DELETE FROM corral_audit WHERE seq = 6")
     _, problems = await ops.verify()
     assert [(p.kind, p.seq) for p in problems] == [("deleted", 6)]
     assert problems[0].message == "entry 6 deleted (before entry 7)"
 
 
 async def test_an_inserted_entry_is_named_even_when_it_is_hashed_and_the_rest_renumbered(ops):
-    entries = rows(ops)
+    entries = await rows(ops)
     prev = entries[3]
     forged_at = T0 + timedelta(minutes=4, seconds=30)
     details = json.dumps({"arguments": {"amount_usd": 5000}})
@@ -112,19 +126,23 @@ async def test_an_inserted_entry_is_named_even_when_it_is_hashed_and_the_rest_re
             details,
         ),
     }
-    with ops.store.engine.begin() as conn:
-        conn.execute(chain.audit.delete())
-        for seq, e in enumerate([*entries[:4], forged, *entries[4:]], start=1):
-            conn.execute(chain.audit.insert().values({**e, "seq": seq}))
+
+    def insert() -> None:
+        with ops.store.engine.begin() as conn:
+            conn.execute(chain.audit.delete())
+            for seq, e in enumerate([*entries[:4], forged, *entries[4:]], start=1):
+                conn.execute(chain.audit.insert().values({**e, "seq": seq}))
+
+    await asyncio.to_thread(insert)
     _, problems = await ops.verify()
     assert [(p.kind, p.seq) for p in problems][:1] == [("inserted", 5)]
     assert problems[0].message == "entry 5 was inserted: entry 6 links past it"
 
 
 async def test_a_history_rewritten_with_fresh_hashes_fails_its_signed_checkpoint(ops):
-    entries = rows(ops)
+    entries = await rows(ops)
     entries[1]["details"] = json.dumps({"arguments": {"amount_usd": 0}})
-    rewrite(ops, entries)
+    await rewrite(ops, entries)
     _, problems = await ops.verify()
     assert [(p.kind, p.seq) for p in problems] == [("checkpoint", 4), ("checkpoint", 8)]
     assert "the chain up to entry 4 was rewritten" in problems[0].message
@@ -132,8 +150,8 @@ async def test_a_history_rewritten_with_fresh_hashes_fails_its_signed_checkpoint
 
 async def test_deleting_the_tail_and_its_checkpoints_is_caught_by_the_exported_copy(ops, tmp_path):
     exported = await ops.checkpoints()  # `corral audit export` keeps these outside the database
-    execute(ops, "DELETE FROM corral_audit WHERE seq > 6")
-    execute(ops, "DELETE FROM corral_audit_checkpoints WHERE seq > 6")
+    await execute(ops, "DELETE FROM corral_audit WHERE seq > 6")
+    await execute(ops, "DELETE FROM corral_audit_checkpoints WHERE seq > 6")
     assert (await ops.verify())[1] == []  # the database alone cannot tell
     _, problems = await ops.verify(exported=exported)
     assert [(p.kind, p.seq) for p in problems] == [("deleted", 8)]
@@ -142,9 +160,10 @@ async def test_deleting_the_tail_and_its_checkpoints_is_caught_by_the_exported_c
 
 async def test_a_checkpoint_signed_by_another_key_is_not_trusted(ops, tmp_path, monkeypatch):
     monkeypatch.delenv("CORRAL_AUDIT_KEY")
-    stranger = chain.AuditSigner.load(tmp_path / "other.key")
-    assert (tmp_path / "other.key").stat().st_mode & 0o777 == 0o600
-    head = rows(ops)[-1]
+    stranger = await asyncio.to_thread(chain.AuditSigner.load, tmp_path / "other.key")
+    mode = (await asyncio.to_thread((tmp_path / "other.key").stat)).st_mode
+    assert mode & 0o777 == 0o600
+    head = (await rows(ops))[-1]
     forged = stranger.sign(10, str(head["hash"]), T0.isoformat())
     _, problems = await ops.verify(exported=[forged])
     assert [(p.kind, p.seq) for p in problems] == [("checkpoint", 10)]

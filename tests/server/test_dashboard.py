@@ -21,7 +21,9 @@ from tests.browser import open_page
 
 httpx2 = pytest.importorskip("httpx2", reason="the HTTP client the openai SDK ships with")
 
-ARTIFACTS = Path(os.environ.get("CORRAL_ARTIFACTS", Path(__file__).parent.parent / ".artifacts"))
+ARTIFACTS = Path(
+    os.environ.get("CORRAL_ARTIFACTS", Path(__file__).resolve().parents[2] / ".artifacts")
+)
 
 
 class Ticket(BaseModel):

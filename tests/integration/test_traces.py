@@ -362,6 +362,7 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.slow  # the OTLP exporter is a child process
 async def test_an_unreachable_otlp_endpoint_never_fails_a_run_and_is_logged_once(tmp_path, caplog):
     config = AppConfig(
         database=f"sqlite:///{tmp_path / 'c.db'}",

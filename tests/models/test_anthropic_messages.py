@@ -27,7 +27,7 @@ from corral import Agent, App, AppConfig, ModelPrice, RunContext, tool
 from corral.config import ProviderConfig
 from corral.testing import FakeClock, SpanRecorder
 
-FIXTURES = Path(__file__).parent / "fixtures" / "anthropic"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "anthropic"
 KEY = "sk-ant-test-planted"
 
 

@@ -121,6 +121,7 @@ def test_the_key_covers_everything_that_changes_the_answer():
 REDIS_URL = "redis://127.0.0.1:6379/15"
 
 
+@__import__("pytest").mark.slow  # the Redis server
 async def test_the_cache_can_live_in_redis_for_many_workers(tmp_path):
     redis = __import__("pytest").importorskip("redis.asyncio", reason="pip install corral[redis]")
     client = redis.Redis.from_url(REDIS_URL)
@@ -144,6 +145,7 @@ async def test_the_cache_can_live_in_redis_for_many_workers(tmp_path):
     await client.aclose()
 
 
+@__import__("pytest").mark.slow  # a real connection, refused by a closed loopback port
 async def test_an_unreachable_redis_cache_never_fails_a_run(tmp_path):
     __import__("pytest").importorskip("redis.asyncio", reason="pip install corral[redis]")
     policy = CachePolicy(enabled=True, backend="redis", redis_url="redis://127.0.0.1:9/0")

@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow  # each example runs in its own interpreter, durable on SQLite
 
 
 def test_support_desk_processes_every_ticket_on_sim(tmp_path):

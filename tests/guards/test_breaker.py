@@ -1,4 +1,4 @@
-"""Circuit breakers: every example in shared/notes/governance.md, on a fake clock."""
+"""Circuit breakers: every example in docs/governance.md, on a fake clock."""
 
 from __future__ import annotations
 

