@@ -28,7 +28,7 @@ from corral._dataclass import quick_init
 from corral.clock import Clock, SystemClock
 from corral.config import AppConfig
 from corral.contracts import JsonValue, RunId, dump_payload, validate_payload
-from corral.durable import Engine, EphemeralEngine, EphemeralJournal
+from corral.durable import Engine, EphemeralEngine, EphemeralJournal, RunOutcome, RunStart
 from corral.errors import (
     AgentError,
     BudgetExhaustedError,
@@ -90,8 +90,7 @@ new_run_id = _RunIds()
 
 def _run_record(
     ctx: RunContext,
-    durable: bool,
-    payload: JsonValue,
+    start: RunStart,
     started: datetime,
     status: RunStatus,
     *,
@@ -105,11 +104,11 @@ def _run_record(
         run_id=ctx.run_id,
         workflow=ctx.workflow,
         status=status,
-        durable=durable,
+        durable=start.durable,
         user=ctx.user,
         tenant=ctx.tenant,
         tags=ctx.tags,
-        input=payload,
+        input=start.payload,
         output=output,
         error=error,
         tokens_in=usage.input_tokens if usage else 0,
@@ -605,18 +604,18 @@ class App:
             UnknownNameError: no workflow with that name.
             PayloadError: the payload does not fit the workflow's input or is not JSON.
         """
-        rid, wf, data, meta, engine = await self._prepare(
+        wf, start, engine = await self._prepare(
             workflow, payload, user, tenant, tags, durable, run_id, deadline_s, priority
         )
         t0 = self.clock.monotonic()
         try:
             if engine is self._ephemeral:  # what `EphemeralEngine.run` does, one coroutine less
-                record = await self._execute(wf.name, rid, data, meta)
+                outcome = await self._execute(start)
             else:
-                record = await engine.run(rid, wf.name, data, meta)
+                outcome = await engine.run(start)
         finally:
-            self._given.pop(rid, None)  # normally taken by the run already
-        return self._result(wf, record, self.clock.monotonic() - t0)
+            self._given.pop(start.run_id, None)  # normally taken by the run already
+        return self._result(wf, outcome, self.clock.monotonic() - t0)
 
     async def start(
         self,
@@ -625,7 +624,7 @@ class App:
         **options: Any,
     ) -> RunHandle[Any]:
         """Like `run`, but return a `RunHandle` at once; the app owns the task until `close`."""
-        rid, wf, data, meta, engine = await self._prepare(
+        wf, start, engine = await self._prepare(
             workflow,
             payload,
             options.get("user"),
@@ -640,13 +639,14 @@ class App:
         async def go() -> RunResult[Any]:
             t0 = self.clock.monotonic()
             try:
-                record = await engine.run(rid, wf.name, data, meta)
+                outcome = await engine.run(start)
             finally:
-                self._given.pop(rid, None)  # normally taken by the run already
-            return self._result(wf, record, self.clock.monotonic() - t0)
+                self._given.pop(start.run_id, None)  # normally taken by the run already
+            return self._result(wf, outcome, self.clock.monotonic() - t0)
 
+        rid = start.run_id
         task = asyncio.create_task(go(), name=f"corral-run-{rid}")
-        self._tasks[task] = (rid, bool(meta.get("durable")))
+        self._tasks[task] = (rid, start.durable)
         task.add_done_callback(lambda t: self._tasks.pop(t, None))
         return RunHandle(rid, task)
 
@@ -661,13 +661,11 @@ class App:
         results = []
         for rid in await self._durable.pending():
             t0 = self.clock.monotonic()
-            record = await self._durable.wait(rid)
-            wf = self._workflows.get(record.get("workflow", ""))
+            outcome = await self._durable.wait(rid)
+            wf = self._workflows.get(outcome.workflow)
             if wf is None:
-                raise UnknownNameError(
-                    "workflow", record.get("workflow", "?"), list(self._workflows)
-                )
-            results.append(self._result(wf, record, self.clock.monotonic() - t0))
+                raise UnknownNameError("workflow", outcome.workflow, list(self._workflows))
+            results.append(self._result(wf, outcome, self.clock.monotonic() - t0))
         return results
 
     async def _prepare(
@@ -680,8 +678,8 @@ class App:
         durable: bool | None,
         run_id: str | None,
         deadline_s: float | None = None,
-        priority: str = "interactive",
-    ) -> tuple[RunId, Workflow, JsonValue, dict[str, Any], Engine]:
+        priority: Priority = "interactive",
+    ) -> tuple[Workflow, RunStart, Engine]:
         wf = self._workflows.get(workflow)
         if wf is None:
             raise UnknownNameError("workflow", workflow, list(self._workflows))
@@ -702,55 +700,56 @@ class App:
         if deadline_s is not None and not deadline_s > 0:
             raise UsageError(f"deadline_s must be a positive number of seconds, got {deadline_s!r}")
         limit = self.config.deadline_s if deadline_s is None else deadline_s
-        meta = {
-            "user": user,
-            "tenant": tenant,
-            "tags": list(tags),
-            "durable": want_durable,
-            # Absolute, so a run resumed in another process keeps its original deadline.
-            "deadline_s": limit,
-            "deadline_at": self.clock.now().timestamp() + limit,
-            "priority": priority,
-        }
         rid = RunId(run_id or self._id_factory())
+        start = RunStart(
+            run_id=rid,
+            workflow=wf.name,
+            payload=data,
+            user=user,
+            tenant=tenant,
+            tags=tuple(tags),
+            durable=want_durable,
+            deadline_s=limit,
+            deadline_at=self.clock.now().timestamp() + limit,
+            priority=priority,
+        )
         if run_id is None:
             self._fresh.add(rid)  # a new id: it has no past to look up when it starts
         if not want_durable:
             self._given[rid] = checked
-        return rid, wf, data, meta, engine
+        return wf, start, engine
 
-    def _result(self, wf: Workflow, record: dict[str, Any], duration_s: float) -> RunResult[Any]:
-        raw = record.get("output")
-        output, partial = None, None
-        if record["status"] == "succeeded":
+    def _result(self, wf: Workflow, outcome: RunOutcome, duration_s: float) -> RunResult[Any]:
+        raw = outcome.output
+        output: Any = None
+        partial: JsonValue = None
+        if outcome.status == "succeeded":
             # An ephemeral run hands over its validated output; a durable one's is stored JSON.
-            output = record.pop("value", None)
+            output = outcome.value
             if output is None:
                 output = wf.output.model_validate(raw) if raw is not None and wf.output else raw
         else:
             partial = raw
         return RunResult._new(
-            run_id=RunId(record["run_id"]),
+            run_id=outcome.run_id,
             workflow=wf.name,
-            status=record["status"],
+            status=outcome.status,
             output=output,
             partial=partial,
-            error=record.get("error"),
-            usage=record.pop("usage_obj", None) or Usage.from_dict(record.get("usage") or {}),
+            error=outcome.error,
+            usage=outcome.usage,
             duration_s=duration_s,
         )
 
-    async def _execute(
-        self, workflow: str, run_id: RunId, payload: JsonValue, meta: dict[str, Any]
-    ) -> dict[str, Any]:
+    async def _execute(self, start: RunStart) -> RunOutcome:
         """The body of every run, durable or not: build the context, run, record the outcome."""
-        wf = self._workflows.get(workflow)
+        wf = self._workflows.get(start.workflow)
         if wf is None:
-            raise UnknownNameError("workflow", workflow, list(self._workflows))
+            raise UnknownNameError("workflow", start.workflow, list(self._workflows))
+        run_id, payload = start.run_id, start.payload
         recorder = BatchingRecorder(self._recorder or NullRecorder(), tap=self._tap)
-        durable = bool(meta.get("durable"))
-        user, tenant = meta.get("user"), meta.get("tenant")
-        priority = str(meta.get("priority", "interactive"))
+        durable = start.durable
+        user, tenant, priority = start.user, start.tenant, start.priority
         ctx = RunContext(
             run_id=run_id,
             workflow=wf.name,
@@ -768,7 +767,7 @@ class App:
             clock=self.clock,
             user=user,
             tenant=tenant,
-            tags=tuple(meta.get("tags") or ()),
+            tags=start.tags,
             call_timeout_s=self.config.call_timeout_s,
             guards=self.guards.run(run_id, priority=priority, tenant=tenant, user=user),
         )
@@ -780,13 +779,13 @@ class App:
         stored = not isinstance(recorder.inner, NullRecorder)
         keeps_records = self._tap is not None or stored
         if stored or self._taps:
-            await recorder.record_run(_run_record(ctx, durable, payload, started, "running"))
+            await recorder.record_run(_run_record(ctx, start, started, "running"))
         status: RunStatus = "succeeded"
         output: JsonValue = None
         error: dict[str, Any] | None = None
-        limit = float(meta.get("deadline_s", self.config.deadline_s))
+        limit = start.deadline_s
         started_ts = started.timestamp()  # `started` is now: reading the clock again costs
-        deadline_at = float(meta.get("deadline_at", started_ts + limit))
+        deadline_at = start.deadline_at
         try:
             # Time spent waiting for humans does not count against the deadline (a run may wait
             # a day for an approval); the store knows how long a resumed run has waited so far.
@@ -858,8 +857,7 @@ class App:
             await recorder.record_run(
                 _run_record(
                     ctx,
-                    durable,
-                    payload,
+                    start,
                     started,
                     "killed",
                     error={
@@ -880,8 +878,7 @@ class App:
         if keeps_records:
             finished = _run_record(
                 ctx,
-                durable,
-                payload,
+                start,
                 started,
                 status,
                 output=output,
@@ -890,20 +887,16 @@ class App:
                 finished_at=self.clock.now(),
             )
             await recorder.record_run(finished)
-        record = {
-            "run_id": run_id,
-            "workflow": wf.name,
-            "status": status,
-            "output": output,
-            "error": error,
-        }
-        if durable:  # stored as JSON
-            record["usage"] = usage.to_dict()
-        else:  # handed over in this process: the objects themselves
-            record["usage_obj"] = usage
-            if status == "succeeded" and wf.output is not None:
-                record["value"] = value
-        return record
+        return RunOutcome(
+            run_id=run_id,
+            workflow=wf.name,
+            status=status,
+            output=output,
+            error=error,
+            usage=usage,
+            # Handed over in this process (never stored): the caller need not validate again.
+            value=value if status == "succeeded" and wf.output is not None else None,
+        )
 
     async def _maybe_review(
         self, workflow: str, run_id: str, payload: JsonValue, output: JsonValue

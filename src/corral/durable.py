@@ -13,16 +13,73 @@ rather than by the engine's start-order counter.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from corral.contracts import JsonValue, RunId
-from corral.trace import BatchingRecorder
+from pydantic import BaseModel
 
-__all__ = ["Engine", "EphemeralEngine", "EphemeralJournal", "Journal", "RunExecutor", "StepFn"]
+from corral.contracts import JsonValue, RunId
+from corral.guards.policy import Priority
+from corral.model import Usage
+from corral.trace import BatchingRecorder, RunStatus
+
+__all__ = [
+    "Engine",
+    "EphemeralEngine",
+    "EphemeralJournal",
+    "Journal",
+    "RunExecutor",
+    "RunOutcome",
+    "RunStart",
+    "StepFn",
+]
 
 StepFn = Callable[[], Awaitable[JsonValue]]
-RunExecutor = Callable[[str, RunId, JsonValue, dict[str, Any]], Awaitable[dict[str, Any]]]
-"""`(workflow_name, run_id, payload, meta) -> result record`; provided by the app."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStart:
+    """What a run needs to start, or to resume after a crash: all an engine keeps of a run.
+
+    A durable engine stores it as JSON (`corral.engine`), never as a pickle: the payload is the
+    workflow input's JSON form, and every other field is a plain value.
+    """
+
+    run_id: RunId
+    workflow: str
+    payload: JsonValue
+    """The validated input, as JSON data."""
+    user: str | None = None
+    tenant: str | None = None
+    tags: tuple[str, ...] = ()
+    durable: bool = False
+    deadline_s: float
+    """The run's wall-clock limit, as given (for the error that reports it)."""
+    deadline_at: float
+    """When the deadline passes, in epoch seconds: absolute, so a run resumed in another
+    process keeps its original deadline."""
+    priority: Priority = "interactive"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunOutcome:
+    """How a run ended, as the engine hands it back (and a durable engine stores it, as JSON)."""
+
+    run_id: RunId
+    workflow: str
+    status: RunStatus
+    output: JsonValue = None
+    """The output's JSON form when the run succeeded; otherwise the best partial result."""
+    error: dict[str, Any] | None = None
+    """What stopped the run (`code`, `message`, the error's typed attributes)."""
+    usage: Usage = field(default_factory=Usage)
+    value: BaseModel | None = field(default=None, compare=False, repr=False)
+    """The validated output object, handed over within one process (an ephemeral run); never
+    stored: a durable run's caller validates `output` again."""
+
+
+RunExecutor = Callable[[RunStart], Awaitable[RunOutcome]]
+"""Runs a workflow body for a `RunStart`; provided by the app."""
 
 
 class Journal(Protocol):
@@ -53,11 +110,13 @@ class Engine(Protocol):
         """Start the engine; unfinished runs of a previous process resume from here on."""
         ...
 
-    async def run(
-        self, run_id: RunId, workflow: str, payload: JsonValue, meta: dict[str, Any]
-    ) -> dict[str, Any]:
+    async def run(self, start: RunStart) -> RunOutcome:
         """Execute one run to completion (or join it if it is already running) and return its
-        result record. Starting the same run id twice executes it once."""
+        outcome. Starting the same run id twice executes it once.
+
+        Raises:
+            StateError: the engine's record of the run is missing or corrupt.
+        """
         ...
 
     async def journal(self, run_id: RunId, spans: BatchingRecorder | None = None) -> Journal:
@@ -72,8 +131,12 @@ class Engine(Protocol):
         """Runs that started and have not finished."""
         ...
 
-    async def wait(self, run_id: RunId) -> dict[str, Any]:
-        """The result record of a run, waiting for it to finish."""
+    async def wait(self, run_id: RunId) -> RunOutcome:
+        """The outcome of a run, waiting for it to finish.
+
+        Raises:
+            StateError: the engine's record of the run is missing or corrupt.
+        """
         ...
 
     async def close(self) -> None:
@@ -93,12 +156,10 @@ class EphemeralEngine:
     async def launch(self, executor: RunExecutor) -> None:
         self._executor = executor
 
-    async def run(
-        self, run_id: RunId, workflow: str, payload: JsonValue, meta: dict[str, Any]
-    ) -> dict[str, Any]:
+    async def run(self, start: RunStart) -> RunOutcome:
         if self._executor is None:
             raise RuntimeError("EphemeralEngine.run() before launch()")
-        return await self._executor(workflow, run_id, payload, meta)
+        return await self._executor(start)
 
     async def journal(self, run_id: RunId, spans: BatchingRecorder | None = None) -> Journal:
         return self._journal
@@ -106,7 +167,7 @@ class EphemeralEngine:
     async def pending(self) -> list[RunId]:
         return []
 
-    async def wait(self, run_id: RunId) -> dict[str, Any]:
+    async def wait(self, run_id: RunId) -> RunOutcome:
         raise KeyError(run_id)
 
     async def close(self) -> None:
