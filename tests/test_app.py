@@ -284,6 +284,51 @@ def test_public_api_is_pinned():
     assert corral.__all__ == sorted(corral.__all__)
     for name in corral.__all__:
         assert hasattr(corral, name), name
+    # The promise itself: a name added or removed here is a user-visible change.
+    assert corral.__all__ == [
+        "Agent",
+        "AgentError",
+        "AgentLimits",
+        "App",
+        "AppConfig",
+        "Approval",
+        "Clock",
+        "ConfigError",
+        "ConflictError",
+        "CorralError",
+        "Escalation",
+        "FunctionAgent",
+        "HumanPolicy",
+        "LimitError",
+        "Message",
+        "Model",
+        "ModelPrice",
+        "ModelRequest",
+        "ModelResponse",
+        "NotFoundError",
+        "PayloadError",
+        "ProviderError",
+        "RejectedError",
+        "RunContext",
+        "RunHandle",
+        "RunId",
+        "RunResult",
+        "SimConfig",
+        "StateError",
+        "SystemClock",
+        "TakenOverError",
+        "Tool",
+        "ToolCall",
+        "ToolSpec",
+        "UnknownNameError",
+        "Usage",
+        "UsageError",
+        "above",
+        "function_agent",
+        "load_config",
+        "run",
+        "tool",
+    ]
 
 
 async def test_migrations_build_exactly_the_tables_the_store_uses(tmp_path):
@@ -447,7 +492,7 @@ async def test_open_apps_keep_the_gc_threshold_at_least_as_configured(tmp_path, 
         gc.set_threshold(700, *before[1:])
         async with app() as opened:
             gc.set_threshold(3_000, *before[1:])  # changed by someone else while open: theirs
-        assert not opened._started and gc.get_threshold()[0] == 3_000
+        assert not opened.is_open and gc.get_threshold()[0] == 3_000
 
         gc.set_threshold(700, *before[1:])
         async with app(0):  # 0: leave it alone

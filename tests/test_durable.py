@@ -6,7 +6,6 @@ import pytest
 from pydantic import BaseModel
 
 from corral import Agent, App, AppConfig, RunContext
-from corral.contracts import RunId
 from corral.models.sim import SimModel
 from corral.testing import CountingModel, FakeClock
 
@@ -134,7 +133,7 @@ async def test_a_tampered_pickled_row_fails_with_a_state_error_instead_of_runnin
                 conn.execute(sa.text(statement), {"evil": evil})
         await DBOS.resume_workflow_async("tampered-1")
         with pytest.raises(StateError, match="never unpickled"):
-            await app._durable.wait(RunId("tampered-1"))
+            await app.resume()
     assert _EXECUTED == []
 
 

@@ -4,6 +4,11 @@ Only `corral.engine` knows DBOS. The core sees an `Engine` that starts a run, gi
 `Journal` of checkpointed steps, and lists unfinished runs. Steps return JSON data and never raise:
 a step's failure is encoded in its result, so a replay reproduces failures exactly as successes.
 
+The journal also remembers side effects: a tool marked `side_effect` records what it returned
+under its idempotency key, and a re-run step (at-least-once) replays that instead of acting again.
+This belongs to the journal, not to tracing, so the guarantee does not depend on where an app
+sends its spans.
+
 Step ids are hierarchical and assigned in program order (`3`, `3.1`, `3.2` for the model calls
 inside agent call 3), so they are the same on every execution of a run even when agents run in
 parallel and finish in a different order. That is why the journal is keyed by Corral's step id
@@ -24,10 +29,12 @@ from corral.model import Usage
 from corral.trace import BatchingRecorder, RunStatus
 
 __all__ = [
+    "Effects",
     "Engine",
     "EphemeralEngine",
     "EphemeralJournal",
     "Journal",
+    "MemoryEffects",
     "RunExecutor",
     "RunOutcome",
     "RunStart",
@@ -82,8 +89,20 @@ RunExecutor = Callable[[RunStart], Awaitable[RunOutcome]]
 """Runs a workflow body for a `RunStart`; provided by the app."""
 
 
-class Journal(Protocol):
-    """The checkpointed steps of one run."""
+class Effects(Protocol):
+    """Where executed side effects are remembered (the SQL store's effect table)."""
+
+    async def effect(self, key: str) -> dict[str, JsonValue] | None:
+        """`{"result": ...}` for the side effect `key` if it completed, else None."""
+        ...
+
+    async def record_effect(self, key: str, run_id: RunId, tool: str, result: JsonValue) -> None:
+        """Remember that the side effect `key` happened and what it returned."""
+        ...
+
+
+class Journal(Effects, Protocol):
+    """The checkpointed steps and executed side effects of one run."""
 
     async def step(self, step_id: str, name: str, fn: StepFn) -> JsonValue:
         """Run `fn` as step `step_id`: a step completed before a crash returns its recorded
@@ -91,11 +110,34 @@ class Journal(Protocol):
         ...
 
 
+class MemoryEffects:
+    """Side effects remembered for the life of the process (an app without a database)."""
+
+    def __init__(self) -> None:
+        self._done: dict[str, JsonValue] = {}
+
+    async def effect(self, key: str) -> dict[str, JsonValue] | None:
+        return {"result": self._done[key]} if key in self._done else None
+
+    async def record_effect(self, key: str, run_id: RunId, tool: str, result: JsonValue) -> None:
+        self._done[key] = result
+
+
 class EphemeralJournal:
-    """Runs each step; remembers nothing."""
+    """Runs each step and checkpoints nothing; side effects still go to `effects`, so a run
+    started again under the same id does not repeat them."""
+
+    def __init__(self, effects: Effects | None = None) -> None:
+        self._effects: Effects = effects if effects is not None else MemoryEffects()
 
     async def step(self, step_id: str, name: str, fn: StepFn) -> JsonValue:
         return await fn()
+
+    async def effect(self, key: str) -> dict[str, JsonValue] | None:
+        return await self._effects.effect(key)
+
+    async def record_effect(self, key: str, run_id: RunId, tool: str, result: JsonValue) -> None:
+        await self._effects.record_effect(key, run_id, tool, result)
 
 
 class Engine(Protocol):

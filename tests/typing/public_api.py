@@ -26,6 +26,7 @@ from corral import (
     run,
     tool,
 )
+from corral.contracts import Json
 from corral.patterns import Pipeline, Stage
 from corral.testing import FakeClock, SpanRecorder
 
@@ -122,6 +123,10 @@ async def use() -> None:
         triaged: Triage | None = result.output
         assert triaged is not None
     handle = await app.start("support", Ticket(text="hi"))
+    await app.start("support", {"text": "x"}, user="u1", priority="batch", deadline_s=30.0)
+    if result.status == "budget_exhausted" and isinstance(result.partial, dict):
+        best: Json = result.partial.get("category")
+        assert best is None or best
     done: RunResult[Triage] = await handle.result()
     assert done.run_id == handle.run_id
     pipeline = Pipeline([Stage(triage)])

@@ -68,12 +68,13 @@ async def _corral_run(start_json: str) -> str:
 
 
 class SqlJournal:
-    """A run's checkpointed steps, preloaded from `corral_steps`."""
+    """A run's checkpointed steps, preloaded from `corral_steps`, and its side effects (the
+    store's effect table)."""
 
     def __init__(
         self,
         store: SqlStore,
-        run_id: str,
+        run_id: RunId,
         done: dict[str, JsonValue],
         spans: BatchingRecorder | None = None,
     ) -> None:
@@ -90,6 +91,12 @@ class SqlJournal:
         await self._store.save_step(self._run_id, step_id, name, result, with_spans=held)
         self._done[step_id] = result
         return result
+
+    async def effect(self, key: str) -> dict[str, JsonValue] | None:
+        return await self._store.effect(key)
+
+    async def record_effect(self, key: str, run_id: RunId, tool: str, result: JsonValue) -> None:
+        await self._store.record_effect(key, run_id, tool, result)
 
 
 class DbosEngine:
