@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from corral._agent_call import records
-from corral._finish import WorkflowEnd, ended_by, finish
+from corral._finish import ended_by, finish
 from corral._human_steps import DeadlineHold
 from corral._result import RunResult
 from corral._services import Auditor, RunServices, RunStats
@@ -208,7 +208,7 @@ class Runner:
         if deadline_s is not None and not deadline_s > 0:
             raise UsageError(f"deadline_s must be a positive number of seconds, got {deadline_s!r}")
         limit = self._config.deadline_s if deadline_s is None else deadline_s
-        start = RunStart(
+        start = RunStart._new(
             run_id=RunId(run_id or self._id_factory()),
             workflow=wf.name,
             payload=dump_payload(checked),
@@ -266,7 +266,7 @@ class Runner:
         guards = self._guards
         hold = DeadlineHold()
         ctx = RunContext(
-            RunServices(
+            RunServices._new(
                 run_id=run_id,
                 # An ephemeral run's journal remembers nothing: no coroutine to fetch it.
                 journal=await self.durable.journal(run_id, recorder)
@@ -302,7 +302,30 @@ class Runner:
         if stored or self._has_taps:
             await recorder.record_run(run_record(ctx, start, started, "running"))
         try:
-            end = await self._within_deadline(live, ctx, hold, started)
+            # Time spent waiting for humans does not count against the deadline (a run may wait
+            # a day for an approval); the store knows how long a resumed run has waited so far.
+            waited = 0.0
+            if live.fresh:
+                live.fresh = False
+            elif durable and self._ledger is not None:
+                waited = await self._ledger.human_wait_s(run_id, started)
+            # `started` is now: reading the clock again costs.
+            remaining = start.deadline_at + waited - started.timestamp()
+            if remaining <= 0:
+                end = ended_by(DeadlineExceededError(start.deadline_s))
+            else:
+                # The deadline shares the loop timer of the call timeouts (asyncio.timeout would
+                # add a timer per run); a human wait holds it (`hold`). Awaited here, not in a
+                # helper: every coroutine level costs on each resume of the run.
+                deadlines = guards.kill.deadlines
+                deadline = hold.timer = deadlines.start(remaining)
+                try:
+                    given, live.given = live.given, None
+                    if given is None:
+                        given = wf.input.model_validate(start.payload)
+                    end = await finish(wf, ctx, given, deadline, start.deadline_s)
+                finally:
+                    deadlines.end(deadline)
         except asyncio.CancelledError:
             if not live.abandoned:
                 raise
@@ -332,7 +355,7 @@ class Runner:
                     finished_at=clock.now(),
                 )
             )
-        return RunOutcome(
+        return RunOutcome._new(
             run_id=run_id,
             workflow=wf.name,
             status=end.status,
@@ -342,35 +365,6 @@ class Runner:
             # Handed over in this process (never stored): the caller need not validate again.
             value=end.value if wf.output is not None else None,
         )
-
-    async def _within_deadline(
-        self, live: LiveRun, ctx: RunContext, hold: DeadlineHold, started: datetime
-    ) -> WorkflowEnd:
-        """`finish` under the run's deadline, less the time it has waited for humans."""
-        start = live.start
-        started_ts = started.timestamp()  # `started` is now: reading the clock again costs
-        # Time spent waiting for humans does not count against the deadline (a run may wait
-        # a day for an approval); the store knows how long a resumed run has waited so far.
-        waited = 0.0
-        if live.fresh:
-            live.fresh = False
-        elif start.durable and self._ledger is not None:
-            waited = await self._ledger.human_wait_s(start.run_id, started)
-        remaining = start.deadline_at + waited - started_ts
-        if remaining <= 0:
-            return ended_by(DeadlineExceededError(start.deadline_s))
-        # The deadline shares the loop timer of the call timeouts (asyncio.timeout would add
-        # a timer per run); a human wait holds it (`hold`).
-        deadlines = self._guards.kill.deadlines
-        deadline = hold.timer = deadlines.start(remaining)
-        try:
-            given = live.given
-            live.given = None
-            if given is None:
-                given = live.workflow.input.model_validate(start.payload)
-            return await finish(live.workflow, ctx, given, deadline, start.deadline_s)
-        finally:
-            deadlines.end(deadline)
 
     async def _maybe_review(
         self, workflow: str, run_id: RunId, payload: JsonValue, output: JsonValue

@@ -7,10 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel
 
+from corral._dataclass import quick_init
 from corral._human_steps import DeadlineHold
 from corral.clock import Clock
 from corral.contracts import JsonValue, RunId
@@ -73,9 +74,13 @@ class RunStats:
         )
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunServices:
     """Everything a run's steps reach: built once per run by `corral._run.Runner`."""
+
+    _new: ClassVar[Callable[..., RunServices]]
+    """`RunServices(...)` without the class call's keyword dict (see `corral._dataclass`)."""
 
     run_id: RunId
     journal: Journal

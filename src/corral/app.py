@@ -150,15 +150,17 @@ class App:
         """Whether the app is open (between `open()` and `close()`)."""
         return self._runner is not None
 
-    async def open(self) -> Runner:
+    async def open(self) -> None:
         """Open the store and launch the durable engine; unfinished runs resume from here.
-
-        Returns the app's runner (what `run` and `start` delegate to).
 
         Raises:
             StateError: the database is locked, corrupt or from a newer Corral.
             ConfigError: the database URL is unusable.
         """
+        await self._opened()
+
+    async def _opened(self) -> Runner:
+        """The runner of the open app (opening it first): what `run` and `start` delegate to."""
         if self._runner is not None:
             return self._runner  # every run calls this: no lock once open
         if self._start_lock is None:
@@ -271,7 +273,7 @@ class App:
             UnknownNameError: no workflow with that name.
             PayloadError: the payload does not fit the workflow's input or is not JSON.
         """
-        runner = await self.open()
+        runner = await self._opened()
         live, engine = runner.prepare(
             workflow,
             payload,
@@ -332,7 +334,7 @@ class App:
             UnknownNameError: no workflow with that name.
             PayloadError: the payload does not fit the workflow's input or is not JSON.
         """
-        runner = await self.open()
+        runner = await self._opened()
         live, engine = runner.prepare(
             workflow,
             payload,
@@ -370,7 +372,7 @@ class App:
         Raises:
             StateError: the engine's record of a run is corrupt (or was tampered with).
         """
-        runner = await self.open()
+        runner = await self._opened()
         if runner.durable is None:
             return []
         results = []

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel
 
+from corral._dataclass import quick_init
 from corral.contracts import JsonValue, RunId
 from corral.guards.policy import Priority
 from corral.model import Usage
@@ -44,6 +45,7 @@ __all__ = [
 StepFn = Callable[[], Awaitable[JsonValue]]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunStart:
     """What a run needs to start, or to resume after a crash: all an engine keeps of a run.
@@ -51,6 +53,9 @@ class RunStart:
     A durable engine stores it as JSON (`corral.engine`), never as a pickle: the payload is the
     workflow input's JSON form, and every other field is a plain value.
     """
+
+    _new: ClassVar[Callable[..., RunStart]]
+    """`RunStart(...)` without the class call's keyword dict (see `corral._dataclass`)."""
 
     run_id: RunId
     workflow: str
@@ -68,9 +73,13 @@ class RunStart:
     priority: Priority = "interactive"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunOutcome:
     """How a run ended, as the engine hands it back (and a durable engine stores it, as JSON)."""
+
+    _new: ClassVar[Callable[..., RunOutcome]]
+    """`RunOutcome(...)` without the class call's keyword dict (see `corral._dataclass`)."""
 
     run_id: RunId
     workflow: str
