@@ -374,14 +374,7 @@ class AgentCall(Generic[In, Out]):
         a provider failure (journaled like an answer). A guard's refusal raises."""
         step_id = self._model_step_id
         started, t0 = (self.clock.now(), self.clock.monotonic()) if self.recording else (None, 0.0)
-        caller = ModelCaller(
-            self.run.guards,
-            agent.name,
-            self.timeout_s,
-            self._emit,
-            agent.cache,
-            agent.semantic_cache,
-        )
+        caller = self._guard_chain(agent)
         try:
             response = await caller.call(models, request)
             self._cost = caller.cost  # `response` may be unpriced (see `ModelCaller`)
@@ -423,6 +416,18 @@ class AgentCall(Generic[In, Out]):
                 attrs={"cached": True} if response.cached else None,
             )
         return response
+
+    def _guard_chain(self, agent: Agent[In, Out]) -> ModelCaller:
+        """The guard chain one model step calls through (`await chain.call(models, request)`;
+        `chain.cost` is then what the answer cost). The one place this module builds it."""
+        return ModelCaller(
+            self.run.guards,
+            agent.name,
+            self.timeout_s,
+            self._emit,
+            agent.cache,
+            agent.semantic_cache,
+        )
 
     async def _tool_call(self, agent: Agent[In, Out], call: ToolCall) -> tuple[str, bool]:
         """Run one model-proposed tool call; returns the tool message content and validity."""
