@@ -146,7 +146,7 @@ async def wait_for_human(
 async def escalate_to_human(
     run: RunServices,
     agent: Agent[In, Out] | FunctionAgent[In, Out],
-    payload: Any,
+    payload: In | dict[str, Any] | str,
     step_id: str,
     reason: str,
     error: CorralError | None,

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from pydantic import BaseModel
 
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 __all__ = ["App", "RunHandle", "RunResult", "new_run_id"]
 
 log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=WorkflowFn)
 
 
 class App:
@@ -108,14 +110,22 @@ class App:
 
     # -- registration ---------------------------------------------------------------------------
 
-    def workflow(self, fn: WorkflowFn | None = None, /, *, name: str | None = None) -> Any:
-        """Register `async def wf(ctx, payload: In) -> Out` under its name (or `name`).
+    @overload
+    def workflow(self, fn: F, /) -> F: ...
+
+    @overload
+    def workflow(self, fn: None = None, /, *, name: str | None = None) -> Callable[[F], F]: ...
+
+    def workflow(self, fn: F | None = None, /, *, name: str | None = None) -> F | Callable[[F], F]:
+        """Register `async def wf(ctx, payload: In) -> Out` under its name (or `name`); as
+        `@app.workflow` or `@app.workflow(name="...")`. The function is returned unchanged.
 
         Raises:
             UsageError: a workflow with that name is already registered.
+            TypeError: the function is not `async def (ctx, payload: SomeModel)`.
         """
 
-        def register(func: WorkflowFn) -> WorkflowFn:
+        def register(func: F) -> F:
             wf = Workflow.from_function(func, name)
             if wf.name in self._workflows:
                 raise UsageError(f"workflow {wf.name!r} is registered twice")

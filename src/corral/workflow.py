@@ -285,7 +285,7 @@ class RunContext:
         self,
         agent: Agent[In, Out] | FunctionAgent[In, Out],
         fallback: Agent[In, Out] | FunctionAgent[In, Out],
-        payload: Any,
+        payload: In | dict[str, Any] | str,
         step_id: str,
         first: AgentError,
     ) -> Out:
@@ -324,7 +324,7 @@ class RunContext:
     async def _escalate(
         self,
         agent: Agent[In, Out] | FunctionAgent[In, Out],
-        payload: Any,
+        payload: In | dict[str, Any] | str,
         step_id: str,
         reason: str,
         error: CorralError | None,
@@ -377,7 +377,7 @@ class RunContext:
     async def _call_one(
         self,
         agent: Agent[In, Out] | FunctionAgent[In, Out],
-        payload: Any,
+        payload: In | dict[str, Any] | str,
         step_id: str,
         sender: str,
     ) -> Out:
