@@ -1,4 +1,5 @@
-"""Steps that wait for a human: a tool call's or a value's approval, and an agent's escalation.
+"""Steps that wait for a human: a tool call's or a value's approval, and an agent's escalation;
+and the sampled review of finished runs, which nothing waits for.
 
 Each wait is a journaled step holding the decision, so a run killed while it waits resumes
 waiting (or with the decision, if it came meanwhile). While any wait of a run is open its
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
@@ -16,16 +18,23 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 from pydantic import BaseModel
 
 from corral.agent import Agent, FunctionAgent
-from corral.contracts import JsonValue, dump_payload, validate_payload
+from corral.clock import Clock
+from corral.contracts import JsonValue, RunId, dump_payload, validate_payload
 from corral.errors import CorralError, RejectedError, TakenOverError, UsageError
 from corral.guards.deadlines import Deadline
-from corral.humans import Decision, HumanRequest, deadline
+from corral.humans import Decision, HumanRequest, HumanStore, deadline
 from corral.trace import Span
 
 if TYPE_CHECKING:
     from corral._services import RunServices
 
-__all__ = ["DeadlineHold", "approve_value", "escalate_to_human", "wait_for_human"]
+__all__ = [
+    "DeadlineHold",
+    "approve_value",
+    "escalate_to_human",
+    "sample_for_review",
+    "wait_for_human",
+]
 
 log = logging.getLogger(__name__)
 
@@ -250,3 +259,35 @@ async def approve_value(
         edited: T = type(value).model_validate(decision.value)  # type: ignore[attr-defined]
         return edited
     return value
+
+
+async def sample_for_review(
+    requests: HumanStore,
+    clock: Clock,
+    share: float,
+    workflow: str,
+    run_id: RunId,
+    payload: JsonValue,
+    output: JsonValue,
+) -> None:
+    """Queue a sampled `share` of succeeded runs for review (never waits for the review).
+
+    The sample is a hash of the run id, so a resumed run makes the same choice."""
+    if share <= 0:
+        return
+    digest = hashlib.sha256(f"review:{run_id}".encode()).digest()
+    if int.from_bytes(digest[:8], "big") / 2**64 >= share:
+        return
+    await requests.open_request(
+        HumanRequest(
+            id=f"{run_id}:review",
+            run_id=run_id,
+            step_id="review",
+            kind="review",
+            workflow=workflow,
+            subject=workflow,
+            title=f"review a run of {workflow}",
+            payload={"input": payload, "output": output},
+            created_at=clock.now(),
+        )
+    )

@@ -8,7 +8,6 @@ the one place that decides whether a run is durable.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from pydantic import BaseModel
 
 from corral._agent_call import records
 from corral._finish import ended_by, finish
-from corral._human_steps import DeadlineHold
+from corral._human_steps import DeadlineHold, sample_for_review
 from corral._result import RunResult
 from corral._services import Auditor, RunServices, RunStats
 from corral.clock import Clock
@@ -44,7 +43,7 @@ from corral.errors import (
 )
 from corral.guards.chain import Guards
 from corral.guards.policy import PRIORITIES, Priority
-from corral.humans import HumanDesk, HumanRequest, HumanStore
+from corral.humans import HumanDesk, HumanStore
 from corral.model import Model, Usage
 from corral.trace import BatchingRecorder, NullRecorder, Recorder, RunRecord, RunStatus, Tap
 from corral.workflow import RunContext, Workflow
@@ -339,9 +338,13 @@ class Runner:
         if end.raised is not None and not isinstance(end.raised, CorralError):
             log.error("workflow %s raised", wf.name, exc_info=end.raised, extra={"run_id": run_id})
         usage = ctx.usage
-        reviewed = self._ledger is not None and self._config.humans.review_share(wf.name) > 0
-        if end.status == "succeeded" and reviewed:
-            await self._maybe_review(wf.name, run_id, start.payload, end.output)
+        ledger = self._ledger
+        if end.status == "succeeded" and ledger is not None:
+            share = self._config.humans.review_share(wf.name)
+            if share > 0:  # most apps sample nothing: no coroutine then
+                await sample_for_review(
+                    ledger, clock, share, wf.name, run_id, start.payload, end.output
+                )
         if self._tap is not None or stored:
             await recorder.record_run(
                 run_record(
@@ -364,30 +367,4 @@ class Runner:
             usage=usage,
             # Handed over in this process (never stored): the caller need not validate again.
             value=end.value if wf.output is not None else None,
-        )
-
-    async def _maybe_review(
-        self, workflow: str, run_id: RunId, payload: JsonValue, output: JsonValue
-    ) -> None:
-        """Queue a sampled share of succeeded runs for review (never waits for the review).
-
-        The sample is a hash of the run id, so a resumed run makes the same choice."""
-        share = self._config.humans.review_share(workflow)
-        if share <= 0 or self._ledger is None:
-            return
-        digest = hashlib.sha256(f"review:{run_id}".encode()).digest()
-        if int.from_bytes(digest[:8], "big") / 2**64 >= share:
-            return
-        await self._ledger.open_request(
-            HumanRequest(
-                id=f"{run_id}:review",
-                run_id=run_id,
-                step_id="review",
-                kind="review",
-                workflow=workflow,
-                subject=workflow,
-                title=f"review a run of {workflow}",
-                payload={"input": payload, "output": output},
-                created_at=self._clock.now(),
-            )
         )
