@@ -26,7 +26,7 @@ from corral.guards.chain import GuardEvent, ModelCaller
 from corral.guards.router import AUTO, RouteInput, route, schema_shape
 from corral.model import Message, Model, ModelRequest, ModelResponse, ToolCall, Usage
 from corral.tool import Tool, ToolArgumentsError
-from corral.trace import BatchingRecorder, NullRecorder, Recorder, Span, SpanKind, SpanStatus
+from corral.trace import Recorder, Span, SpanKind, SpanStatus, keeps_spans
 
 log = logging.getLogger(__name__)
 
@@ -588,7 +588,7 @@ class AgentCall(Generic[In, Out]):
 
 async def _record_span(recorder: Recorder, clock: Clock, **fields: Any) -> None:
     """Record a span built from `fields` (see `_span`), if `recorder` keeps spans."""
-    if records(recorder):
+    if keeps_spans(recorder):
         await recorder.record_span(_span(clock, **fields))
 
 
@@ -653,12 +653,6 @@ def _route_input(agent: Agent[Any, Any], messages: list[Message], allow_tools: b
 @functools.cache
 def _shape(output: type[BaseModel]) -> tuple[int, int]:
     return schema_shape(output.model_json_schema())
-
-
-def records(recorder: Recorder) -> bool:
-    """False for a recorder that drops spans (then building them is skipped)."""
-    inner = recorder.inner if isinstance(recorder, BatchingRecorder) else recorder
-    return not isinstance(inner, NullRecorder)
 
 
 def _json_text(text: str) -> str:

@@ -17,7 +17,6 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from corral._agent_call import records
 from corral._finish import ended_by, finish
 from corral._human_steps import DeadlineHold, sample_for_review
 from corral._result import RunResult
@@ -45,7 +44,15 @@ from corral.guards.chain import Guards
 from corral.guards.policy import PRIORITIES, Priority
 from corral.humans import HumanDesk, HumanStore
 from corral.model import Model, Usage
-from corral.trace import BatchingRecorder, NullRecorder, Recorder, RunRecord, RunStatus, Tap
+from corral.trace import (
+    BatchingRecorder,
+    NullRecorder,
+    Recorder,
+    RunRecord,
+    RunStatus,
+    Tap,
+    keeps_spans,
+)
 from corral.workflow import RunContext, Workflow
 
 __all__ = ["LiveRun", "RunLedger", "Runner", "run_record"]
@@ -272,7 +279,7 @@ class Runner:
                 if durable and self.durable is not None
                 else self._no_journal,
                 recorder=recorder,
-                recording=records(recorder),
+                recording=keeps_spans(recorder),
                 clock=clock,
                 guards=guards.run(
                     run_id, priority=start.priority, tenant=start.tenant, user=start.user

@@ -15,7 +15,16 @@ from typing import Any, ClassVar, Literal, Protocol
 from corral._dataclass import quick_init
 from corral.contracts import JsonValue, RunId
 
-__all__ = ["BatchingRecorder", "NullRecorder", "Recorder", "RunRecord", "Span", "Tap", "Taps"]
+__all__ = [
+    "BatchingRecorder",
+    "NullRecorder",
+    "Recorder",
+    "RunRecord",
+    "Span",
+    "Tap",
+    "Taps",
+    "keeps_spans",
+]
 
 SpanKind = Literal["workflow", "agent", "model", "tool", "guard", "human"]
 SpanStatus = Literal["ok", "error", "invalid_output", "invalid_args", "replayed_effect", "alert"]
@@ -197,3 +206,9 @@ class BatchingRecorder:
         self._held.extend(spans)
         if len(self._held) >= self._max_held:
             await self.flush()
+
+
+def keeps_spans(recorder: Recorder) -> bool:
+    """False for a recorder that drops spans (then building them is skipped)."""
+    inner = recorder.inner if isinstance(recorder, BatchingRecorder) else recorder
+    return not isinstance(inner, NullRecorder)
