@@ -117,6 +117,17 @@ async def support(ctx: RunContext, ticket: Ticket) -> Triage:
     return approved
 
 
+@app.workflow(name="triage-only")
+async def triage_only(ctx: RunContext, ticket: Ticket) -> Triage:
+    return await ctx.call(triage, ticket)
+
+
+def decorated_functions_keep_their_types(ctx: RunContext) -> None:
+    # `@app.workflow` returns the function itself, typed as written.
+    direct: Triage = run(triage_only(ctx, Ticket(text="x")))
+    assert direct
+
+
 async def use() -> None:
     result: RunResult[Triage] = await app.run("support", {"text": "hi"}, user="u1", tags=["a"])
     if result.ok:
