@@ -105,6 +105,64 @@ async def test_deadline_ends_a_run_that_would_never_finish():
     assert result.status == "deadline_exceeded" and result.error["deadline_s"] == 0.05
 
 
+async def test_the_deadline_is_a_raised_deadline_exceeded_error_a_workflow_can_see():
+    """The deadline cancels the body, and the cancellation is raised as `DeadlineExceededError`:
+    the run's error is that error's own `to_dict()`, its message built by the error itself."""
+    import asyncio
+
+    from corral.errors import DeadlineExceededError
+
+    app, _, _ = ephemeral_app()
+
+    @app.workflow
+    async def stuck(ctx: RunContext, t: Ticket) -> Out:
+        await asyncio.Event().wait()
+        return Out(text="never")
+
+    result = await app.run("stuck", {"text": "x"}, deadline_s=0.05)
+    assert result.error == DeadlineExceededError(0.05).to_dict()
+    assert result.error["message"] == "run exceeded its deadline of 0.05s"
+
+
+async def test_start_checks_its_typed_options_before_it_returns():
+    app, _, _ = ephemeral_app()
+
+    @app.workflow
+    async def echo(ctx: RunContext, t: Ticket) -> Out:
+        return Out(text=t.text)
+
+    with pytest.raises(UsageError, match="unknown priority"):
+        await app.start("echo", {"text": "x"}, priority="urgent")  # type: ignore[arg-type]
+    handle = await app.start("echo", {"text": "x"}, priority="batch", tags=("a",), user="u")
+    result = await handle.result()
+    assert result.ok and result.output == Out(text="x") and result.run_id == handle.run_id
+    await app.close()
+
+
+class Strict(BaseModel):
+    n: int
+
+
+async def test_a_sub_workflow_error_is_mapped_like_a_top_level_one():
+    """One body runner for runs and sub-workflows: a child's output that fails its schema is
+    the same `invalid_output` failure, recorded on the child's span and ending the run."""
+    app, recorder, _ = ephemeral_app()
+
+    @app.workflow
+    async def child(ctx: RunContext, t: Ticket) -> Strict:
+        return {"n": "not a number"}  # type: ignore[return-value]
+
+    @app.workflow
+    async def parent(ctx: RunContext, t: Ticket) -> Out:
+        await ctx.subflow("child", t)
+        return Out(text="unreachable")
+
+    result = await app.run("parent", {"text": "x"})
+    assert result.status == "failed" and result.error["code"] == "invalid_output"
+    (span,) = recorder.spans_of(result.run_id, "workflow")
+    assert span.status == "error" and span.error["code"] == "invalid_output"
+
+
 async def test_a_run_can_set_its_own_deadline_and_a_bad_one_is_refused():
     import asyncio
 
@@ -290,6 +348,51 @@ def test_public_api_is_pinned():
     assert corral.__all__ == sorted(corral.__all__)
     for name in corral.__all__:
         assert hasattr(corral, name), name
+    # The promise itself: a name added or removed here is a user-visible change.
+    assert corral.__all__ == [
+        "Agent",
+        "AgentError",
+        "AgentLimits",
+        "App",
+        "AppConfig",
+        "Approval",
+        "Clock",
+        "ConfigError",
+        "ConflictError",
+        "CorralError",
+        "Escalation",
+        "FunctionAgent",
+        "HumanPolicy",
+        "LimitError",
+        "Message",
+        "Model",
+        "ModelPrice",
+        "ModelRequest",
+        "ModelResponse",
+        "NotFoundError",
+        "PayloadError",
+        "ProviderError",
+        "RejectedError",
+        "RunContext",
+        "RunHandle",
+        "RunId",
+        "RunResult",
+        "SimConfig",
+        "StateError",
+        "SystemClock",
+        "TakenOverError",
+        "Tool",
+        "ToolCall",
+        "ToolSpec",
+        "UnknownNameError",
+        "Usage",
+        "UsageError",
+        "above",
+        "function_agent",
+        "load_config",
+        "run",
+        "tool",
+    ]
 
 
 async def test_migrations_build_exactly_the_tables_the_store_uses(tmp_path):
@@ -463,7 +566,7 @@ async def test_open_apps_keep_the_gc_threshold_at_least_as_configured(tmp_path, 
         gc.set_threshold(700, *before[1:])
         async with app() as opened:
             gc.set_threshold(3_000, *before[1:])  # changed by someone else while open: theirs
-        assert not opened._started and gc.get_threshold()[0] == 3_000
+        assert not opened.is_open and gc.get_threshold()[0] == 3_000
 
         gc.set_threshold(700, *before[1:])
         async with app(0):  # 0: leave it alone

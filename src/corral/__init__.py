@@ -11,7 +11,7 @@ from corral.agent import Agent, AgentLimits, FunctionAgent, function_agent
 from corral.app import App, RunHandle, RunResult
 from corral.clock import Clock, SystemClock
 from corral.config import AppConfig, ModelPrice, SimConfig, load_config
-from corral.contracts import Envelope, EnvelopeMetadata, RunId, StepId
+from corral.contracts import RunId
 from corral.errors import (
     AgentError,
     ConfigError,
@@ -43,8 +43,6 @@ __all__ = [
     "ConfigError",
     "ConflictError",
     "CorralError",
-    "Envelope",
-    "EnvelopeMetadata",
     "Escalation",
     "FunctionAgent",
     "HumanPolicy",
@@ -64,7 +62,6 @@ __all__ = [
     "RunResult",
     "SimConfig",
     "StateError",
-    "StepId",
     "SystemClock",
     "TakenOverError",
     "Tool",

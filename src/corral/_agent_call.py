@@ -10,13 +10,15 @@ import functools
 import json
 import logging
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 from pydantic import BaseModel
 
+from corral._human_steps import wait_for_human
+from corral._services import RunServices
 from corral.agent import Agent, FunctionAgent
 from corral.clock import Clock
-from corral.contracts import JsonValue, dump_payload, validate_payload
+from corral.contracts import JsonValue, RunId, dump_payload, validate_payload
 from corral.durable import EphemeralJournal, Journal
 from corral.errors import AgentError, CircuitOpenError, LimitError, ProviderError
 from corral.guards.budget import Cost
@@ -24,10 +26,7 @@ from corral.guards.chain import GuardEvent, ModelCaller
 from corral.guards.router import AUTO, RouteInput, route, schema_shape
 from corral.model import Message, Model, ModelRequest, ModelResponse, ToolCall, Usage
 from corral.tool import Tool, ToolArgumentsError
-from corral.trace import BatchingRecorder, NullRecorder, Recorder, Span, SpanKind, SpanStatus
-
-if TYPE_CHECKING:
-    from corral.workflow import RunContext
+from corral.trace import Recorder, Span, SpanKind, SpanStatus, keeps_spans
 
 log = logging.getLogger(__name__)
 
@@ -48,24 +47,29 @@ class AgentCall(Generic[In, Out]):
 
     def __init__(
         self,
-        ctx: RunContext,
+        run: RunServices,
         agent: Agent[In, Out] | FunctionAgent[In, Out],
         payload: In,
         payload_json: str,
         step_id: str,
         sender: str,
+        workflow: str,
+        parent_id: str | None,
     ) -> None:
-        # Positional and few: one is built per agent call (keyword matching is not free).
-        self.ctx = ctx
+        # Positional: one is built per agent call (keyword matching is not free).
+        self.run = run
         self.agent = agent
         self.payload = payload
         self.payload_json = payload_json
         self.step_id = step_id
         self.sender = sender
-        self.journal: Journal = ctx._journal
-        self.recorder: Recorder = ctx._recorder
-        self.clock: Clock = ctx._clock
-        self.timeout_s: float = ctx._call_timeout_s
+        self.workflow = workflow
+        self.parent_id = parent_id
+        """The step of the sub-workflow making the call (None at the top): the span's parent."""
+        self.journal: Journal = run.journal
+        self.recorder: Recorder = run.recorder
+        self.clock: Clock = run.clock
+        self.timeout_s: float = run.call_timeout_s
         self._inner = 0
         self._model_step_id = ""
         """The model step in progress (guard events are recorded under it)."""
@@ -73,7 +77,7 @@ class AgentCall(Generic[In, Out]):
         self._cost = _ZERO  # what the current model step's answer cost
         self.usage = _NO_USAGE  # frozen: replaced (not mutated) as model calls add up
         self.last_model: str | None = None
-        self.recording: bool = ctx._recording
+        self.recording: bool = run.recording
         """Spans are kept: without a recorder, building them (and reading the clock) is skipped."""
 
     def _next_inner(self) -> str:
@@ -97,7 +101,7 @@ class AgentCall(Generic[In, Out]):
             await self._record(
                 kind="agent",
                 step_id=self.step_id,
-                parent_id=self.ctx._parent_step,
+                parent_id=self.parent_id,
                 name=agent.name,
                 input=payload_json,
                 output=outcome.get("output"),
@@ -127,13 +131,13 @@ class AgentCall(Generic[In, Out]):
                 step_id = self._model_step_id = self._next_inner()
                 self._events = 0  # guard events of this step (their span ids)
                 tier = agent.model
-                if tier == AUTO or self.ctx.guards.budget.should_degrade:
+                if tier == AUTO or self.run.guards.budget.should_degrade:
                     tier = await self._choose_tier(agent, messages, allow_tools)
                 models, request = self._request(agent, step_id, tier, messages, allow_tools)
                 if ephemeral:  # nothing to journal: no step bookkeeping (and no JSON form)
-                    answer = await self._ask(agent, models, request, messages, tier)
+                    answer = await self._call_models(agent, models, request, messages, tier)
                 else:
-                    answer = await self._journaled_ask(agent, models, request, messages, tier)
+                    answer = await self._journaled_call(agent, models, request, messages, tier)
                 response = self._answered(agent, answer)
                 if response.tool_calls and rounds < limits.max_tool_rounds:
                     rounds += 1
@@ -168,7 +172,7 @@ class AgentCall(Generic[In, Out]):
                     if repairs >= limits.max_repairs:
                         raise
                     repairs += 1
-                    self.ctx.stats.repairs += 1
+                    self.run.stats.repairs += 1
                     messages.append(Message(role="assistant", content=response.text))
                     messages.append(
                         Message(role="user", content=_REPAIR_PROMPT.format(errors=exc.reason))
@@ -205,7 +209,7 @@ class AgentCall(Generic[In, Out]):
         await self._record(
             kind="agent",
             step_id=self.step_id,
-            parent_id=self.ctx._parent_step,
+            parent_id=self.parent_id,
             name=agent.name,
             model=self.last_model,
             input=dump_payload(self.payload),
@@ -230,7 +234,7 @@ class AgentCall(Generic[In, Out]):
             event.kind,
             agent,
             event.detail,
-            extra={"run_id": self.ctx.run_id, "agent": agent},
+            extra={"run_id": self.run.run_id, "agent": agent},
         )
         self._events += 1
         await self._record(
@@ -249,7 +253,7 @@ class AgentCall(Generic[In, Out]):
     ) -> str:
         """The tier of this model step when it is not simply the agent's own: routed (`auto`)
         and/or one cheaper past the budget's degrade point, each decision emitted."""
-        run = self.ctx.guards
+        run = self.run.guards
         tier = agent.model
         if tier == AUTO:
             tier, reason = route(
@@ -281,7 +285,7 @@ class AgentCall(Generic[In, Out]):
         allow_tools: bool,
     ) -> tuple[list[Model], ModelRequest]:
         """Model step `step_id`'s chain (`tier`'s models) and request."""
-        models = self.ctx._resolve_chain(tier)
+        models = self.run.resolve_chain(tier)
         request = ModelRequest._new(
             model=models[0].name,
             messages=tuple(messages),
@@ -289,7 +293,7 @@ class AgentCall(Generic[In, Out]):
             tools=tuple(t.spec for t in agent.tools) if allow_tools and agent.tools else (),
             max_output_tokens=agent.max_output_tokens,
             temperature=agent.temperature,
-            metadata={"run_id": self.ctx.run_id, "agent": agent.name, "step_id": step_id},
+            metadata={"run_id": self.run.run_id, "agent": agent.name, "step_id": step_id},
         )
         return models, request
 
@@ -299,7 +303,7 @@ class AgentCall(Generic[In, Out]):
         """A model step's answer taken in: a response (answered in this process), or the
         journaled outcome (`{"response": ...}` replayed after a restart, or `{"error": ...}`,
         raised as an `AgentError`). Its usage is counted."""
-        if isinstance(answer, ModelResponse):  # answered by `_ask` in this step
+        if isinstance(answer, ModelResponse):  # answered by `_call_models` in this step
             response, cost = answer, self._cost
         else:
             error = answer.get("error")
@@ -315,7 +319,7 @@ class AgentCall(Generic[In, Out]):
             response = _response_from_dict(answer["response"])
             cost = response.cost_usd or _ZERO
             # Replayed from the journal after a restart: the money was spent before the crash.
-            self.ctx.guards.budget.charge(
+            self.run.guards.budget.charge(
                 Cost(
                     usd=cost,
                     tokens=response.input_tokens + response.output_tokens,
@@ -323,7 +327,7 @@ class AgentCall(Generic[In, Out]):
                 )
             )
         self.last_model = response.model
-        self.ctx.stats.add(response.input_tokens, response.output_tokens, cost)
+        self.run.stats.add(response.input_tokens, response.output_tokens, cost)
         if self.recording:  # the agent span's totals
             self.usage = self.usage + Usage(
                 input_tokens=response.input_tokens,
@@ -333,7 +337,7 @@ class AgentCall(Generic[In, Out]):
             )
         return response
 
-    async def _journaled_ask(
+    async def _journaled_call(
         self,
         agent: Agent[In, Out],
         models: list[Model],
@@ -341,15 +345,15 @@ class AgentCall(Generic[In, Out]):
         messages: list[Message],
         tier: str,
     ) -> ModelResponse | dict[str, Any]:
-        """`_ask` as a journaled step: the response object when it was answered in this process,
-        else the journaled outcome (`{"response": ...}` replayed, or `{"error": ...}`).
+        """`_call_models` as a journaled step: the response object when it was answered in this
+        process, else the journaled outcome (`{"response": ...}` replayed, or `{"error": ...}`).
 
         Its own method: the step's closure would give `run_llm` a cell per captured name."""
         fresh: ModelResponse | None = None
 
         async def step() -> JsonValue:
             nonlocal fresh
-            answer = await self._ask(agent, models, request, messages, tier)
+            answer = await self._call_models(agent, models, request, messages, tier)
             if isinstance(answer, dict):
                 return answer
             fresh = answer
@@ -358,7 +362,7 @@ class AgentCall(Generic[In, Out]):
         outcome = await self.journal.step(self._model_step_id, f"model:{agent.name}", step)
         return fresh if fresh is not None else cast(dict[str, Any], outcome)
 
-    async def _ask(
+    async def _call_models(
         self,
         agent: Agent[In, Out],
         models: list[Model],
@@ -370,14 +374,7 @@ class AgentCall(Generic[In, Out]):
         a provider failure (journaled like an answer). A guard's refusal raises."""
         step_id = self._model_step_id
         started, t0 = (self.clock.now(), self.clock.monotonic()) if self.recording else (None, 0.0)
-        caller = ModelCaller(
-            self.ctx.guards,
-            agent.name,
-            self.timeout_s,
-            self._emit,
-            agent.cache,
-            agent.semantic_cache,
-        )
+        caller = self._guard_chain(agent)
         try:
             response = await caller.call(models, request)
             self._cost = caller.cost  # `response` may be unpriced (see `ModelCaller`)
@@ -420,6 +417,18 @@ class AgentCall(Generic[In, Out]):
             )
         return response
 
+    def _guard_chain(self, agent: Agent[In, Out]) -> ModelCaller:
+        """The guard chain one model step calls through (`await chain.call(models, request)`;
+        `chain.cost` is then what the answer cost). The one place this module builds it."""
+        return ModelCaller(
+            self.run.guards,
+            agent.name,
+            self.timeout_s,
+            self._emit,
+            agent.cache,
+            agent.semantic_cache,
+        )
+
     async def _tool_call(self, agent: Agent[In, Out], call: ToolCall) -> tuple[str, bool]:
         """Run one model-proposed tool call; returns the tool message content and validity."""
         step_id = self._next_inner()
@@ -437,7 +446,7 @@ class AgentCall(Generic[In, Out]):
             except ToolArgumentsError as exc:
                 problem = {"error": "invalid_arguments", "message": str(exc), "errors": exc.errors}
         if problem is not None:
-            self.ctx.stats.invalid_tool_calls += 1
+            self.run.stats.invalid_tool_calls += 1
             now = self.clock.now()
             await self._record(
                 kind="tool",
@@ -453,7 +462,8 @@ class AgentCall(Generic[In, Out]):
             return json.dumps(problem), False
         assert tool is not None
         outcome = await self.tool_step(
-            ctx=self.ctx,
+            run=self.run,
+            workflow=self.workflow,
             tool=tool,
             arguments=tool.arguments_of(parsed),
             step_id=step_id,
@@ -465,7 +475,8 @@ class AgentCall(Generic[In, Out]):
     @staticmethod
     async def tool_step(
         *,
-        ctx: RunContext,
+        run: RunServices,
+        workflow: str,
         tool: Tool,
         arguments: dict[str, Any],
         step_id: str,
@@ -478,22 +489,23 @@ class AgentCall(Generic[In, Out]):
         comes back as an `{"error": {"type": "rejected", ...}}` outcome and the tool never runs;
         an edit replaces the arguments (validated and sanitized like the model's).
         """
-        key = f"{ctx.run_id}:{step_id}"
-        recorder: Recorder = ctx._recorder
-        clock: Clock = ctx._clock
+        key = f"{run.run_id}:{step_id}"
+        journal, recorder, clock = run.journal, run.recorder, run.clock
         approved_by: str | None = None
         if tool.approval is not None and tool.approval.needed(tool.validate(arguments)):
-            decision = await ctx._ask(
+            decision = await wait_for_human(
+                run,
                 f"{step_id}.h",
+                workflow=workflow,
+                parent_id=parent_id,
                 kind="approval",
                 subject=tool.name,
                 title=f"call {tool.name}"
                 + (f" ({tool.approval.reason})" if tool.approval.reason else ""),
                 payload={"arguments": arguments, "agent": agent, "reason": tool.approval.reason},
                 schema=tool.spec.parameters,
-                timeout_s=tool.approval.timeout_s or ctx._human_policy.approval_timeout_s,
+                timeout_s=tool.approval.timeout_s or run.human_policy.approval_timeout_s,
                 default=tool.approval.default,
-                parent_id=parent_id,
             )
             if decision.action == "reject":
                 return {
@@ -512,12 +524,12 @@ class AgentCall(Generic[In, Out]):
                 except ToolArgumentsError as exc:
                     return {"error": {"type": "invalid_edit", "message": str(exc)}}
             approved_by = decision.by
-        auditor = ctx._auditor
+        auditor = run.auditor
 
         async def step() -> JsonValue:
             started, t0 = clock.now(), clock.monotonic()
             status: SpanStatus = "ok"
-            if tool.side_effect and (done := await recorder.effect(key)) is not None:
+            if tool.side_effect and (done := await journal.effect(key)) is not None:
                 outcome: dict[str, Any] = {"result": done["result"]}
                 status = "replayed_effect"
             else:
@@ -529,15 +541,15 @@ class AgentCall(Generic[In, Out]):
                     status = "error"
                 else:
                     if tool.side_effect:
-                        await recorder.record_effect(key, ctx.run_id, tool.name, result)
+                        await journal.record_effect(key, run.run_id, tool.name, result)
                     outcome = {"result": result}
             if tool.side_effect and auditor is not None:
                 await auditor.audit(
                     at=clock.now(),
-                    actor=f"agent:{agent}" if agent else f"workflow:{ctx.workflow}",
+                    actor=f"agent:{agent}" if agent else f"workflow:{workflow}",
                     action="tool.replayed" if status == "replayed_effect" else "tool.call",
                     subject=f"tool:{tool.name}",
-                    run_id=ctx.run_id,
+                    run_id=run.run_id,
                     details={
                         "idempotency_key": key,
                         "arguments": arguments,
@@ -548,7 +560,7 @@ class AgentCall(Generic[In, Out]):
             await _record_span(
                 recorder,
                 clock,
-                run_id=ctx.run_id,
+                run_id=run.run_id,
                 kind="tool",
                 step_id=step_id,
                 parent_id=parent_id,
@@ -563,27 +575,27 @@ class AgentCall(Generic[In, Out]):
             )
             return outcome
 
-        result: dict[str, Any] = await ctx._journal.step(step_id, f"tool:{tool.name}", step)
+        result: dict[str, Any] = await journal.step(step_id, f"tool:{tool.name}", step)
         return result
 
     async def _record(self, **fields: Any) -> None:
         if not self.recording:
             return
         await self.recorder.record_span(
-            _span(self.clock, run_id=self.ctx.run_id, agent=self.agent.name, **fields)
+            _span(self.clock, run_id=self.run.run_id, agent=self.agent.name, **fields)
         )
 
 
 async def _record_span(recorder: Recorder, clock: Clock, **fields: Any) -> None:
     """Record a span built from `fields` (see `_span`), if `recorder` keeps spans."""
-    if records(recorder):
+    if keeps_spans(recorder):
         await recorder.record_span(_span(clock, **fields))
 
 
 def _span(
     clock: Clock,
     *,
-    run_id: str,
+    run_id: RunId,
     kind: SpanKind,
     step_id: str,
     parent_id: str | None,
@@ -641,12 +653,6 @@ def _route_input(agent: Agent[Any, Any], messages: list[Message], allow_tools: b
 @functools.cache
 def _shape(output: type[BaseModel]) -> tuple[int, int]:
     return schema_shape(output.model_json_schema())
-
-
-def records(recorder: Recorder) -> bool:
-    """False for a recorder that drops spans (then building them is skipped)."""
-    inner = recorder.inner if isinstance(recorder, BatchingRecorder) else recorder
-    return not isinstance(inner, NullRecorder)
 
 
 def _json_text(text: str) -> str:

@@ -1,91 +1,36 @@
-"""The inter-agent envelope and the identifiers that travel with it.
+"""Payload contracts: every handoff is validated, and the identifiers that travel with a run.
 
-Every handoff between agents is an `Envelope`. The payload inside it has been validated against
-the sender's output schema and the receiver's input schema before the receiver sees it; a payload
-that fails either check becomes an `AgentError` and is never delivered.
+A payload handed to an agent has been validated against the sender's output schema and the
+receiver's input schema before the receiver sees it; a payload that fails either check becomes an
+`AgentError` and is never delivered.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import Decimal
-from typing import Any, Literal, NewType, TypeVar
+from typing import Any, NewType, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from corral.errors import AgentError, PayloadError
 
 __all__ = [
-    "Envelope",
-    "EnvelopeMetadata",
+    "Json",
     "JsonValue",
     "RunId",
-    "StepId",
     "dump_payload",
     "model_json",
     "validate_payload",
 ]
 
 RunId = NewType("RunId", str)
-StepId = NewType("StepId", str)
 JsonValue = Any
 """A JSON-compatible value (dict, list, str, int, float, bool, None)."""
+Json = dict[str, "Json"] | list["Json"] | str | int | float | bool | None
+"""A JSON value, typed all the way down (for values handed to users, such as a partial result;
+`JsonValue` stays `Any` where Corral passes JSON through)."""
 
 M = TypeVar("M", bound=BaseModel)
-EnvelopeType = Literal["request", "response", "error", "event"]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EnvelopeMetadata:
-    """Accounting attached to a message: what producing it cost."""
-
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: Decimal = Decimal(0)
-    latency_ms: float = 0.0
-    model: str | None = None
-    timestamp: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Envelope:
-    """One validated message between two parties of a run.
-
-    `correlation_id` is the run; `parent_id` is the step that caused this message.
-    """
-
-    id: StepId
-    sender: str
-    """Who produced the payload (`from` on the wire; `from` is a Python keyword)."""
-    receiver: str
-    type: EnvelopeType
-    correlation_id: RunId
-    parent_id: StepId | None
-    payload: JsonValue
-    metadata: EnvelopeMetadata = field(default_factory=EnvelopeMetadata)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The wire form, with `from` and `to` as in the architecture."""
-        meta = self.metadata
-        return {
-            "id": self.id,
-            "from": self.sender,
-            "to": self.receiver,
-            "type": self.type,
-            "correlation_id": self.correlation_id,
-            "parent_id": self.parent_id,
-            "payload": self.payload,
-            "metadata": {
-                "tokens_in": meta.tokens_in,
-                "tokens_out": meta.tokens_out,
-                "cost_usd": str(meta.cost_usd),
-                "latency_ms": meta.latency_ms,
-                "model": meta.model,
-                "timestamp": meta.timestamp.isoformat() if meta.timestamp else None,
-            },
-        }
 
 
 def validate_payload(schema: type[M], payload: Any, *, agent: str, code: str, role: str) -> M:

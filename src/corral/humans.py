@@ -31,7 +31,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel
 
 from corral.clock import Clock
-from corral.contracts import JsonValue
+from corral.contracts import JsonValue, RunId
 
 __all__ = [
     "ACTIONS",
@@ -85,7 +85,7 @@ class HumanRequest:
     """
 
     id: str
-    run_id: str
+    run_id: RunId
     step_id: str
     kind: RequestKind
     workflow: str

@@ -1,8 +1,8 @@
 """The model seam: one async call from a request to a response.
 
-Every provider (`sim`, `local`, later the hosted ones) implements `Model`; every guard wraps a
-`Model` and is one. Requests and responses are plain frozen values so they can be journaled,
-hashed and compared.
+Every provider (`sim`, `local`, the OpenAI-compatible and the Anthropic ones) implements `Model`;
+every guard wraps a `Model` and is one. Requests and responses are plain frozen values so they
+can be journaled, hashed and compared.
 """
 
 from __future__ import annotations

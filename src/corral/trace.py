@@ -13,9 +13,18 @@ from decimal import Decimal
 from typing import Any, ClassVar, Literal, Protocol
 
 from corral._dataclass import quick_init
-from corral.contracts import JsonValue
+from corral.contracts import JsonValue, RunId
 
-__all__ = ["BatchingRecorder", "NullRecorder", "Recorder", "RunRecord", "Span", "Tap", "Taps"]
+__all__ = [
+    "BatchingRecorder",
+    "NullRecorder",
+    "Recorder",
+    "RunRecord",
+    "Span",
+    "Tap",
+    "Taps",
+    "keeps_spans",
+]
 
 SpanKind = Literal["workflow", "agent", "model", "tool", "guard", "human"]
 SpanStatus = Literal["ok", "error", "invalid_output", "invalid_args", "replayed_effect", "alert"]
@@ -39,7 +48,7 @@ class Span:
     _new: ClassVar[Callable[..., Span]]
     """`Span(...)` without the class call's keyword dict (see `corral._dataclass`)."""
 
-    run_id: str
+    run_id: RunId
     step_id: str
     parent_id: str | None
     kind: SpanKind
@@ -72,7 +81,7 @@ class RunRecord:
     _new: ClassVar[Callable[..., RunRecord]]
     """`RunRecord(...)` without the class call's keyword dict (see `corral._dataclass`)."""
 
-    run_id: str
+    run_id: RunId
     workflow: str
     status: RunStatus
     durable: bool
@@ -103,14 +112,6 @@ class Recorder(Protocol):
 
     async def record_spans(self, spans: Sequence[Span]) -> None:
         """`record_span` for many spans at once (one transaction where the backend has them)."""
-        ...
-
-    async def effect(self, key: str) -> JsonValue | None:
-        """The recorded result of a side effect, or None if it never completed."""
-        ...
-
-    async def record_effect(self, key: str, run_id: str, tool: str, result: JsonValue) -> None:
-        """Remember that the side effect `key` happened and what it returned."""
         ...
 
 
@@ -147,10 +148,7 @@ class Taps:
 
 
 class NullRecorder:
-    """Records nothing; effects are remembered in memory for the life of the process."""
-
-    def __init__(self) -> None:
-        self._effects: dict[str, JsonValue] = {}
+    """Records nothing."""
 
     async def record_run(self, run: RunRecord) -> None:
         return None
@@ -160,12 +158,6 @@ class NullRecorder:
 
     async def record_spans(self, spans: Sequence[Span]) -> None:
         return None
-
-    async def effect(self, key: str) -> JsonValue | None:
-        return self._effects.get(key)
-
-    async def record_effect(self, key: str, run_id: str, tool: str, result: JsonValue) -> None:
-        self._effects[key] = {"result": result}
 
 
 class BatchingRecorder:
@@ -215,8 +207,8 @@ class BatchingRecorder:
         if len(self._held) >= self._max_held:
             await self.flush()
 
-    async def effect(self, key: str) -> JsonValue | None:
-        return await self.inner.effect(key)
 
-    async def record_effect(self, key: str, run_id: str, tool: str, result: JsonValue) -> None:
-        await self.inner.record_effect(key, run_id, tool, result)
+def keeps_spans(recorder: Recorder) -> bool:
+    """False for a recorder that drops spans (then building them is skipped)."""
+    inner = recorder.inner if isinstance(recorder, BatchingRecorder) else recorder
+    return not isinstance(inner, NullRecorder)

@@ -8,25 +8,23 @@ checkpointed step of the run.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import copy
 import inspect
 import itertools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal
-from typing import Any, Literal, Protocol, TypeVar, cast, get_type_hints, overload
+from typing import Any, Literal, TypeVar, cast, get_type_hints, overload
 
 from pydantic import BaseModel
 
-from corral._agent_call import AgentCall, records
+from corral._agent_call import AgentCall
+from corral._finish import WorkflowEnd, finish
+from corral._human_steps import approve_value, escalate_to_human
+from corral._services import Auditor, RunServices
 from corral.agent import Agent, FunctionAgent
-from corral.clock import Clock
-from corral.contracts import JsonValue, RunId, dump_payload, model_json, validate_payload
-from corral.durable import Journal
+from corral.contracts import JsonValue, dump_payload, model_json, validate_payload
 from corral.errors import (
     AgentError,
     CorralError,
@@ -36,15 +34,11 @@ from corral.errors import (
     PayloadError,
     ProviderError,
     RejectedError,
-    TakenOverError,
     UsageError,
 )
-from corral.guards.chain import RunGuards
-from corral.guards.deadlines import Deadline
-from corral.humans import Decision, HumanDesk, HumanPolicy, HumanRequest, deadline
 from corral.model import Model, Usage
 from corral.tool import Tool, ToolArgumentsError
-from corral.trace import Recorder, Span
+from corral.trace import Span
 
 __all__ = ["Auditor", "CannotAnswer", "RunContext", "Workflow"]
 
@@ -59,21 +53,7 @@ _depth: contextvars.ContextVar[int] = contextvars.ContextVar("corral_call_depth"
 """How many agent calls of this run enclose the current one (delegation depth)."""
 
 
-class Auditor(Protocol):
-    """Where audit entries go (the app's tamper-evident log, `corral.store.ops.Ops`)."""
-
-    async def audit(
-        self,
-        *,
-        at: datetime,
-        actor: str,
-        action: str,
-        subject: str,
-        run_id: str | None = None,
-        details: dict[str, Any] | None = None,
-    ) -> int:
-        """Append one entry; returns its sequence number."""
-        ...
+_NOT_FINISHED = {"code": "workflow_error", "message": "did not finish"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,65 +100,6 @@ class Workflow:
         return cls(name=wf_name, fn=fn, input=in_type, output=out_type if is_model else None)
 
 
-class _DeadlineHold:
-    """Stops the run's deadline timer while any human wait of the run is open.
-
-    Shared by a run's context and its sub-workflow contexts (`copy.copy` keeps the reference).
-    """
-
-    def __init__(self) -> None:
-        self.timer: Deadline | None = None
-        self._open = 0
-        self._remaining: float | None = None
-
-    @contextlib.asynccontextmanager
-    async def __call__(self) -> AsyncIterator[None]:
-        timer = self.timer
-        if timer is None:
-            yield
-            return
-        loop = asyncio.get_running_loop()
-        if self._open == 0:
-            when = timer.when()
-            self._remaining = None if when is None else when - loop.time()
-            timer.reschedule(None)
-        self._open += 1
-        try:
-            yield
-        finally:
-            self._open -= 1
-            if self._open == 0 and self._remaining is not None:
-                timer.reschedule(loop.time() + max(self._remaining, 0.0))
-
-
-@dataclass(slots=True, kw_only=True)
-class _Stats:
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: Decimal = Decimal(0)
-    calls: int = 0
-    repairs: int = 0
-    invalid_tool_calls: int = 0
-    failures: int = 0
-    best: tuple[str, JsonValue | BaseModel] | None = None
-
-    def add(self, input_tokens: int, output_tokens: int, cost_usd: Decimal) -> None:
-        """One model call's usage (counted in place: no `Usage` per call)."""
-        self.input_tokens += input_tokens
-        self.output_tokens += output_tokens
-        self.cost_usd += cost_usd
-        self.calls += 1
-
-    @property
-    def usage(self) -> Usage:
-        return Usage(
-            input_tokens=self.input_tokens,
-            output_tokens=self.output_tokens,
-            cost_usd=self.cost_usd,
-            calls=self.calls,
-        )
-
-
 class RunContext:
     """What a workflow uses to call agents and tools. One per run; created by the app.
 
@@ -192,48 +113,25 @@ class RunContext:
 
     def __init__(
         self,
+        run: RunServices,
         *,
-        run_id: RunId,
         workflow: str,
-        journal: Journal,
-        recorder: Recorder,
-        resolve_model: Callable[[str], Model],
-        clock: Clock,
         user: str | None = None,
         tenant: str | None = None,
         tags: tuple[str, ...] = (),
-        call_timeout_s: float = 120.0,
-        guards: RunGuards,
-        resolve_chain: Callable[[str], list[Model]] | None = None,
-        resolve_workflow: Callable[[str], Workflow] | None = None,
-        humans: HumanDesk | None = None,
-        human_policy: HumanPolicy | None = None,
-        auditor: Auditor | None = None,
     ) -> None:
-        self.run_id = run_id
+        self.run_id = run.run_id
         self.workflow = workflow
         self.user = user
         self.tenant = tenant
         self.tags = tags
-        self._journal = journal
-        self._recorder = recorder
-        self._recording = records(recorder)
-        """Spans are kept: without a recorder, building them (and reading the clock) is skipped."""
-        self._resolve_model = resolve_model
-        self._clock = clock
-        self._call_timeout_s = call_timeout_s
-        self._resolve_chain = resolve_chain or (lambda name: [resolve_model(name)])
-        self._resolve_workflow = resolve_workflow
+        self._run = run
         self._seq = itertools.count(1)
         self._prefix = ""
         self._parent_step: str | None = None
         """The step of the sub-workflow this context runs (None at the top): spans' parent."""
-        self._humans = humans
-        self._human_policy = human_policy or HumanPolicy()
-        self._auditor = auditor
-        self._hold = _DeadlineHold()
-        self.stats = _Stats()
-        self.guards = guards
+        self.stats = run.stats
+        self.guards = run.guards
         """This run's budget and loop guard (and, through `guards.guards`, the app's)."""
 
     @property
@@ -282,9 +180,9 @@ class RunContext:
             LoopDetectedError: nested deeper than `LoopPolicy.max_depth`.
         """
         step_id = self._next_step_id()
-        if self._resolve_workflow is None:
+        if self._run.resolve_workflow is None:
             raise UsageError("this run context cannot start sub-workflows")
-        wf = self._resolve_workflow(workflow)
+        wf = self._run.resolve_workflow(workflow)
         checked = validate_payload(
             wf.input, payload, agent=wf.name, code="invalid_input", role="input of workflow"
         )
@@ -303,26 +201,15 @@ class RunContext:
         child._prefix = f"{step_id}."
         child._parent_step = step_id
         token = _depth.set(depth)
-        started, t0 = self._clock.now(), self._clock.monotonic()
-        value: Any = None
-        error: dict[str, Any] | None = {"code": "workflow_error", "message": "did not finish"}
+        clock = self._run.clock
+        started, t0 = clock.now(), clock.monotonic()
+        end: WorkflowEnd | None = None
         try:
-            value = await wf.fn(child, checked)
-            if wf.output is not None:
-                value = validate_payload(
-                    wf.output,
-                    value,
-                    agent=wf.name,
-                    code="invalid_output",
-                    role="output of workflow",
-                )
-            error = None
-        except CorralError as exc:
-            error = exc.to_dict()
-            raise
+            end = await finish(wf, child, checked)
         finally:
             _depth.reset(token)
-            await self._recorder.record_span(
+            failed = end is None or end.status != "succeeded"
+            await self._run.recorder.record_span(
                 Span(
                     run_id=self.run_id,
                     step_id=step_id,
@@ -331,14 +218,16 @@ class RunContext:
                     name=wf.name,
                     agent=None,
                     input=dump_payload(checked),
-                    output=dump_payload(value) if error is None and value is not None else None,
-                    error=error,
-                    status="ok" if error is None else "error",
-                    latency_ms=(self._clock.monotonic() - t0) * 1000,
+                    output=end.output if end is not None and not failed else None,
+                    error=_NOT_FINISHED if end is None else end.error,
+                    status="error" if failed else "ok",
+                    latency_ms=(clock.monotonic() - t0) * 1000,
                     started_at=started,
                 )
             )
-        return value
+        if end.raised is not None:
+            raise end.raised
+        return end.value
 
     async def call(
         self,
@@ -373,17 +262,19 @@ class RunContext:
             if policy is None or not policy.on_failure or exc.code == "invalid_input":
                 raise
             return await self._escalate(
-                agent, payload, step_id, f"cannot answer ({exc.code}): {exc.reason}", exc
+                agent, payload, f"{step_id}.e", f"cannot answer ({exc.code}): {exc.reason}", exc
             )
         except LimitError as exc:
             if policy is None or not policy.on_guard_stop or isinstance(exc, KilledError):
                 raise
-            return await self._escalate(agent, payload, step_id, f"stopped by a guard: {exc}", exc)
+            return await self._escalate(
+                agent, payload, f"{step_id}.e", f"stopped by a guard: {exc}", exc
+            )
         if policy is not None and (low := policy.low_confidence(output)) is not None:
             return await self._escalate(
                 agent,
                 payload,
-                step_id,
+                f"{step_id}.e",
                 f"confidence {low:g} is below {policy.min_confidence:g}",
                 None,
                 proposed=output,
@@ -394,7 +285,7 @@ class RunContext:
         self,
         agent: Agent[In, Out] | FunctionAgent[In, Out],
         fallback: Agent[In, Out] | FunctionAgent[In, Out],
-        payload: Any,
+        payload: In | dict[str, Any] | str,
         step_id: str,
         first: AgentError,
     ) -> Out:
@@ -427,61 +318,30 @@ class RunContext:
             RejectedError: the human declined to answer (or the wait timed out with `reject`).
         """
         return await self._escalate(
-            agent, payload, self._next_step_id(), reason, None, proposed=proposed, suffix=""
+            agent, payload, self._next_step_id(), reason, None, proposed=proposed
         )
 
     async def _escalate(
         self,
         agent: Agent[In, Out] | FunctionAgent[In, Out],
-        payload: Any,
+        payload: In | dict[str, Any] | str,
         step_id: str,
         reason: str,
         error: CorralError | None,
         *,
         proposed: Out | None = None,
-        suffix: str = ".e",
     ) -> Out:
-        policy = agent.escalation
-        timeout = policy.timeout_s if policy is not None and policy.timeout_s else None
-        log.info(
-            "escalating %s to a human: %s",
-            agent.name,
+        return await escalate_to_human(
+            self._run,
+            agent,
+            payload,
+            step_id,
             reason,
-            extra={"run_id": self.run_id, "agent": agent.name},
+            error,
+            workflow=self.workflow,
+            parent_id=self._parent_step,
+            proposed=proposed,
         )
-        decision = await self._ask(
-            f"{step_id}{suffix}",
-            kind="escalation",
-            subject=agent.name,
-            title=f"{agent.name}: {reason}",
-            payload={
-                "input": dump_payload(payload),
-                "reason": reason,
-                "proposed": dump_payload(proposed) if proposed is not None else None,
-                "error": error.to_dict() if error is not None else None,
-            },
-            schema=agent.output.model_json_schema(),
-            timeout_s=timeout or self._human_policy.escalation_timeout_s,
-            default=policy.default if policy is not None else "reject",
-        )
-        if decision.action == "take_over":
-            raise TakenOverError(
-                agent.name, request_id=decision.request_id, by=decision.by, comment=decision.comment
-            )
-        if decision.action == "reject":
-            if error is not None:
-                raise error
-            raise RejectedError(
-                f"answering for agent {agent.name!r}",
-                request_id=decision.request_id,
-                by=decision.by,
-                comment=decision.comment,
-            )
-        output: Out = validate_payload(
-            agent.output, decision.value, agent=agent.name, code="invalid_answer", role="answer for"
-        )
-        self.stats.best = (agent.name, output)
-        return output
 
     async def approve(
         self,
@@ -502,107 +362,22 @@ class RunContext:
         Raises:
             RejectedError: rejected, or not decided within `timeout_s` with `default="reject"`.
         """
-        step_id = self._next_step_id()
-        is_model = isinstance(value, BaseModel)
-        what = subject or self.workflow
-        decision = await self._ask(
-            step_id,
-            kind="approval",
-            subject=what,
-            title=title or f"approve {type(value).__name__} of {what}",
-            payload=dump_payload(value),
-            schema=type(value).model_json_schema() if isinstance(value, BaseModel) else None,
-            timeout_s=timeout_s or self._human_policy.approval_timeout_s,
+        return await approve_value(
+            self._run,
+            value,
+            self._next_step_id(),
+            workflow=self.workflow,
+            parent_id=self._parent_step,
+            title=title,
+            subject=subject,
+            timeout_s=timeout_s,
             default=default,
         )
-        if decision.action == "reject":
-            raise RejectedError(
-                title or what,
-                request_id=decision.request_id,
-                by=decision.by,
-                comment=decision.comment,
-            )
-        if decision.action == "edit" and is_model:
-            edited: T = type(value).model_validate(decision.value)  # type: ignore[attr-defined]
-            return edited
-        return value
-
-    async def _ask(
-        self,
-        step_id: str,
-        *,
-        kind: Literal["approval", "escalation"],
-        subject: str,
-        title: str,
-        payload: Any,
-        schema: dict[str, Any] | None,
-        timeout_s: float,
-        default: str,
-        parent_id: str | None = None,
-    ) -> Decision:
-        """A durable human wait: a journaled step holding the decision."""
-        desk = self._humans
-        if desk is None:
-            raise UsageError("this run cannot wait for a human: open the app first")
-        guard_name = f"human:{subject}"
-        await self.guards.guards.kill.gate(self.run_id, guard_name)
-        recorder, clock = self._recorder, self._clock
-
-        async def step() -> JsonValue:
-            started, t0 = clock.now(), clock.monotonic()
-            request = HumanRequest(
-                id=f"{self.run_id}:{step_id}",
-                run_id=self.run_id,
-                step_id=step_id,
-                kind=kind,
-                workflow=self.workflow,
-                subject=subject,
-                title=title,
-                payload=payload,
-                schema=schema,
-                deadline_at=deadline(clock, timeout_s),
-                default=default,
-                created_at=started,
-            )
-            decision: Decision | None = None
-            try:
-                decision = await self.guards.guards.kill.guard(
-                    self.run_id, guard_name, desk.wait(request)
-                )
-            finally:
-                await recorder.record_span(
-                    Span(
-                        run_id=self.run_id,
-                        step_id=step_id,
-                        parent_id=parent_id or self._parent_step,
-                        kind="human",
-                        name=f"{kind}:{subject}",
-                        agent=None,
-                        input=payload,
-                        output=decision.value if decision is not None else None,
-                        status="ok" if decision is not None else "error",
-                        error=None if decision is not None else {"code": "killed"},
-                        latency_ms=(clock.monotonic() - t0) * 1000,
-                        started_at=started,
-                        attrs={
-                            "request_id": request.id,
-                            "kind": kind,
-                            "action": decision.action if decision else None,
-                            "by": decision.by if decision else None,
-                            "timed_out": decision.timed_out if decision else False,
-                        },
-                    )
-                )
-            return decision.to_dict()
-
-        async with self._hold():
-            data = await self._journal.step(step_id, f"human:{kind}", step)
-        return Decision.from_dict(cast(dict[str, Any], data))
 
     async def _call_one(
         self,
         agent: Agent[In, Out] | FunctionAgent[In, Out],
-        payload: Any,
+        payload: In | dict[str, Any] | str,
         step_id: str,
         sender: str,
     ) -> Out:
@@ -632,7 +407,16 @@ class RunContext:
         # calls; an LLM agent without tools skips the context variable (a new mapping per set).
         nests = isinstance(agent, FunctionAgent) or bool(agent.tools)
         token = _depth.set(depth) if nests else None
-        call = AgentCall(self, agent, checked, payload_json, step_id, sender)
+        call = AgentCall(
+            self._run,
+            agent,
+            checked,
+            payload_json,
+            step_id,
+            sender,
+            self.workflow,
+            self._parent_step,
+        )
         try:
             # The agent kind's own loop, awaited here: no dispatching coroutine in between.
             if isinstance(agent, FunctionAgent):
@@ -688,7 +472,8 @@ class RunContext:
         except ToolArgumentsError as exc:
             raise PayloadError(str(exc), errors=list(exc.errors)) from exc
         outcome = await AgentCall.tool_step(
-            ctx=self,
+            run=self._run,
+            workflow=self.workflow,
             tool=tool,
             arguments=tool.arguments_of(parsed),
             step_id=step_id,
@@ -756,7 +541,7 @@ class RunContext:
         Raises:
             UnknownNameError: no such tier or provider.
         """
-        return self._resolve_model(name)
+        return self._run.resolve_model(name)
 
 
 async def _settle(coro: Coroutine[Any, Any, T]) -> T | CorralError:

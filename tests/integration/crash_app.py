@@ -9,7 +9,7 @@ count what was paid for and what happened in the world.
 
 Environment: CRASH_DEADLINE_S sets the run's deadline; CRASH_CLOCK_OFFSET_S moves this process's
 wall clock forward (a restart "an hour later" without waiting an hour); CRASH_MODEL_CALLS sets the
-run's model-call budget.
+run's model-call budget; CRASH_RECORDER=null sends spans nowhere (`App(recorder=NullRecorder())`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from corral.clock import SystemClock
 from corral.guards import BudgetPolicy, GuardPolicies
 from corral.model import ModelRequest, ModelResponse
 from corral.models.sim import SimModel
+from corral.trace import NullRecorder
 
 
 class Ticket(BaseModel):
@@ -105,6 +106,7 @@ app = App(
     ),
     models={"counting:sim": CountingSim()},
     clock=ShiftedClock(float(os.environ.get("CRASH_CLOCK_OFFSET_S", "0"))),
+    recorder=NullRecorder() if os.environ.get("CRASH_RECORDER") == "null" else None,
 )
 deadline_s = float(os.environ["CRASH_DEADLINE_S"]) if "CRASH_DEADLINE_S" in os.environ else None
 

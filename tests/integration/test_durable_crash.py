@@ -81,6 +81,23 @@ def test_killed_run_resumes_without_repeating_calls_or_effects(
     assert resumed["output"]["receipt"] == "msg-run-1:4"
 
 
+def test_a_side_effect_is_not_repeated_after_a_crash_whatever_the_app_records_spans_to(
+    tmp_path: Path,
+) -> None:
+    """Effects belong to the journal, not to tracing: an app that keeps no spans at all
+    still never repeats a side effect when it resumes after a crash inside the effect."""
+    database = f"sqlite:///{tmp_path / 'corral.db'}"
+    ledger = tmp_path / "ledger.jsonl"
+    crashed = _run(database, "run-n", "in-effect", ledger, CRASH_RECORDER="null")
+    assert crashed.returncode == KILLED, crashed.stderr[-2000:]
+
+    resumed = _final(_run(database, "run-n", "none", ledger, CRASH_RECORDER="null"))
+    effects = [e for e in _ledger(ledger) if e["kind"] == "effect"]
+    assert [e["detail"] for e in effects] == ["run-n:4"]
+    assert resumed["status"] == "succeeded"
+    assert resumed["output"]["receipt"] == "msg-run-n:4"
+
+
 def test_a_resumed_run_keeps_its_original_deadline(tmp_path: Path) -> None:
     """The deadline is stored with the run: restarting after it passed does not buy more time."""
     database = f"sqlite:///{tmp_path / 'corral.db'}"

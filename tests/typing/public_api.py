@@ -26,6 +26,7 @@ from corral import (
     run,
     tool,
 )
+from corral.contracts import Json
 from corral.patterns import Pipeline, Stage
 from corral.testing import FakeClock, SpanRecorder
 
@@ -116,12 +117,27 @@ async def support(ctx: RunContext, ticket: Ticket) -> Triage:
     return approved
 
 
+@app.workflow(name="triage-only")
+async def triage_only(ctx: RunContext, ticket: Ticket) -> Triage:
+    return await ctx.call(triage, ticket)
+
+
+def decorated_functions_keep_their_types(ctx: RunContext) -> None:
+    # `@app.workflow` returns the function itself, typed as written.
+    direct: Triage = run(triage_only(ctx, Ticket(text="x")))
+    assert direct
+
+
 async def use() -> None:
     result: RunResult[Triage] = await app.run("support", {"text": "hi"}, user="u1", tags=["a"])
     if result.ok:
         triaged: Triage | None = result.output
         assert triaged is not None
     handle = await app.start("support", Ticket(text="hi"))
+    await app.start("support", {"text": "x"}, user="u1", priority="batch", deadline_s=30.0)
+    if result.status == "budget_exhausted" and isinstance(result.partial, dict):
+        best: Json = result.partial.get("category")
+        assert best is None or best
     done: RunResult[Triage] = await handle.result()
     assert done.run_id == handle.run_id
     pipeline = Pipeline([Stage(triage)])

@@ -12,6 +12,12 @@ Shape (see docs/dbos.md for the measured sharp edges this follows):
   hand one branch another branch's result.
 - `DBOS.launch()` is called from inside the running event loop, so DBOS adopts it as its main
   loop and recovered runs execute on the same loop as everything else in the app.
+- DBOS stores only JSON text: the generic workflow takes the run's `RunStart` as one JSON string
+  and returns its `RunOutcome` as another, through the `JsonOnly` serializer, and DBOS's pickle
+  is switched off (`corral.engine._json`). A row that holds a pickle is refused, never unpickled;
+  that includes runs left pending by an earlier Corral, whose inputs DBOS pickled: finish those
+  with the old version before upgrading (after it they end in DBOS's ERROR state and waiting for
+  them raises a `StateError`).
 - One DBOS instance per process (DBOS is a singleton); a second durable app in the same process
   must use the same database.
 """
@@ -25,7 +31,15 @@ from typing import Any
 from dbos import DBOS, SetWorkflowID
 
 from corral.contracts import JsonValue, RunId
-from corral.durable import RunExecutor, StepFn
+from corral.durable import RunExecutor, RunOutcome, RunStart, StepFn
+from corral.engine._json import (
+    JsonOnly,
+    outcome_from_json,
+    outcome_to_json,
+    refuse_pickle,
+    start_from_json,
+    start_to_json,
+)
 from corral.errors import StateError, UsageError
 from corral.store.sql import SqlStore
 from corral.trace import BatchingRecorder
@@ -39,25 +53,28 @@ _executor: RunExecutor | None = None
 _database: str | None = None
 
 
+refuse_pickle()
+
+
 @DBOS.workflow(name=WORKFLOW_NAME)
-async def _corral_run(
-    workflow: str, run_id: str, payload: JsonValue, meta: dict[str, Any]
-) -> dict[str, Any]:
+async def _corral_run(start_json: str) -> str:
+    start = start_from_json(start_json)
     if _executor is None:
         raise StateError(
-            f"run {run_id} of {workflow!r} was recovered before any Corral app launched; "
-            "construct the App and call open() in this process"
+            f"run {start.run_id} of {start.workflow!r} was recovered before any Corral app "
+            "launched; construct the App and call open() in this process"
         )
-    return await _executor(workflow, RunId(run_id), payload, meta)
+    return outcome_to_json(await _executor(start))
 
 
 class SqlJournal:
-    """A run's checkpointed steps, preloaded from `corral_steps`."""
+    """A run's checkpointed steps, preloaded from `corral_steps`, and its side effects (the
+    store's effect table)."""
 
     def __init__(
         self,
         store: SqlStore,
-        run_id: str,
+        run_id: RunId,
         done: dict[str, JsonValue],
         spans: BatchingRecorder | None = None,
     ) -> None:
@@ -74,6 +91,12 @@ class SqlJournal:
         await self._store.save_step(self._run_id, step_id, name, result, with_spans=held)
         self._done[step_id] = result
         return result
+
+    async def effect(self, key: str) -> dict[str, JsonValue] | None:
+        return await self._store.effect(key)
+
+    async def record_effect(self, key: str, run_id: RunId, tool: str, result: JsonValue) -> None:
+        await self._store.record_effect(key, run_id, tool, result)
 
 
 class DbosEngine:
@@ -114,6 +137,7 @@ class DbosEngine:
                 "executor_id": self._executor_id,
                 "max_executor_threads": self._threads,
                 "log_level": "WARNING",
+                "serializer": JsonOnly(),
             }
         )
         # Called on the loop thread on purpose: DBOS adopts the running loop, so runs recovered at
@@ -127,15 +151,10 @@ class DbosEngine:
                 f"the durable engine could not start on {self._store.url}: {exc}"
             ) from exc
 
-    async def run(
-        self, run_id: RunId, workflow: str, payload: JsonValue, meta: dict[str, Any]
-    ) -> dict[str, Any]:
-        with SetWorkflowID(run_id):
-            handle: Any = await DBOS.start_workflow_async(
-                _corral_run, workflow, run_id, payload, meta
-            )
-        result: dict[str, Any] = await handle.get_result()
-        return result
+    async def run(self, start: RunStart) -> RunOutcome:
+        with SetWorkflowID(start.run_id):
+            handle: Any = await DBOS.start_workflow_async(_corral_run, start_to_json(start))
+        return outcome_from_json(await handle.get_result())
 
     async def journal(self, run_id: RunId, spans: BatchingRecorder | None = None) -> SqlJournal:
         # Spans ride along with step checkpoints only when they go to this same database.
@@ -150,10 +169,9 @@ class DbosEngine:
         )
         return [RunId(w.workflow_id) for w in found]
 
-    async def wait(self, run_id: RunId) -> dict[str, Any]:
+    async def wait(self, run_id: RunId) -> RunOutcome:
         handle: Any = await DBOS.retrieve_workflow_async(run_id)
-        result: dict[str, Any] = await handle.get_result()
-        return result
+        return outcome_from_json(await handle.get_result())
 
     async def close(self) -> None:
         # The DBOS singleton lives as long as the process: destroying it costs ~1 s and a later

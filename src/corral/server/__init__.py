@@ -1,1 +1,1 @@
-"""HTTP: the simulator server (and, later, the API and dashboard)."""
+"""HTTP: the dashboard and its API, operator endpoints, metrics, auth and the simulator."""

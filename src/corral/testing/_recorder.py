@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from corral.contracts import JsonValue
+from corral.contracts import RunId
 from corral.trace import RunRecord, Span
 
 
@@ -14,13 +14,12 @@ class SpanRecorder:
     def __init__(self) -> None:
         self.runs: dict[str, RunRecord] = {}
         self._spans: dict[tuple[str, str], Span] = {}
-        self.effects: dict[str, JsonValue] = {}
 
     @property
     def spans(self) -> list[Span]:
         return list(self._spans.values())
 
-    def spans_of(self, run_id: str, kind: str | None = None) -> list[Span]:
+    def spans_of(self, run_id: RunId | str, kind: str | None = None) -> list[Span]:
         """A run's spans (optionally of one kind) in recording order."""
         return [s for s in self.spans if s.run_id == run_id and (kind is None or s.kind == kind)]
 
@@ -33,11 +32,3 @@ class SpanRecorder:
     async def record_spans(self, spans: Sequence[Span]) -> None:
         for span in spans:
             await self.record_span(span)
-
-    async def effect(self, key: str) -> dict[str, JsonValue] | None:
-        if key in self.effects:
-            return {"result": self.effects[key]}
-        return None
-
-    async def record_effect(self, key: str, run_id: str, tool: str, result: JsonValue) -> None:
-        self.effects[key] = result
