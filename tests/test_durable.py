@@ -65,7 +65,7 @@ async def test_parallel_calls_journal_under_program_order_ids(durable_db):
 
     async with app:
         result = await app.run("fan", {"text": "hello"}, run_id="fan-1")
-        steps = await app._store.load_steps("fan-1")
+        steps = await app.store.load_steps("fan-1")
     assert result.ok and model.calls == 4
     assert sorted(steps) == ["1.1", "2.1", "3.1", "4.1"]  # LLM agents journal their model calls
 
@@ -85,7 +85,7 @@ async def test_dbos_stores_a_run_as_json_text_only(durable_db):
 
     async with app:
         result = await app.run("ask", {"text": "secret"}, run_id="json-only-1")
-        with app._store.engine.connect() as conn:
+        with app.store.engine.connect() as conn:
             # DBOS keeps inputs and outputs in side tables, older versions in workflow_status.
             row = conn.execute(
                 sa.text(
@@ -126,7 +126,7 @@ async def test_a_tampered_pickled_row_fails_with_a_state_error_instead_of_runnin
     evil = base64.b64encode(pickle.dumps({"args": (_Exploit(),), "kwargs": {}})).decode()
     async with app:
         assert (await app.run("echo", {"text": "x"}, run_id="tampered-1")).ok
-        with app._store.engine.begin() as conn:
+        with app.store.engine.begin() as conn:
             for statement in (
                 "UPDATE workflow_status SET inputs = :evil, serialization = 'py_pickle', "
                 "status = 'PENDING', output = NULL WHERE workflow_uuid = 'tampered-1'",

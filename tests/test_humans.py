@@ -522,7 +522,7 @@ async def test_prune_removes_the_requests_of_pruned_runs_but_never_the_audit_log
         [review] = await app.ops.list_requests(kind="review")
         await app.decide(review["id"], "review", by="qa", value={"score": 5})
         audited = len(await app.ops.audit_entries())
-        counts = await app._store.prune(app.clock.now() + timedelta(seconds=1))
+        counts = await app.store.prune(app.clock.now() + timedelta(seconds=1))
         assert counts["runs"] == 1 and counts["human_requests"] == 1
         assert await app.ops.list_requests(status=None, run_id=result.run_id) == []
         assert len(await app.ops.audit_entries()) == audited

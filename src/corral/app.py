@@ -394,8 +394,12 @@ class App:
         return results
 
     @property
-    def _store(self) -> SqlStore:
-        """The open app's database (for the CLI, the server and tests)."""
+    def store(self) -> SqlStore:
+        """The open app's run database: runs, spans, costs, alerts (the dashboard reads it).
+
+        Raises:
+            UsageError: the app is not open.
+        """
         if self._wiring is None:
             raise UsageError("the app is not open: use `async with app` or `await app.open()`")
         return self._wiring.store
@@ -409,7 +413,7 @@ class App:
     async def spans(self, run_id: RunId | str) -> list[dict[str, Any]]:
         """The recorded spans of a run, in step order (from the app's database)."""
         await self.open()
-        spans: list[dict[str, Any]] = await self._store.list_spans(run_id)
+        spans: list[dict[str, Any]] = await self.store.list_spans(run_id)
         return spans
 
     # -- operators ------------------------------------------------------------------------------

@@ -85,7 +85,7 @@ async def test_ledger_sums_equal_provider_usage_exactly(tmp_path):
             result = await app.run("support", {"text": text}, user=users[i % 3])
             assert result.ok, result.error
         since = datetime(2026, 11, 1, tzinfo=UTC)
-        by = {g: await app._store.query(queries.cost_breakdown, g, since) for g in queries.GROUPS}
+        by = {g: await app.store.query(queries.cost_breakdown, g, since) for g in queries.GROUPS}
 
     responses = [r for p in providers.values() for r in p.responses]
     tokens_in = sum(r.input_tokens for r in responses)
@@ -116,7 +116,7 @@ async def test_daily_report_has_every_day_the_trend_and_cost_per_task(tmp_path):
             for i in range(runs):
                 assert (await app.run("support", {"text": f"d{day} t{i} refund please"})).ok
             clock.advance(86_400)
-        report = await app._store.query(
+        report = await app.store.query(
             queries.daily_report, 4, datetime(2026, 11, 21, tzinfo=UTC).date()
         )
     assert [r["day"] for r in report] == ["2026-11-18", "2026-11-19", "2026-11-20", "2026-11-21"]
@@ -214,7 +214,7 @@ async def main() -> None:
     app = build(AppConfig(database=sys.argv[1], durable=True))
     async with app:
         kept_running = await app.run("ask", {"text": "hi"})
-        store = app._store
+        store = app.store
 
         def engine_rows() -> int:
             with store.engine.connect() as conn:

@@ -123,7 +123,7 @@ async def support(ctx: RunContext, ticket: Ticket) -> Sent:
 def install_kill_switch() -> None:
     if kill_at.startswith("after-step:"):
         target = int(kill_at.split(":")[1])
-        store = app._store
+        store = app.store
         original = store.save_step
         count = 0
 
@@ -136,7 +136,7 @@ def install_kill_switch() -> None:
 
         store.save_step = save_then_die
     elif kill_at == "in-effect":
-        store = app._store
+        store = app.store
         original_effect = store.record_effect
 
         async def effect_then_die(*args: object, **kwargs: object) -> None:

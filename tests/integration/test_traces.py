@@ -191,8 +191,8 @@ async def test_stored_spans_hide_prompts_by_default_and_truncate_huge_payloads(t
     async with app:
         result = await app.run("flow", {"text": "secret plan " + "y" * 50_000})
         assert result.ok, result.error
-        spans = await app._store.list_spans(result.run_id)
-        run = await app._store.get_run(result.run_id)
+        spans = await app.store.list_spans(result.run_id)
+        run = await app.store.get_run(result.run_id)
     model = next(s for s in spans if s["kind"] == "model")
     assert all(m.get("hidden") and "content" not in m for m in model["input"])
     agent = next(s for s in spans if s["kind"] == "agent")
@@ -251,7 +251,7 @@ async def test_otlp_export_reaches_a_real_receiver_with_genai_attributes(
         assert result.ok, result.error
         assert app.exporter is not None
         assert await asyncio.to_thread(app.exporter.flush)
-        stored = await app._store.list_spans(result.run_id)
+        stored = await app.store.list_spans(result.run_id)
         exporter = app.exporter
     assert exporter.failed == 0 and exporter.dropped == 0
     assert exporter.exported == len(stored) + 1  # every span plus the run's root

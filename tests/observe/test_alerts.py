@@ -135,11 +135,11 @@ async def test_a_degrading_agent_is_alerted_stored_posted_and_acknowledged(serve
             await app.run("ask", {"text": f"q{i}"})
         assert app.alerts is not None
         await app.alerts.drain()
-        stored = await app._store.query(queries.list_alerts)
+        stored = await app.store.query(queries.list_alerts)
         first = stored[-1]
-        assert await app._store.acknowledge_alert(first["id"], "oncall", T0)
-        assert not await app._store.acknowledge_alert(first["id"], "oncall", T0)  # only once
-        left = await app._store.query(queries.list_alerts)
+        assert await app.store.acknowledge_alert(first["id"], "oncall", T0)
+        assert not await app.store.acknowledge_alert(first["id"], "oncall", T0)  # only once
+        left = await app.store.query(queries.list_alerts)
     kinds = {(a["kind"], a["agent"], a["metric"]) for a in stored}
     assert ("anomaly", "answerer", "error_rate") in kinds
     assert len([a for a in stored if a["metric"] == "error_rate"]) == 1  # dedup + cooldown

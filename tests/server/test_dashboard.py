@@ -82,7 +82,7 @@ async def served(tmp_path, serve) -> Any:
         ids["ok" if result.ok else "failed"].append(result.run_id)
     huge = await app.run("desk", {"text": "order 9 " + "z" * 200_000}, user="cy")
     ids["huge"] = [huge.run_id]
-    url = await serve(create_dashboard(app._store, app=app))
+    url = await serve(create_dashboard(app.store, app=app))
     token, _ = await app.ops.create_token("tester", "admin", by="test", at=app.clock.now())
     ids["token"] = [token]
     headers = {"Authorization": f"Bearer {token}"}
@@ -149,7 +149,7 @@ async def test_run_detail_has_the_graph_waterfall_and_failed_handoffs(served):
 async def test_costs_agents_and_alerts_api_agree_with_the_ledger(served):
     app, _, client, _ = served
     costs = (await client.get("/api/costs", params={"by": "user"})).json()
-    ledger = await app._store.query(queries.cost_breakdown, "user", queries.parse_since("7d"))
+    ledger = await app.store.query(queries.cost_breakdown, "user", queries.parse_since("7d"))
     assert {r["key"]: r["cost_usd"] for r in costs} == {
         r["key"]: str(r["cost_usd"]) for r in ledger
     }
@@ -259,7 +259,7 @@ async def test_acknowledging_an_alert_from_the_alerts_page(served, browser):
     app, url, client, ids = served
     from datetime import UTC, datetime
 
-    alert_id = await app._store.add_alert(
+    alert_id = await app.store.add_alert(
         {
             "key": "anomaly:picky:error_rate",
             "kind": "anomaly",

@@ -75,7 +75,7 @@ async def served(tmp_path, serve) -> Any:
     tokens = {}
     for role in ("viewer", "operator", "admin"):
         tokens[role], _ = await app.ops.create_token(role, role, by="test", at=app.clock.now())
-    url = await serve(create_dashboard(app._store, app=app))
+    url = await serve(create_dashboard(app.store, app=app))
     yield Served(app, url, tokens)
     await app.control("halt", "all", by="test")  # ends any run still waiting
     await app.close()

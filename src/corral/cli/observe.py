@@ -247,7 +247,7 @@ def serve(
             async with target:
                 assert target.ops is not None
                 await first_token(target.ops)
-                web.mount("/", create_dashboard(target._store, app=target))
+                web.mount("/", create_dashboard(target.store, app=target))
                 yield
         else:
             store = await open_store(cfg)
