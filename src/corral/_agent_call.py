@@ -20,7 +20,7 @@ from corral.contracts import JsonValue, dump_payload, validate_payload
 from corral.durable import EphemeralJournal, Journal
 from corral.errors import AgentError, CircuitOpenError, LimitError, ProviderError
 from corral.guards.budget import Cost
-from corral.guards.chain import GuardEvent, ModelCaller
+from corral.guards.chain import GuardEvent, ModelCall
 from corral.guards.router import AUTO, RouteInput, route, schema_shape
 from corral.model import Message, Model, ModelRequest, ModelResponse, ToolCall, Usage
 from corral.tool import Tool, ToolArgumentsError
@@ -370,7 +370,7 @@ class AgentCall(Generic[In, Out]):
         a provider failure (journaled like an answer). A guard's refusal raises."""
         step_id = self._model_step_id
         started, t0 = (self.clock.now(), self.clock.monotonic()) if self.recording else (None, 0.0)
-        caller = ModelCaller(
+        caller = ModelCall(
             self.ctx.guards,
             agent.name,
             self.timeout_s,
@@ -380,7 +380,7 @@ class AgentCall(Generic[In, Out]):
         )
         try:
             response = await caller.call(models, request)
-            self._cost = caller.cost  # `response` may be unpriced (see `ModelCaller`)
+            self._cost = caller.cost  # `response` is unpriced (see `ProviderStep`)
         except (ProviderError, CircuitOpenError) as exc:
             await self._record(
                 kind="model",

@@ -246,8 +246,15 @@ class App:
         self._given: dict[str, BaseModel] = {}
         """Validated inputs of ephemeral runs started here and not yet executing, by run id: the
         run uses the object instead of validating its JSON form again."""
+        from corral.models.pricing import PriceTable  # adapter, wired here
+
+        self._prices = PriceTable(self.config.prices)
         self.guards = Guards(
-            self.config.guards, self.clock, seed=self.config.sim.seed, tiers=self.config.tiers
+            self.config.guards,
+            self.clock,
+            seed=self.config.sim.seed,
+            tiers=self.config.tiers,
+            pricer=self._prices,
         )
         """Breakers, rate limiter, retry budget, daily limits and the kill switch of this app."""
 
@@ -963,7 +970,8 @@ class App:
     # -- models ---------------------------------------------------------------------------------
 
     def model_chain(self, name: str) -> list[Model]:
-        """The models a tier or model name resolves to: the primary, then its fallbacks.
+        """The models a tier or model name resolves to: the primary, then its fallbacks (the
+        providers themselves: the guard chain prices their calls).
 
         The list is shared between calls (resolved once per name): do not change it.
 
@@ -973,14 +981,14 @@ class App:
         found = self._chains.get(name)
         if found is not None:
             return found
-        chain = [self.model(name)]
+        chain = [self._provider(name)]
         concrete = self.config.tiers.get(name, name)
         for fallback in (
             *self.config.fallbacks.get(name, ()),
             *self.config.fallbacks.get(concrete, ()),
         ):
             if all(m.name != fallback for m in chain):
-                chain.append(self.model(fallback))
+                chain.append(self._provider(fallback))
         self._chains[name] = chain
         return chain
 
@@ -990,6 +998,13 @@ class App:
         Raises:
             UnknownNameError: neither a tier nor a known provider.
         """
+        from corral.models.pricing import Priced
+
+        return Priced(self._provider(name), self._prices)
+
+    def _provider(self, name: str) -> Model:
+        """The provider's own model for a tier or concrete model name (unpriced: the guard
+        chain prices its calls)."""
         concrete = self.config.tiers.get(name, name)
         found = self._models.get(concrete)
         if found is not None:
@@ -1002,8 +1017,5 @@ class App:
             model = build_model(concrete, self.config, self.clock)
         else:
             raise UnknownNameError("model or tier", name, list(self.config.tiers))
-        from corral.models.pricing import Priced
-
-        priced: Model = Priced(model, self.config.prices)
-        self._models[concrete] = priced
-        return priced
+        self._models[concrete] = model
+        return model

@@ -8,6 +8,10 @@ Usage: `permit = breaker.acquire()` (raises `CircuitOpenError` when the call mus
 then exactly one of `permit.success(duration_s)`, `permit.failure(duration_s)` or
 `permit.ignore()`. Each returns the new state when the outcome moved the breaker, else None.
 All methods are synchronous: in one event loop a breaker's state changes atomically.
+
+The breakers' whole reach: `AgentBreakerStep` (the guard chain's outermost step: the agent call
+as a whole, a fallback that answers is a success), `BreakerStep` (each attempt: the provider's
+and the model's breaker) and the operator controls (`force_open`, `disable`, `reset`).
 """
 
 from __future__ import annotations
@@ -18,10 +22,19 @@ from dataclasses import dataclass
 from typing import Literal
 
 from corral.clock import Clock
-from corral.errors import CircuitOpenError
+from corral.errors import CircuitOpenError, ProviderError
 from corral.guards.policy import BreakerPolicy
+from corral.guards.step import GuardEvent, ModelCall, Next
+from corral.model import ModelResponse
 
-__all__ = ["BreakerRegistry", "BreakerState", "CircuitBreaker", "Permit"]
+__all__ = [
+    "AgentBreakerStep",
+    "BreakerRegistry",
+    "BreakerState",
+    "BreakerStep",
+    "CircuitBreaker",
+    "Permit",
+]
 
 log = logging.getLogger(__name__)
 
@@ -358,3 +371,101 @@ class BreakerRegistry:
     def states(self) -> dict[str, BreakerState]:
         """Every breaker's state, by key."""
         return {key: b.state for key, b in sorted(self._breakers.items())}
+
+
+async def _report(call: ModelCall, permit: Permit, state: BreakerState | None) -> None:
+    if state is not None:
+        await call.emit(
+            GuardEvent(kind="breaker", detail={"key": permit.key, "state": state}, alert=True)
+        )
+
+
+class AgentBreakerStep:
+    """The guard chain's agent breaker: judges an agent's call as a whole (a fallback model
+    that answers is a success; a client error is neither success nor failure)."""
+
+    def __init__(self, registry: BreakerRegistry, clock: Clock) -> None:
+        self.registry = registry
+        self.clock = clock
+        self._breakers: dict[str, CircuitBreaker] = {}
+        """By agent name: formatting `agent:<name>` per call cost more than the check."""
+
+    async def __call__(self, call: ModelCall, next: Next) -> ModelResponse:
+        breaker = self._breakers.get(call.agent)
+        if breaker is None:
+            breaker = self._breakers[call.agent] = self.registry.get(f"agent:{call.agent}")
+        permit = breaker.enter()  # reported exactly once below, whatever happens
+        clock = self.clock
+        t0 = clock.monotonic()
+        try:
+            response = await next(call)
+        except ProviderError as exc:
+            if exc.status in self.registry.policy.ignore_status:
+                state = permit.ignore()
+            else:
+                state = permit.failure(clock.monotonic() - t0)
+            await _report(call, permit, state)
+            raise
+        except BaseException:
+            permit.ignore()
+            raise
+        state = permit.success(clock.monotonic() - t0)
+        if state is not None:
+            await _report(call, permit, state)
+        return response
+
+
+class BreakerStep:
+    """The guard chain's attempt breakers: the provider's and the model's. A call that was sent
+    and failed counts as a failure (a client error is ignored); a refusal or cancellation
+    before or during the call teaches nothing about the provider and is ignored. Durations are
+    the provider call's alone (`ModelCall.sent_at`), without queueing."""
+
+    def __init__(self, registry: BreakerRegistry, clock: Clock) -> None:
+        self.registry = registry
+        self.clock = clock
+        self._pairs: dict[str, tuple[CircuitBreaker, CircuitBreaker]] = {}
+        """(provider, model) breakers by model name, resolved once: breakers are never
+        replaced (an operator reset changes a breaker's state, not the object)."""
+
+    def _breakers(self, model: str) -> tuple[CircuitBreaker, CircuitBreaker]:
+        pair = self._pairs.get(model)
+        if pair is None:
+            provider = model.split(":", 1)[0]
+            pair = self._pairs[model] = (
+                self.registry.get(f"provider:{provider}"),
+                self.registry.get(f"model:{model}"),
+            )
+        return pair
+
+    async def __call__(self, call: ModelCall, next: Next) -> ModelResponse:
+        provider, model = self._breakers(call.model.name)
+        first = provider.enter()
+        try:
+            second = model.enter()
+        except CircuitOpenError:
+            first.ignore()
+            raise
+        permits = (first, second)
+        try:
+            response = await next(call)
+        except ProviderError as exc:
+            sent_at = call.sent_at
+            duration = 0.0 if sent_at is None else self.clock.monotonic() - sent_at
+            ignored = exc.status in self.registry.policy.ignore_status
+            for p in permits:
+                await _report(call, p, p.ignore() if ignored else p.failure(duration))
+            raise
+        except BaseException:
+            for p in permits:
+                p.ignore()
+            raise
+        sent_at = call.sent_at
+        duration = 0.0 if sent_at is None else self.clock.monotonic() - sent_at
+        predicate = self.registry.policy.failure_predicate
+        bad = predicate is not None and predicate(response.with_cost(call.cost))
+        for p in permits:
+            state = p.failure(duration) if bad else p.success(duration)
+            if state is not None:
+                await _report(call, p, state)
+        return response

@@ -6,6 +6,12 @@ first) and cancels the calls in flight that it covers, so a halted run stops spe
 pause holds runs at their next step boundary until it is lifted; calls already in flight finish.
 The operator surfaces (CLI, HTTP, dashboard) reach this through `App.control`, which also writes
 the action to the controls log so other processes apply it too.
+
+The kill switch's whole reach: `KillSwitchStep` (the guard chain, at each attempt: raise if
+halted, wait while paused), `ProviderStep` in `corral.guards.chain` (just before the provider is
+called: `check`; during the call: `watch`, so a halt cancels it), the run context's step
+boundaries (`gate` before tool and human-wait steps), and the app (`track`/`untrack` a run's
+workflow and priority for pauses, `apply` operator actions).
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ from typing import Any, TypeVar
 
 from corral.errors import KilledError
 from corral.guards.deadlines import Deadline, Deadlines
+from corral.guards.step import ModelCall, Next
+from corral.model import ModelResponse
 
-__all__ = ["KillSwitch"]
+__all__ = ["KillSwitch", "KillSwitchStep"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -304,3 +312,17 @@ class KillSwitch:
     def unwatch(self, watch: Watch) -> None:
         """The watched wait is over."""
         self.deadlines.end(watch)
+
+
+class KillSwitchStep:
+    """The guard chain's kill switch: each attempt passes the step boundary (raise if halted,
+    wait while paused)."""
+
+    def __init__(self, kill: KillSwitch) -> None:
+        self.kill = kill
+
+    async def __call__(self, call: ModelCall, next: Next) -> ModelResponse:
+        kill = self.kill
+        if kill.engaged:  # usually not: nothing to look up
+            await kill.gate(call.run.run_id, call.agent)
+        return await next(call)

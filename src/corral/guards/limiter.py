@@ -20,6 +20,9 @@ Shape:
 - Provider feedback: a 429 blocks the key for its Retry-After and empties its buckets; remaining
   counts from rate-limit headers lower the local allowance; client-side adaptive throttling
   defers calls with probability max(0, (requests - k * accepts) / (requests + 1)).
+
+The limiter's whole reach: `LimiterStep` (the guard chain: admit, settle, feed back the
+provider's answer) and the metrics that read its queue.
 """
 
 from __future__ import annotations
@@ -35,10 +38,12 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from corral.clock import Clock
-from corral.errors import RateLimitedError
+from corral.errors import ProviderError, ProviderRateLimitError, RateLimitedError
 from corral.guards.policy import LimiterPolicy, RateLimit
+from corral.guards.step import GuardEvent, ModelCall, Next
+from corral.model import ModelResponse
 
-__all__ = ["LimiterBackend", "MemoryLimiterBackend", "RateLimiter", "Ticket"]
+__all__ = ["LimiterBackend", "LimiterStep", "MemoryLimiterBackend", "RateLimiter", "Ticket"]
 
 
 class LimiterBackend(Protocol):
@@ -268,7 +273,6 @@ class RateLimiter:
         self._rng = random.Random(seed)
         self._outcomes: dict[str, _Outcomes] = {}
         self.admitted = 0
-        self._free = Ticket(self, [], 0, 0)  # a call no key limits: nothing to settle
         self.waited = 0
         """Calls that had to queue (for metrics)."""
 
@@ -284,21 +288,6 @@ class RateLimiter:
         """Calls waiting now, by priority level (0 = critical)."""
         depths: Counter[int] = Counter(level for level, _, _ in self._queue)
         return dict(depths)
-
-    def try_admit(self, keys: list[str], tokens: int, *, input_estimate: int) -> Ticket | None:
-        """Admit at once, without waiting, if nobody is queued and the call fits; else None."""
-        if not keys:
-            return self._free
-        if self._queue:
-            return None
-        now = self._clock.monotonic()
-        if self._throttle_wait(keys, now) != 0:
-            return None
-        wait, _ = self._backend.try_acquire(keys, tokens, now)
-        if wait != 0:
-            return None
-        self.admitted += 1
-        return Ticket(self, keys, tokens, input_estimate)
 
     async def acquire(
         self, keys: list[str], tokens: int, *, priority: int, input_estimate: int
@@ -500,3 +489,76 @@ class RateLimiter:
         if p > 0 and self._rng.random() < p:
             return 1.0  # deferred locally: try again in a second rather than add to the storm
         return 0.0
+
+
+class LimiterStep:
+    """The guard chain's rate limiter: wait (by the run's priority) until the call fits the
+    model's, the provider's and the tenant's limits, then settle the tokens with the actual
+    usage and feed back what the provider said (429s, remaining counts)."""
+
+    def __init__(self, limiter: RateLimiter, clock: Clock) -> None:
+        self.limiter = limiter
+        self.clock = clock
+        self._keys: dict[tuple[str, str | None], tuple[list[str], list[str]]] = {}
+        """(keys with a limit, the provider's own among them) by (model, tenant), resolved
+        once: limits are fixed at start-up."""
+
+    def _keys_for(self, model: str, tenant: str | None) -> tuple[list[str], list[str]]:
+        found = self._keys.get((model, tenant))
+        if found is None:
+            if len(self._keys) >= 10_000:  # many tenants: resolve again as they are used
+                self._keys.clear()
+            keys = self.limiter.keys_for(
+                f"model:{model}",
+                f"provider:{model.split(':', 1)[0]}",
+                f"tenant:{tenant}" if tenant else None,
+            )
+            # The provider's rate-limit headers speak for its own keys, not for a tenant's.
+            found = self._keys[(model, tenant)] = (
+                keys,
+                [k for k in keys if not k.startswith("tenant:")],
+            )
+        return found
+
+    async def __call__(self, call: ModelCall, next: Next) -> ModelResponse:
+        keys, provider_keys = self._keys_for(call.model.name, call.run.tenant)
+        if not keys:
+            return await next(call)  # no limit applies to this call
+        limiter, clock = self.limiter, self.clock
+        input_tokens = call.input_tokens
+        t0 = clock.monotonic()
+        ticket = await limiter.acquire(
+            keys,
+            input_tokens + call.request.max_output_tokens,
+            priority=call.run.level,
+            input_estimate=input_tokens,
+        )
+        waited = clock.monotonic() - t0
+        if waited > 0:
+            await call.emit(
+                GuardEvent(kind="queued", detail={"keys": keys, "waited_s": round(waited, 3)})
+            )
+        try:
+            response = await next(call)
+        except ProviderError as exc:
+            ticket.settle_failed()
+            if isinstance(exc, ProviderRateLimitError):
+                limiter.record_outcome(keys, accepted=False)
+                limiter.penalize(keys, exc.retry_after_s or 1.0)
+            raise
+        except BaseException:
+            if call.sent_at is None:
+                ticket.settle(0)
+            else:
+                ticket.settle_failed()
+            raise
+        ticket.settle(response.input_tokens + response.output_tokens)
+        limiter.record_outcome(keys, accepted=True)
+        if response.remaining_requests is not None or response.remaining_tokens is not None:
+            for key in provider_keys:
+                limiter.observe(
+                    key,
+                    remaining_requests=response.remaining_requests,
+                    remaining_tokens=response.remaining_tokens,
+                )
+        return response
