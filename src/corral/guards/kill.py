@@ -321,8 +321,13 @@ class KillSwitchStep:
     def __init__(self, kill: KillSwitch) -> None:
         self.kill = kill
 
-    async def __call__(self, call: ModelCall, next: Next) -> ModelResponse:
-        kill = self.kill
-        if kill.engaged:  # usually not: nothing to look up
-            await kill.gate(call.run.run_id, call.agent)
+    def __call__(self, call: ModelCall, next: Next) -> Awaitable[ModelResponse]:
+        # Not a coroutine: with nothing halted or paused (the common case) the step adds no
+        # coroutine level to the call.
+        if self.kill.engaged:
+            return self._gated(call, next)
+        return next(call)
+
+    async def _gated(self, call: ModelCall, next: Next) -> ModelResponse:
+        await self.kill.gate(call.run.run_id, call.agent)
         return await next(call)

@@ -34,6 +34,7 @@ import itertools
 import math
 import random
 from collections import Counter, deque
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -520,10 +521,15 @@ class LimiterStep:
             )
         return found
 
-    async def __call__(self, call: ModelCall, next: Next) -> ModelResponse:
-        keys, provider_keys = self._keys_for(call.model.name, call.run.tenant)
-        if not keys:
-            return await next(call)  # no limit applies to this call
+    def __call__(self, call: ModelCall, next: Next) -> Awaitable[ModelResponse]:
+        keys = self._keys_for(call.model.name, call.run.tenant)
+        if not keys[0]:
+            return next(call)  # no limit applies to this call: no coroutine level for it
+        return self._admitted(call, next, *keys)
+
+    async def _admitted(
+        self, call: ModelCall, next: Next, keys: list[str], provider_keys: list[str]
+    ) -> ModelResponse:
         limiter, clock = self.limiter, self.clock
         input_tokens = call.input_tokens
         t0 = clock.monotonic()

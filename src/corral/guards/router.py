@@ -12,7 +12,7 @@ tries the tier's models in order: the primary, then its fallback providers).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -140,7 +140,14 @@ class FallbackStep:
     non-retryable failure ends the call (the request is wrong; another provider would refuse it
     too)."""
 
-    async def __call__(self, call: ModelCall, next: Next) -> ModelResponse:
+    def __call__(self, call: ModelCall, next: Next) -> Awaitable[ModelResponse]:
+        # Not a coroutine when there is nothing to fall back to and the request already names
+        # the model (the common case): no coroutine level added to the call.
+        if len(call.models) == 1 and call.request.model == call.model.name:
+            return next(call)
+        return self._in_turn(call, next)
+
+    async def _in_turn(self, call: ModelCall, next: Next) -> ModelResponse:
         asked = call.request
         last: ProviderError | CircuitOpenError | None = None
         for position, model in enumerate(call.models):

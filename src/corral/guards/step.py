@@ -179,9 +179,13 @@ class GuardStep(Protocol):
     Raise a `corral.errors.LimitError` subclass (or your own `CorralError`) to refuse a call;
     the run sees it as it is. Let `asyncio.CancelledError` propagate and release what you
     acquired in `finally`.
+
+    An `async def __call__` is the usual form. A plain `def` returning `next(call)` itself
+    when the step has nothing to do (as the kill switch does while nothing is halted) adds no
+    coroutine level to the call.
     """
 
-    async def __call__(self, call: ModelCall, next: Next) -> ModelResponse: ...
+    def __call__(self, call: ModelCall, next: Next) -> Awaitable[ModelResponse]: ...
 
 
 def estimate_input_tokens(request: ModelRequest) -> int:
