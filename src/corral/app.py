@@ -326,23 +326,12 @@ class App:
                 await self.alerts.restore(self._store)
             if self._recorder is None:
                 self._recorder = self._store
-            cache_policy = self.config.guards.cache
-            if cache_policy.enabled and self.guards.cache is None:
-                if cache_policy.backend == "redis":
-                    from corral.state.redis_cache import RedisCache
+            if self.guards.cache is None and self.guards.semantic is None:
+                from corral.state.cache import open_caches
 
-                    self.guards.cache = RedisCache(cache_policy.redis_url)
-                else:
-                    self.guards.cache = self._store
-            if cache_policy.enabled and self.guards.semantic is None:
-                try:
-                    from corral.models.semantic_cache import StoredSemanticCache
-                except ModuleNotFoundError as exc:  # numpy missing: no semantic cache
-                    log.warning(
-                        "semantic cache unavailable (%s): pip install corral[semantic]", exc
-                    )
-                else:
-                    self.guards.semantic = StoredSemanticCache(self._store)
+                self.guards.cache, self.guards.semantic = open_caches(
+                    self.config.guards.cache, self._store
+                )
             self._warn_unpriced()
             await self._ephemeral.launch(self._execute)
             if self.config.durable:

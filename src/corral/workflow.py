@@ -137,10 +137,8 @@ class _DeadlineHold:
         if timer is None:
             yield
             return
-        loop = asyncio.get_running_loop()
         if self._open == 0:
-            when = timer.when()
-            self._remaining = None if when is None else when - loop.time()
+            self._remaining = timer.remaining()
             timer.reschedule(None)
         self._open += 1
         try:
@@ -148,7 +146,7 @@ class _DeadlineHold:
         finally:
             self._open -= 1
             if self._open == 0 and self._remaining is not None:
-                timer.reschedule(loop.time() + max(self._remaining, 0.0))
+                timer.reschedule_in(max(self._remaining, 0.0))
 
 
 @dataclass(slots=True, kw_only=True)

@@ -18,11 +18,11 @@ from corral.errors import (
     ProviderRateLimitError,
 )
 from corral.guards import BreakerPolicy, BudgetPolicy, GuardPolicies, LoopPolicy, RateLimit
-from corral.guards.cache import MemoryCache
 from corral.guards.chain import Guards, RunGuards
 from corral.guards.policy import CachePolicy, RetryPolicy
 from corral.guards.step import STEP_NAMES, GuardEvent, ModelCall, Next
 from corral.model import Message, ModelRequest, ModelResponse
+from corral.state.memory import MemoryCache
 from corral.testing import FakeClock, FakeModel, VirtualClock
 from corral.testing._model import reply
 
@@ -97,7 +97,7 @@ class Trace:
 
 async def test_steps_run_in_the_documented_order():
     g = guards(limits={"model:fake:a": RateLimit(rpm=600)}, cache=CachePolicy(enabled=True))
-    g.cache = MemoryCache(FakeClock())
+    g.cache = MemoryCache()
     seen: list[str] = []
     for name in STEP_NAMES:
         g.add(Trace(name, seen), before=name)
@@ -370,7 +370,7 @@ async def test_a_halt_refuses_new_calls_and_cancels_calls_in_flight():
 async def test_a_cache_hit_costs_nothing_and_skips_the_steps_below():
     clock = FakeClock()
     g = guards(clock, cache=CachePolicy(enabled=True))
-    g.cache = MemoryCache(clock)
+    g.cache = MemoryCache()
     model = FakeModel(["ok"], name="fake:a")
     run = run_of(g)
     first = call_of(run)

@@ -379,8 +379,10 @@ class DailyLedger:
         """Operator action: a new limit for `scope` today and after; paused runs re-check."""
         self._limits[scope] = limit
         for (s, _day), account in self._accounts.items():
-            if s == scope:
-                account.limits = Limits(usd=limit.usd, tokens=limit.tokens)
+            # `tenant:*` governs every tenant without a limit of its own.
+            found = self._limit_for(s)
+            if found is not None:
+                account.limits = Limits(usd=found.usd, tokens=found.tokens)
         log.warning("daily limit for %s raised to %s", scope, limit)
         if self._changed is not None:
             self._changed.set()

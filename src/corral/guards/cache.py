@@ -3,8 +3,9 @@
 The key is a hash of the normalized request (model, messages with their tool calls, output
 schema, tools, temperature, max output tokens), in a namespace per tenant. Only successful
 answers are stored, never errors; calls sampled above `max_temperature` are neither looked up nor
-stored. Storage sits behind `ResponseCache`: the run database (`SqlStore`) in the embedded
-default, a Redis backend for many workers, `MemoryCache` for tests.
+stored. Storage sits behind `ResponseCache`; `corral.state.cache.open_caches` is the one place
+that picks the backends (the run database in the embedded default, Redis for many workers,
+`corral.state.memory.MemoryCache` in one process).
 
 The cache's whole reach: `CacheStep` (the guard chain, per model of the tier's chain: exact,
 then semantic) and the app, which picks the backends when it opens.
@@ -23,11 +24,17 @@ from corral.guards.policy import CachePolicy
 from corral.guards.step import GuardEvent, ModelCall, Next
 from corral.model import ModelRequest, ModelResponse
 
-__all__ = ["CacheStep", "MemoryCache", "ResponseCache", "SemanticCache", "cache_key"]
+__all__ = ["CacheStep", "ResponseCache", "SemanticCache", "cache_key"]
 
 
 class ResponseCache(Protocol):
-    """Where cached answers live."""
+    """Where cached answers live.
+
+    Contract: `cache_put` then `cache_get` of the same (namespace, key) before `ttl_s` has
+    passed returns the value; after it, or for another namespace, None. Last write wins; a
+    backend that cannot be reached answers None and stores nothing (a cache never fails a
+    call). `tests/state/test_cache.py` is the contract, parametrized over backends.
+    """
 
     async def cache_get(self, namespace: str, key: str, now: float) -> dict[str, Any] | None:
         """The stored answer for `key`, or None if absent or expired (`now`: epoch seconds)."""
@@ -83,25 +90,6 @@ def cache_key(request: ModelRequest) -> str:
     }
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-class MemoryCache:
-    """An in-process cache (tests, single short-lived processes)."""
-
-    def __init__(self, clock: Clock) -> None:
-        self._clock = clock
-        self._entries: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
-
-    async def cache_get(self, namespace: str, key: str, now: float) -> dict[str, Any] | None:
-        found = self._entries.get((namespace, key))
-        if found is None or found[0] <= now:
-            return None
-        return found[1]
-
-    async def cache_put(
-        self, namespace: str, key: str, value: dict[str, Any], *, now: float, ttl_s: float
-    ) -> None:
-        self._entries[(namespace, key)] = (now + ttl_s, value)
 
 
 _ZERO = Decimal(0)

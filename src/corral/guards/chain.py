@@ -154,7 +154,7 @@ class Guards:
         self.breakers = BreakerRegistry(policies.breaker, clock)
         self.limiter = RateLimiter(policies.limits, policies.limiter, clock, seed=seed)
         self.retry_budget = RetryBudget(policies.retry, clock)
-        self.kill = KillSwitch()
+        self.kill = KillSwitch(clock)
         self.daily = DailyLedger(policies.daily, clock)
         self.rng = random.Random(seed)
         self._cache: ResponseCache | None = None

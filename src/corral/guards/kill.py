@@ -22,6 +22,7 @@ import math
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
+from corral.clock import Clock
 from corral.errors import KilledError
 from corral.guards.deadlines import Deadline, Deadlines
 from corral.guards.step import ModelCall, Next
@@ -54,7 +55,7 @@ class Watch(Deadline):
 class KillSwitch:
     """Halted scopes and the in-flight calls they cover."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
         self._all: str | None = None
         self._runs: dict[str, str] = {}
         self._agents: dict[str, str] = {}
@@ -66,7 +67,7 @@ class KillSwitch:
         self.held: dict[str, str] = {}
         """Runs waiting at a step boundary now, and the pause that holds each."""
         self._held_changed = asyncio.Event()
-        self.deadlines = Deadlines()
+        self.deadlines = Deadlines(clock)
         """Call timeouts (and, through the app, run deadlines) on one loop timer."""
         self.engaged = False
         """Something is halted or paused now. False (the common case): every step boundary

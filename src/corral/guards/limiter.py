@@ -6,8 +6,10 @@ requests only; none reserves tokens before a call and reconciles after it, check
 
 Shape:
 - A `LimiterBackend` holds the buckets and does one admission atomically: every key's RPM and TPM
-  bucket is checked and deducted together, or none is. `MemoryLimiterBackend` is the in-process
-  backend; a Redis backend implements the same three methods with one Lua script each.
+  bucket is checked and deducted together, or none is. `corral.state.memory.MemoryLimiterBackend`
+  is the in-process backend; a Redis backend implements the same methods with one Lua script
+  each. The queue (who waits, in which order) stays in the process: a shared backend only has to
+  make each admission atomic across processes.
 - `RateLimiter` queues callers that do not fit, ordered by (priority level, arrival): FIFO within
   a level, and a lower-priority waiter never overtakes a blocked higher one on a shared key.
   Aging: a waiter that has waited `aging_s` per level below the best waiting level counts as
@@ -44,11 +46,24 @@ from corral.guards.policy import LimiterPolicy, RateLimit
 from corral.guards.step import GuardEvent, ModelCall, Next
 from corral.model import ModelResponse
 
-__all__ = ["LimiterBackend", "LimiterStep", "MemoryLimiterBackend", "RateLimiter", "Ticket"]
+__all__ = ["LimiterBackend", "LimiterStep", "RateLimiter", "Ticket"]
 
 
 class LimiterBackend(Protocol):
-    """Bucket state for every key; each method is one atomic operation."""
+    """Bucket state for every key; each method is one atomic operation.
+
+    Contract for a shared backend (many processes): `try_acquire` checks and deducts every key's
+    RPM and TPM bucket in one atomic step (all or none: a Lua script in Redis); `adjust` is an
+    atomic add, capped at the bucket's capacity; `penalize` and `observe` only ever lower what
+    is allowed, so their races are harmless. Methods are synchronous: the in-memory backend costs
+    no coroutine per model call. A network backend keeps a local lease of tokens and refills it
+    in the background (or the limiter grows an async variant); the contract stays the same.
+    `tests/state/test_limiter_backend.py` is the contract, parametrized over backends.
+    """
+
+    def has_limit(self, key: str) -> bool:
+        """Whether `key` (or its kind's `kind:*`) has a configured limit."""
+        ...
 
     def try_acquire(self, keys: list[str], tokens: int, now: float) -> tuple[float, list[str]]:
         """Admit one request of `tokens` on every key (deducting all) and return `(0, [])`, or
@@ -68,110 +83,6 @@ class LimiterBackend(Protocol):
     ) -> None:
         """The provider reported what is left; never allow more than that locally."""
         ...
-
-
-class _Bucket:
-    __slots__ = ("capacity", "level", "rate", "updated")
-
-    def __init__(self, per_minute: int, burst_s: float, now: float) -> None:
-        self.rate = per_minute / 60.0
-        self.capacity = max(1.0, self.rate * burst_s)
-        self.level = self.capacity
-        self.updated = now
-
-    def refill(self, now: float) -> None:
-        if now > self.updated:
-            self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
-            self.updated = now
-
-    def wait_s(self, amount: float) -> float:
-        # A request larger than the bucket is admitted when the bucket is full (it goes into
-        # debt), so no request is too big to ever run.
-        need = min(amount, self.capacity)
-        if self.level >= need - 1e-9:  # refill arithmetic drifts by ulps
-            return 0.0
-        # At least a microsecond: a wait that rounds to nothing would spin without time passing.
-        return max((need - self.level) / self.rate, 1e-6) if self.rate > 0 else math.inf
-
-
-@dataclass(slots=True)
-class _Key:
-    requests: _Bucket | None
-    tokens: _Bucket | None
-    blocked_until: float = 0.0
-
-
-class MemoryLimiterBackend:
-    """Buckets in this process (embedded mode)."""
-
-    def __init__(self, limits: dict[str, RateLimit]) -> None:
-        self._limits = dict(limits)
-        self._keys: dict[str, _Key] = {}
-
-    def has_limit(self, key: str) -> bool:
-        return key in self._limits or f"{key.split(':', 1)[0]}:*" in self._limits
-
-    def _key(self, key: str, now: float) -> _Key:
-        found = self._keys.get(key)
-        if found is None:
-            limit = self._limits.get(key) or self._limits[f"{key.split(':', 1)[0]}:*"]
-            found = _Key(
-                requests=_Bucket(limit.rpm, limit.burst_s, now) if limit.rpm else None,
-                tokens=_Bucket(limit.tpm, limit.burst_s, now) if limit.tpm else None,
-            )
-            self._keys[key] = found
-        return found
-
-    def try_acquire(self, keys: list[str], tokens: int, now: float) -> tuple[float, list[str]]:
-        state = [self._key(k, now) for k in keys]
-        wait = 0.0
-        short: list[str] = []
-        for key, s in zip(keys, state, strict=True):
-            key_wait = s.blocked_until - now
-            for bucket, amount in ((s.requests, 1), (s.tokens, tokens)):
-                if bucket is not None:
-                    bucket.refill(now)
-                    key_wait = max(key_wait, bucket.wait_s(amount))
-            if key_wait > 0:
-                short.append(key)
-                wait = max(wait, key_wait)
-        if short:
-            return wait, short
-        for s in state:
-            if s.requests is not None:
-                s.requests.level -= 1
-            if s.tokens is not None:
-                s.tokens.level -= tokens
-        return 0.0, []
-
-    def adjust(self, keys: list[str], tokens: int, now: float) -> None:
-        for k in keys:
-            bucket = self._key(k, now).tokens
-            if bucket is not None:
-                bucket.refill(now)
-                bucket.level = min(bucket.capacity, bucket.level + tokens)
-
-    def penalize(self, key: str, retry_after_s: float, now: float) -> None:
-        if not self.has_limit(key):
-            return
-        s = self._key(key, now)
-        s.blocked_until = max(s.blocked_until, now + retry_after_s)
-        for bucket in (s.requests, s.tokens):
-            if bucket is not None:
-                bucket.refill(now)
-                bucket.level = min(bucket.level, 0.0)
-                bucket.updated = max(bucket.updated, now + retry_after_s)
-
-    def observe(
-        self, key: str, remaining_requests: int | None, remaining_tokens: int | None, now: float
-    ) -> None:
-        if not self.has_limit(key):
-            return
-        s = self._key(key, now)
-        for bucket, left in ((s.requests, remaining_requests), (s.tokens, remaining_tokens)):
-            if bucket is not None and left is not None:
-                bucket.refill(now)
-                bucket.level = min(bucket.level, float(left))
 
 
 class Ticket:
@@ -246,7 +157,7 @@ class RateLimiter:
         limits: `RateLimit` by key; `tenant:*` applies to every tenant separately.
         policy: Queueing (max wait, aging, adaptive throttling).
         clock: All waiting goes through it.
-        backend: Bucket state (default: in this process).
+        backend: Bucket state (default: `corral.state.memory.MemoryLimiterBackend`).
         seed: Seeds the adaptive-throttling coin.
     """
 
@@ -261,8 +172,12 @@ class RateLimiter:
     ) -> None:
         self.policy = policy
         self._clock = clock
-        self._memory = MemoryLimiterBackend(limits)
-        self._backend: LimiterBackend = backend or self._memory
+        if backend is None:
+            # The in-process default: stdlib only, so the core may build it.
+            from corral.state.memory import MemoryLimiterBackend
+
+            backend = MemoryLimiterBackend(limits)
+        self._backend: LimiterBackend = backend
         self._queue: list[tuple[int, int, _Waiter]] = []
         self._arrivals: dict[int, deque[_Waiter]] = {}
         """Waiters by level, oldest first (for the aged turn)."""
@@ -279,7 +194,7 @@ class RateLimiter:
 
     def keys_for(self, *candidates: str | None) -> list[str]:
         """The candidate keys that have a configured limit."""
-        return [k for k in candidates if k and self._memory.has_limit(k)]
+        return [k for k in candidates if k and self._backend.has_limit(k)]
 
     @property
     def queue_depth(self) -> int:

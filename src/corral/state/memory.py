@@ -1,0 +1,159 @@
+"""Guard state in this process: the in-memory backends (one process, embedded mode).
+
+Each class implements a state protocol that lives beside its guard, so a shared backend
+(Redis, PostgreSQL) can replace it without touching the guard:
+
+- `MemoryLimiterBackend`: `corral.guards.limiter.LimiterBackend` (token buckets per key).
+- `MemoryCache`: `corral.guards.cache.ResponseCache` (the exact response cache).
+- `MemoryCooldowns`: `corral.observe.alerts.Cooldowns` (alert cooldowns).
+
+In one event loop every method here is atomic (no `await` inside), which is what each
+protocol's contract asks of a shared backend across processes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from corral.guards.policy import RateLimit
+
+__all__ = ["MemoryCache", "MemoryCooldowns", "MemoryLimiterBackend"]
+
+
+class _Bucket:
+    __slots__ = ("capacity", "level", "rate", "updated")
+
+    def __init__(self, per_minute: int, burst_s: float, now: float) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, self.rate * burst_s)
+        self.level = self.capacity
+        self.updated = now
+
+    def refill(self, now: float) -> None:
+        if now > self.updated:
+            self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
+            self.updated = now
+
+    def wait_s(self, amount: float) -> float:
+        # A request larger than the bucket is admitted when the bucket is full (it goes into
+        # debt), so no request is too big to ever run.
+        need = min(amount, self.capacity)
+        if self.level >= need - 1e-9:  # refill arithmetic drifts by ulps
+            return 0.0
+        # At least a microsecond: a wait that rounds to nothing would spin without time passing.
+        return max((need - self.level) / self.rate, 1e-6) if self.rate > 0 else math.inf
+
+
+@dataclass(slots=True)
+class _Key:
+    requests: _Bucket | None
+    tokens: _Bucket | None
+    blocked_until: float = 0.0
+
+
+class MemoryLimiterBackend:
+    """Buckets in this process (embedded mode)."""
+
+    def __init__(self, limits: dict[str, RateLimit]) -> None:
+        self._limits = dict(limits)
+        self._keys: dict[str, _Key] = {}
+
+    def has_limit(self, key: str) -> bool:
+        return key in self._limits or f"{key.split(':', 1)[0]}:*" in self._limits
+
+    def _key(self, key: str, now: float) -> _Key:
+        found = self._keys.get(key)
+        if found is None:
+            limit = self._limits.get(key) or self._limits[f"{key.split(':', 1)[0]}:*"]
+            found = _Key(
+                requests=_Bucket(limit.rpm, limit.burst_s, now) if limit.rpm else None,
+                tokens=_Bucket(limit.tpm, limit.burst_s, now) if limit.tpm else None,
+            )
+            self._keys[key] = found
+        return found
+
+    def try_acquire(self, keys: list[str], tokens: int, now: float) -> tuple[float, list[str]]:
+        state = [self._key(k, now) for k in keys]
+        wait = 0.0
+        short: list[str] = []
+        for key, s in zip(keys, state, strict=True):
+            key_wait = s.blocked_until - now
+            for bucket, amount in ((s.requests, 1), (s.tokens, tokens)):
+                if bucket is not None:
+                    bucket.refill(now)
+                    key_wait = max(key_wait, bucket.wait_s(amount))
+            if key_wait > 0:
+                short.append(key)
+                wait = max(wait, key_wait)
+        if short:
+            return wait, short
+        for s in state:
+            if s.requests is not None:
+                s.requests.level -= 1
+            if s.tokens is not None:
+                s.tokens.level -= tokens
+        return 0.0, []
+
+    def adjust(self, keys: list[str], tokens: int, now: float) -> None:
+        for k in keys:
+            bucket = self._key(k, now).tokens
+            if bucket is not None:
+                bucket.refill(now)
+                bucket.level = min(bucket.capacity, bucket.level + tokens)
+
+    def penalize(self, key: str, retry_after_s: float, now: float) -> None:
+        if not self.has_limit(key):
+            return
+        s = self._key(key, now)
+        s.blocked_until = max(s.blocked_until, now + retry_after_s)
+        for bucket in (s.requests, s.tokens):
+            if bucket is not None:
+                bucket.refill(now)
+                bucket.level = min(bucket.level, 0.0)
+                bucket.updated = max(bucket.updated, now + retry_after_s)
+
+    def observe(
+        self, key: str, remaining_requests: int | None, remaining_tokens: int | None, now: float
+    ) -> None:
+        if not self.has_limit(key):
+            return
+        s = self._key(key, now)
+        for bucket, left in ((s.requests, remaining_requests), (s.tokens, remaining_tokens)):
+            if bucket is not None and left is not None:
+                bucket.refill(now)
+                bucket.level = min(bucket.level, float(left))
+
+
+class MemoryCache:
+    """An in-process cache (tests, single short-lived processes)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+
+    async def cache_get(self, namespace: str, key: str, now: float) -> dict[str, Any] | None:
+        found = self._entries.get((namespace, key))
+        if found is None or found[0] <= now:
+            return None
+        return found[1]
+
+    async def cache_put(
+        self, namespace: str, key: str, value: dict[str, Any], *, now: float, ttl_s: float
+    ) -> None:
+        self._entries[(namespace, key)] = (now + ttl_s, value)
+
+
+class MemoryCooldowns:
+    """Alert cooldowns in this process: a key claimed at `at` cannot be claimed again until
+    `cooldown_s` later."""
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}
+
+    def claim(self, key: str, *, at: float, cooldown_s: float) -> bool:
+        until = self._until.get(key)
+        if until is not None and at < until:
+            return False
+        self._until[key] = at + cooldown_s
+        return True
