@@ -6,6 +6,7 @@ Each class implements a state protocol that lives beside its guard, so a shared 
 - `MemoryLimiterBackend`: `corral.guards.limiter.LimiterBackend` (token buckets per key).
 - `MemoryCache`: `corral.guards.cache.ResponseCache` (the exact response cache).
 - `MemoryCooldowns`: `corral.observe.alerts.Cooldowns` (alert cooldowns).
+- `MemoryFlags`: `corral.guards.kill.FlagStore` (the kill switch's halts and pauses).
 
 In one event loop every method here is atomic (no `await` inside), which is what each
 protocol's contract asks of a shared backend across processes.
@@ -15,11 +16,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from corral.guards.policy import RateLimit
 
-__all__ = ["MemoryCache", "MemoryCooldowns", "MemoryLimiterBackend"]
+if TYPE_CHECKING:
+    from corral.guards.kill import Flag
+
+__all__ = ["MemoryCache", "MemoryCooldowns", "MemoryFlags", "MemoryLimiterBackend"]
 
 
 class _Bucket:
@@ -157,3 +161,24 @@ class MemoryCooldowns:
             return False
         self._until[key] = at + cooldown_s
         return True
+
+
+class MemoryFlags:
+    """The kill switch's flags in this process."""
+
+    def __init__(self) -> None:
+        self._flags: dict[Flag, str] = {}
+        self.version = 0
+
+    def set(self, flag: Flag, reason: str) -> int:
+        self._flags[flag] = reason
+        self.version += 1
+        return self.version
+
+    def clear(self, flag: Flag) -> int:
+        self._flags.pop(flag, None)
+        self.version += 1
+        return self.version
+
+    def flags(self) -> tuple[int, dict[Flag, str]]:
+        return self.version, dict(self._flags)
