@@ -7,7 +7,9 @@ import asyncio
 from decimal import Decimal
 
 import pytest
+from pydantic import BaseModel
 
+from corral import Agent, RunContext
 from corral.clock import Clock
 from corral.errors import (
     BudgetExhaustedError,
@@ -25,6 +27,7 @@ from corral.model import Message, ModelRequest, ModelResponse
 from corral.state.memory import MemoryCache
 from corral.testing import FakeClock, FakeModel, VirtualClock
 from corral.testing._model import reply
+from tests.helpers import ephemeral_app
 
 D = Decimal
 WORST, INPUT, PRICE = D("0.10"), D("0.01"), D("0.04")
@@ -384,3 +387,31 @@ async def test_a_cache_hit_costs_nothing_and_skips_the_steps_below():
     assert events.kinds == ["cache_hit"]
     assert run.budget.account.spent["model_calls"] == 1
     model.assert_done()
+
+
+class Question(BaseModel):
+    text: str
+
+
+class Answer(BaseModel):
+    answer: str
+
+
+async def test_an_app_runs_a_custom_step_and_ends_the_run_with_its_structured_refusal():
+    app, _, _ = ephemeral_app(
+        models={"fake:a": FakeModel([{"answer": "yes"}], name="fake:a")},
+        tiers={"small": "fake:a"},
+    )
+    app.guards.add(OfficeHours(), before="budget")
+    agent = Agent(name="writer", instructions="x", input=Question, output=Answer)
+
+    @app.workflow
+    async def ask(ctx: RunContext, q: Question) -> Answer:
+        return await ctx.call(agent, q)
+
+    refused = await app.run("ask", {"text": "q"}, priority="batch")
+    assert refused.error is not None
+    assert refused.error["code"] == "outside_hours"
+    assert refused.error["agent"] == "writer"
+    answered = await app.run("ask", {"text": "q"})
+    assert answered.ok and answered.output.answer == "yes"
