@@ -91,14 +91,12 @@ async def test_a_workflow_bug_fails_the_run_not_the_app():
 
 
 async def test_deadline_ends_a_run_that_would_never_finish():
-    import asyncio
 
-    app, _, _ = ephemeral_app(deadline_s=0.05)
-    never = asyncio.Event()
+    app, _, clock = ephemeral_app(deadline_s=0.05)
 
     @app.workflow
     async def stuck(ctx: RunContext, t: Ticket) -> Out:
-        await never.wait()
+        await clock.sleep(3600)  # an hour of the app's fake clock: the deadline comes first
         return Out(text="never")
 
     result = await app.run("stuck", {"text": "x"})
@@ -106,14 +104,12 @@ async def test_deadline_ends_a_run_that_would_never_finish():
 
 
 async def test_a_run_can_set_its_own_deadline_and_a_bad_one_is_refused():
-    import asyncio
 
-    app, recorder, _ = ephemeral_app()
-    never = asyncio.Event()
+    app, recorder, clock = ephemeral_app()
 
     @app.workflow
     async def stuck(ctx: RunContext, t: Ticket) -> Out:
-        await never.wait()
+        await clock.sleep(3600)  # an hour of the app's fake clock: the deadline comes first
         return Out(text="never")
 
     result = await app.run("stuck", {"text": "x"}, deadline_s=0.05)
