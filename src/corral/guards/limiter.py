@@ -192,6 +192,11 @@ class RateLimiter:
         self.waited = 0
         """Calls that had to queue (for metrics)."""
 
+    @property
+    def backend(self) -> LimiterBackend:
+        """Where the buckets live."""
+        return self._backend
+
     def keys_for(self, *candidates: str | None) -> list[str]:
         """The candidate keys that have a configured limit."""
         return [k for k in candidates if k and self._backend.has_limit(k)]
