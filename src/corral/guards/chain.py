@@ -44,6 +44,7 @@ import random
 from collections.abc import Awaitable, Iterable
 
 from corral.clock import Clock
+from corral.contracts import RunId
 from corral.errors import ProviderTimeoutError
 from corral.guards.breaker import AgentBreakerStep, BreakerRegistry, BreakerStep
 from corral.guards.budget import BudgetStep, DailyLedger, RunBudget
@@ -251,7 +252,9 @@ class Guards:
         """Stop the guards' own tasks (the rate limiter's admission timer)."""
         await self.limiter.close()
 
-    def run(self, run_id: str, *, priority: str, tenant: str | None, user: str | None) -> RunGuards:
+    def run(
+        self, run_id: RunId, *, priority: str, tenant: str | None, user: str | None
+    ) -> RunGuards:
         """Fresh per-run state (budget, loop guard) for a run."""
         return RunGuards(self, run_id=run_id, priority=priority, tenant=tenant, user=user)
 
@@ -268,7 +271,13 @@ class RunGuards:
     """One run's budget and loop guard, plus who it is for (daily limits, priority)."""
 
     def __init__(
-        self, guards: Guards, *, run_id: str, priority: str, tenant: str | None, user: str | None
+        self,
+        guards: Guards,
+        *,
+        run_id: RunId,
+        priority: str,
+        tenant: str | None,
+        user: str | None,
     ) -> None:
         if priority not in PRIORITIES:
             raise ValueError(f"unknown priority {priority!r}; use one of {list(PRIORITIES)}")
