@@ -15,7 +15,7 @@ from corral.testing import VirtualClock
 D = Decimal
 
 
-def reserve(budget: RunBudget, usd: str, floor: str = "0", daily=()):
+def reserve(budget: RunBudget, usd: str, floor: str = "0", daily=None):
     """One model call's reservation of `usd` (no tokens)."""
     return budget.reserve(D(usd), 0, floor_usd=D(floor), daily=daily)
 
@@ -119,7 +119,8 @@ async def test_a_paused_run_wakes_when_an_operator_raises_the_limit():
     ledger.raise_limit("project", DailyLimit(usd=D("5")))
     await waiting
     assert clock.monotonic() < 1  # woke on the raise, not at midnight
-    assert ledger.accounts(tenant=None, user=None)[0].limits.usd == D("5")
+    run = RunBudget(BudgetPolicy(usd=None, tokens=None, model_calls=None))
+    reserve(run, "2", daily=ledger.accounts(tenant=None, user=None))  # over the old limit of 1
 
 
 async def test_a_paused_run_wakes_at_midnight():

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Protocol
 
 from corral.clock import Clock
 from corral.errors import BudgetExhaustedError
@@ -33,7 +34,17 @@ from corral.guards.policy import BudgetPolicy, DailyLimit
 from corral.guards.step import GuardEvent, ModelCall, Next
 from corral.model import ModelResponse, Pricer
 
-__all__ = ["Account", "BudgetStep", "Cost", "DailyLedger", "Reservation", "RunBudget"]
+__all__ = [
+    "Account",
+    "BudgetStep",
+    "BudgetStore",
+    "Cost",
+    "DailyAccounts",
+    "DailyLedger",
+    "Limits",
+    "Reservation",
+    "RunBudget",
+]
 
 log = logging.getLogger(__name__)
 
@@ -171,49 +182,102 @@ class Account:
         }
 
 
+class BudgetStore(Protocol):
+    """Shared budget accounts (the daily limits of tenants, users and the project): limits,
+    spend and open reservations, by key (`<scope>@<day>`).
+
+    Contract: `reserve` checks every key's room for one more model call of `usd` and `tokens`
+    and holds it on all of them, or on none, returning the refusal (atomic across processes:
+    one Lua script in Redis, one transaction with row locks in SQL). `settle` replaces a hold by
+    what the call cost and `release` gives it back, each exactly as the hold was made (the
+    caller settles once). `open` creates an account if it is absent (idempotent); `set_limits`
+    replaces an account's limits. Synchronous: the in-memory store costs no coroutine per call;
+    a shared store is reached in its own round trip per call with daily limits (a store that
+    must await gets an async variant of the budget step; the contract is the same).
+    `tests/state/test_budget_store.py` is the contract, parametrized over backends.
+    """
+
+    def open(self, key: str, scope: str, limits: Limits) -> None:
+        """Create the account `key` of `scope` with `limits`, unless it exists."""
+        ...
+
+    def set_limits(self, key: str, limits: Limits) -> None:
+        """New limits for an existing account."""
+        ...
+
+    def reserve(
+        self, keys: Sequence[str], usd: Decimal, tokens: int
+    ) -> BudgetExhaustedError | None:
+        """Hold one call's worst case on every key, or on none: the refusal, or None."""
+        ...
+
+    def settle(
+        self, keys: Sequence[str], held_usd: Decimal, held_tokens: int, usd: Decimal, tokens: int
+    ) -> None:
+        """Replace a hold by what the call cost."""
+        ...
+
+    def release(self, keys: Sequence[str], held_usd: Decimal, held_tokens: int) -> None:
+        """Give a hold back."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DailyAccounts:
+    """Today's shared accounts that apply to one run (`DailyLedger.accounts`)."""
+
+    store: BudgetStore
+    keys: tuple[str, ...]
+
+
 class Reservation:
-    """One model call's worst case (USD, tokens, one call) held in one or more accounts until
-    the call is settled; settle it once (a second settle changes nothing).
+    """One model call's worst case (USD, tokens, one call) held in the run's account and in
+    today's shared accounts until the call is settled; settle it once (a second settle
+    changes nothing).
 
     Args:
-        accounts: Where it is held (the run's account, then daily accounts).
+        account: The run's account.
         usd: The worst case in USD.
         tokens: The worst case in tokens (input plus the maximum output).
         floor_usd: What a call that failed after it was sent is charged (its input).
         floor_tokens: The same in tokens.
+        daily: The shared accounts the store holds it on too (None: no daily limit applies).
     """
 
-    __slots__ = ("accounts", "floor_tokens", "floor_usd", "settled", "tokens", "usd")
+    __slots__ = ("account", "daily", "floor_tokens", "floor_usd", "settled", "tokens", "usd")
 
     def __init__(
         self,
-        accounts: Sequence[Account],
+        account: Account,
         usd: Decimal,
         tokens: int,
         floor_usd: Decimal,
         floor_tokens: int,
+        daily: DailyAccounts | None,
     ) -> None:
-        self.accounts = accounts
+        self.account = account
         self.usd, self.tokens = usd, tokens
         self.floor_usd, self.floor_tokens = floor_usd, floor_tokens
+        self.daily = daily
         self.settled = False
-        for account in accounts:
-            account.r_usd += usd
-            account.r_tokens += tokens
-            account.r_model_calls += 1
+        account.r_usd += usd
+        account.r_tokens += tokens
+        account.r_model_calls += 1
 
     def settle(self, usd: Decimal, tokens: int) -> None:
         """The call was made and cost `usd` and `tokens`: replace the reservation by that."""
         if self.settled:
             return
         self.settled = True
-        for account in self.accounts:  # the refund and the spend in one pass
-            account.r_usd -= self.usd
-            account.r_tokens -= self.tokens
-            account.r_model_calls -= 1
-            account.usd += usd
-            account.tokens += tokens
-            account.model_calls += 1
+        account = self.account  # the refund and the spend in one pass
+        account.r_usd -= self.usd
+        account.r_tokens -= self.tokens
+        account.r_model_calls -= 1
+        account.usd += usd
+        account.tokens += tokens
+        account.model_calls += 1
+        if self.daily is not None:
+            self.daily.store.settle(self.daily.keys, self.usd, self.tokens, usd, tokens)
 
     def settle_failed(self) -> None:
         """The call failed after it was sent, without usage: keep the input, refund the rest."""
@@ -224,10 +288,12 @@ class Reservation:
         if self.settled:
             return
         self.settled = True
-        for account in self.accounts:
-            account.r_usd -= self.usd
-            account.r_tokens -= self.tokens
-            account.r_model_calls -= 1
+        account = self.account
+        account.r_usd -= self.usd
+        account.r_tokens -= self.tokens
+        account.r_model_calls -= 1
+        if self.daily is not None:
+            self.daily.store.release(self.daily.keys, self.usd, self.tokens)
 
 
 @functools.lru_cache(maxsize=64)
@@ -257,7 +323,6 @@ class RunBudget:
         self.policy = policy
         limits, self._degrade_usd, self._degrade_tokens = _run_limits(policy)
         self.account = Account("run", limits)
-        self._own = (self.account,)  # a call's accounts without daily limits (read-only)
         self.run_id = run_id
 
     def reserve(
@@ -267,7 +332,7 @@ class RunBudget:
         *,
         floor_usd: Decimal = _ZERO,
         floor_tokens: int = 0,
-        daily: Sequence[Account] = (),
+        daily: DailyAccounts | None = None,
     ) -> Reservation:
         """Reserve one model call's worst case (`usd`, `tokens`) here and in the `daily`
         accounts, all or none; the floor is what a failed call is charged (its input).
@@ -275,12 +340,14 @@ class RunBudget:
         Raises:
             BudgetExhaustedError: some account has no room; nothing was reserved.
         """
-        accounts = (self.account, *daily) if daily else self._own
-        for account in accounts:
-            refusal = account.shortfall(usd, tokens)
-            if refusal is not None:
-                raise refusal
-        return Reservation(accounts, usd, tokens, floor_usd, floor_tokens)
+        refusal = self.account.shortfall(usd, tokens)
+        if refusal is None and daily is not None:
+            # No `await` from here to the run account's hold: in one event loop, the check
+            # above and the hold below are one atomic step; the store makes its own atomic.
+            refusal = daily.store.reserve(daily.keys, usd, tokens)
+        if refusal is not None:
+            raise refusal
+        return Reservation(self.account, usd, tokens, floor_usd, floor_tokens, daily)
 
     def charge(self, actual: Cost) -> None:
         """Count spend without a reservation (a step replayed from the journal after a crash)."""
@@ -320,10 +387,20 @@ class DailyLedger:
     operator raises the limit (`raise_limit`); a critical run is refused at once.
     """
 
-    def __init__(self, limits: dict[str, DailyLimit], clock: Clock) -> None:
+    def __init__(
+        self, limits: dict[str, DailyLimit], clock: Clock, store: BudgetStore | None = None
+    ) -> None:
         self._limits = dict(limits)
         self._clock = clock
-        self._accounts: dict[tuple[str, str], Account] = {}
+        if store is None:
+            # The in-process default: stdlib only, so the core may build it.
+            from corral.state.memory import MemoryBudgetStore
+
+            store = MemoryBudgetStore()
+        self.store = store
+        """Where the accounts live (shared by every process when the store is)."""
+        self._opened: dict[str, str] = {}
+        """Accounts this process has opened in the store: key -> scope."""
         self._changed: asyncio.Event | None = None
         self._day_cache: tuple[float, str] | None = None
 
@@ -353,36 +430,36 @@ class DailyLedger:
         kind = scope.split(":", 1)[0]
         return self._limits.get(f"{kind}:*")
 
-    def accounts(self, *, tenant: str | None, user: str | None) -> Sequence[Account]:
-        """Today's accounts that apply to a run of `tenant` / `user`."""
+    def accounts(self, *, tenant: str | None, user: str | None) -> DailyAccounts | None:
+        """Today's accounts that apply to a run of `tenant` / `user` (None: no daily limit)."""
         if not self._limits:
-            return ()  # no daily limits (the usual case): nothing to build
+            return None  # no daily limits (the usual case): nothing to build
         scopes = ["project"]
         if tenant:
             scopes.append(f"tenant:{tenant}")
         if user:
             scopes.append(f"user:{user}")
         day = self._day()
-        found = []
+        keys = []
         for scope in scopes:
             limit = self._limit_for(scope)
             if limit is None:
                 continue
-            account = self._accounts.get((scope, day))
-            if account is None:
-                account = Account(scope, Limits(usd=limit.usd, tokens=limit.tokens))
-                self._accounts[(scope, day)] = account
-            found.append(account)
-        return found
+            key = f"{scope}@{day}"
+            if key not in self._opened:
+                self.store.open(key, scope, Limits(usd=limit.usd, tokens=limit.tokens))
+                self._opened[key] = scope
+            keys.append(key)
+        return DailyAccounts(store=self.store, keys=tuple(keys)) if keys else None
 
     def raise_limit(self, scope: str, limit: DailyLimit) -> None:
         """Operator action: a new limit for `scope` today and after; paused runs re-check."""
         self._limits[scope] = limit
-        for (s, _day), account in self._accounts.items():
+        for key, opened in self._opened.items():
             # `tenant:*` governs every tenant without a limit of its own.
-            found = self._limit_for(s)
+            found = self._limit_for(opened)
             if found is not None:
-                account.limits = Limits(usd=found.usd, tokens=found.tokens)
+                self.store.set_limits(key, Limits(usd=found.usd, tokens=found.tokens))
         log.warning("daily limit for %s raised to %s", scope, limit)
         if self._changed is not None:
             self._changed.set()

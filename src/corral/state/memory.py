@@ -7,6 +7,7 @@ Each class implements a state protocol that lives beside its guard, so a shared 
 - `MemoryCache`: `corral.guards.cache.ResponseCache` (the exact response cache).
 - `MemoryCooldowns`: `corral.observe.alerts.Cooldowns` (alert cooldowns).
 - `MemoryFlags`: `corral.guards.kill.FlagStore` (the kill switch's halts and pauses).
+- `MemoryBudgetStore`: `corral.guards.budget.BudgetStore` (daily budget accounts).
 
 In one event loop every method here is atomic (no `await` inside), which is what each
 protocol's contract asks of a shared backend across processes.
@@ -15,15 +16,25 @@ protocol's contract asks of a shared backend across processes.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from corral.errors import BudgetExhaustedError
+from corral.guards.budget import Account, Limits
 from corral.guards.policy import RateLimit
 
 if TYPE_CHECKING:
     from corral.guards.kill import Flag
 
-__all__ = ["MemoryCache", "MemoryCooldowns", "MemoryFlags", "MemoryLimiterBackend"]
+__all__ = [
+    "MemoryBudgetStore",
+    "MemoryCache",
+    "MemoryCooldowns",
+    "MemoryFlags",
+    "MemoryLimiterBackend",
+]
 
 
 class _Bucket:
@@ -182,3 +193,54 @@ class MemoryFlags:
 
     def flags(self) -> tuple[int, dict[Flag, str]]:
         return self.version, dict(self._flags)
+
+
+class MemoryBudgetStore:
+    """Daily budget accounts in this process."""
+
+    def __init__(self) -> None:
+        self._accounts: dict[str, Account] = {}
+
+    def open(self, key: str, scope: str, limits: Limits) -> None:
+        if key not in self._accounts:
+            self._accounts[key] = Account(scope, limits)
+
+    def set_limits(self, key: str, limits: Limits) -> None:
+        self._accounts[key].limits = limits
+
+    def account(self, key: str) -> Account:
+        """The account itself (reports and tests)."""
+        return self._accounts[key]
+
+    def reserve(
+        self, keys: Sequence[str], usd: Decimal, tokens: int
+    ) -> BudgetExhaustedError | None:
+        accounts = [self._accounts[k] for k in keys]
+        for account in accounts:
+            refusal = account.shortfall(usd, tokens)
+            if refusal is not None:
+                return refusal
+        for account in accounts:
+            account.r_usd += usd
+            account.r_tokens += tokens
+            account.r_model_calls += 1
+        return None
+
+    def settle(
+        self, keys: Sequence[str], held_usd: Decimal, held_tokens: int, usd: Decimal, tokens: int
+    ) -> None:
+        for k in keys:
+            account = self._accounts[k]
+            account.r_usd -= held_usd
+            account.r_tokens -= held_tokens
+            account.r_model_calls -= 1
+            account.usd += usd
+            account.tokens += tokens
+            account.model_calls += 1
+
+    def release(self, keys: Sequence[str], held_usd: Decimal, held_tokens: int) -> None:
+        for k in keys:
+            account = self._accounts[k]
+            account.r_usd -= held_usd
+            account.r_tokens -= held_tokens
+            account.r_model_calls -= 1
