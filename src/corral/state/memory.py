@@ -8,6 +8,7 @@ Each class implements a state protocol that lives beside its guard, so a shared 
 - `MemoryCooldowns`: `corral.observe.alerts.Cooldowns` (alert cooldowns).
 - `MemoryFlags`: `corral.guards.kill.FlagStore` (the kill switch's halts and pauses).
 - `MemoryBudgetStore`: `corral.guards.budget.BudgetStore` (daily budget accounts).
+- `MemoryBreakerStore`: `corral.guards.breaker.BreakerStore` (breaker transitions).
 
 In one event loop every method here is atomic (no `await` inside), which is what each
 protocol's contract asks of a shared backend across processes.
@@ -26,9 +27,11 @@ from corral.guards.budget import Account, Limits
 from corral.guards.policy import RateLimit
 
 if TYPE_CHECKING:
+    from corral.guards.breaker import BreakerRecord
     from corral.guards.kill import Flag
 
 __all__ = [
+    "MemoryBreakerStore",
     "MemoryBudgetStore",
     "MemoryCache",
     "MemoryCooldowns",
@@ -244,3 +247,21 @@ class MemoryBudgetStore:
             account.r_usd -= held_usd
             account.r_tokens -= held_tokens
             account.r_model_calls -= 1
+
+
+class MemoryBreakerStore:
+    """Breaker transitions in this process."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, BreakerRecord] = {}
+
+    def get(self, key: str) -> BreakerRecord | None:
+        return self._records.get(key)
+
+    def compare_and_set(self, key: str, generation: int, record: BreakerRecord) -> BreakerRecord:
+        current = self._records.get(key)
+        if (0 if current is None else current.generation) != generation:
+            assert current is not None
+            return current
+        self._records[key] = record
+        return record
