@@ -34,9 +34,9 @@ from corral.guards import (
     RateLimit,
     RetryPolicy,
 )
-from corral.guards.chain import GuardEvent, Guards, ModelCaller
+from corral.guards.chain import GuardEvent, Guards, ModelCall
 from corral.model import Message, ModelRequest, ModelResponse
-from corral.models.pricing import Priced
+from corral.models.pricing import Priced, PriceTable
 from corral.models.sim import SimModel
 from corral.testing import CountingModel, SpanRecorder, VirtualClock
 
@@ -63,8 +63,9 @@ async def overhead(calls: int, block: int = 500) -> None:
         limits={"model:const:fixed": RateLimit(rpm=10**9, tpm=10**12)},
         loops=LoopPolicy(max_turns=10**9, max_agent_turns=10**9, repeat_limit=10**9),
     )
-    guards = Guards(policies, clock)
-    model = Priced(Constant(), PRICES)
+    guards = Guards(policies, clock, pricer=PriceTable(PRICES))
+    provider = Constant()
+    model = Priced(provider, PRICES)
     request = ModelRequest(
         model=model.name,
         messages=(Message(role="system", content="x" * 400), Message(role="user", content="hi")),
@@ -82,10 +83,10 @@ async def overhead(calls: int, block: int = 500) -> None:
             await model.complete(request)
         direct.append((time.perf_counter() - t0) / block * 1e6)
         run = guards.run("bench", priority="interactive", tenant="acme", user=None)
-        caller = ModelCaller(run, agent="a", timeout_s=60, emit=emit)
+        caller = ModelCall(run, agent="a", timeout_s=60, emit=emit)
         t0 = time.perf_counter()
         for _ in range(block):
-            await caller.call([model], request)
+            await caller.call([provider], request)
         chained.append((time.perf_counter() - t0) / block * 1e6)
     d, c = statistics.median(direct), statistics.median(chained)
     print("| measure | median us/call |\n| --- | --- |")

@@ -3,8 +3,8 @@
     .venv/bin/python bench/w1_ablate.py [--rounds 5] [--runs 1500]
 
 The 4-agent pipeline of `w1_pipeline.py` with the constant model (the runtime alone), run with
-one piece at a time replaced by a no-op through monkeypatching (for measurement only: Corral has
-no such switches), modes interleaved; median microseconds per agent step.
+one guard step at a time left out of the chain (`Guards.steps` filtered, for measurement only:
+Corral has no such switches), modes interleaved; median microseconds per agent step.
 """
 
 from __future__ import annotations
@@ -22,64 +22,45 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.w1_pipeline import runtime_app
 
-import corral.guards.chain as chain
 from corral import App
-from corral.guards.kill import KillSwitch
-from corral.model import Model, ModelRequest, ModelResponse
+from corral.guards.chain import Guards
+from corral.guards.step import ModelCall
+from corral.model import Model, ModelRequest
+
+STEPS = Guards.steps
+CALL = ModelCall.call
 
 
-class _Noop:
-    """Stands in for a reservation, a limiter ticket and a breaker permit."""
-
-    keys = ()
-
-    def settle(self, *args: Any) -> None:
-        return None
-
-    def settle_failed(self) -> None:
-        return None
-
-    def settle_usage(self, *args: Any) -> None:
-        return None
+def _direct(self: ModelCall, models: list[Model], request: ModelRequest) -> Any:
+    return models[0].complete(request)
 
 
-NOOP = _Noop()
-ORIGINAL = {
-    "call": chain.ModelCaller.call,
-    "_try_reserve": chain.ModelCaller._try_reserve,
-}
-ACQUIRE = chain._acquire
-TRY_ADMIT = chain.RateLimiter.try_admit
-WATCH = KillSwitch.watch, KillSwitch.unwatch
+def _without(*names: str) -> Callable[[], None]:
+    """A variant whose chain lacks the named steps (the chain is a list: drop them from it)."""
 
+    def apply() -> None:
+        def steps(self: Guards) -> list[tuple[str, Any]]:
+            return [(n, s) for n, s in STEPS(self) if n not in names]
 
-async def _direct(self: Any, models: list[Model], request: ModelRequest) -> ModelResponse:
-    return await models[0].complete(request)
+        Guards.steps = steps  # type: ignore[method-assign]
 
-
-def _unwatched() -> None:
-    KillSwitch.watch = lambda self, *args: []  # type: ignore[method-assign]
-    KillSwitch.unwatch = lambda self, watch: None  # type: ignore[method-assign]
+    return apply
 
 
 VARIANTS: dict[str, Callable[[], None]] = {
     "everything on": lambda: None,
-    "no guard chain (model called directly)": lambda: setattr(chain.ModelCaller, "call", _direct),
-    "no budget reservation": lambda: setattr(
-        chain.ModelCaller, "_try_reserve", lambda self, *a: NOOP
-    ),
-    "no rate limiter": lambda: setattr(chain.RateLimiter, "try_admit", lambda self, *a, **k: NOOP),
-    "no provider/model breakers": lambda: setattr(chain, "_acquire", lambda breakers: []),
-    "no kill switch / timeout": _unwatched,
+    "no guard chain (model called directly)": lambda: setattr(ModelCall, "call", _direct),
+    "no budget step": _without("budget"),
+    "no provider/model breakers": _without("breaker"),
+    "no agent breaker": _without("agent_breaker"),
+    "no retry / error-streak steps": _without("retry", "error_streak"),
 }
 
 
-def _reset() -> None:
-    for name, fn in ORIGINAL.items():
-        setattr(chain.ModelCaller, name, fn)
-    KillSwitch.watch, KillSwitch.unwatch = WATCH  # type: ignore[method-assign]
-    chain._acquire = ACQUIRE
-    chain.RateLimiter.try_admit = TRY_ADMIT  # type: ignore[method-assign]
+def _reset(app: App) -> None:
+    Guards.steps = STEPS  # type: ignore[method-assign]
+    ModelCall.call = CALL  # type: ignore[method-assign]
+    app.guards._chain = None  # composed again on the next call
 
 
 async def _measure(app: App, runs: int) -> float:
@@ -97,10 +78,10 @@ async def main(rounds: int, runs: int) -> None:
         results: dict[str, list[float]] = {name: [] for name in VARIANTS}
         for _ in range(rounds):
             for name, apply in VARIANTS.items():
-                _reset()
+                _reset(app)
                 apply()
                 results[name].append(await _measure(app, runs))
-        _reset()
+        _reset(app)
     print("| variant | median us/step | rounds |\n| --- | --- | --- |")
     for name, values in results.items():
         rounds_text = ", ".join(f"{v:.0f}" for v in values)

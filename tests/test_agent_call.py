@@ -302,19 +302,18 @@ async def test_parallel_returns_results_in_call_order_and_structured_errors_when
 
 
 async def test_a_model_call_that_hangs_times_out_and_is_retried():
-    import asyncio
-
-    hung = asyncio.Event()
-
     class Hanging:
+        """Answers after a second of the app's (fake) clock: the 0.02 s timeout fires first."""
+
         name = "hang:model"
         calls = 0
 
         async def complete(self, request):
             Hanging.calls += 1
-            await hung.wait()
+            await clock.sleep(1)
+            raise AssertionError("the call should have timed out")
 
-    app, recorder, _ = ephemeral_app(
+    app, recorder, clock = ephemeral_app(
         models={"hang:model": Hanging()}, tiers={"small": "hang:model"}, call_timeout_s=0.02
     )
     agent = Agent(name="slow", instructions="x", input=Question, output=Answer)

@@ -91,14 +91,12 @@ async def test_a_workflow_bug_fails_the_run_not_the_app():
 
 
 async def test_deadline_ends_a_run_that_would_never_finish():
-    import asyncio
 
-    app, _, _ = ephemeral_app(deadline_s=0.05)
-    never = asyncio.Event()
+    app, _, clock = ephemeral_app(deadline_s=0.05)
 
     @app.workflow
     async def stuck(ctx: RunContext, t: Ticket) -> Out:
-        await never.wait()
+        await clock.sleep(3600)  # an hour of the app's fake clock: the deadline comes first
         return Out(text="never")
 
     result = await app.run("stuck", {"text": "x"})
@@ -108,15 +106,13 @@ async def test_deadline_ends_a_run_that_would_never_finish():
 async def test_the_deadline_is_a_raised_deadline_exceeded_error_a_workflow_can_see():
     """The deadline cancels the body, and the cancellation is raised as `DeadlineExceededError`:
     the run's error is that error's own `to_dict()`, its message built by the error itself."""
-    import asyncio
-
     from corral.errors import DeadlineExceededError
 
-    app, _, _ = ephemeral_app()
+    app, _, clock = ephemeral_app()
 
     @app.workflow
     async def stuck(ctx: RunContext, t: Ticket) -> Out:
-        await asyncio.Event().wait()
+        await clock.sleep(3600)  # an hour of the app's fake clock: the deadline comes first
         return Out(text="never")
 
     result = await app.run("stuck", {"text": "x"}, deadline_s=0.05)
@@ -164,14 +160,12 @@ async def test_a_sub_workflow_error_is_mapped_like_a_top_level_one():
 
 
 async def test_a_run_can_set_its_own_deadline_and_a_bad_one_is_refused():
-    import asyncio
 
-    app, recorder, _ = ephemeral_app()
-    never = asyncio.Event()
+    app, recorder, clock = ephemeral_app()
 
     @app.workflow
     async def stuck(ctx: RunContext, t: Ticket) -> Out:
-        await never.wait()
+        await clock.sleep(3600)  # an hour of the app's fake clock: the deadline comes first
         return Out(text="never")
 
     result = await app.run("stuck", {"text": "x"}, deadline_s=0.05)

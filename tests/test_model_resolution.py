@@ -18,7 +18,7 @@ def models(config: AppConfig, extra: dict[str, Model] | None = None) -> tuple[Mo
         built.append(name)
         return FakeModel([], name=name)
 
-    return Models(lambda: config, dict(extra or {}), build, lambda m, cfg: m), built
+    return Models(lambda: config, dict(extra or {}), build, lambda m: m), built
 
 
 def test_a_tier_resolves_to_its_model_built_once():
@@ -49,6 +49,6 @@ def test_extra_models_come_before_providers_and_unknown_names_are_errors():
 def test_the_config_is_read_on_use():
     config = AppConfig(tiers={"small": "a:1"})
     box = [config]
-    resolver = Models(lambda: box[0], {}, lambda n, c: FakeModel([], name=n), lambda m, c: m)
+    resolver = Models(lambda: box[0], {}, lambda n, c: FakeModel([], name=n), lambda m: m)
     box[0] = AppConfig(tiers={"small": "b:1"})
     assert resolver.model("small").name == "b:1"

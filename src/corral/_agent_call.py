@@ -22,7 +22,7 @@ from corral.contracts import JsonValue, RunId, dump_payload, validate_payload
 from corral.durable import EphemeralJournal, Journal
 from corral.errors import AgentError, CircuitOpenError, LimitError, ProviderError
 from corral.guards.budget import Cost
-from corral.guards.chain import GuardEvent, ModelCaller
+from corral.guards.chain import GuardEvent, ModelCall
 from corral.guards.router import AUTO, RouteInput, route, schema_shape
 from corral.model import Message, Model, ModelRequest, ModelResponse, ToolCall, Usage
 from corral.tool import Tool, ToolArgumentsError
@@ -374,10 +374,17 @@ class AgentCall(Generic[In, Out]):
         a provider failure (journaled like an answer). A guard's refusal raises."""
         step_id = self._model_step_id
         started, t0 = (self.clock.now(), self.clock.monotonic()) if self.recording else (None, 0.0)
-        caller = self._guard_chain(agent)
+        caller = ModelCall(
+            self.run.guards,
+            agent.name,
+            self.timeout_s,
+            self._emit,
+            agent.cache,
+            agent.semantic_cache,
+        )
         try:
             response = await caller.call(models, request)
-            self._cost = caller.cost  # `response` may be unpriced (see `ModelCaller`)
+            self._cost = caller.cost  # `response` is unpriced (see `ProviderStep`)
         except (ProviderError, CircuitOpenError) as exc:
             await self._record(
                 kind="model",
@@ -416,18 +423,6 @@ class AgentCall(Generic[In, Out]):
                 attrs={"cached": True} if response.cached else None,
             )
         return response
-
-    def _guard_chain(self, agent: Agent[In, Out]) -> ModelCaller:
-        """The guard chain one model step calls through (`await chain.call(models, request)`;
-        `chain.cost` is then what the answer cost). The one place this module builds it."""
-        return ModelCaller(
-            self.run.guards,
-            agent.name,
-            self.timeout_s,
-            self._emit,
-            agent.cache,
-            agent.semantic_cache,
-        )
 
     async def _tool_call(self, agent: Agent[In, Out], call: ToolCall) -> tuple[str, bool]:
         """Run one model-proposed tool call; returns the tool message content and validity."""

@@ -8,7 +8,6 @@ deadline stops (`DeadlineHold`): a run may wait a day for an approval.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import logging
@@ -60,10 +59,8 @@ class DeadlineHold:
         if timer is None:
             yield
             return
-        loop = asyncio.get_running_loop()
         if self._open == 0:
-            when = timer.when()
-            self._remaining = None if when is None else when - loop.time()
+            self._remaining = timer.remaining()
             timer.reschedule(None)
         self._open += 1
         try:
@@ -71,7 +68,7 @@ class DeadlineHold:
         finally:
             self._open -= 1
             if self._open == 0 and self._remaining is not None:
-                timer.reschedule(loop.time() + max(self._remaining, 0.0))
+                timer.reschedule_in(max(self._remaining, 0.0))
 
 
 async def wait_for_human(

@@ -26,6 +26,7 @@ from corral.model import Model
 from corral.trace import Tap, Taps
 
 if TYPE_CHECKING:
+    from corral.models.pricing import PriceTable
     from corral.observe.alerts import AlertMonitor
     from corral.observe.otlp import OtlpExporter
     from corral.store.ops import Control, Ops
@@ -179,15 +180,22 @@ async def launch_durable(wiring: Wiring, config: AppConfig, executor: RunExecuto
 
 
 def _wire_caches(config: AppConfig, guards: Guards, store: SqlStore) -> None:
+    """The one place that picks where cached answers live (the guard chain's `CacheStep`
+    talks to `ResponseCache` / `SemanticCache`): exact answers in Redis when `backend =
+    "redis"` (shared by every worker), else in the run database; similar answers in the run
+    database when numpy is installed (`pip install corral[semantic]`). Caches an app was given
+    (`app.guards.cache = ...`) are kept."""
     policy = config.guards.cache
-    if policy.enabled and guards.cache is None:
+    if not policy.enabled:
+        return
+    if guards.cache is None:
         if policy.backend == "redis":
             from corral.state.redis_cache import RedisCache
 
             guards.cache = RedisCache(policy.redis_url)
         else:
             guards.cache = store
-    if policy.enabled and guards.semantic is None:
+    if guards.semantic is None:
         try:
             from corral.models.semantic_cache import StoredSemanticCache
         except ModuleNotFoundError as exc:  # numpy missing: no semantic cache
@@ -221,9 +229,16 @@ def build_model(name: str, config: AppConfig, clock: Clock) -> Model:
     return build_provider_model(name, config, clock)
 
 
-def price_model(model: Model, config: AppConfig) -> Model:
-    """`model` with its calls priced at `config.prices`."""
+def price_table(config: AppConfig) -> PriceTable:
+    """The app's `Pricer`: `config.prices`, then genai-prices' tables."""
+    from corral.models.pricing import PriceTable
+
+    return PriceTable(config.prices)
+
+
+def price_model(model: Model, prices: PriceTable) -> Model:
+    """`model` with each answer's `cost_usd` set from `prices` (what `App.model` hands out)."""
     from corral.models.pricing import Priced
 
-    priced: Model = Priced(model, config.prices)
+    priced: Model = Priced(model, prices)
     return priced

@@ -82,11 +82,12 @@ class App:
     ) -> None:
         self.config = config or AppConfig()
         self.clock: Clock = clock or SystemClock()
+        self._prices = _wiring.price_table(self.config)
         self._models = Models(
             lambda: self.config,
             dict(models or {}),
             lambda name, config: _wiring.build_model(name, config, self.clock),
-            _wiring.price_model,
+            lambda model: _wiring.price_model(model, self._prices),
         )
         self._workflows: dict[str, Workflow] = {}
         self._recorder: Recorder | None = recorder
@@ -104,7 +105,11 @@ class App:
         self.humans: HumanDesk | None = None
         """Waits for human decisions on behalf of this app's runs (open app only)."""
         self.guards = Guards(
-            self.config.guards, self.clock, seed=self.config.sim.seed, tiers=self.config.tiers
+            self.config.guards,
+            self.clock,
+            seed=self.config.sim.seed,
+            tiers=self.config.tiers,
+            pricer=self._prices,
         )
         """Breakers, rate limiter, retry budget, daily limits and the kill switch of this app."""
 
@@ -471,7 +476,8 @@ class App:
     # -- models ---------------------------------------------------------------------------------
 
     def model_chain(self, name: str) -> list[Model]:
-        """The models a tier or model name resolves to: the primary, then its fallbacks.
+        """The models a tier or model name resolves to: the primary, then its fallbacks (the
+        providers themselves: the guard chain prices their calls).
 
         The list is shared between calls (resolved once per name): do not change it.
 

@@ -7,10 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
-__all__ = ["Clock", "SystemClock"]
+__all__ = ["Clock", "SystemClock", "Timer"]
+
+
+class Timer(Protocol):
+    """A scheduled callback (`Clock.call_at`) that has not run yet."""
+
+    def cancel(self) -> None:
+        """Do not run it."""
+        ...
 
 
 class Clock(Protocol):
@@ -28,6 +37,10 @@ class Clock(Protocol):
         """Wait `seconds`."""
         ...
 
+    def call_at(self, when: float, callback: Callable[[], None]) -> Timer:
+        """Run `callback` in the running event loop once `monotonic()` reaches `when`."""
+        ...
+
 
 class SystemClock:
     """The real clock."""
@@ -40,3 +53,8 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Timer:
+        # Relative to `time.monotonic`, not `loop.time()`: another loop (uvloop) may keep its
+        # own time base.
+        return asyncio.get_running_loop().call_later(max(0.0, when - time.monotonic()), callback)

@@ -1,8 +1,8 @@
 """The model seam: one async call from a request to a response.
 
-Every provider (`sim`, `local`, the OpenAI-compatible and the Anthropic ones) implements `Model`;
-every guard wraps a `Model` and is one. Requests and responses are plain frozen values so they
-can be journaled, hashed and compared.
+Every provider (`sim`, `local`, `openai`, `anthropic`) implements `Model`; the guard chain
+(`corral.guards.chain`) calls it and prices its answers through a `Pricer`. Requests and
+responses are plain frozen values so they can be journaled, hashed and compared.
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ from typing import Any, ClassVar, Literal, Protocol
 from corral._dataclass import quick_init
 
 __all__ = [
+    "UNPRICED",
     "Message",
     "Model",
     "ModelRequest",
     "ModelResponse",
+    "Pricer",
     "ToolCall",
     "ToolSpec",
     "Usage",
@@ -205,3 +207,37 @@ class Model(Protocol):
     async def complete(self, request: ModelRequest) -> ModelResponse:
         """Answer one request."""
         ...
+
+
+class Pricer(Protocol):
+    """What model calls cost, by concrete model name: what the budget reserves before a call
+    and charges after it (`corral.models.pricing.PriceTable` is the app's)."""
+
+    def call_costs(
+        self, model: str, input_tokens: int, max_output_tokens: int
+    ) -> tuple[Decimal, Decimal]:
+        """(the worst case, the input alone) in USD of a call to `model`: what a budget reserves
+        before it, and what a call that fails after it was sent is charged."""
+        ...
+
+    def price(self, model: str, response: ModelResponse) -> Decimal:
+        """What `response`, answered by `model`, cost in USD."""
+        ...
+
+
+class _Unpriced:
+    """The pricer of an app with no price table: reserves nothing up front and charges what
+    the provider reported (`ModelResponse.cost_usd`, else nothing)."""
+
+    def call_costs(
+        self, model: str, input_tokens: int, max_output_tokens: int
+    ) -> tuple[Decimal, Decimal]:
+        return _ZERO, _ZERO
+
+    def price(self, model: str, response: ModelResponse) -> Decimal:
+        return response.cost_usd or _ZERO
+
+
+_ZERO = Decimal(0)
+UNPRICED: Pricer = _Unpriced()
+"""A `Pricer` for models priced by nobody (tests, benchmarks of the chain alone)."""

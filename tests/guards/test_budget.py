@@ -15,15 +15,16 @@ from corral.testing import VirtualClock
 D = Decimal
 
 
-def usd(x: str) -> Cost:
-    return Cost(usd=D(x), model_calls=1)
+def reserve(budget: RunBudget, usd: str, floor: str = "0", daily=None):
+    """One model call's reservation of `usd` (no tokens)."""
+    return budget.reserve(D(usd), 0, floor_usd=D(floor), daily=daily)
 
 
 def test_reserve_then_reconcile_admits_the_fourth_call():
     budget = RunBudget(BudgetPolicy(usd=D("1.00"), tokens=None, model_calls=None))
-    held = [budget.reserve(usd("0.30"), usd("0.01")) for _ in range(3)]
+    held = [reserve(budget, "0.30", "0.01") for _ in range(3)]
     with pytest.raises(BudgetExhaustedError) as refused:
-        budget.reserve(usd("0.30"), usd("0.01"))
+        reserve(budget, "0.30", "0.01")
     assert refused.value.to_dict() == {
         "code": "budget_exhausted",
         "message": refused.value.message,
@@ -34,16 +35,16 @@ def test_reserve_then_reconcile_admits_the_fourth_call():
         "needed": "0.30",
     }
     for r in held:
-        r.settle(usd("0.20"))
+        r.settle(D("0.20"), 0)
     assert budget.spent_usd == D("0.60")
-    budget.reserve(usd("0.30"), usd("0.01"))  # 0.60 + 0.30 = 0.90 fits
+    reserve(budget, "0.30", "0.01")  # 0.60 + 0.30 = 0.90 fits
 
 
 def test_settling_twice_changes_nothing_and_failures_keep_the_input_estimate():
     budget = RunBudget(BudgetPolicy(usd=D("1"), tokens=None, model_calls=None))
-    r = budget.reserve(usd("0.50"), usd("0.05"))
+    r = reserve(budget, "0.50", "0.05")
     r.settle_failed()
-    r.settle(usd("0.50"))
+    r.settle(D("0.50"), 0)
     assert budget.spent_usd == D("0.05")
     assert budget.account.reserved["usd"] == 0
 
@@ -55,11 +56,11 @@ def test_fifty_parallel_calls_racing_for_the_last_dollar_never_overspend():
     async def call(i: int) -> bool:
         await asyncio.sleep(0)
         try:
-            r = budget.reserve(usd("0.07"), usd("0.01"))
+            r = reserve(budget, "0.07", "0.01")
         except BudgetExhaustedError:
             return False
         await asyncio.sleep(0.001 * (i % 3))  # in flight together, finishing out of order
-        r.settle(usd("0.07"))
+        r.settle(D("0.07"), 0)
         return True
 
     async def main() -> list[bool]:
@@ -72,12 +73,12 @@ def test_fifty_parallel_calls_racing_for_the_last_dollar_never_overspend():
 
 def test_every_dimension_is_a_limit():
     budget = RunBudget(BudgetPolicy(usd=None, tokens=100, model_calls=2, agent_turns=1))
-    budget.reserve(Cost(tokens=60, model_calls=1), Cost()).settle(Cost(tokens=60, model_calls=1))
+    budget.reserve(D(0), 60).settle(D(0), 60)
     with pytest.raises(BudgetExhaustedError, match="tokens"):
-        budget.reserve(Cost(tokens=60, model_calls=1), Cost())
-    budget.reserve(Cost(tokens=10, model_calls=1), Cost())
+        budget.reserve(D(0), 60)
+    budget.reserve(D(0), 10)
     with pytest.raises(BudgetExhaustedError, match="model_calls"):
-        budget.reserve(Cost(tokens=1, model_calls=1), Cost())
+        budget.reserve(D(0), 1)
     budget.take_turn()
     with pytest.raises(BudgetExhaustedError, match="agent_turns"):
         budget.take_turn()
@@ -85,9 +86,9 @@ def test_every_dimension_is_a_limit():
 
 def test_degrade_past_the_fraction():
     budget = RunBudget(BudgetPolicy(usd=D("1"), tokens=None, degrade_at=0.8))
-    budget.charge(usd("0.79"))
+    budget.charge(Cost(usd=D("0.79"), model_calls=1))
     assert not budget.should_degrade
-    budget.charge(usd("0.01"))
+    budget.charge(Cost(usd=D("0.01"), model_calls=1))
     assert budget.should_degrade
 
 
@@ -98,15 +99,15 @@ def test_daily_limits_apply_per_scope_and_reset_at_midnight():
     )
     run = RunBudget(BudgetPolicy(usd=None, tokens=None, model_calls=None))
     acme = ledger.accounts(tenant="acme", user="bob")
-    run.reserve(usd("0.4"), usd("0"), acme).settle(usd("0.4"))
+    reserve(run, "0.4", daily=acme).settle(D("0.4"), 0)
     with pytest.raises(BudgetExhaustedError) as refused:
-        run.reserve(usd("0.2"), usd("0"), acme)
+        reserve(run, "0.2", daily=acme)
     assert refused.value.scope == "user:bob"
     other = ledger.accounts(tenant="globex", user=None)
-    run.reserve(usd("0.9"), usd("0"), other)  # another tenant has its own day
+    reserve(run, "0.9", daily=other)  # another tenant has its own day
     assert ledger.seconds_to_reset() == pytest.approx(3600)
     clock.advance(3601)
-    run.reserve(usd("0.2"), usd("0"), ledger.accounts(tenant="acme", user="bob"))
+    reserve(run, "0.2", daily=ledger.accounts(tenant="acme", user="bob"))
 
 
 async def test_a_paused_run_wakes_when_an_operator_raises_the_limit():
@@ -118,7 +119,8 @@ async def test_a_paused_run_wakes_when_an_operator_raises_the_limit():
     ledger.raise_limit("project", DailyLimit(usd=D("5")))
     await waiting
     assert clock.monotonic() < 1  # woke on the raise, not at midnight
-    assert ledger.accounts(tenant=None, user=None)[0].limits["usd"] == D("5")
+    run = RunBudget(BudgetPolicy(usd=None, tokens=None, model_calls=None))
+    reserve(run, "2", daily=ledger.accounts(tenant=None, user=None))  # over the old limit of 1
 
 
 async def test_a_paused_run_wakes_at_midnight():

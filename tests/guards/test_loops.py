@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Any
 
 import pytest
 
@@ -15,7 +14,6 @@ from corral.errors import (
     ProviderRateLimitError,
 )
 from corral.guards import KillSwitch, LoopGuard, LoopPolicy, RetryBudget, RetryPolicy
-from corral.guards.deadlines import Deadlines
 from corral.guards.loops import fingerprint
 from corral.guards.retry import backoff_s, is_retryable
 from corral.testing import FakeClock
@@ -214,100 +212,7 @@ def test_deadlock_cycle_and_waits_on_nothing():
     assert orphan.cycle == [] and orphan.to_dict()["waiting"] == {"a": "nobody-writes-this"}
 
 
-async def test_call_timeouts_expire_only_the_calls_past_their_deadline():
-    kill = KillSwitch()
-    loop = asyncio.get_running_loop()
-    quick: asyncio.Future[str] = loop.create_future()
-    never = [loop.create_future() for _ in range(3)]
-
-    async def guarded(call: Any, timeout_s: float) -> str:
-        return await kill.guard("r", "a", call, timeout_s=timeout_s)
-
-    tasks = [
-        asyncio.ensure_future(guarded(never[0], 0.2)),
-        asyncio.ensure_future(guarded(quick, 0.2)),
-        asyncio.ensure_future(guarded(never[1], 0.05)),
-        asyncio.ensure_future(guarded(never[2], 30)),
-    ]
-    quick.set_result("answered")
-    done, pending = await asyncio.wait(tasks[:3], timeout=10)
-    assert not pending
-    assert tasks[1].result() == "answered"
-    for expired in (tasks[0], tasks[2]):
-        with pytest.raises(TimeoutError):
-            expired.result()
-    assert not tasks[3].done()  # 30 s left: still waiting
-    kill.halt(run_id="r")
-    with pytest.raises(KilledError):
-        await tasks[3]
-
-
-# -- shared deadlines -----------------------------------------------------------------------------
-
-
-async def _bounded(deadlines: Deadlines, seconds: float | None, work: Any) -> str:
-    deadline = deadlines.start(seconds)
-    try:
-        result: str = await work
-        return result
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if deadline.expired and task is not None and task.uncancel() == 0:
-            raise TimeoutError from None
-        raise
-    finally:
-        deadlines.end(deadline)
-
-
-async def test_deadlines_share_one_timer_and_expire_in_order():
-    deadlines = Deadlines()
-    loop = asyncio.get_running_loop()
-    never = [loop.create_future() for _ in range(3)]
-    late = asyncio.ensure_future(_bounded(deadlines, 0.3, never[0]))
-    early = asyncio.ensure_future(_bounded(deadlines, 0.05, never[1]))
-    unbounded = asyncio.ensure_future(_bounded(deadlines, None, never[2]))
-    await asyncio.sleep(0)  # all three started
-    assert deadlines._timer_at == pytest.approx(loop.time() + 0.05, abs=0.02)
-    with pytest.raises(TimeoutError):
-        await early
-    assert not late.done()  # the timer moved on to the next deadline
-    with pytest.raises(TimeoutError):
-        await late
-    assert not unbounded.done() and deadlines._timer is None  # nothing left to time
-    never[2].set_result("done")
-    assert await unbounded == "done"
-    assert not deadlines._live
-
-
-async def test_a_held_deadline_does_not_expire_until_it_is_set_again():
-    deadlines = Deadlines()
-    loop = asyncio.get_running_loop()
-    gate: asyncio.Future[str] = loop.create_future()
-    held: list[Any] = []
-
-    async def work() -> str:
-        deadline = next(iter(deadlines._live))
-        deadline.reschedule(None)  # a human wait holds the run's deadline
-        held.append(deadline.when())
-        await asyncio.sleep(0.1)  # longer than the deadline: nothing happens while held
-        deadline.reschedule(loop.time() + 0.05)
-        return await gate
-
-    task = asyncio.ensure_future(_bounded(deadlines, 0.03, work()))
-    with pytest.raises(TimeoutError):
-        await task
-    assert held == [None]
-
-
-async def test_an_ended_deadline_cancels_nothing_when_the_timer_fires():
-    deadlines = Deadlines()
-
-    async def answer_then_keep_working() -> str:
-        first = await _bounded(deadlines, 0.02, asyncio.sleep(0, "answered"))
-        await asyncio.sleep(0.05)  # the same task, past the ended deadline: the timer fires
-        return first
-
-    assert await answer_then_keep_working() == "answered"
+# Call timeouts and shared deadlines: tests/guards/test_deadlines.py (on a FakeClock).
 
 
 def test_retry_budget_counts_requests_per_second_and_slides_them_out_second_by_second():

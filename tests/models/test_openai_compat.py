@@ -194,6 +194,7 @@ async def test_the_key_never_reaches_spans_or_runs(sim_server, monkeypatch):
 
 async def test_rate_limit_headers_shrink_the_local_allowance(sim_server, monkeypatch):
     from corral.guards import GuardPolicies, RateLimit
+    from corral.state.memory import MemoryLimiterBackend
 
     base_url, _ = await sim_server(sim=SimConfig(rpm=5))
     generous = GuardPolicies(limits={"model:simhttp:small": RateLimit(rpm=6000)})
@@ -201,7 +202,9 @@ async def test_rate_limit_headers_shrink_the_local_allowance(sim_server, monkeyp
     async with app:
         result = await app.run("classify", {"text": "hello"})
         assert result.ok, result.error
-        bucket = app.guards.limiter._memory._keys["model:simhttp:small"].requests
+        backend = app.guards.limiter.backend
+        assert isinstance(backend, MemoryLimiterBackend)
+        bucket = backend._keys["model:simhttp:small"].requests
         assert bucket is not None and bucket.level <= 4  # the server said 4 requests are left
 
 

@@ -1,7 +1,10 @@
 """Governance guards: budgets, loop limits, circuit breakers, retries, rate limits, kill switch.
 
-Each guard is a small piece with a frozen policy and an injected clock; `corral.guards.chain`
-composes them around every model call (see docs/ARCHITECTURE.md, "The call path").
+Each guard is a small piece with a frozen policy and an injected clock, and one step of the
+guard chain (`corral.guards.step`) in its own module; `corral.guards.chain` composes the steps
+around every model call in one visible order. Add your own step with `Guards.add` (an app's
+guards are `app.guards`). Guard state that many processes may share sits behind a protocol
+beside its guard, with the in-process implementation in `corral.state.memory`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from corral.guards.policy import (
     RetryPolicy,
 )
 from corral.guards.retry import RetryBudget
+from corral.guards.step import GuardEvent, GuardStep, ModelCall, Next, StepName
 
 __all__ = [
     "PRIORITIES",
@@ -36,15 +40,20 @@ __all__ = [
     "Cost",
     "DailyLedger",
     "DailyLimit",
+    "GuardEvent",
     "GuardPolicies",
+    "GuardStep",
     "KillSwitch",
     "LimiterPolicy",
     "LoopGuard",
     "LoopPolicy",
+    "ModelCall",
+    "Next",
     "Priority",
     "RateLimit",
     "RateLimiter",
     "RetryBudget",
     "RetryPolicy",
     "RunBudget",
+    "StepName",
 ]

@@ -8,6 +8,10 @@ Usage: `permit = breaker.acquire()` (raises `CircuitOpenError` when the call mus
 then exactly one of `permit.success(duration_s)`, `permit.failure(duration_s)` or
 `permit.ignore()`. Each returns the new state when the outcome moved the breaker, else None.
 All methods are synchronous: in one event loop a breaker's state changes atomically.
+
+The breakers' whole reach: `AgentBreakerStep` (the guard chain's outermost step: the agent call
+as a whole, a fallback that answers is a success), `BreakerStep` (each attempt: the provider's
+and the model's breaker) and the operator controls (`force_open`, `disable`, `reset`).
 """
 
 from __future__ import annotations
@@ -15,13 +19,24 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from corral.clock import Clock
-from corral.errors import CircuitOpenError
+from corral.errors import CircuitOpenError, ProviderError
 from corral.guards.policy import BreakerPolicy
+from corral.guards.step import GuardEvent, ModelCall, Next
+from corral.model import ModelResponse
 
-__all__ = ["BreakerRegistry", "BreakerState", "CircuitBreaker", "Permit"]
+__all__ = [
+    "AgentBreakerStep",
+    "BreakerRecord",
+    "BreakerRegistry",
+    "BreakerState",
+    "BreakerStep",
+    "BreakerStore",
+    "CircuitBreaker",
+    "Permit",
+]
 
 log = logging.getLogger(__name__)
 
@@ -162,10 +177,53 @@ class _SharedPermit(Permit):
         return None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerRecord:
+    """A breaker's state that every process must agree on (`BreakerStore`)."""
+
+    state: BreakerState
+    generation: int
+    """Moves forward on every transition; a permit of an older generation reports nothing."""
+    opened_at: float = 0.0
+    """When it opened (the clock's monotonic time)."""
+    wait_s: float
+    """How long it stays open before probing."""
+
+
+class BreakerStore(Protocol):
+    """Breaker state shared by processes; transitions are compare-and-set on the generation.
+
+    Contract: `compare_and_set(key, g, record)` stores `record` (whose generation is g + 1) only
+    if the key's generation is still `g` (an absent key has generation 0), atomically, and
+    returns what the key holds afterwards: `record` if it won, the other process's record if
+    not. `get` returns the current record (None: never moved). Count windows and probes stay in
+    each process (as resilience4j keeps them per instance); only transitions are shared, so a
+    breaker one process opens is open for all once they `refresh`. Synchronous for the
+    in-memory store; transitions are rare, so a shared store's round trip is paid rarely.
+    `tests/state/test_breaker_store.py` is the contract, parametrized over backends.
+    """
+
+    def get(self, key: str) -> BreakerRecord | None:
+        """The key's current record."""
+        ...
+
+    def compare_and_set(self, key: str, generation: int, record: BreakerRecord) -> BreakerRecord:
+        """Store `record` if the key is still at `generation`; what the key holds after."""
+        ...
+
+
 class CircuitBreaker:
     """One breaker for one key (`provider:sim`, `model:sim:small`, `agent:planner`)."""
 
-    def __init__(self, key: str, policy: BreakerPolicy, clock: Clock) -> None:
+    def __init__(
+        self, key: str, policy: BreakerPolicy, clock: Clock, store: BreakerStore | None = None
+    ) -> None:
+        if store is None:
+            # The in-process default: stdlib only, so the core may build it.
+            from corral.state.memory import MemoryBreakerStore
+
+            store = MemoryBreakerStore()
+        self._store = store
         self.key = key
         self.policy = policy
         self._slow_s = policy.slow_call_s  # read by every successful call
@@ -293,30 +351,52 @@ class CircuitBreaker:
     # -- transitions ----------------------------------------------------------------------------
 
     def _to_open(self, now: float, *, grow: bool) -> None:
-        if grow and self.state in ("HALF_OPEN",):
-            self._wait_s = min(
-                self._wait_s * self.policy.wait_multiplier, self.policy.max_wait_in_open_s
-            )
-        self._set("OPEN")
-        self._opened_at = now
+        wait_s = self._wait_s
+        if grow and self.state == "HALF_OPEN":
+            wait_s = min(wait_s * self.policy.wait_multiplier, self.policy.max_wait_in_open_s)
+        self._set("OPEN", opened_at=now, wait_s=wait_s)
 
     def _to_half_open(self, now: float) -> None:
         self._set("HALF_OPEN")
-        self._half_open_at = now
-        self._permits_out = 0
-        self._probe = _Counts()
 
     def _to_closed(self) -> None:
-        self._set("CLOSED")
-        self._window = self._new_window()
-        self._wait_s = self.policy.wait_in_open_s
+        self._set("CLOSED", wait_s=self.policy.wait_in_open_s)
 
-    def _set(self, state: BreakerState) -> None:
-        log.info("circuit %s: %s -> %s", self.key, self.state, state, extra={"breaker": self.key})
-        self.state = state
-        self._generation += 1
+    def _set(
+        self, state: BreakerState, *, opened_at: float | None = None, wait_s: float | None = None
+    ) -> None:
+        """Move to `state` by compare-and-set on the generation: if another process moved
+        this breaker first, take its state instead."""
+        record = BreakerRecord(
+            state=state,
+            generation=self._generation + 1,
+            opened_at=self._opened_at if opened_at is None else opened_at,
+            wait_s=self._wait_s if wait_s is None else wait_s,
+        )
+        self._adopt(self._store.compare_and_set(self.key, self._generation, record))
+
+    def _adopt(self, record: BreakerRecord) -> None:
+        log.info(
+            "circuit %s: %s -> %s", self.key, self.state, record.state, extra={"breaker": self.key}
+        )
+        self.state = state = record.state
+        self._generation = record.generation
+        self._opened_at, self._wait_s = record.opened_at, record.wait_s
         self._steady = False
         self._shared = _SharedPermit(self, self._generation) if state == "CLOSED" else None
+        # What each process keeps for itself: its count window and its probes.
+        if state == "CLOSED":
+            self._window = self._new_window()
+        elif state == "HALF_OPEN":
+            self._half_open_at = self._clock.monotonic()
+            self._permits_out = 0
+            self._probe = _Counts()
+
+    def refresh(self) -> None:
+        """Catch up with the store if another process moved this breaker."""
+        record = self._store.get(self.key)
+        if record is not None and record.generation != self._generation:
+            self._adopt(record)
 
     # -- operators ------------------------------------------------------------------------------
 
@@ -341,20 +421,125 @@ class BreakerRegistry:
         policy: BreakerPolicy,
         clock: Clock,
         overrides: dict[str, BreakerPolicy] | None = None,
+        store: BreakerStore | None = None,
     ) -> None:
         self.policy = policy
         self._clock = clock
         self._overrides = dict(overrides or {})
         self._breakers: dict[str, CircuitBreaker] = {}
+        if store is None:
+            from corral.state.memory import MemoryBreakerStore
+
+            store = MemoryBreakerStore()
+        self.store = store
+        """Where transitions are shared (this process unless the store is shared)."""
 
     def get(self, key: str) -> CircuitBreaker:
         """The breaker for `key`."""
         found = self._breakers.get(key)
         if found is None:
             policy = self._overrides.get(key, self.policy)
-            found = self._breakers[key] = CircuitBreaker(key, policy, self._clock)
+            found = self._breakers[key] = CircuitBreaker(key, policy, self._clock, self.store)
         return found
 
     def states(self) -> dict[str, BreakerState]:
         """Every breaker's state, by key."""
         return {key: b.state for key, b in sorted(self._breakers.items())}
+
+
+async def _report(call: ModelCall, permit: Permit, state: BreakerState | None) -> None:
+    if state is not None:
+        await call.emit(
+            GuardEvent(kind="breaker", detail={"key": permit.key, "state": state}, alert=True)
+        )
+
+
+class AgentBreakerStep:
+    """The guard chain's agent breaker: judges an agent's call as a whole (a fallback model
+    that answers is a success; a client error is neither success nor failure)."""
+
+    def __init__(self, registry: BreakerRegistry, clock: Clock) -> None:
+        self.registry = registry
+        self.clock = clock
+        self._breakers: dict[str, CircuitBreaker] = {}
+        """By agent name: formatting `agent:<name>` per call cost more than the check."""
+
+    async def __call__(self, call: ModelCall, next: Next) -> ModelResponse:
+        breaker = self._breakers.get(call.agent)
+        if breaker is None:
+            breaker = self._breakers[call.agent] = self.registry.get(f"agent:{call.agent}")
+        permit = breaker.enter()  # reported exactly once below, whatever happens
+        clock = self.clock
+        t0 = clock.monotonic()
+        try:
+            response = await next(call)
+        except ProviderError as exc:
+            if exc.status in self.registry.policy.ignore_status:
+                state = permit.ignore()
+            else:
+                state = permit.failure(clock.monotonic() - t0)
+            await _report(call, permit, state)
+            raise
+        except BaseException:
+            permit.ignore()
+            raise
+        state = permit.success(clock.monotonic() - t0)
+        if state is not None:
+            await _report(call, permit, state)
+        return response
+
+
+class BreakerStep:
+    """The guard chain's attempt breakers: the provider's and the model's. A call that was sent
+    and failed counts as a failure (a client error is ignored); a refusal or cancellation
+    before or during the call teaches nothing about the provider and is ignored. Durations are
+    the provider call's alone (`ModelCall.sent_at`), without queueing."""
+
+    def __init__(self, registry: BreakerRegistry, clock: Clock) -> None:
+        self.registry = registry
+        self.clock = clock
+        self._pairs: dict[str, tuple[CircuitBreaker, CircuitBreaker]] = {}
+        """(provider, model) breakers by model name, resolved once: breakers are never
+        replaced (an operator reset changes a breaker's state, not the object)."""
+
+    def _breakers(self, model: str) -> tuple[CircuitBreaker, CircuitBreaker]:
+        pair = self._pairs.get(model)
+        if pair is None:
+            provider = model.split(":", 1)[0]
+            pair = self._pairs[model] = (
+                self.registry.get(f"provider:{provider}"),
+                self.registry.get(f"model:{model}"),
+            )
+        return pair
+
+    async def __call__(self, call: ModelCall, next: Next) -> ModelResponse:
+        provider, model = self._breakers(call.model.name)
+        first = provider.enter()
+        try:
+            second = model.enter()
+        except CircuitOpenError:
+            first.ignore()
+            raise
+        permits = (first, second)
+        try:
+            response = await next(call)
+        except ProviderError as exc:
+            sent_at = call.sent_at
+            duration = 0.0 if sent_at is None else self.clock.monotonic() - sent_at
+            ignored = exc.status in self.registry.policy.ignore_status
+            for p in permits:
+                await _report(call, p, p.ignore() if ignored else p.failure(duration))
+            raise
+        except BaseException:
+            for p in permits:
+                p.ignore()
+            raise
+        sent_at = call.sent_at
+        duration = 0.0 if sent_at is None else self.clock.monotonic() - sent_at
+        predicate = self.registry.policy.failure_predicate
+        bad = predicate is not None and predicate(response.with_cost(call.cost))
+        for p in permits:
+            state = p.failure(duration) if bad else p.success(duration)
+            if state is not None:
+                await _report(call, p, state)
+        return response

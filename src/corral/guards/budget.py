@@ -10,6 +10,11 @@ errors).
 
 Reservation is synchronous: between checking and deducting there is no `await`, so any number of
 parallel calls in one event loop racing for the last dollar never overspend.
+
+The budget's whole reach: `BudgetStep` (the guard chain: reserve, settle, pause on a daily
+limit), `RunBudget.take_turn` and `should_degrade` (the agent call: one turn per agent call, a
+cheaper tier past the degrade fraction), `RunBudget.charge` (a replayed step's recorded spend)
+and `DailyLedger.raise_limit` (operators, through `App.control`).
 """
 
 from __future__ import annotations
@@ -17,113 +22,77 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from types import MappingProxyType
+from typing import Protocol
 
 from corral.clock import Clock
 from corral.errors import BudgetExhaustedError
 from corral.guards.policy import BudgetPolicy, DailyLimit
+from corral.guards.step import GuardEvent, ModelCall, Next
+from corral.model import ModelResponse, Pricer
 
-__all__ = ["Account", "CallReservation", "Cost", "DailyLedger", "Reservation", "RunBudget"]
+__all__ = [
+    "Account",
+    "BudgetStep",
+    "BudgetStore",
+    "Cost",
+    "DailyAccounts",
+    "DailyLedger",
+    "Limits",
+    "Reservation",
+    "RunBudget",
+]
 
 log = logging.getLogger(__name__)
 
-_DIMENSIONS = ("usd", "tokens", "model_calls", "agent_turns")
 _ZERO = Decimal(0)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Cost:
-    """An amount in every dimension a budget tracks (immutable).
+    """An amount in every dimension a budget tracks (spend recorded without a reservation)."""
 
-    A plain slotted class rather than a frozen dataclass: several are built per model call, and
-    the dataclass's frozen `__init__` costs three times as much.
-    """
-
-    __slots__ = ("_items", "agent_turns", "model_calls", "tokens", "usd")
-
-    usd: Decimal
-    tokens: int
-    model_calls: int
-    agent_turns: int
-
-    def __init__(
-        self,
-        *,
-        usd: Decimal = _ZERO,
-        tokens: int = 0,
-        model_calls: int = 0,
-        agent_turns: int = 0,
-    ) -> None:
-        self.usd = usd
-        self.tokens = tokens
-        self.model_calls = model_calls
-        self.agent_turns = agent_turns
-        # Budgets walk a cost's non-zero dimensions several times per call: list them once.
-        items: list[tuple[str, Decimal | int]] = []
-        if usd:
-            items.append(("usd", usd))
-        if tokens:
-            items.append(("tokens", tokens))
-        if model_calls:
-            items.append(("model_calls", model_calls))
-        if agent_turns:
-            items.append(("agent_turns", agent_turns))
-        self._items = tuple(items)
-
-    def get(self, dimension: str) -> Decimal | int:
-        value: Decimal | int = getattr(self, dimension)
-        return value
-
-    def items(self) -> tuple[tuple[str, Decimal | int], ...]:
-        """The non-zero dimensions."""
-        return self._items
-
-    def __repr__(self) -> str:
-        return f"Cost({', '.join(f'{d}={v}' for d, v in self._items)})"
+    usd: Decimal = _ZERO
+    tokens: int = 0
+    model_calls: int = 0
+    agent_turns: int = 0
 
 
-_ONE_TURN = Cost(agent_turns=1)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """An account's limits per dimension (None: no limit)."""
 
+    usd: Decimal | None = None
+    tokens: int | None = None
+    model_calls: int | None = None
+    agent_turns: int | None = None
 
-_Plan = tuple[
-    Mapping[str, Decimal | int | None],
-    tuple[tuple[str, Decimal | int], ...],
-    tuple[str, ...],
-]
-
-
-@functools.lru_cache(maxsize=256)
-def _plan(limits: tuple[tuple[str, Decimal | int | None], ...]) -> _Plan:
-    """An account's limits (read-only, shared by the accounts with the same limits), the ones a
-    model call checks, and the ones `fraction` reads. Every run builds its account from the same
-    policy: worked out once."""
-    table = dict(limits)
-    call_limits = tuple(
-        (d, limit) for d, limit in limits if limit is not None and d != "agent_turns"
-    )
-    return MappingProxyType(table), call_limits, tuple(d for d in ("usd", "tokens") if table[d])
+    def of(self, dimension: str) -> Decimal | int | None:
+        """The limit of `dimension` by name (errors and reports only)."""
+        return {
+            "usd": self.usd,
+            "tokens": self.tokens,
+            "model_calls": self.model_calls,
+            "agent_turns": self.agent_turns,
+        }[dimension]
 
 
 class Account:
     """Limits, committed spend and open reservations for one scope.
 
-    Spend and reservations are attributes per dimension (`usd`, `tokens`, `model_calls`,
-    `agent_turns`; reserved: `r_usd`, ...) rather than dicts: every model call checks, reserves
-    and settles three of them in each account it touches. `spent` and `reserved` give them as
-    dicts for reading."""
+    Spend (`usd`, `tokens`, `model_calls`, `agent_turns`) and reservations (`r_usd`,
+    `r_tokens`, `r_model_calls`) are plain attributes rather than dicts: every model call checks,
+    reserves and settles them in each account it touches. `spent` and `reserved` give them as
+    dicts for reading.
+    """
 
     __slots__ = (
-        "_call_cap",
-        "_call_limits",
-        "_shared",
-        "_token_cap",
-        "_usd_cap",
         "agent_turns",
         "limits",
         "model_calls",
-        "r_agent_turns",
         "r_model_calls",
         "r_tokens",
         "r_usd",
@@ -132,224 +101,219 @@ class Account:
         "usd",
     )
 
-    def __init__(
-        self, scope: str, limits: Mapping[str, Decimal | int | None], *, plan: _Plan | None = None
-    ) -> None:
+    def __init__(self, scope: str, limits: Limits) -> None:
         self.scope = scope
-        if plan is not None:  # worked out already (`_plan`) for these limits
-            self._use(plan)
-        else:
-            self.limits: Mapping[str, Decimal | int | None] = {}
-            self.set_limits(limits)
+        self.limits = limits
         self.usd: Decimal = _ZERO
         self.tokens = self.model_calls = self.agent_turns = 0
         self.r_usd: Decimal = _ZERO
-        self.r_tokens = self.r_model_calls = self.r_agent_turns = 0
+        self.r_tokens = self.r_model_calls = 0
 
     @property
     def spent(self) -> dict[str, Decimal | int]:
         """Committed spend per dimension (a copy)."""
-        return {d: getattr(self, d) for d in _DIMENSIONS}
+        return {
+            "usd": self.usd,
+            "tokens": self.tokens,
+            "model_calls": self.model_calls,
+            "agent_turns": self.agent_turns,
+        }
 
     @property
     def reserved(self) -> dict[str, Decimal | int]:
         """Open reservations per dimension (a copy)."""
-        return {d: getattr(self, f"r_{d}") for d in _DIMENSIONS}
+        return {
+            "usd": self.r_usd,
+            "tokens": self.r_tokens,
+            "model_calls": self.r_model_calls,
+            "agent_turns": 0,
+        }
 
-    def _used(self, d: str) -> Decimal | int:
-        used: Decimal | int = getattr(self, d) + getattr(self, f"r_{d}")
-        return used
+    def _used(self) -> dict[str, Decimal | int]:
+        spent, reserved = self.spent, self.reserved
+        return {d: spent[d] + reserved[d] for d in spent}
 
-    def set_limits(self, limits: Mapping[str, Decimal | int | None]) -> None:
-        """Replace the limits of the dimensions named in `limits`."""
-        merged = {**self.limits, **limits}
-        self._use(_plan(tuple((d, merged.get(d)) for d in _DIMENSIONS)))
-
-    def _use(self, plan: _Plan) -> None:
-        self.limits, self._call_limits, self._shared = plan
-        # What `call_shortfall` compares, as attributes: it runs before every model call.
-        self._usd_cap = plan[0]["usd"]
-        self._token_cap = plan[0]["tokens"]
-        self._call_cap = plan[0]["model_calls"]
-
-    def call_shortfall(self, usd: Decimal, tokens: int) -> BudgetExhaustedError | None:
-        """Like `shortfall` for one model call costing `usd` and `tokens` (the hot path: the
-        three dimensions spelled out rather than looped over)."""
-        cap = self._usd_cap
-        if cap is not None and self.usd + self.r_usd + usd > cap:
+    def shortfall(self, usd: Decimal, tokens: int) -> BudgetExhaustedError | None:
+        """The refusal one more model call costing `usd` and `tokens` would get, or None."""
+        limits = self.limits
+        cap_usd = limits.usd
+        if cap_usd is not None and self.usd + self.r_usd + usd > cap_usd:
             return self._refusal("usd", usd)
-        cap = self._token_cap
+        cap = limits.tokens
         if cap is not None and self.tokens + self.r_tokens + tokens > cap:
             return self._refusal("tokens", tokens)
-        cap = self._call_cap
+        cap = limits.model_calls
         if cap is not None and self.model_calls + self.r_model_calls + 1 > cap:
             return self._refusal("model_calls", 1)
         return None
 
-    def _refusal(self, d: str, need: Decimal | int) -> BudgetExhaustedError:
-        limit = self.limits[d]
+    def _refusal(self, dimension: str, need: Decimal | int) -> BudgetExhaustedError:
+        limit = self.limits.of(dimension)
         assert limit is not None
         return BudgetExhaustedError(
-            dimension=d, scope=self.scope, limit=limit, spent=self._used(d), needed=need
+            dimension=dimension,
+            scope=self.scope,
+            limit=limit,
+            spent=self._used()[dimension],
+            needed=need,
         )
-
-    def shortfall(self, cost: Cost) -> BudgetExhaustedError | None:
-        """The refusal this cost would get, or None if it fits."""
-        for d, need in cost.items():
-            limit = self.limits[d]
-            if limit is None:
-                continue
-            used = self._used(d)
-            if used + need > limit:
-                return BudgetExhaustedError(
-                    dimension=d, scope=self.scope, limit=limit, spent=used, needed=need
-                )
-        return None
 
     def fraction(self) -> float:
         """The largest used share (committed + reserved) of the USD and token limits."""
         share = 0.0
-        for d in self._shared:
-            limit = self.limits[d]
-            assert limit  # _shared lists only the dimensions with a limit
-            share = max(share, float(self._used(d) / limit))
+        if self.limits.usd:
+            share = float((self.usd + self.r_usd) / self.limits.usd)
+        if self.limits.tokens:
+            share = max(share, (self.tokens + self.r_tokens) / self.limits.tokens)
         return share
 
-    def _add(self, prefix: str, cost: Cost, sign: int) -> None:
-        """Add `cost` (times `sign`) to the spend (`prefix` "") or the reservations ("r_")."""
-        for d, amount in cost.items():
-            name = prefix + d
-            setattr(self, name, getattr(self, name) + sign * amount)
+    def charge(self, cost: Cost) -> None:
+        """Add spend that had no reservation."""
+        self.usd += cost.usd
+        self.tokens += cost.tokens
+        self.model_calls += cost.model_calls
+        self.agent_turns += cost.agent_turns
 
     def remaining(self) -> dict[str, str | None]:
         """What is left per dimension (None: no limit)."""
+        used = self._used()
         return {
-            d: None if limit is None else str(limit - self._used(d))
-            for d, limit in self.limits.items()
+            d: None if (limit := self.limits.of(d)) is None else str(limit - used[d]) for d in used
         }
 
 
-class Reservation:
-    """A reserved worst case in one or more accounts; settle it exactly once."""
+class BudgetStore(Protocol):
+    """Shared budget accounts (the daily limits of tenants, users and the project): limits,
+    spend and open reservations, by key (`<scope>@<day>`).
 
-    def __init__(self, accounts: list[Account], cost: Cost, input_estimate: Cost) -> None:
-        self.accounts = accounts
-        self.cost = cost
-        self.input_estimate = input_estimate
-        self.settled = False
-        for account in accounts:
-            account._add("r_", cost, +1)
-
-    def settle(self, actual: Cost) -> None:
-        """Replace the reservation by the actual cost. A second call changes nothing."""
-        if self.settled:
-            return
-        self.settled = True
-        for account in self.accounts:
-            account._add("r_", self.cost, -1)
-            account._add("", actual, +1)
-
-    def settle_failed(self) -> None:
-        """The call failed without reporting usage: keep the input estimate, refund the rest."""
-        self.settle(self.input_estimate)
-
-
-class CallReservation:
-    """One model call's reservation (USD, tokens, one call) in one or more accounts.
-
-    `Reservation` for the hot path: a model call's cost always has the same three dimensions,
-    so it keeps plain numbers instead of building `Cost` objects to reserve, settle and refund.
+    Contract: `reserve` checks every key's room for one more model call of `usd` and `tokens`
+    and holds it on all of them, or on none, returning the refusal (atomic across processes:
+    one Lua script in Redis, one transaction with row locks in SQL). `settle` replaces a hold by
+    what the call cost and `release` gives it back, each exactly as the hold was made (the
+    caller settles once). `open` creates an account if it is absent (idempotent); `set_limits`
+    replaces an account's limits. Synchronous: the in-memory store costs no coroutine per call;
+    a shared store is reached in its own round trip per call with daily limits (a store that
+    must await gets an async variant of the budget step; the contract is the same).
+    `tests/state/test_budget_store.py` is the contract, parametrized over backends.
     """
 
-    __slots__ = ("accounts", "floor_tokens", "floor_usd", "settled", "tokens", "usd")
+    def open(self, key: str, scope: str, limits: Limits) -> None:
+        """Create the account `key` of `scope` with `limits`, unless it exists."""
+        ...
+
+    def set_limits(self, key: str, limits: Limits) -> None:
+        """New limits for an existing account."""
+        ...
+
+    def reserve(
+        self, keys: Sequence[str], usd: Decimal, tokens: int
+    ) -> BudgetExhaustedError | None:
+        """Hold one call's worst case on every key, or on none: the refusal, or None."""
+        ...
+
+    def settle(
+        self, keys: Sequence[str], held_usd: Decimal, held_tokens: int, usd: Decimal, tokens: int
+    ) -> None:
+        """Replace a hold by what the call cost."""
+        ...
+
+    def release(self, keys: Sequence[str], held_usd: Decimal, held_tokens: int) -> None:
+        """Give a hold back."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DailyAccounts:
+    """Today's shared accounts that apply to one run (`DailyLedger.accounts`)."""
+
+    store: BudgetStore
+    keys: tuple[str, ...]
+
+
+class Reservation:
+    """One model call's worst case (USD, tokens, one call) held in the run's account and in
+    today's shared accounts until the call is settled; settle it once (a second settle
+    changes nothing).
+
+    Args:
+        account: The run's account.
+        usd: The worst case in USD.
+        tokens: The worst case in tokens (input plus the maximum output).
+        floor_usd: What a call that failed after it was sent is charged (its input).
+        floor_tokens: The same in tokens.
+        daily: The shared accounts the store holds it on too (None: no daily limit applies).
+    """
+
+    __slots__ = ("account", "daily", "floor_tokens", "floor_usd", "settled", "tokens", "usd")
 
     def __init__(
         self,
-        accounts: Sequence[Account],
+        account: Account,
         usd: Decimal,
         tokens: int,
         floor_usd: Decimal,
         floor_tokens: int,
+        daily: DailyAccounts | None,
     ) -> None:
-        self.accounts = accounts
+        self.account = account
         self.usd, self.tokens = usd, tokens
         self.floor_usd, self.floor_tokens = floor_usd, floor_tokens
+        self.daily = daily
         self.settled = False
-        for account in accounts:
-            account.r_usd += usd
-            account.r_tokens += tokens
-            account.r_model_calls += 1
+        account.r_usd += usd
+        account.r_tokens += tokens
+        account.r_model_calls += 1
 
-    def _refund(self) -> bool:
-        if self.settled:
-            return False
-        self.settled = True
-        for account in self.accounts:
-            account.r_usd -= self.usd
-            account.r_tokens -= self.tokens
-            account.r_model_calls -= 1
-        return True
-
-    def settle_usage(self, usd: Decimal, tokens: int) -> None:
-        """Replace the reservation by what the call cost. A second call changes nothing."""
+    def settle(self, usd: Decimal, tokens: int) -> None:
+        """The call was made and cost `usd` and `tokens`: replace the reservation by that."""
         if self.settled:
             return
         self.settled = True
-        for account in self.accounts:  # `_refund` and the spend in one pass
-            account.r_usd -= self.usd
-            account.r_tokens -= self.tokens
-            account.r_model_calls -= 1
-            account.usd += usd
-            account.tokens += tokens
-            account.model_calls += 1
-
-    def settle(self, actual: Cost) -> None:
-        """Replace the reservation by `actual` (`Cost()` for a call that was never sent)."""
-        if self._refund():
-            for account in self.accounts:
-                account._add("", actual, +1)
+        account = self.account  # the refund and the spend in one pass
+        account.r_usd -= self.usd
+        account.r_tokens -= self.tokens
+        account.r_model_calls -= 1
+        account.usd += usd
+        account.tokens += tokens
+        account.model_calls += 1
+        if self.daily is not None:
+            self.daily.store.settle(self.daily.keys, self.usd, self.tokens, usd, tokens)
 
     def settle_failed(self) -> None:
-        """The call failed without reporting usage: keep the input estimate, refund the rest."""
-        self.settle_usage(self.floor_usd, self.floor_tokens)
+        """The call failed after it was sent, without usage: keep the input, refund the rest."""
+        self.settle(self.floor_usd, self.floor_tokens)
 
-
-_RunPlan = tuple[_Plan, Decimal | None, Decimal | None]
+    def release(self) -> None:
+        """The call was never sent: give the whole reservation back."""
+        if self.settled:
+            return
+        self.settled = True
+        account = self.account
+        account.r_usd -= self.usd
+        account.r_tokens -= self.tokens
+        account.r_model_calls -= 1
+        if self.daily is not None:
+            self.daily.store.release(self.daily.keys, self.usd, self.tokens)
 
 
 @functools.lru_cache(maxsize=64)
-def _run_plan(policy: BudgetPolicy) -> _RunPlan:
-    """A run account's limits (planned), and the USD and token spend at which calls degrade
-    (None: that dimension has no limit). `should_degrade` runs before every model call, so it
-    compares against these instead of dividing: the same test as `fraction() >= degrade_at`.
-    Every run has the same policy: worked out once."""
-    limits = {
-        "usd": policy.usd,
-        "tokens": policy.tokens,
-        "model_calls": policy.model_calls,
-        "agent_turns": policy.agent_turns,
-    }
+def _run_limits(policy: BudgetPolicy) -> tuple[Limits, Decimal | None, Decimal | None]:
+    """A run account's limits and the USD and token spend at which calls degrade (None: that
+    dimension has no limit). Every run of an app has the same policy: worked out once.
+    `should_degrade` compares against these instead of dividing (the same test as
+    `fraction() >= degrade_at`)."""
     at = Decimal(str(policy.degrade_at))
+    limits = Limits(
+        usd=policy.usd,
+        tokens=policy.tokens,
+        model_calls=policy.model_calls,
+        agent_turns=policy.agent_turns,
+    )
     return (
-        _plan(tuple(limits.items())),
+        limits,
         policy.usd * at if policy.usd else None,
         policy.tokens * at if policy.tokens else None,
     )
-
-
-_last_plan: tuple[BudgetPolicy, _RunPlan] | None = None
-
-
-def _plan_of(policy: BudgetPolicy) -> _RunPlan:
-    """`_run_plan(policy)`, remembered for the last policy object: an app's runs share one, and
-    the lru_cache hashes every field of the policy (Decimals too) on each lookup."""
-    global _last_plan
-    last = _last_plan
-    if last is not None and last[0] is policy:
-        return last[1]
-    plan = _run_plan(policy)
-    _last_plan = (policy, plan)
-    return plan
 
 
 class RunBudget:
@@ -357,52 +321,37 @@ class RunBudget:
 
     def __init__(self, policy: BudgetPolicy, run_id: str = "run") -> None:
         self.policy = policy
-        # What `should_degrade` compares (before every model call), as attributes.
-        plan, self._degrade_usd, self._degrade_tokens = _plan_of(policy)
-        self.account = Account("run", plan[0], plan=plan)
-        self._own = [self.account]  # a call's accounts without daily limits (read-only)
+        limits, self._degrade_usd, self._degrade_tokens = _run_limits(policy)
+        self.account = Account("run", limits)
         self.run_id = run_id
 
     def reserve(
-        self, cost: Cost, input_estimate: Cost, extra: list[Account] | None = None
-    ) -> Reservation:
-        """Reserve `cost` here and in `extra` accounts (daily limits), all or none.
-
-        Raises:
-            BudgetExhaustedError: some account has no room; nothing was reserved.
-        """
-        accounts = [self.account, *(extra or [])]
-        for account in accounts:
-            refusal = account.shortfall(cost)
-            if refusal is not None:
-                raise refusal
-        return Reservation(accounts, cost, input_estimate)
-
-    def reserve_call(
         self,
         usd: Decimal,
         tokens: int,
-        floor_usd: Decimal,
-        floor_tokens: int,
-        extra: Sequence[Account],
-    ) -> CallReservation:
-        """Reserve one model call's worst case (`usd`, `tokens`) here and in `extra`; the floor
-        is what a failed call is charged (its input). All or none.
+        *,
+        floor_usd: Decimal = _ZERO,
+        floor_tokens: int = 0,
+        daily: DailyAccounts | None = None,
+    ) -> Reservation:
+        """Reserve one model call's worst case (`usd`, `tokens`) here and in the `daily`
+        accounts, all or none; the floor is what a failed call is charged (its input).
 
         Raises:
             BudgetExhaustedError: some account has no room; nothing was reserved.
         """
-        accounts = [self.account, *extra] if extra else self._own
-        for account in accounts:
-            if account._call_limits:
-                refusal = account.call_shortfall(usd, tokens)
-                if refusal is not None:
-                    raise refusal
-        return CallReservation(accounts, usd, tokens, floor_usd, floor_tokens)
+        refusal = self.account.shortfall(usd, tokens)
+        if refusal is None and daily is not None:
+            # No `await` from here to the run account's hold: in one event loop, the check
+            # above and the hold below are one atomic step; the store makes its own atomic.
+            refusal = daily.store.reserve(daily.keys, usd, tokens)
+        if refusal is not None:
+            raise refusal
+        return Reservation(self.account, usd, tokens, floor_usd, floor_tokens, daily)
 
     def charge(self, actual: Cost) -> None:
         """Count spend without a reservation (a step replayed from the journal after a crash)."""
-        self.account._add("", actual, +1)
+        self.account.charge(actual)
 
     def take_turn(self) -> None:
         """One agent call.
@@ -411,10 +360,9 @@ class RunBudget:
             BudgetExhaustedError: the run's agent-turn budget is used up.
         """
         account = self.account
-        if account.limits["agent_turns"] is not None:
-            refusal = account.shortfall(_ONE_TURN)
-            if refusal is not None:
-                raise refusal
+        cap = account.limits.agent_turns
+        if cap is not None and account.agent_turns + 1 > cap:
+            raise account._refusal("agent_turns", 1)
         account.agent_turns += 1
 
     @property
@@ -439,10 +387,20 @@ class DailyLedger:
     operator raises the limit (`raise_limit`); a critical run is refused at once.
     """
 
-    def __init__(self, limits: dict[str, DailyLimit], clock: Clock) -> None:
+    def __init__(
+        self, limits: dict[str, DailyLimit], clock: Clock, store: BudgetStore | None = None
+    ) -> None:
         self._limits = dict(limits)
         self._clock = clock
-        self._accounts: dict[tuple[str, str], Account] = {}
+        if store is None:
+            # The in-process default: stdlib only, so the core may build it.
+            from corral.state.memory import MemoryBudgetStore
+
+            store = MemoryBudgetStore()
+        self.store = store
+        """Where the accounts live (shared by every process when the store is)."""
+        self._opened: dict[str, str] = {}
+        """Accounts this process has opened in the store: key -> scope."""
         self._changed: asyncio.Event | None = None
         self._day_cache: tuple[float, str] | None = None
 
@@ -472,34 +430,36 @@ class DailyLedger:
         kind = scope.split(":", 1)[0]
         return self._limits.get(f"{kind}:*")
 
-    def accounts(self, *, tenant: str | None, user: str | None) -> Sequence[Account]:
-        """Today's accounts that apply to a run of `tenant` / `user`."""
+    def accounts(self, *, tenant: str | None, user: str | None) -> DailyAccounts | None:
+        """Today's accounts that apply to a run of `tenant` / `user` (None: no daily limit)."""
         if not self._limits:
-            return ()  # no daily limits (the usual case): nothing to build
+            return None  # no daily limits (the usual case): nothing to build
         scopes = ["project"]
         if tenant:
             scopes.append(f"tenant:{tenant}")
         if user:
             scopes.append(f"user:{user}")
         day = self._day()
-        found = []
+        keys = []
         for scope in scopes:
             limit = self._limit_for(scope)
             if limit is None:
                 continue
-            account = self._accounts.get((scope, day))
-            if account is None:
-                account = Account(scope, {"usd": limit.usd, "tokens": limit.tokens})
-                self._accounts[(scope, day)] = account
-            found.append(account)
-        return found
+            key = f"{scope}@{day}"
+            if key not in self._opened:
+                self.store.open(key, scope, Limits(usd=limit.usd, tokens=limit.tokens))
+                self._opened[key] = scope
+            keys.append(key)
+        return DailyAccounts(store=self.store, keys=tuple(keys)) if keys else None
 
     def raise_limit(self, scope: str, limit: DailyLimit) -> None:
         """Operator action: a new limit for `scope` today and after; paused runs re-check."""
         self._limits[scope] = limit
-        for (s, _day), account in self._accounts.items():
-            if s == scope:
-                account.set_limits({"usd": limit.usd, "tokens": limit.tokens})
+        for key, opened in self._opened.items():
+            # `tenant:*` governs every tenant without a limit of its own.
+            found = self._limit_for(opened)
+            if found is not None:
+                self.store.set_limits(key, Limits(usd=found.usd, tokens=found.tokens))
         log.warning("daily limit for %s raised to %s", scope, limit)
         if self._changed is not None:
             self._changed.set()
@@ -523,3 +483,64 @@ class DailyLedger:
         finally:
             sleeper.cancel()
             waiter.cancel()
+
+
+class BudgetStep:
+    """The guard chain's budget step: reserve the call's worst case in the run's account and
+    today's daily accounts before it, settle with what it cost after.
+
+    A run's own limit refuses the call (`BudgetExhaustedError`); a daily limit pauses runs below
+    `critical` priority until the day rolls over or an operator raises the limit (the run's
+    deadline still bounds the wait).
+    """
+
+    def __init__(self, daily: DailyLedger, pricer: Pricer) -> None:
+        self.daily = daily
+        self.pricer = pricer
+
+    async def __call__(self, call: ModelCall, next: Next) -> ModelResponse:
+        run, request = call.run, call.request
+        input_tokens = call.input_tokens
+        usd, floor_usd = self.pricer.call_costs(
+            call.model.name, input_tokens, request.max_output_tokens
+        )
+        tokens = input_tokens + request.max_output_tokens
+        while True:
+            try:
+                reservation = run.budget.reserve(
+                    usd,
+                    tokens,
+                    floor_usd=floor_usd,
+                    floor_tokens=input_tokens,
+                    daily=self.daily.accounts(tenant=run.tenant, user=run.user),
+                )
+                break
+            except BudgetExhaustedError as exc:
+                await self._refused(call, exc)
+        try:
+            response = await next(call)
+        except BaseException:
+            # The provider may bill the input of a call it was sent; one never sent costs 0.
+            if call.sent_at is None:
+                reservation.release()
+            else:
+                reservation.settle_failed()
+            raise
+        reservation.settle(call.cost, response.input_tokens + response.output_tokens)
+        return response
+
+    async def _refused(self, call: ModelCall, exc: BudgetExhaustedError) -> None:
+        """Raise `exc`, or (a daily limit, a run below `critical`) wait for room."""
+        await call.emit(GuardEvent(kind="refused", detail=exc.to_dict()))
+        if exc.scope == "run" or call.run.priority == "critical":
+            raise exc
+        await call.emit(
+            GuardEvent(
+                kind="paused",
+                detail={
+                    "scope": exc.scope,
+                    "resets_in_s": round(self.daily.seconds_to_reset(), 1),
+                },
+            )
+        )
+        await self.daily.wait_for_room()

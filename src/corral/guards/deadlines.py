@@ -1,10 +1,12 @@
-"""Many deadlines on one loop timer: run deadlines and model-call timeouts.
+"""Many deadlines on one timer: run deadlines and model-call timeouts, in the `Clock`'s time.
 
 Why not `asyncio.timeout`: it creates, heaps and cancels a loop timer per use, about 8 us on our
 2-core machine, and Corral needs one per run and one per model call (a tenth of an agent step in
-bench W1). Here every deadline of an event loop shares one timer, set for the earliest deadline;
-when it fires, the tasks past their deadline are cancelled and the timer is set for the next one.
-Deadlines normally end before they expire (the call answered), so the timer rarely fires.
+bench W1). Here every deadline of an event loop shares one timer (`Clock.call_at`), set for the
+earliest deadline; when it fires, the tasks past their deadline are cancelled and the timer is
+set for the next one. Deadlines normally end before they expire (the call answered), so the
+timer rarely fires. Time is the injected clock's `monotonic()`, so tests expire deadlines by
+advancing a `FakeClock` instead of sleeping.
 
 Usage, in the task the deadline bounds:
 
@@ -25,11 +27,14 @@ import asyncio
 import math
 from typing import Any
 
+from corral.clock import Clock, SystemClock, Timer
+
 __all__ = ["Deadline", "Deadlines"]
 
 
 class Deadline:
-    """One task's deadline (loop time). `when()` / `reschedule()` as on `asyncio.Timeout`."""
+    """One task's deadline (the clock's monotonic time). `when()` / `reschedule()` as on
+    `asyncio.Timeout`."""
 
     __slots__ = ("_owner", "at", "expired", "task")
 
@@ -41,8 +46,12 @@ class Deadline:
         """The deadline passed and the task was cancelled for it."""
 
     def when(self) -> float | None:
-        """The deadline in loop time, or None when it is held."""
+        """The deadline in the clock's monotonic time, or None when it is held."""
         return None if self.at == math.inf else self.at
+
+    def remaining(self) -> float | None:
+        """Seconds left, or None when it is held."""
+        return None if self.at == math.inf else self.at - self._owner.clock.monotonic()
 
     def reschedule(self, when: float | None) -> None:
         """Move the deadline (None: hold it; nothing expires until it is set again)."""
@@ -50,16 +59,25 @@ class Deadline:
         if when is not None:
             self._owner._arm(self.task.get_loop(), when)
 
+    def reschedule_in(self, seconds: float) -> None:
+        """Move the deadline to `seconds` from now."""
+        self.reschedule(self._owner.clock.monotonic() + seconds)
+
 
 class Deadlines:
-    """The deadlines in flight on one event loop (created per loop by the owner).
+    """The deadlines in flight (on one event loop at a time).
 
     The kill switch's watches of model calls are deadlines too (`KillSwitch.watch`): one
-    registry, one object per call, for both the timeout and a halt."""
+    registry, one object per call, for both the timeout and a halt.
 
-    def __init__(self) -> None:
+    Args:
+        clock: Where time is read and the shared timer is set.
+    """
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock or SystemClock()
         self._live: dict[Deadline, None] = {}
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Timer | None = None
         self._timer_at = math.inf
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -78,7 +96,7 @@ class Deadlines:
         none)."""
         if seconds is not None:
             loop = deadline.task.get_loop()
-            deadline.at = at = loop.time() + seconds
+            deadline.at = at = self.clock.monotonic() + seconds
             if at < self._timer_at or loop is not self._loop:
                 self._arm(loop, at)
         self._live[deadline] = None
@@ -96,12 +114,12 @@ class Deadlines:
             return
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = loop.call_at(at, self._fire, loop)
+        self._timer = self.clock.call_at(at, lambda: self._fire(loop))
         self._timer_at, self._loop = at, loop
 
     def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer, self._timer_at, self._loop = None, math.inf, None
-        now = loop.time()
+        now = self.clock.monotonic()
         earliest = math.inf
         for deadline in self._live:
             if deadline.expired or deadline.task.get_loop() is not loop:

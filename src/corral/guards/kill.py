@@ -6,6 +6,12 @@ first) and cancels the calls in flight that it covers, so a halted run stops spe
 pause holds runs at their next step boundary until it is lifted; calls already in flight finish.
 The operator surfaces (CLI, HTTP, dashboard) reach this through `App.control`, which also writes
 the action to the controls log so other processes apply it too.
+
+The kill switch's whole reach: `KillSwitchStep` (the guard chain, at each attempt: raise if
+halted, wait while paused), `ProviderStep` in `corral.guards.chain` (just before the provider is
+called: `check`; during the call: `watch`, so a halt cancels it), the run context's step
+boundaries (`gate` before tool and human-wait steps), and the app (`track`/`untrack` a run's
+workflow and priority for pauses, `apply` operator actions).
 """
 
 from __future__ import annotations
@@ -14,15 +20,53 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
+from corral.clock import Clock
 from corral.errors import KilledError
 from corral.guards.deadlines import Deadline, Deadlines
+from corral.guards.step import ModelCall, Next
+from corral.model import ModelResponse
 
-__all__ = ["KillSwitch"]
+__all__ = ["Flag", "FlagStore", "KillSwitch", "KillSwitchStep"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+Flag = tuple[
+    Literal["halt", "pause"], Literal["all", "run", "agent", "workflow", "noncritical"], str
+]
+"""(what, scope, name): `("halt", "run", "run-7")`, `("pause", "noncritical", "")`."""
+
+
+class FlagStore(Protocol):
+    """The kill switch's halts and pauses: a versioned set of flags, each with its reason.
+
+    Contract: every `set` and `clear` is atomic and moves `version` forward (also when it
+    changes nothing is fine); `flags()` returns one consistent snapshot with the version it
+    reflects. A shared backend (many processes) keeps the set and a counter together (a Redis
+    hash and `INCR` in one `MULTI`, or a table row per flag and a sequence); each process
+    re-reads the snapshot when the version it last saw is behind, so a halt set anywhere is
+    seen at the next step boundary everywhere. `tests/state/test_flags.py` is the contract,
+    parametrized over backends.
+    """
+
+    @property
+    def version(self) -> int:
+        """Moves forward on every change."""
+        ...
+
+    def set(self, flag: Flag, reason: str) -> int:
+        """Raise `flag` (or change its reason); the new version."""
+        ...
+
+    def clear(self, flag: Flag) -> int:
+        """Lower `flag` (absent: nothing changes); the new version."""
+        ...
+
+    def flags(self) -> tuple[int, dict[Flag, str]]:
+        """(version, every raised flag with its reason): a copy."""
+        ...
 
 
 class Watch(Deadline):
@@ -44,9 +88,23 @@ class Watch(Deadline):
 
 
 class KillSwitch:
-    """Halted scopes and the in-flight calls they cover."""
+    """Halted scopes and the in-flight calls they cover.
 
-    def __init__(self) -> None:
+    Args:
+        clock: Call timeouts and run deadlines (`Deadlines`).
+        flags: Where halts and pauses live (default: this process,
+            `corral.state.memory.MemoryFlags`).
+    """
+
+    def __init__(self, clock: Clock | None = None, flags: FlagStore | None = None) -> None:
+        if flags is None:
+            # The in-process default: stdlib only, so the core may build it.
+            from corral.state.memory import MemoryFlags
+
+            flags = MemoryFlags()
+        self.flags = flags
+        self._seen = -1
+        """The flag version the views below reflect."""
         self._all: str | None = None
         self._runs: dict[str, str] = {}
         self._agents: dict[str, str] = {}
@@ -58,21 +116,34 @@ class KillSwitch:
         self.held: dict[str, str] = {}
         """Runs waiting at a step boundary now, and the pause that holds each."""
         self._held_changed = asyncio.Event()
-        self.deadlines = Deadlines()
+        self.deadlines = Deadlines(clock)
         """Call timeouts (and, through the app, run deadlines) on one loop timer."""
         self.engaged = False
         """Something is halted or paused now. False (the common case): every step boundary
         passes without looking further, so callers test this before calling `gate`/`check`."""
 
-    def _update(self) -> None:
-        self.engaged = bool(
-            self._all is not None
-            or self._runs
-            or self._agents
-            or self._paused_agents
-            or self._paused_workflows
-            or self._paused_noncritical is not None
-        )
+    def refresh(self) -> None:
+        """Catch up with the flag store if it moved on (a halt from another process): rebuild
+        the views step boundaries read (`engaged`, `_runs`, ...). Changes made here refresh
+        at once; a shared store's are picked up when the app's controls poller calls this."""
+        if self.flags.version == self._seen:
+            return
+        self._seen, raised = self.flags.flags()
+        self._all = raised.get(("halt", "all", ""))
+        self._paused_noncritical = raised.get(("pause", "noncritical", ""))
+        views: dict[tuple[str, str], dict[str, str]] = {
+            ("halt", "run"): self._runs,
+            ("halt", "agent"): self._agents,
+            ("pause", "agent"): self._paused_agents,
+            ("pause", "workflow"): self._paused_workflows,
+        }
+        for view in views.values():
+            view.clear()
+        for (what, scope, name), reason in raised.items():
+            found = views.get((what, scope))
+            if found is not None:
+                found[name] = reason
+        self.engaged = bool(raised)
 
     async def until_held(self, run_id: str) -> str:
         """Wait until `run_id` is held by a pause; returns the pause's scope."""
@@ -104,12 +175,12 @@ class KillSwitch:
         """Hold runs at their next step boundary: calls of `agent`, runs of `workflow`, or every
         run whose priority is not `critical`."""
         if agent is not None:
-            self._paused_agents[agent] = reason or "paused"
+            self.flags.set(("pause", "agent", agent), reason or "paused")
         if workflow is not None:
-            self._paused_workflows[workflow] = reason or "paused"
+            self.flags.set(("pause", "workflow", workflow), reason or "paused")
         if noncritical:
-            self._paused_noncritical = reason or "paused"
-        self._update()
+            self.flags.set(("pause", "noncritical", ""), reason or "paused")
+        self.refresh()
         log.warning(
             "pause: agent=%s workflow=%s noncritical=%s (%s)", agent, workflow, noncritical, reason
         )
@@ -119,12 +190,12 @@ class KillSwitch:
     ) -> None:
         """Lift a pause; held runs continue at once."""
         if agent is not None:
-            self._paused_agents.pop(agent, None)
+            self.flags.clear(("pause", "agent", agent))
         if workflow is not None:
-            self._paused_workflows.pop(workflow, None)
+            self.flags.clear(("pause", "workflow", workflow))
         if noncritical:
-            self._paused_noncritical = None
-        self._update()
+            self.flags.clear(("pause", "noncritical", ""))
+        self.refresh()
         self._wake()
 
     def apply(self, action: str, scope: str, name: str | None, reason: str = "") -> None:
@@ -146,6 +217,7 @@ class KillSwitch:
     @property
     def state(self) -> dict[str, Any]:
         """What is halted and paused now (for the API and the dashboard)."""
+        self.refresh()
         return {
             "halted_all": self._all,
             "halted_runs": dict(self._runs),
@@ -198,12 +270,12 @@ class KillSwitch:
     ) -> int:
         """Halt a run, an agent (in every run) or everything; returns in-flight calls cancelled."""
         if everything:
-            self._all = reason or "halted"
+            self.flags.set(("halt", "all", ""), reason or "halted")
         if run_id is not None:
-            self._runs[run_id] = reason or "halted"
+            self.flags.set(("halt", "run", run_id), reason or "halted")
         if agent is not None:
-            self._agents[agent] = reason or "halted"
-        self._update()
+            self.flags.set(("halt", "agent", agent), reason or "halted")
+        self.refresh()
         cancelled = 0
         for watch in self.deadlines.live():
             if not isinstance(watch, Watch) or watch.expired or watch.halted:
@@ -229,12 +301,12 @@ class KillSwitch:
     ) -> None:
         """Lift a halt."""
         if everything:
-            self._all = None
+            self.flags.clear(("halt", "all", ""))
         if run_id is not None:
-            self._runs.pop(run_id, None)
+            self.flags.clear(("halt", "run", run_id))
         if agent is not None:
-            self._agents.pop(agent, None)
-        self._update()
+            self.flags.clear(("halt", "agent", agent))
+        self.refresh()
 
     def _scope(self, run_id: str, agent: str) -> str | None:
         if self._all is not None:
@@ -304,3 +376,22 @@ class KillSwitch:
     def unwatch(self, watch: Watch) -> None:
         """The watched wait is over."""
         self.deadlines.end(watch)
+
+
+class KillSwitchStep:
+    """The guard chain's kill switch: each attempt passes the step boundary (raise if halted,
+    wait while paused)."""
+
+    def __init__(self, kill: KillSwitch) -> None:
+        self.kill = kill
+
+    def __call__(self, call: ModelCall, next: Next) -> Awaitable[ModelResponse]:
+        # Not a coroutine: with nothing halted or paused (the common case) the step adds no
+        # coroutine level to the call.
+        if self.kill.engaged:
+            return self._gated(call, next)
+        return next(call)
+
+    async def _gated(self, call: ModelCall, next: Next) -> ModelResponse:
+        await self.kill.gate(call.run.run_id, call.agent)
+        return await next(call)

@@ -6,8 +6,10 @@ requests only; none reserves tokens before a call and reconciles after it, check
 
 Shape:
 - A `LimiterBackend` holds the buckets and does one admission atomically: every key's RPM and TPM
-  bucket is checked and deducted together, or none is. `MemoryLimiterBackend` is the in-process
-  backend; a Redis backend implements the same three methods with one Lua script each.
+  bucket is checked and deducted together, or none is. `corral.state.memory.MemoryLimiterBackend`
+  is the in-process backend; a Redis backend implements the same methods with one Lua script
+  each. The queue (who waits, in which order) stays in the process: a shared backend only has to
+  make each admission atomic across processes.
 - `RateLimiter` queues callers that do not fit, ordered by (priority level, arrival): FIFO within
   a level, and a lower-priority waiter never overtakes a blocked higher one on a shared key.
   Aging: a waiter that has waited `aging_s` per level below the best waiting level counts as
@@ -20,6 +22,9 @@ Shape:
 - Provider feedback: a 429 blocks the key for its Retry-After and empties its buckets; remaining
   counts from rate-limit headers lower the local allowance; client-side adaptive throttling
   defers calls with probability max(0, (requests - k * accepts) / (requests + 1)).
+
+The limiter's whole reach: `LimiterStep` (the guard chain: admit, settle, feed back the
+provider's answer) and the metrics that read its queue.
 """
 
 from __future__ import annotations
@@ -31,18 +36,34 @@ import itertools
 import math
 import random
 from collections import Counter, deque
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from corral.clock import Clock
-from corral.errors import RateLimitedError
+from corral.errors import ProviderError, ProviderRateLimitError, RateLimitedError
 from corral.guards.policy import LimiterPolicy, RateLimit
+from corral.guards.step import GuardEvent, ModelCall, Next
+from corral.model import ModelResponse
 
-__all__ = ["LimiterBackend", "MemoryLimiterBackend", "RateLimiter", "Ticket"]
+__all__ = ["LimiterBackend", "LimiterStep", "RateLimiter", "Ticket"]
 
 
 class LimiterBackend(Protocol):
-    """Bucket state for every key; each method is one atomic operation."""
+    """Bucket state for every key; each method is one atomic operation.
+
+    Contract for a shared backend (many processes): `try_acquire` checks and deducts every key's
+    RPM and TPM bucket in one atomic step (all or none: a Lua script in Redis); `adjust` is an
+    atomic add, capped at the bucket's capacity; `penalize` and `observe` only ever lower what
+    is allowed, so their races are harmless. Methods are synchronous: the in-memory backend costs
+    no coroutine per model call. A network backend keeps a local lease of tokens and refills it
+    in the background (or the limiter grows an async variant); the contract stays the same.
+    `tests/state/test_limiter_backend.py` is the contract, parametrized over backends.
+    """
+
+    def has_limit(self, key: str) -> bool:
+        """Whether `key` (or its kind's `kind:*`) has a configured limit."""
+        ...
 
     def try_acquire(self, keys: list[str], tokens: int, now: float) -> tuple[float, list[str]]:
         """Admit one request of `tokens` on every key (deducting all) and return `(0, [])`, or
@@ -62,110 +83,6 @@ class LimiterBackend(Protocol):
     ) -> None:
         """The provider reported what is left; never allow more than that locally."""
         ...
-
-
-class _Bucket:
-    __slots__ = ("capacity", "level", "rate", "updated")
-
-    def __init__(self, per_minute: int, burst_s: float, now: float) -> None:
-        self.rate = per_minute / 60.0
-        self.capacity = max(1.0, self.rate * burst_s)
-        self.level = self.capacity
-        self.updated = now
-
-    def refill(self, now: float) -> None:
-        if now > self.updated:
-            self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
-            self.updated = now
-
-    def wait_s(self, amount: float) -> float:
-        # A request larger than the bucket is admitted when the bucket is full (it goes into
-        # debt), so no request is too big to ever run.
-        need = min(amount, self.capacity)
-        if self.level >= need - 1e-9:  # refill arithmetic drifts by ulps
-            return 0.0
-        # At least a microsecond: a wait that rounds to nothing would spin without time passing.
-        return max((need - self.level) / self.rate, 1e-6) if self.rate > 0 else math.inf
-
-
-@dataclass(slots=True)
-class _Key:
-    requests: _Bucket | None
-    tokens: _Bucket | None
-    blocked_until: float = 0.0
-
-
-class MemoryLimiterBackend:
-    """Buckets in this process (embedded mode)."""
-
-    def __init__(self, limits: dict[str, RateLimit]) -> None:
-        self._limits = dict(limits)
-        self._keys: dict[str, _Key] = {}
-
-    def has_limit(self, key: str) -> bool:
-        return key in self._limits or f"{key.split(':', 1)[0]}:*" in self._limits
-
-    def _key(self, key: str, now: float) -> _Key:
-        found = self._keys.get(key)
-        if found is None:
-            limit = self._limits.get(key) or self._limits[f"{key.split(':', 1)[0]}:*"]
-            found = _Key(
-                requests=_Bucket(limit.rpm, limit.burst_s, now) if limit.rpm else None,
-                tokens=_Bucket(limit.tpm, limit.burst_s, now) if limit.tpm else None,
-            )
-            self._keys[key] = found
-        return found
-
-    def try_acquire(self, keys: list[str], tokens: int, now: float) -> tuple[float, list[str]]:
-        state = [self._key(k, now) for k in keys]
-        wait = 0.0
-        short: list[str] = []
-        for key, s in zip(keys, state, strict=True):
-            key_wait = s.blocked_until - now
-            for bucket, amount in ((s.requests, 1), (s.tokens, tokens)):
-                if bucket is not None:
-                    bucket.refill(now)
-                    key_wait = max(key_wait, bucket.wait_s(amount))
-            if key_wait > 0:
-                short.append(key)
-                wait = max(wait, key_wait)
-        if short:
-            return wait, short
-        for s in state:
-            if s.requests is not None:
-                s.requests.level -= 1
-            if s.tokens is not None:
-                s.tokens.level -= tokens
-        return 0.0, []
-
-    def adjust(self, keys: list[str], tokens: int, now: float) -> None:
-        for k in keys:
-            bucket = self._key(k, now).tokens
-            if bucket is not None:
-                bucket.refill(now)
-                bucket.level = min(bucket.capacity, bucket.level + tokens)
-
-    def penalize(self, key: str, retry_after_s: float, now: float) -> None:
-        if not self.has_limit(key):
-            return
-        s = self._key(key, now)
-        s.blocked_until = max(s.blocked_until, now + retry_after_s)
-        for bucket in (s.requests, s.tokens):
-            if bucket is not None:
-                bucket.refill(now)
-                bucket.level = min(bucket.level, 0.0)
-                bucket.updated = max(bucket.updated, now + retry_after_s)
-
-    def observe(
-        self, key: str, remaining_requests: int | None, remaining_tokens: int | None, now: float
-    ) -> None:
-        if not self.has_limit(key):
-            return
-        s = self._key(key, now)
-        for bucket, left in ((s.requests, remaining_requests), (s.tokens, remaining_tokens)):
-            if bucket is not None and left is not None:
-                bucket.refill(now)
-                bucket.level = min(bucket.level, float(left))
 
 
 class Ticket:
@@ -240,7 +157,7 @@ class RateLimiter:
         limits: `RateLimit` by key; `tenant:*` applies to every tenant separately.
         policy: Queueing (max wait, aging, adaptive throttling).
         clock: All waiting goes through it.
-        backend: Bucket state (default: in this process).
+        backend: Bucket state (default: `corral.state.memory.MemoryLimiterBackend`).
         seed: Seeds the adaptive-throttling coin.
     """
 
@@ -255,8 +172,12 @@ class RateLimiter:
     ) -> None:
         self.policy = policy
         self._clock = clock
-        self._memory = MemoryLimiterBackend(limits)
-        self._backend: LimiterBackend = backend or self._memory
+        if backend is None:
+            # The in-process default: stdlib only, so the core may build it.
+            from corral.state.memory import MemoryLimiterBackend
+
+            backend = MemoryLimiterBackend(limits)
+        self._backend: LimiterBackend = backend
         self._queue: list[tuple[int, int, _Waiter]] = []
         self._arrivals: dict[int, deque[_Waiter]] = {}
         """Waiters by level, oldest first (for the aged turn)."""
@@ -268,13 +189,17 @@ class RateLimiter:
         self._rng = random.Random(seed)
         self._outcomes: dict[str, _Outcomes] = {}
         self.admitted = 0
-        self._free = Ticket(self, [], 0, 0)  # a call no key limits: nothing to settle
         self.waited = 0
         """Calls that had to queue (for metrics)."""
 
+    @property
+    def backend(self) -> LimiterBackend:
+        """Where the buckets live."""
+        return self._backend
+
     def keys_for(self, *candidates: str | None) -> list[str]:
         """The candidate keys that have a configured limit."""
-        return [k for k in candidates if k and self._memory.has_limit(k)]
+        return [k for k in candidates if k and self._backend.has_limit(k)]
 
     @property
     def queue_depth(self) -> int:
@@ -284,21 +209,6 @@ class RateLimiter:
         """Calls waiting now, by priority level (0 = critical)."""
         depths: Counter[int] = Counter(level for level, _, _ in self._queue)
         return dict(depths)
-
-    def try_admit(self, keys: list[str], tokens: int, *, input_estimate: int) -> Ticket | None:
-        """Admit at once, without waiting, if nobody is queued and the call fits; else None."""
-        if not keys:
-            return self._free
-        if self._queue:
-            return None
-        now = self._clock.monotonic()
-        if self._throttle_wait(keys, now) != 0:
-            return None
-        wait, _ = self._backend.try_acquire(keys, tokens, now)
-        if wait != 0:
-            return None
-        self.admitted += 1
-        return Ticket(self, keys, tokens, input_estimate)
 
     async def acquire(
         self, keys: list[str], tokens: int, *, priority: int, input_estimate: int
@@ -500,3 +410,81 @@ class RateLimiter:
         if p > 0 and self._rng.random() < p:
             return 1.0  # deferred locally: try again in a second rather than add to the storm
         return 0.0
+
+
+class LimiterStep:
+    """The guard chain's rate limiter: wait (by the run's priority) until the call fits the
+    model's, the provider's and the tenant's limits, then settle the tokens with the actual
+    usage and feed back what the provider said (429s, remaining counts)."""
+
+    def __init__(self, limiter: RateLimiter, clock: Clock) -> None:
+        self.limiter = limiter
+        self.clock = clock
+        self._keys: dict[tuple[str, str | None], tuple[list[str], list[str]]] = {}
+        """(keys with a limit, the provider's own among them) by (model, tenant), resolved
+        once: limits are fixed at start-up."""
+
+    def _keys_for(self, model: str, tenant: str | None) -> tuple[list[str], list[str]]:
+        found = self._keys.get((model, tenant))
+        if found is None:
+            if len(self._keys) >= 10_000:  # many tenants: resolve again as they are used
+                self._keys.clear()
+            keys = self.limiter.keys_for(
+                f"model:{model}",
+                f"provider:{model.split(':', 1)[0]}",
+                f"tenant:{tenant}" if tenant else None,
+            )
+            # The provider's rate-limit headers speak for its own keys, not for a tenant's.
+            found = self._keys[(model, tenant)] = (
+                keys,
+                [k for k in keys if not k.startswith("tenant:")],
+            )
+        return found
+
+    def __call__(self, call: ModelCall, next: Next) -> Awaitable[ModelResponse]:
+        keys = self._keys_for(call.model.name, call.run.tenant)
+        if not keys[0]:
+            return next(call)  # no limit applies to this call: no coroutine level for it
+        return self._admitted(call, next, *keys)
+
+    async def _admitted(
+        self, call: ModelCall, next: Next, keys: list[str], provider_keys: list[str]
+    ) -> ModelResponse:
+        limiter, clock = self.limiter, self.clock
+        input_tokens = call.input_tokens
+        t0 = clock.monotonic()
+        ticket = await limiter.acquire(
+            keys,
+            input_tokens + call.request.max_output_tokens,
+            priority=call.run.level,
+            input_estimate=input_tokens,
+        )
+        waited = clock.monotonic() - t0
+        if waited > 0:
+            await call.emit(
+                GuardEvent(kind="queued", detail={"keys": keys, "waited_s": round(waited, 3)})
+            )
+        try:
+            response = await next(call)
+        except ProviderError as exc:
+            ticket.settle_failed()
+            if isinstance(exc, ProviderRateLimitError):
+                limiter.record_outcome(keys, accepted=False)
+                limiter.penalize(keys, exc.retry_after_s or 1.0)
+            raise
+        except BaseException:
+            if call.sent_at is None:
+                ticket.settle(0)
+            else:
+                ticket.settle_failed()
+            raise
+        ticket.settle(response.input_tokens + response.output_tokens)
+        limiter.record_outcome(keys, accepted=True)
+        if response.remaining_requests is not None or response.remaining_tokens is not None:
+            for key in provider_keys:
+                limiter.observe(
+                    key,
+                    remaining_requests=response.remaining_requests,
+                    remaining_tokens=response.remaining_tokens,
+                )
+        return response

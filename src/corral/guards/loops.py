@@ -3,6 +3,10 @@
 Everything here is deterministic for the same sequence of calls, so a run resumed after a crash
 (whose workflow code re-executes and replays its steps) reaches the same decisions at the same
 points.
+
+The loop guard's whole reach: `RunContext.call` (before each agent call: turns, repeats,
+ping-pong, depth, agents stopped by an error streak) and `ErrorStreakStep` (the guard chain, at
+each attempt: the same error from one model `error_streak` times in a row stops the agent).
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from corral.errors import LoopDetectedError
+from corral.errors import LoopDetectedError, ProviderError
 from corral.guards.policy import LoopPolicy
+from corral.guards.step import GuardEvent, ModelCall, Next
+from corral.model import ModelResponse
 
-__all__ = ["LoopGuard", "fingerprint"]
+__all__ = ["ErrorStreakStep", "LoopGuard", "fingerprint"]
 
 
 def fingerprint(value: Any) -> str:
@@ -139,3 +145,37 @@ class LoopGuard:
         """A call to `endpoint` succeeded: its error streak is over."""
         if self._streaks:  # usually empty: no key to build
             self._streaks.pop((agent, endpoint), None)
+
+
+class ErrorStreakStep:
+    """The guard chain's error-streak check, per attempt: no infinite retry of the same faulty
+    prompt. The `error_streak`-th identical failure in a row from one model fails the call at
+    once (`ModelCall.give_up` tells the retry step) and the agent's later calls in this run are
+    refused (`LoopGuard.on_call`)."""
+
+    def __init__(self, policy: LoopPolicy) -> None:
+        self.policy = policy
+
+    async def __call__(self, call: ModelCall, next: Next) -> ModelResponse:
+        loops = call.run.loops
+        try:
+            response = await next(call)
+        except ProviderError as exc:
+            endpoint = call.model.name
+            if loops.on_error(call.agent, endpoint, f"{exc.code}:{exc.status}"):
+                call.give_up = True
+                await call.emit(
+                    GuardEvent(
+                        kind="agent_stopped",
+                        detail={
+                            "agent": call.agent,
+                            "endpoint": endpoint,
+                            "error": exc.code,
+                            "times": self.policy.error_streak,
+                        },
+                        alert=True,
+                    )
+                )
+            raise
+        loops.on_success(call.agent, call.model.name)
+        return response

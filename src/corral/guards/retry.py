@@ -5,6 +5,9 @@ Only errors a retry can fix are retried (429, 5xx, timeouts, connection errors: 
 The backoff is full jitter (uniform(0, min(cap, base * 2**n))) with the provider's Retry-After as
 a floor. The retry budget keeps retries under a share of requests over a sliding window, so an
 outage does not multiply the load on a provider that is already failing.
+
+The retries' whole reach: `RetryStep` (the guard chain, per model of the tier's chain) and the
+metrics that read the retry budget.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from collections import deque
 from corral.clock import Clock
 from corral.errors import ProviderError, ProviderRateLimitError
 from corral.guards.policy import RetryPolicy
+from corral.guards.step import GuardEvent, ModelCall, Next
+from corral.model import ModelResponse
 
-__all__ = ["RetryBudget", "backoff_s", "is_retryable"]
+__all__ = ["RetryBudget", "RetryStep", "backoff_s", "is_retryable"]
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -100,3 +105,60 @@ class RetryBudget:
     def counts(self) -> tuple[int, int]:
         """(requests, retries) in the current window."""
         return self._requests(self._clock.monotonic()), len(self._retries)
+
+
+class RetryStep:
+    """The guard chain's retries of one model: retryable errors only, while the policy's
+    attempts and the process's retry budget last, with full-jitter backoff on the clock."""
+
+    def __init__(self, budget: RetryBudget, clock: Clock, rng: random.Random) -> None:
+        self.budget = budget
+        self.policy = budget.policy
+        self.clock = clock
+        self.rng = rng
+
+    async def __call__(self, call: ModelCall, next: Next) -> ModelResponse:
+        self.budget.record_request()
+        call.attempt = 1
+        call.give_up = False
+        call.sent_at = None
+        try:
+            return await next(call)
+        except ProviderError as exc:
+            failure = exc
+        while True:
+            await self._before_retry(call, failure)
+            call.attempt += 1
+            call.sent_at = None
+            try:
+                return await next(call)
+            except ProviderError as again:
+                failure = again
+
+    async def _before_retry(self, call: ModelCall, failure: ProviderError) -> None:
+        """Wait out the backoff before the next attempt, or raise `failure` (no retry)."""
+        attempt = call.attempt
+        if call.give_up or not is_retryable(failure) or attempt >= self.policy.max_attempts:
+            raise failure
+        if not self.budget.try_retry():
+            await call.emit(
+                GuardEvent(
+                    kind="retry_denied",
+                    detail={"model": call.model.name, "attempt": attempt, "error": failure.code},
+                )
+            )
+            raise failure
+        delay = backoff_s(self.policy, attempt, self.rng, failure)
+        await call.emit(
+            GuardEvent(
+                kind="retry",
+                detail={
+                    "model": call.model.name,
+                    "attempt": attempt + 1,
+                    "delay_s": round(delay, 3),
+                    "error": failure.code,
+                    "status": failure.status,
+                },
+            )
+        )
+        await self.clock.sleep(delay)

@@ -5,17 +5,30 @@ choose from a complexity score between 0 and 1: the input's length, the output s
 depth, how many tools it may call, and its role. `RouterPolicy.scorer` replaces the built-in score
 with your own function. Past the budget's degrade fraction the chosen tier moves one step cheaper.
 Every decision the router makes (an `auto` tier, a degrade) is recorded with its reason.
+
+The router's reach: `route` (the agent call picks the tier) and `FallbackStep` (the guard chain
+tries the tier's models in order: the primary, then its fallback providers).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from corral.errors import ConfigError
+from corral.errors import CircuitOpenError, ConfigError, ProviderError
+from corral.guards.step import GuardEvent, ModelCall, Next
+from corral.model import ModelResponse
 
-__all__ = ["AUTO", "RouteInput", "RouterPolicy", "default_scorer", "route", "schema_shape"]
+__all__ = [
+    "AUTO",
+    "FallbackStep",
+    "RouteInput",
+    "RouterPolicy",
+    "default_scorer",
+    "route",
+    "schema_shape",
+]
 
 AUTO = "auto"
 """The tier name that asks the router to choose."""
@@ -119,3 +132,45 @@ def route(policy: RouterPolicy, tier: str, x: RouteInput) -> tuple[str, dict[str
             "scorer": "custom" if policy.scorer else "default",
         },
     }
+
+
+class FallbackStep:
+    """The guard chain's fallback: the tier's models in order until one answers. The next model
+    is tried when one's breaker is open or its retryable failures outlast its retries; a
+    non-retryable failure ends the call (the request is wrong; another provider would refuse it
+    too)."""
+
+    def __call__(self, call: ModelCall, next: Next) -> Awaitable[ModelResponse]:
+        # Not a coroutine when there is nothing to fall back to and the request already names
+        # the model (the common case): no coroutine level added to the call.
+        if len(call.models) == 1 and call.request.model == call.model.name:
+            return next(call)
+        return self._in_turn(call, next)
+
+    async def _in_turn(self, call: ModelCall, next: Next) -> ModelResponse:
+        asked = call.request
+        last: ProviderError | CircuitOpenError | None = None
+        for position, model in enumerate(call.models):
+            if position > 0:
+                await call.emit(
+                    GuardEvent(
+                        kind="fallback",
+                        detail={
+                            "from": call.model.name,
+                            "to": model.name,
+                            "because": last.code if last is not None else "",
+                        },
+                    )
+                )
+            call.model = model
+            call.request = asked if asked.model == model.name else replace(asked, model=model.name)
+            try:
+                return await next(call)
+            except CircuitOpenError as exc:
+                last = exc
+            except ProviderError as exc:
+                if not exc.retryable:
+                    raise
+                last = exc
+        assert last is not None  # a chain has at least one model
+        raise last

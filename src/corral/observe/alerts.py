@@ -32,10 +32,28 @@ from typing import Any, Literal, Protocol
 
 from corral.clock import Clock
 from corral.observe.webhook import post_json
+from corral.state.memory import MemoryCooldowns
 from corral.telemetry import AlertPolicy
 from corral.trace import RunRecord, Span
 
-__all__ = ["Alert", "AlertMonitor", "Detector"]
+__all__ = ["Alert", "AlertMonitor", "Cooldowns", "Detector"]
+
+
+class Cooldowns(Protocol):
+    """Which alerts fired recently: set-if-absent with expiry.
+
+    Contract: `claim(key, at=t, cooldown_s=c)` is True, and holds the key until `t + c`, when
+    the key is free at `t`; False while it is held. Atomic: of many processes claiming the
+    same free key at once, exactly one gets True (Redis: `SET key 1 NX PX c`). Synchronous for
+    the in-memory backend; a shared backend claims in its own round trip, so a detector
+    behind one is used from a thread or gains an async variant (the contract is the same).
+    `tests/state/test_cooldowns.py` is the contract, parametrized over backends.
+    """
+
+    def claim(self, key: str, *, at: float, cooldown_s: float) -> bool:
+        """Take `key` for `cooldown_s` from `at` (epoch seconds); False if it is taken."""
+        ...
+
 
 log = logging.getLogger("corral.alerts")
 
@@ -75,7 +93,8 @@ class Detector:
     def __init__(self, policy: AlertPolicy) -> None:
         self.policy = policy
         self._series: dict[tuple[str, str], _Series] = {}
-        self._last: dict[str, datetime] = {}
+        self.cooldowns: Cooldowns = MemoryCooldowns()
+        """Which alerts fired recently (shared between processes when the backend is)."""
 
     def baseline(self, subject: str, metric: str) -> tuple[float, float, int] | None:
         """(mean, standard deviation, samples) of a baseline window, or None while empty."""
@@ -194,11 +213,7 @@ class Detector:
         so it is taken as fired. Checked before the alert and its message are built: under a
         steady anomaly most runs fall in the cooldown."""
         key = f"{kind}:{subject}:{metric}"  # `Alert.key`
-        last = self._last.get(key)
-        if last is not None and (at - last).total_seconds() < self.policy.cooldown_s:
-            return False
-        self._last[key] = at
-        return True
+        return self.cooldowns.claim(key, at=at.timestamp(), cooldown_s=self.policy.cooldown_s)
 
 
 def _median(values: deque[float]) -> float:

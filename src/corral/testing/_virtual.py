@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+
+from corral.testing._clock import _Timer
 
 
 class VirtualClock:
@@ -23,6 +26,7 @@ class VirtualClock:
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
         self._driver: asyncio.Task[None] | None = None
+        self._timers: list[tuple[float, int, _Timer]] = []
 
     def now(self) -> datetime:
         return self._start + timedelta(seconds=self._elapsed)
@@ -45,12 +49,24 @@ class VirtualClock:
             if not future.done():
                 future.cancel()
 
+    def call_at(self, when: float, callback: Callable[[], None]) -> _Timer:
+        """Run `callback` once time reaches `when`. A timer does not make time jump by itself
+        (sleepers and `advance` move time): a deadline stays in the future while the work it
+        bounds waits for something outside the clock (a thread, a socket)."""
+        timer = _Timer(callback)
+        heapq.heappush(self._timers, (when, next(self._seq), timer))
+        return timer
+
     def advance(self, seconds: float) -> None:
         """Move time forward by hand, waking every sleeper that is due."""
         self._elapsed += max(0.0, seconds)
         self._wake_due()
 
     def _wake_due(self) -> None:
+        while self._timers and self._timers[0][0] <= self._elapsed:
+            _, _, timer = heapq.heappop(self._timers)
+            if not timer.cancelled:
+                timer.callback()
         while self._sleepers and self._sleepers[0][0] <= self._elapsed:
             _, _, future = heapq.heappop(self._sleepers)
             if not future.done():

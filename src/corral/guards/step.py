@@ -1,0 +1,196 @@
+"""What a guard step is: the types every step of the guard chain shares, and yours too.
+
+A guard step is an interceptor around the rest of the chain: it gets the call in flight and
+`next`, the rest of the chain. It may refuse before calling `next` (raise a `LimitError`),
+wait, call `next` once or several times (retries, fallbacks), and settle what it acquired when
+`next` returns or raises, cancellation included:
+
+    class OutsideHoursError(LimitError):
+        code = "outside_hours"
+
+    class OfficeHours:
+        \"\"\"Refuses `batch` runs' model calls outside office hours.\"\"\"
+
+        def __init__(self, clock: Clock) -> None:
+            self.clock = clock
+
+        async def __call__(self, call: ModelCall, next: Next) -> ModelResponse:
+            if call.run.priority == "batch" and not 9 <= self.clock.now().hour < 17:
+                raise OutsideHoursError("batch work runs 9-17 only", agent=call.agent)
+            return await next(call)
+
+    app.guards.add(OfficeHours(app.clock), before="budget")
+
+The built-in steps and their order are in `corral.guards.chain`; each lives in the module of
+its guard (`budget.py`, `breaker.py`, ...), where its whole reach can be read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from corral.model import Model, ModelRequest, ModelResponse
+
+if TYPE_CHECKING:
+    from corral.guards.chain import RunGuards
+
+__all__ = ["STEP_NAMES", "Emit", "GuardEvent", "GuardStep", "ModelCall", "Next", "StepName"]
+
+StepName = Literal[
+    "agent_breaker",
+    "fallback",
+    "cache",
+    "retry",
+    "kill_switch",
+    "error_streak",
+    "budget",
+    "breaker",
+    "limiter",
+    "provider",
+]
+"""The built-in steps, outermost first (`provider` is the end of the chain)."""
+
+STEP_NAMES: tuple[StepName, ...] = (
+    "agent_breaker",
+    "fallback",
+    "cache",
+    "retry",
+    "kill_switch",
+    "error_streak",
+    "budget",
+    "breaker",
+    "limiter",
+    "provider",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GuardEvent:
+    """One guard decision: `kind` is `degrade`, `retry`, `retry_denied`, `fallback`, `breaker`,
+    `queued`, `paused`, `refused`, `cache_hit` or `agent_stopped` (or a custom step's own);
+    `detail` carries its numbers (free-form JSON)."""
+
+    kind: str
+    detail: dict[str, Any] = field(default_factory=dict)
+    alert: bool = False
+    """Worth an operator's attention (an agent stopped, a breaker opened)."""
+
+
+Emit = Callable[[GuardEvent], Awaitable[None]]
+"""Records a guard decision (the agent call turns it into a `guard` span)."""
+
+_ZERO = Decimal(0)
+
+
+class ModelCall:
+    """One agent's model call on its way through the guard chain.
+
+    Steps read who is calling and what is asked, and the steps that own a field write it:
+    `fallback` sets `model` and `request` per model of the tier's chain, `retry` counts
+    `attempt`, the provider sets `sent_at` and `cost`. A plain slotted class, not a dataclass:
+    one is built per model call and its fields change as it travels.
+
+    Args:
+        run: The run's guard state (budget, loop guard, priority, tenant, user).
+        agent: The calling agent's name.
+        timeout_s: The provider call's timeout.
+        emit: Where guard decisions go.
+        cache: The agent allows the exact response cache.
+        semantic: The agent opted into the semantic cache.
+    """
+
+    __slots__ = (
+        "agent",
+        "attempt",
+        "cost",
+        "emit",
+        "give_up",
+        "input_tokens",
+        "model",
+        "models",
+        "request",
+        "run",
+        "sent_at",
+        "timeout_s",
+        "use_cache",
+        "use_semantic",
+    )
+
+    def __init__(
+        self,
+        run: RunGuards,
+        agent: str,
+        timeout_s: float,
+        emit: Emit,
+        cache: bool = True,
+        semantic: bool = False,
+    ) -> None:
+        self.run = run
+        self.agent = agent
+        self.timeout_s = timeout_s
+        self.emit = emit
+        self.use_cache = cache
+        self.use_semantic = semantic
+        self.models: list[Model] = []
+        """The tier's chain: the primary model, then its fallbacks."""
+        self.model: Model
+        """The model this attempt goes to."""
+        self.request: ModelRequest
+        """The request as the current model gets it."""
+        self.input_tokens = 0
+        """The request's input, estimated (`estimate_input_tokens`)."""
+        self.attempt = 0
+        """1 for a model's first attempt, 2 for its first retry, ..."""
+        self.give_up = False
+        """Set by `error_streak`: this agent is stopped, so retrying is pointless."""
+        self.sent_at: float | None = None
+        """When the provider was called (clock.monotonic) in this attempt; None: not yet."""
+        self.cost = _ZERO
+        """What the returned answer cost (USD; 0 for a cached answer)."""
+
+    def call(self, models: list[Model], request: ModelRequest) -> Awaitable[ModelResponse]:
+        """Answer `request` with the first model of `models` that can.
+
+        Returns the chain's coroutine (no coroutine of its own: one level fewer per call).
+        What the answer cost is `cost` afterwards (the response's `cost_usd` may be unset).
+
+        Raises:
+            LimitError: a guard refused (budget, kill switch, error streak, rate-limit wait).
+            CircuitOpenError: every model's breaker (or the agent's) is open.
+            ProviderError: every model failed; the last failure.
+        """
+        self.models = models
+        self.model = models[0]
+        self.request = request
+        self.input_tokens = estimate_input_tokens(request)
+        return self.run.guards.chain(self)
+
+
+Next = Callable[[ModelCall], Awaitable[ModelResponse]]
+"""The rest of the chain."""
+
+
+class GuardStep(Protocol):
+    """One guard around the rest of the chain (see the module docstring for an example).
+
+    Raise a `corral.errors.LimitError` subclass (or your own `CorralError`) to refuse a call;
+    the run sees it as it is. Let `asyncio.CancelledError` propagate and release what you
+    acquired in `finally`.
+
+    An `async def __call__` is the usual form. A plain `def` returning `next(call)` itself
+    when the step has nothing to do (as the kill switch does while nothing is halted) adds no
+    coroutine level to the call.
+    """
+
+    def __call__(self, call: ModelCall, next: Next) -> Awaitable[ModelResponse]: ...
+
+
+def estimate_input_tokens(request: ModelRequest) -> int:
+    """Tokens the request's messages will count as (about 4 characters a token)."""
+    chars = 0
+    for message in request.messages:  # a loop: no generator per call
+        chars += len(message.content)
+    return chars // 4 + 4 * len(request.messages) + 1

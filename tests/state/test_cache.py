@@ -1,0 +1,63 @@
+"""The `ResponseCache` contract, run against every backend (the memory one, Redis when one is
+reachable, the run database)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from corral.guards.cache import ResponseCache
+from corral.state.memory import MemoryCache
+
+NOW = 1_000_000.0
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        # A real Redis server: the slow tier (the fast tier allows no network).
+        pytest.param("redis", marks=pytest.mark.slow),
+        "database",
+    ]
+)
+async def cache(request: pytest.FixtureRequest) -> AsyncIterator[ResponseCache]:
+    if request.param == "memory":
+        yield MemoryCache()
+    elif request.param == "redis":
+        pytest.importorskip("redis")
+        from corral.state.redis_cache import RedisCache
+
+        redis_cache = RedisCache("redis://127.0.0.1:6379/0", prefix=f"test:{uuid.uuid4().hex}")
+        if await redis_cache.cache_get("probe", "probe", NOW) is None and redis_cache.errors:
+            await redis_cache.aclose()
+            pytest.skip("no Redis at 127.0.0.1:6379")
+        yield redis_cache
+        await redis_cache.aclose()
+    else:
+        from corral.store.sql import SqlStore
+
+        store = await SqlStore.open("sqlite:///:memory:")
+        yield store
+        await store.close()
+
+
+async def test_a_stored_answer_is_found_in_its_namespace_only(cache: ResponseCache):
+    await cache.cache_put("tenant:a", "k", {"text": "hi"}, now=NOW, ttl_s=60)
+    assert await cache.cache_get("tenant:a", "k", NOW + 1) == {"text": "hi"}
+    assert await cache.cache_get("tenant:b", "k", NOW + 1) is None
+    assert await cache.cache_get("tenant:a", "other", NOW + 1) is None
+
+
+async def test_the_last_write_wins(cache: ResponseCache):
+    await cache.cache_put("tenant:a", "k", {"text": "old"}, now=NOW, ttl_s=60)
+    await cache.cache_put("tenant:a", "k", {"text": "new"}, now=NOW, ttl_s=60)
+    assert await cache.cache_get("tenant:a", "k", NOW + 1) == {"text": "new"}
+
+
+async def test_an_answer_expires_after_its_ttl(cache: ResponseCache):
+    if type(cache).__name__ == "RedisCache":
+        pytest.skip("Redis expires keys on its own clock (tested with the app's clock elsewhere)")
+    await cache.cache_put("tenant:a", "k", {"text": "hi"}, now=NOW, ttl_s=60)
+    assert await cache.cache_get("tenant:a", "k", NOW + 61) is None
