@@ -418,7 +418,7 @@ class App:
     async def spans(self, run_id: RunId | str) -> list[dict[str, Any]]:
         """The recorded spans of a run, in step order (from the app's database)."""
         await self.open()
-        spans: list[dict[str, Any]] = await self.store.list_spans(run_id)
+        spans: list[dict[str, Any]] = await self.store.list_spans(RunId(run_id))
         return spans
 
     # -- operators ------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ def validate_payload(schema: type[M], payload: Any, *, agent: str, code: str, ro
         ]
         summary = "; ".join(f"{e['loc'] or '<root>'}: {e['msg']}" for e in errors[:5])
         raise AgentError(
-            f"{role} {schema.__name__} is invalid: {summary}",
+            f"{role} {agent!r} ({schema.__name__}) is invalid: {summary}",
             agent=agent,
             code=code,
             details={"errors": errors},

@@ -53,7 +53,7 @@ def test_payload_from_a_file(cli, tmp_path):
     [
         pytest.param(
             ("run", "ask", "--app", "tests.apps.echo:build", "-i", '{"txt": 1}'),
-            "[invalid_payload] input of workflow Question is invalid: text",
+            "[invalid_payload] input of workflow 'ask' (Question) is invalid: text",
             id="invalid-payload",
         ),
         pytest.param(

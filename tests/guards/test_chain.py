@@ -18,6 +18,7 @@ from corral.errors import (
     LimitError,
     ProviderError,
     ProviderRateLimitError,
+    UsageError,
 )
 from corral.guards import BreakerPolicy, BudgetPolicy, GuardPolicies, LoopPolicy, RateLimit
 from corral.guards.chain import Guards, RunGuards
@@ -120,7 +121,7 @@ def test_optional_steps_leave_the_chain_when_unconfigured():
 
 
 def test_adding_before_an_unknown_step_is_refused():
-    with pytest.raises(ValueError, match="unknown guard step"):
+    with pytest.raises(UsageError, match="unknown guard step"):
         guards().add(Trace("x", []), before="nowhere")  # type: ignore[arg-type]
 
 

@@ -82,8 +82,7 @@ def stats(
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
-    """Per-agent health: success rate, latency percentiles, tokens, cost, retries, cache hits,
-    review feedback."""
+    """Per-agent health: success rate, latency, tokens, cost, retries, cache hits, reviews."""
     from corral.store import queries
 
     start = queries.parse_since(since)

@@ -14,6 +14,7 @@ from rich.tree import Tree
 from corral._loop import run as run_loop
 from corral.cli._app import ConfigOpt, DbOpt, app, open_store, read_config
 from corral.cli._output import console, err, short
+from corral.contracts import RunId
 
 
 @app.command()
@@ -125,7 +126,7 @@ def show(
     async def go() -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         store = await open_store(read_config(config, db))
         try:
-            found = await store.get_run(run_id)
+            found = await store.get_run(RunId(run_id))
             return found, (await store.list_spans(found["run_id"]) if found else [])
         finally:
             await store.close()

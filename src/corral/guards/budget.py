@@ -29,6 +29,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from corral.clock import Clock
+from corral.contracts import RunId
 from corral.errors import BudgetExhaustedError
 from corral.guards.policy import BudgetPolicy, DailyLimit
 from corral.guards.step import GuardEvent, ModelCall, Next
@@ -316,10 +317,14 @@ def _run_limits(policy: BudgetPolicy) -> tuple[Limits, Decimal | None, Decimal |
     )
 
 
+_NO_RUN = RunId("run")
+"""The run id of a budget made outside a run (tests, benchmarks)."""
+
+
 class RunBudget:
     """One run's budget; parallel calls and children share it."""
 
-    def __init__(self, policy: BudgetPolicy, run_id: str = "run") -> None:
+    def __init__(self, policy: BudgetPolicy, run_id: RunId = _NO_RUN) -> None:
         self.policy = policy
         limits, self._degrade_usd, self._degrade_tokens = _run_limits(policy)
         self.account = Account("run", limits)

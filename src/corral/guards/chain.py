@@ -45,7 +45,7 @@ from collections.abc import Awaitable, Iterable
 
 from corral.clock import Clock
 from corral.contracts import RunId
-from corral.errors import ProviderTimeoutError
+from corral.errors import ProviderTimeoutError, UsageError
 from corral.guards.breaker import AgentBreakerStep, BreakerRegistry, BreakerStep
 from corral.guards.budget import BudgetStep, DailyLedger, RunBudget
 from corral.guards.cache import CacheStep, ResponseCache, SemanticCache
@@ -172,10 +172,10 @@ class Guards:
         `corral.guards.step` for an example.
 
         Raises:
-            ValueError: `before` names no built-in step.
+            UsageError: `before` names no built-in step.
         """
         if before not in STEP_NAMES:
-            raise ValueError(f"unknown guard step {before!r}; use one of {list(STEP_NAMES)}")
+            raise UsageError(f"unknown guard step {before!r}; use one of {list(STEP_NAMES)}")
         self._custom.append((before, step))
         self._chain = None
 

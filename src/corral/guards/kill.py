@@ -23,6 +23,7 @@ from collections.abc import Awaitable
 from typing import Any, Literal, Protocol, TypeVar
 
 from corral.clock import Clock
+from corral.contracts import RunId
 from corral.errors import KilledError
 from corral.guards.deadlines import Deadline, Deadlines
 from corral.guards.step import ModelCall, Next
@@ -75,7 +76,9 @@ class Watch(Deadline):
 
     __slots__ = ("agent", "halted", "run_id")
 
-    def __init__(self, owner: Deadlines, task: asyncio.Task[Any], run_id: str, agent: str) -> None:
+    def __init__(
+        self, owner: Deadlines, task: asyncio.Task[Any], run_id: RunId, agent: str
+    ) -> None:
         # `Deadline.__init__`'s fields set here: one call per model call fewer.
         self._owner = owner
         self.task = task
@@ -145,18 +148,18 @@ class KillSwitch:
                 found[name] = reason
         self.engaged = bool(raised)
 
-    async def until_held(self, run_id: str) -> str:
+    async def until_held(self, run_id: RunId) -> str:
         """Wait until `run_id` is held by a pause; returns the pause's scope."""
         while run_id not in self.held:
             changed = self._held_changed
             await changed.wait()
         return self.held[run_id]
 
-    def track(self, run_id: str, workflow: str, priority: str) -> None:
+    def track(self, run_id: RunId, workflow: str, priority: str) -> None:
         """Know which workflow and priority a run has (pauses by workflow and class)."""
         self._runs_meta[run_id] = (workflow, priority)
 
-    def untrack(self, run_id: str) -> None:
+    def untrack(self, run_id: RunId) -> None:
         """The run ended: forget it (and a halt that named it)."""
         self._runs_meta.pop(run_id, None)
 
@@ -228,7 +231,7 @@ class KillSwitch:
             "held_runs": dict(self.held),
         }
 
-    def _pause_scope(self, run_id: str, agent: str) -> str | None:
+    def _pause_scope(self, run_id: RunId, agent: str) -> str | None:
         if agent in self._paused_agents:
             return f"agent {agent}"
         meta = self._runs_meta.get(run_id)
@@ -240,7 +243,7 @@ class KillSwitch:
                 return "non-critical work"
         return None
 
-    async def gate(self, run_id: str, agent: str) -> None:
+    async def gate(self, run_id: RunId, agent: str) -> None:
         """The step boundary: raise if halted, wait while paused (a halt ends the wait).
 
         Raises:
@@ -308,7 +311,7 @@ class KillSwitch:
             self.flags.clear(("halt", "agent", agent))
         self.refresh()
 
-    def _scope(self, run_id: str, agent: str) -> str | None:
+    def _scope(self, run_id: RunId, agent: str) -> str | None:
         if self._all is not None:
             return f"all: {self._all}"
         if run_id in self._runs:
@@ -317,7 +320,7 @@ class KillSwitch:
             return f"agent {agent}: {self._agents[agent]}"
         return None
 
-    def check(self, run_id: str, agent: str) -> None:
+    def check(self, run_id: RunId, agent: str) -> None:
         """Raises:
         KilledError: this run or agent (or everything) is halted."""
         scope = self._scope(run_id, agent)
@@ -325,7 +328,7 @@ class KillSwitch:
             raise KilledError(scope)
 
     async def guard(
-        self, run_id: str, agent: str, call: Awaitable[T], *, timeout_s: float | None = None
+        self, run_id: RunId, agent: str, call: Awaitable[T], *, timeout_s: float | None = None
     ) -> T:
         """Await `call` so that a halt covering it cancels it, within `timeout_s`.
 
@@ -349,7 +352,7 @@ class KillSwitch:
         finally:
             self.unwatch(watch)
 
-    def watch(self, run_id: str, agent: str, timeout_s: float | None) -> Watch:
+    def watch(self, run_id: RunId, agent: str, timeout_s: float | None) -> Watch:
         """Cover the current task's next wait: a halt of `run_id` or `agent`, or `timeout_s`
         passing, cancels it. Pair with `unwatch` in a `finally`; on `CancelledError` call
         `stopped` first."""

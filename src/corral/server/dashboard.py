@@ -34,6 +34,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from corral.contracts import RunId
 from corral.errors import ConflictError, NotFoundError, PayloadError, StateError, UsageError
 from corral.guards.policy import PRIORITIES
 from corral.server.auth import COOKIE, Forbidden, Principal, Unauthorized, requires
@@ -256,7 +257,7 @@ def create_dashboard(store: SqlStore, *, app: App | None = None, ops: Ops | None
         )
 
     async def load_run(run_id: str) -> dict[str, Any] | None:
-        run = await store.get_run(run_id)
+        run = await store.get_run(RunId(run_id))
         if run is None:
             return None
         return run_view(run, await store.list_spans(run["run_id"]))

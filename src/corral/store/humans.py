@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from corral.contracts import JsonValue
+from corral.contracts import JsonValue, RunId
 from corral.errors import ConflictError, NotFoundError, PayloadError, UsageError
 from corral.humans import ACTIONS, STATUS_OF, HumanRequest
 from corral.store import queries
@@ -126,7 +126,7 @@ class HumanRequests:
 
         return await self._store.query(read)
 
-    async def human_wait_s(self, run_id: str, now: datetime) -> float:
+    async def human_wait_s(self, run_id: RunId, now: datetime) -> float:
         """Seconds `run_id` has spent waiting for approvals and escalations (open ones to `now`)."""
 
         def read(conn: sa.Connection) -> float:

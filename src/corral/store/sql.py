@@ -27,7 +27,7 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from corral.contracts import JsonValue
+from corral.contracts import JsonValue, RunId
 from corral.errors import ConfigError, StateError
 from corral.observe.redact import Redactor
 from corral.store._rows import aware, dump, load
@@ -327,7 +327,7 @@ class SqlStore:
 
         return await self._call(read)
 
-    async def record_effect(self, key: str, run_id: str, tool: str, result: JsonValue) -> None:
+    async def record_effect(self, key: str, run_id: RunId, tool: str, result: JsonValue) -> None:
         values = {"key": key, "run_id": run_id, "tool": tool, "result": dump(result) or "null"}
         await self._write(lambda conn: conn.execute(self._upserts["effects"], values))
 
@@ -462,7 +462,7 @@ class SqlStore:
 
     # -- journal --------------------------------------------------------------------------------
 
-    async def load_steps(self, run_id: str) -> dict[str, JsonValue]:
+    async def load_steps(self, run_id: RunId) -> dict[str, JsonValue]:
         """Every journaled step result of a run, by step id."""
 
         def read() -> dict[str, JsonValue]:
@@ -476,7 +476,7 @@ class SqlStore:
 
     async def save_step(
         self,
-        run_id: str,
+        run_id: RunId,
         step_id: str,
         name: str,
         result: JsonValue,
@@ -508,7 +508,7 @@ class SqlStore:
 
         return await self._call(read)
 
-    async def get_run(self, run_id: str) -> dict[str, Any] | None:
+    async def get_run(self, run_id: RunId) -> dict[str, Any] | None:
         """One run (a unique id prefix is enough), or None."""
 
         def read() -> dict[str, Any] | None:
@@ -522,7 +522,7 @@ class SqlStore:
 
         return await self._call(read)
 
-    async def list_spans(self, run_id: str) -> list[dict[str, Any]]:
+    async def list_spans(self, run_id: RunId) -> list[dict[str, Any]]:
         """A run's spans in step order."""
 
         def read() -> list[dict[str, Any]]:
