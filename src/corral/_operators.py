@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
+from corral._services import Auditor
 from corral.clock import Clock
 from corral.config import AppConfig
 from corral.contracts import JsonValue
@@ -44,8 +45,9 @@ C = TypeVar("C", bound=Control)
 C_co = TypeVar("C_co", bound=Control, covariant=True)
 
 
-class ControlLog(Protocol[C_co]):
-    """The operations store as operators reach it (`corral.store.ops.Ops`)."""
+class ControlLog(Auditor, Protocol[C_co]):
+    """The operations store as operators reach it (`corral.store.ops.Ops`): the audit log
+    (`Auditor`), controls and human decisions."""
 
     async def controls_since(self, seq: int) -> Sequence[C_co]:
         """Controls after `seq`, oldest first."""
@@ -81,19 +83,6 @@ class ControlLog(Protocol[C_co]):
         self, *, action: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
         """The newest audit entries."""
-        ...
-
-    async def audit(
-        self,
-        *,
-        at: datetime,
-        actor: str,
-        action: str,
-        subject: str,
-        run_id: str | None = None,
-        details: dict[str, Any] | None = None,
-    ) -> int:
-        """Append an audit entry."""
         ...
 
 
