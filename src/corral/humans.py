@@ -15,8 +15,9 @@ truth, not the waiting process:
   `humans.poll_s` for all of its waiting requests in one query.
 
 This module is core: it defines the request, the decision and the policies, and waits through the
-small `HumanStore` protocol (implemented by `corral.store.ops`). Who may decide, and validating an
-edited value against the request's schema, belong to the deciding side (`corral.store.ops`).
+small `HumanStore` protocol (implemented by `corral.store.humans`). Who may decide, and
+validating an edited value against the request's schema, belong to the deciding side (the same
+module).
 """
 
 from __future__ import annotations

@@ -202,7 +202,7 @@ class KillSwitch:
         self._wake()
 
     def apply(self, action: str, scope: str, name: str | None, reason: str = "") -> None:
-        """Apply one operator action from the controls log (`corral.store.ops`)."""
+        """Apply one operator action from the controls log (`corral.store.controls`)."""
         run = name if scope == "run" else None
         agent = name if scope == "agent" else None
         workflow = name if scope == "workflow" else None
