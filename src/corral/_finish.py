@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from corral._services import Body
 from corral.contracts import JsonValue, dump_payload, validate_payload
 from corral.errors import (
     BudgetExhaustedError,
@@ -22,18 +23,7 @@ from corral.errors import (
 from corral.guards.deadlines import Deadline
 from corral.trace import RunStatus
 
-__all__ = ["Body", "WorkflowEnd", "ended_by", "finish"]
-
-
-class Body(Protocol):
-    """A workflow as `finish` needs it (`corral.workflow.Workflow`)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def output(self) -> type[BaseModel] | None: ...
-    @property
-    def fn(self) -> Any: ...
+__all__ = ["WorkflowEnd", "ended_by", "finish"]
 
 
 class Offers(Protocol):

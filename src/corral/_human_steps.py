@@ -8,10 +8,8 @@ deadline stops (`DeadlineHold`): a run may wait a day for an approval.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from pydantic import BaseModel
@@ -20,7 +18,6 @@ from corral.agent import Agent, FunctionAgent
 from corral.clock import Clock
 from corral.contracts import JsonValue, RunId, dump_payload, validate_payload
 from corral.errors import CorralError, RejectedError, TakenOverError, UsageError
-from corral.guards.deadlines import Deadline
 from corral.humans import Decision, HumanRequest, HumanStore, deadline
 from corral.trace import Span
 
@@ -28,7 +25,6 @@ if TYPE_CHECKING:
     from corral._services import RunServices
 
 __all__ = [
-    "DeadlineHold",
     "approve_value",
     "escalate_to_human",
     "sample_for_review",
@@ -40,35 +36,6 @@ log = logging.getLogger(__name__)
 In = TypeVar("In", bound=BaseModel)
 Out = TypeVar("Out", bound=BaseModel)
 T = TypeVar("T")
-
-
-class DeadlineHold:
-    """Stops the run's deadline timer while any human wait of the run is open.
-
-    One per run, shared by its context and its sub-workflow contexts (in `RunServices`).
-    """
-
-    def __init__(self) -> None:
-        self.timer: Deadline | None = None
-        self._open = 0
-        self._remaining: float | None = None
-
-    @contextlib.asynccontextmanager
-    async def __call__(self) -> AsyncIterator[None]:
-        timer = self.timer
-        if timer is None:
-            yield
-            return
-        if self._open == 0:
-            self._remaining = timer.remaining()
-            timer.reschedule(None)
-        self._open += 1
-        try:
-            yield
-        finally:
-            self._open -= 1
-            if self._open == 0 and self._remaining is not None:
-                timer.reschedule_in(max(self._remaining, 0.0))
 
 
 async def wait_for_human(

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from corral._finish import ended_by, finish
-from corral._human_steps import DeadlineHold, sample_for_review
+from corral._human_steps import sample_for_review
 from corral._result import RunResult
 from corral._services import Auditor, RunServices, RunStats
 from corral.clock import Clock
@@ -41,6 +41,7 @@ from corral.errors import (
     UsageError,
 )
 from corral.guards.chain import Guards
+from corral.guards.deadlines import DeadlineHold
 from corral.guards.policy import PRIORITIES, Priority
 from corral.humans import HumanDesk, HumanStore
 from corral.model import Model, Usage

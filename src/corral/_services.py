@@ -7,24 +7,35 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel
 
 from corral._dataclass import quick_init
-from corral._human_steps import DeadlineHold
 from corral.clock import Clock
 from corral.contracts import JsonValue, RunId
 from corral.durable import Journal
 from corral.guards.chain import RunGuards
+from corral.guards.deadlines import DeadlineHold
 from corral.humans import HumanDesk, HumanPolicy
 from corral.model import Model, Usage
 from corral.trace import Recorder
 
-if TYPE_CHECKING:
-    from corral.workflow import Workflow
+__all__ = ["Auditor", "Body", "RunServices", "RunStats"]
 
-__all__ = ["Auditor", "RunServices", "RunStats"]
+
+class Body(Protocol):
+    """A workflow as `finish` and a run's sub-workflow calls need it
+    (`corral.workflow.Workflow`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def input(self) -> type[BaseModel]: ...
+    @property
+    def output(self) -> type[BaseModel] | None: ...
+    @property
+    def fn(self) -> Any: ...
 
 
 class Auditor(Protocol):
@@ -93,7 +104,7 @@ class RunServices:
     """This run's budget and loop guard (and, through `guards.guards`, the app's)."""
     resolve_model: Callable[[str], Model]
     resolve_chain: Callable[[str], list[Model]]
-    resolve_workflow: Callable[[str], Workflow] | None
+    resolve_workflow: Callable[[str], Body] | None
     humans: HumanDesk | None
     human_policy: HumanPolicy
     auditor: Auditor | None

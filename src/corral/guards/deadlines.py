@@ -24,12 +24,14 @@ Usage, in the task the deadline bounds:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+from collections.abc import AsyncIterator
 from typing import Any
 
 from corral.clock import Clock, SystemClock, Timer
 
-__all__ = ["Deadline", "Deadlines"]
+__all__ = ["Deadline", "DeadlineHold", "Deadlines"]
 
 
 class Deadline:
@@ -131,3 +133,32 @@ class Deadlines:
                 earliest = deadline.at
         if earliest < math.inf:
             self._arm(loop, earliest)
+
+
+class DeadlineHold:
+    """Stops the run's deadline timer while any human wait of the run is open.
+
+    One per run, shared by its context and its sub-workflow contexts (in `RunServices`).
+    """
+
+    def __init__(self) -> None:
+        self.timer: Deadline | None = None
+        self._open = 0
+        self._remaining: float | None = None
+
+    @contextlib.asynccontextmanager
+    async def __call__(self) -> AsyncIterator[None]:
+        timer = self.timer
+        if timer is None:
+            yield
+            return
+        if self._open == 0:
+            self._remaining = timer.remaining()
+            timer.reschedule(None)
+        self._open += 1
+        try:
+            yield
+        finally:
+            self._open -= 1
+            if self._open == 0 and self._remaining is not None:
+                timer.reschedule_in(max(self._remaining, 0.0))
