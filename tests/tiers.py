@@ -50,9 +50,6 @@ ALLOWED_BLOCKING: tuple[tuple[str, str, str], ...] = (
     ("*", "<frozen importlib._bootstrap>", "_find_and_load"),
     # Configuration is read once, at the edge, before anything else runs (the CLI's own loop).
     ("*", "corral/config.py", "load_config"),
-    # Opening a store makes the SQLite file's directory and the engine: once per app start.
-    # TODO(tiers): move `make_engine` off the loop in `SqlStore.open`, then drop this line.
-    ("*", "corral/store/sql.py", "make_engine"),
 )
 """(blocking function or `*`, file that may call it, function there): the calls BlockBuster
 lets through on the loop, each with the reason in a comment."""

@@ -170,7 +170,9 @@ class SqlStore:
             StateError: the database is locked, corrupt, unreachable or from a newer Corral.
             ConfigError: the URL is unusable.
         """
-        store = cls(make_engine(url), url, redactor, forget_durable=forget_durable)
+        # Making the engine creates the SQLite file's directory: off the event loop.
+        engine = await asyncio.to_thread(make_engine, url)
+        store = cls(engine, url, redactor, forget_durable=forget_durable)
         await store._call(store._migrate)
         return store
 
