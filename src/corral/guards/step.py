@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 from corral.model import Model, ModelRequest, ModelResponse
 
@@ -53,18 +53,7 @@ StepName = Literal[
 ]
 """The built-in steps, outermost first (`provider` is the end of the chain)."""
 
-STEP_NAMES: tuple[StepName, ...] = (
-    "agent_breaker",
-    "fallback",
-    "cache",
-    "retry",
-    "kill_switch",
-    "error_streak",
-    "budget",
-    "breaker",
-    "limiter",
-    "provider",
-)
+STEP_NAMES: tuple[StepName, ...] = get_args(StepName)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
