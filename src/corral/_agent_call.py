@@ -269,7 +269,7 @@ class AgentCall(Generic[In, Out]):
                         detail={
                             "from": tier,
                             "to": cheaper,
-                            "budget_used": round(run.budget.account.fraction(), 3),
+                            "budget_used": round(run.budget.fraction(), 3),
                         },
                     )
                 )

@@ -148,7 +148,7 @@ class RunContext:
     @property
     def budget(self) -> dict[str, str | None]:
         """What is left of this run's budget, per dimension (None: no limit)."""
-        return self.guards.budget.account.remaining()
+        return self.guards.budget.remaining()
 
     def offer(self, value: BaseModel | JsonValue, *, source: str = "workflow") -> None:
         """Declare `value` the best result so far (returned if a budget stops the run)."""

@@ -36,7 +36,7 @@ def test_reserve_then_reconcile_admits_the_fourth_call():
     }
     for r in held:
         r.settle(D("0.20"), 0)
-    assert budget.spent_usd == D("0.60")
+    assert budget.account.spent["usd"] == D("0.60")
     reserve(budget, "0.30", "0.01")  # 0.60 + 0.30 = 0.90 fits
 
 
@@ -45,7 +45,7 @@ def test_settling_twice_changes_nothing_and_failures_keep_the_input_estimate():
     r = reserve(budget, "0.50", "0.05")
     r.settle_failed()
     r.settle(D("0.50"), 0)
-    assert budget.spent_usd == D("0.05")
+    assert budget.account.spent["usd"] == D("0.05")
     assert budget.account.reserved["usd"] == 0
 
 
@@ -68,7 +68,7 @@ def test_fifty_parallel_calls_racing_for_the_last_dollar_never_overspend():
 
     admitted = asyncio.run(main())
     assert sum(admitted) == 14  # 14 * 0.07 = 0.98; a 15th would be 1.05
-    assert budget.spent_usd == D("0.98") <= D("1.00")
+    assert budget.account.spent["usd"] == D("0.98") <= D("1.00")
 
 
 def test_every_dimension_is_a_limit():

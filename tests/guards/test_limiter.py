@@ -192,3 +192,29 @@ async def test_an_interactive_trickle_is_not_stuck_behind_a_batch_backlog():
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await lim.close()
+
+
+async def test_two_limiters_on_one_backend_keep_priority_between_them():
+    """Two processes' limiters share one backend: a batch call of one does not take the room an
+    interactive call of the other is waiting for."""
+    from corral.state.memory import MemoryLimiterBackend
+
+    clock = VirtualClock()
+    shared = MemoryLimiterBackend({"model:m": RateLimit(rpm=60, burst_s=1)})  # 1 per second
+    policy = LimiterPolicy(max_wait_s=600)
+    first = RateLimiter({}, policy, clock, backend=shared)
+    second = RateLimiter({}, policy, clock, backend=shared)
+    await first.acquire(["model:m"], 0, priority=BATCH, input_estimate=0)  # empties the bucket
+    order: list[str] = []
+
+    async def call(lim: RateLimiter, name: str, priority: int) -> None:
+        await lim.acquire(["model:m"], 0, priority=priority, input_estimate=0)
+        order.append(name)
+
+    batch = asyncio.ensure_future(call(first, "batch", BATCH))
+    await asyncio.sleep(0)
+    interactive = asyncio.ensure_future(call(second, "interactive", INTERACTIVE))
+    await asyncio.gather(batch, interactive)
+    assert order == ["interactive", "batch"]
+    await first.close()
+    await second.close()

@@ -1,12 +1,12 @@
 """Budgets: reserve the worst case before a call, reconcile with what it really cost after.
 
-A run's budget (USD, tokens, model calls, agent turns) and the daily hard limits of its tenant,
-user and project are `Account`s. A call reserves its worst case (counted input tokens plus the
-maximum output tokens, at the model's price) in every account that applies, all or none, before it
-is made; a call that does not fit is refused before it costs anything. Afterwards the reservation
-is settled with the actual usage (refund or charge the difference; settling twice changes
-nothing). A failed call with no usage keeps only its input estimate (providers often bill input on
-errors).
+A run's budget (USD, tokens, model calls, agent turns) lives in a `RunAccount`; the daily hard
+limits of its tenant, user and project are accounts in a `BudgetStore`. A call reserves its worst
+case (counted input tokens plus the maximum output tokens, at the model's price) in every account
+that applies, all or none, before it is made; a call that does not fit is refused before it
+costs anything. Afterwards the reservation is settled with the actual usage (refund or charge the
+difference; settling twice changes nothing). A failed call with no usage keeps only its input
+estimate (providers often bill input on errors).
 
 Reservation is synchronous: between checking and deducting there is no `await`, so any number of
 parallel calls in one event loop racing for the last dollar never overspend.
@@ -36,7 +36,6 @@ from corral.guards.step import GuardEvent, ModelCall, Next
 from corral.model import ModelResponse, Pricer
 
 __all__ = [
-    "Account",
     "BudgetStep",
     "BudgetStore",
     "Cost",
@@ -44,6 +43,7 @@ __all__ = [
     "DailyLedger",
     "Limits",
     "Reservation",
+    "RunAccount",
     "RunBudget",
 ]
 
@@ -81,106 +81,55 @@ class Limits:
         }[dimension]
 
 
-class Account:
-    """Limits, committed spend and open reservations for one scope.
+class RunAccount(Protocol):
+    """One run's budget state: limits, committed spend and open reservations (USD, tokens, model
+    calls, agent turns). Parallel calls and child workflows of the run share it.
 
-    Spend (`usd`, `tokens`, `model_calls`, `agent_turns`) and reservations (`r_usd`,
-    `r_tokens`, `r_model_calls`) are plain attributes rather than dicts: every model call checks,
-    reserves and settles them in each account it touches. `spent` and `reserved` give them as
-    dicts for reading.
+    Contract (what a shared implementation must keep across processes): `reserve` checks the
+    room for one more model call of `usd` and `tokens` and holds it in one atomic step, returning
+    the refusal instead when it does not fit (nothing held); `settle` replaces a hold by what the
+    call cost and `release` gives it back, each exactly as the hold was made (the caller settles
+    once); `take_turn` counts one agent turn or returns the refusal, atomically; `charge` adds
+    spend that had no hold. Reads (`used`, `spent`, `reserved`) may be a moment stale.
+    Synchronous for the reason `BudgetStore` gives. `corral.state.memory.MemoryAccount` is the
+    in-process implementation; `tests/state/test_run_account.py` is the contract.
     """
 
-    __slots__ = (
-        "agent_turns",
-        "limits",
-        "model_calls",
-        "r_model_calls",
-        "r_tokens",
-        "r_usd",
-        "scope",
-        "tokens",
-        "usd",
-    )
+    limits: Limits
 
-    def __init__(self, scope: str, limits: Limits) -> None:
-        self.scope = scope
-        self.limits = limits
-        self.usd: Decimal = _ZERO
-        self.tokens = self.model_calls = self.agent_turns = 0
-        self.r_usd: Decimal = _ZERO
-        self.r_tokens = self.r_model_calls = 0
+    def reserve(self, usd: Decimal, tokens: int) -> BudgetExhaustedError | None:
+        """Hold one call's worst case: the refusal, or None."""
+        ...
+
+    def settle(self, held_usd: Decimal, held_tokens: int, usd: Decimal, tokens: int) -> None:
+        """Replace a hold by what the call cost."""
+        ...
+
+    def release(self, held_usd: Decimal, held_tokens: int) -> None:
+        """Give a hold back."""
+        ...
+
+    def take_turn(self) -> BudgetExhaustedError | None:
+        """Count one agent turn: the refusal, or None."""
+        ...
+
+    def charge(self, cost: Cost) -> None:
+        """Add spend that had no reservation."""
+        ...
+
+    def used(self) -> tuple[Decimal, int]:
+        """USD and tokens committed plus reserved (the degrade test, on every agent call)."""
+        ...
 
     @property
     def spent(self) -> dict[str, Decimal | int]:
         """Committed spend per dimension (a copy)."""
-        return {
-            "usd": self.usd,
-            "tokens": self.tokens,
-            "model_calls": self.model_calls,
-            "agent_turns": self.agent_turns,
-        }
+        ...
 
     @property
     def reserved(self) -> dict[str, Decimal | int]:
         """Open reservations per dimension (a copy)."""
-        return {
-            "usd": self.r_usd,
-            "tokens": self.r_tokens,
-            "model_calls": self.r_model_calls,
-            "agent_turns": 0,
-        }
-
-    def _used(self) -> dict[str, Decimal | int]:
-        spent, reserved = self.spent, self.reserved
-        return {d: spent[d] + reserved[d] for d in spent}
-
-    def shortfall(self, usd: Decimal, tokens: int) -> BudgetExhaustedError | None:
-        """The refusal one more model call costing `usd` and `tokens` would get, or None."""
-        limits = self.limits
-        cap_usd = limits.usd
-        if cap_usd is not None and self.usd + self.r_usd + usd > cap_usd:
-            return self._refusal("usd", usd)
-        cap = limits.tokens
-        if cap is not None and self.tokens + self.r_tokens + tokens > cap:
-            return self._refusal("tokens", tokens)
-        cap = limits.model_calls
-        if cap is not None and self.model_calls + self.r_model_calls + 1 > cap:
-            return self._refusal("model_calls", 1)
-        return None
-
-    def _refusal(self, dimension: str, need: Decimal | int) -> BudgetExhaustedError:
-        limit = self.limits.of(dimension)
-        assert limit is not None
-        return BudgetExhaustedError(
-            dimension=dimension,
-            scope=self.scope,
-            limit=limit,
-            spent=self._used()[dimension],
-            needed=need,
-        )
-
-    def fraction(self) -> float:
-        """The largest used share (committed + reserved) of the USD and token limits."""
-        share = 0.0
-        if self.limits.usd:
-            share = float((self.usd + self.r_usd) / self.limits.usd)
-        if self.limits.tokens:
-            share = max(share, (self.tokens + self.r_tokens) / self.limits.tokens)
-        return share
-
-    def charge(self, cost: Cost) -> None:
-        """Add spend that had no reservation."""
-        self.usd += cost.usd
-        self.tokens += cost.tokens
-        self.model_calls += cost.model_calls
-        self.agent_turns += cost.agent_turns
-
-    def remaining(self) -> dict[str, str | None]:
-        """What is left per dimension (None: no limit)."""
-        used = self._used()
-        return {
-            d: None if (limit := self.limits.of(d)) is None else str(limit - used[d]) for d in used
-        }
+        ...
 
 
 class BudgetStore(Protocol):
@@ -237,7 +186,7 @@ class Reservation:
     changes nothing).
 
     Args:
-        account: The run's account.
+        account: The run's account (the hold is already made there).
         usd: The worst case in USD.
         tokens: The worst case in tokens (input plus the maximum output).
         floor_usd: What a call that failed after it was sent is charged (its input).
@@ -249,7 +198,7 @@ class Reservation:
 
     def __init__(
         self,
-        account: Account,
+        account: RunAccount,
         usd: Decimal,
         tokens: int,
         floor_usd: Decimal,
@@ -261,22 +210,13 @@ class Reservation:
         self.floor_usd, self.floor_tokens = floor_usd, floor_tokens
         self.daily = daily
         self.settled = False
-        account.r_usd += usd
-        account.r_tokens += tokens
-        account.r_model_calls += 1
 
     def settle(self, usd: Decimal, tokens: int) -> None:
         """The call was made and cost `usd` and `tokens`: replace the reservation by that."""
         if self.settled:
             return
         self.settled = True
-        account = self.account  # the refund and the spend in one pass
-        account.r_usd -= self.usd
-        account.r_tokens -= self.tokens
-        account.r_model_calls -= 1
-        account.usd += usd
-        account.tokens += tokens
-        account.model_calls += 1
+        self.account.settle(self.usd, self.tokens, usd, tokens)
         if self.daily is not None:
             self.daily.store.settle(self.daily.keys, self.usd, self.tokens, usd, tokens)
 
@@ -289,10 +229,7 @@ class Reservation:
         if self.settled:
             return
         self.settled = True
-        account = self.account
-        account.r_usd -= self.usd
-        account.r_tokens -= self.tokens
-        account.r_model_calls -= 1
+        self.account.release(self.usd, self.tokens)
         if self.daily is not None:
             self.daily.store.release(self.daily.keys, self.usd, self.tokens)
 
@@ -322,12 +259,26 @@ _NO_RUN = RunId("run")
 
 
 class RunBudget:
-    """One run's budget; parallel calls and children share it."""
+    """One run's budget; parallel calls and children share it.
 
-    def __init__(self, policy: BudgetPolicy, run_id: RunId = _NO_RUN) -> None:
+    Args:
+        policy: The run's limits and degrade fraction.
+        run_id: The run the budget belongs to.
+        account: Where the run's spend lives (default: a `corral.state.memory.MemoryAccount`
+            in this process).
+    """
+
+    def __init__(
+        self, policy: BudgetPolicy, run_id: RunId = _NO_RUN, account: RunAccount | None = None
+    ) -> None:
         self.policy = policy
         limits, self._degrade_usd, self._degrade_tokens = _run_limits(policy)
-        self.account = Account("run", limits)
+        if account is None:
+            # The in-process default: stdlib only, so the core may build it.
+            from corral.state.memory import MemoryAccount
+
+            account = MemoryAccount("run", limits)
+        self.account: RunAccount = account
         self.run_id = run_id
 
     def reserve(
@@ -345,14 +296,16 @@ class RunBudget:
         Raises:
             BudgetExhaustedError: some account has no room; nothing was reserved.
         """
-        refusal = self.account.shortfall(usd, tokens)
-        if refusal is None and daily is not None:
-            # No `await` from here to the run account's hold: in one event loop, the check
-            # above and the hold below are one atomic step; the store makes its own atomic.
-            refusal = daily.store.reserve(daily.keys, usd, tokens)
+        account = self.account
+        refusal = account.reserve(usd, tokens)
         if refusal is not None:
             raise refusal
-        return Reservation(self.account, usd, tokens, floor_usd, floor_tokens, daily)
+        if daily is not None:
+            refusal = daily.store.reserve(daily.keys, usd, tokens)
+            if refusal is not None:
+                account.release(usd, tokens)
+                raise refusal
+        return Reservation(account, usd, tokens, floor_usd, floor_tokens, daily)
 
     def charge(self, actual: Cost) -> None:
         """Count spend without a reservation (a step replayed from the journal after a crash)."""
@@ -364,25 +317,37 @@ class RunBudget:
         Raises:
             BudgetExhaustedError: the run's agent-turn budget is used up.
         """
-        account = self.account
-        cap = account.limits.agent_turns
-        if cap is not None and account.agent_turns + 1 > cap:
-            raise account._refusal("agent_turns", 1)
-        account.agent_turns += 1
+        refusal = self.account.take_turn()
+        if refusal is not None:
+            raise refusal
 
     @property
     def should_degrade(self) -> bool:
         """Past the degrade fraction: calls should use a cheaper tier."""
-        account = self.account
-        at = self._degrade_usd
-        if at is not None and account.usd + account.r_usd >= at:
-            return True
-        at = self._degrade_tokens
-        return at is not None and account.tokens + account.r_tokens >= at
+        at_usd, at_tokens = self._degrade_usd, self._degrade_tokens
+        if at_usd is None and at_tokens is None:
+            return False  # no USD or token limit: nothing to degrade against
+        usd, tokens = self.account.used()
+        return (at_usd is not None and usd >= at_usd) or (
+            at_tokens is not None and tokens >= at_tokens
+        )
 
-    @property
-    def spent_usd(self) -> Decimal:
-        return Decimal(self.account.usd)
+    def fraction(self) -> float:
+        """The largest used share (committed + reserved) of the USD and token limits."""
+        limits = self.account.limits
+        usd, tokens = self.account.used()
+        share = float(usd / limits.usd) if limits.usd else 0.0
+        if limits.tokens:
+            share = max(share, tokens / limits.tokens)
+        return share
+
+    def remaining(self) -> dict[str, str | None]:
+        """What is left per dimension, committed and reserved spend counted (None: no limit)."""
+        limits, spent, reserved = self.account.limits, self.account.spent, self.account.reserved
+        return {
+            d: None if (limit := limits.of(d)) is None else str(limit - spent[d] - reserved[d])
+            for d in spent
+        }
 
 
 class DailyLedger:

@@ -8,8 +8,10 @@ Shape:
 - A `LimiterBackend` holds the buckets and does one admission atomically: every key's RPM and TPM
   bucket is checked and deducted together, or none is. `corral.state.memory.MemoryLimiterBackend`
   is the in-process backend; a Redis backend implements the same methods with one Lua script
-  each. The queue (who waits, in which order) stays in the process: a shared backend only has to
-  make each admission atomic across processes.
+  each. The queue (who waits, in which order) stays in the process; the backend also knows the
+  best priority each limiter (holder) has waiting on a key, so a worse-priority call from
+  another process does not take room a better one is waiting for. Aging orders one process's
+  queue; across processes the better level wins.
 - `RateLimiter` queues callers that do not fit, ordered by (priority level, arrival): FIFO within
   a level, and a lower-priority waiter never overtakes a blocked higher one on a shared key.
   Aging: a waiter that has waited `aging_s` per level below the best waiting level counts as
@@ -35,6 +37,7 @@ import contextlib
 import itertools
 import math
 import random
+import uuid
 from collections import Counter, deque
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -46,28 +49,45 @@ from corral.guards.policy import LimiterPolicy, RateLimit
 from corral.guards.step import GuardEvent, ModelCall, Next
 from corral.model import ModelResponse
 
-__all__ = ["LimiterBackend", "LimiterStep", "RateLimiter", "Ticket"]
+__all__ = ["FOREIGN_POLL_S", "LimiterBackend", "LimiterStep", "RateLimiter", "Ticket"]
 
 
 class LimiterBackend(Protocol):
-    """Bucket state for every key; each method is one atomic operation.
+    """Bucket state for every key, and who waits where; each method is one atomic operation.
 
     Contract for a shared backend (many processes): `try_acquire` checks and deducts every key's
-    RPM and TPM bucket in one atomic step (all or none: a Lua script in Redis); `adjust` is an
+    RPM and TPM bucket in one atomic step (all or none: a Lua script in Redis), and admits
+    nothing on a key where another holder (another limiter, in this process or another) has a
+    waiter registered at a better priority level, so priority holds across processes; `wait`
+    and `unwait` register and remove such a waiter (a shared backend expires the registrations
+    of a holder that stops renewing them, so a dead process blocks nobody). `adjust` is an
     atomic add, capped at the bucket's capacity; `penalize` and `observe` only ever lower what
-    is allowed, so their races are harmless. Methods are synchronous: the in-memory backend costs
-    no coroutine per model call. A network backend keeps a local lease of tokens and refills it
-    in the background (or the limiter grows an async variant); the contract stays the same.
-    `tests/state/test_limiter_backend.py` is the contract, parametrized over backends.
+    is allowed, so their races are harmless. Methods are synchronous: the in-memory backend
+    costs no coroutine per model call. A network backend keeps a local lease of tokens and
+    refills it in the background (or the limiter grows an async variant); the contract stays
+    the same. `tests/state/test_limiter_backend.py` is the contract, parametrized over backends.
     """
 
     def has_limit(self, key: str) -> bool:
         """Whether `key` (or its kind's `kind:*`) has a configured limit."""
         ...
 
-    def try_acquire(self, keys: list[str], tokens: int, now: float) -> tuple[float, list[str]]:
-        """Admit one request of `tokens` on every key (deducting all) and return `(0, [])`, or
-        deduct nothing and return the seconds until it could fit and the keys that lack room."""
+    def try_acquire(
+        self, keys: list[str], tokens: int, now: float, priority: int, holder: str
+    ) -> tuple[float, list[str]]:
+        """Admit one request of `tokens` at `priority` (0 = best) for `holder` on every key
+        (deducting all) and return `(0, [])`, or deduct nothing and return the seconds until it
+        could fit (`FOREIGN_POLL_S` when a better waiter of another holder is in the way) and
+        the keys that lack room."""
+        ...
+
+    def wait(self, keys: list[str], priority: int, holder: str, now: float) -> None:
+        """`holder` has one waiter at `priority` on `keys`: other holders' worse-priority
+        requests on those keys wait behind it."""
+        ...
+
+    def unwait(self, keys: list[str], priority: int, holder: str) -> None:
+        """One waiter registered by `wait` was admitted or gave up."""
         ...
 
     def adjust(self, keys: list[str], tokens: int, now: float) -> None:
@@ -83,6 +103,11 @@ class LimiterBackend(Protocol):
     ) -> None:
         """The provider reported what is left; never allow more than that locally."""
         ...
+
+
+FOREIGN_POLL_S = 0.05
+"""How often a waiter held back by another holder's better waiter looks again (a shared
+backend has no cross-process wakeup)."""
 
 
 class Ticket:
@@ -187,6 +212,8 @@ class RateLimiter:
         self._ticker: asyncio.Task[None] | None = None
         self._kick: asyncio.Event | None = None
         self._rng = random.Random(seed)
+        self.holder = uuid.uuid4().hex
+        """This limiter's name in a shared backend's waiter registrations."""
         self._outcomes: dict[str, _Outcomes] = {}
         self.admitted = 0
         self.waited = 0
@@ -223,7 +250,7 @@ class RateLimiter:
         now = self._clock.monotonic()
         if not self._queue and self._throttle_wait(keys, now) == 0:
             # Nobody is waiting: no queue to respect, admit straight away if it fits.
-            wait, _ = self._backend.try_acquire(keys, tokens, now)
+            wait, _ = self._backend.try_acquire(keys, tokens, now, priority, self.holder)
             if wait == 0:
                 self.admitted += 1
                 return Ticket(self, keys, tokens, input_estimate)
@@ -232,6 +259,7 @@ class RateLimiter:
         bisect.insort(self._queue, (priority, seq, waiter))
         self._arrivals.setdefault(priority, deque()).append(waiter)
         self._key_counts.update(keys)
+        self._backend.wait(keys, priority, self.holder, now)
         self._pump()
         if not waiter.admitted:
             self.waited += 1
@@ -262,6 +290,7 @@ class RateLimiter:
         if waiter.gone:
             return
         waiter.gone = True
+        self._backend.unwait(waiter.keys, waiter.level, self.holder)
         i = bisect.bisect_left(self._queue, (waiter.level, waiter.seq))
         if i < len(self._queue) and self._queue[i][2] is waiter:
             del self._queue[i]
@@ -285,7 +314,7 @@ class RateLimiter:
             wait = self._throttle_wait(w.keys, now)
             short = w.keys
             if wait == 0:
-                wait, short = self._backend.try_acquire(w.keys, w.tokens, now)
+                wait, short = self._backend.try_acquire(w.keys, w.tokens, now, w.level, self.holder)
             if wait == 0:
                 w.admitted = True
                 w.ready.set()

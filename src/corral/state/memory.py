@@ -7,6 +7,7 @@ Each class implements a state protocol that lives beside its guard, so a shared 
 - `MemoryCache`: `corral.guards.cache.ResponseCache` (the exact response cache).
 - `MemoryCooldowns`: `corral.observe.alerts.Cooldowns` (alert cooldowns).
 - `MemoryFlags`: `corral.guards.kill.FlagStore` (the kill switch's halts and pauses).
+- `MemoryAccount`: `corral.guards.budget.RunAccount` (a run's budget).
 - `MemoryBudgetStore`: `corral.guards.budget.BudgetStore` (daily budget accounts).
 - `MemoryBreakerStore`: `corral.guards.breaker.BreakerStore` (breaker transitions).
 
@@ -17,20 +18,25 @@ protocol's contract asks of a shared backend across processes.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from corral.errors import BudgetExhaustedError
-from corral.guards.budget import Account, Limits
+from corral.guards.budget import Cost, Limits
+from corral.guards.limiter import FOREIGN_POLL_S
 from corral.guards.policy import RateLimit
+
+_ZERO = Decimal(0)
 
 if TYPE_CHECKING:
     from corral.guards.breaker import BreakerRecord
     from corral.guards.kill import Flag
 
 __all__ = [
+    "MemoryAccount",
     "MemoryBreakerStore",
     "MemoryBudgetStore",
     "MemoryCache",
@@ -77,6 +83,8 @@ class MemoryLimiterBackend:
     def __init__(self, limits: dict[str, RateLimit]) -> None:
         self._limits = dict(limits)
         self._keys: dict[str, _Key] = {}
+        self._waiting: dict[str, Counter[tuple[int, str]]] = {}
+        """Registered waiters per key: (level, holder) -> how many."""
 
     def has_limit(self, key: str) -> bool:
         return key in self._limits or f"{key.split(':', 1)[0]}:*" in self._limits
@@ -92,7 +100,13 @@ class MemoryLimiterBackend:
             self._keys[key] = found
         return found
 
-    def try_acquire(self, keys: list[str], tokens: int, now: float) -> tuple[float, list[str]]:
+    def try_acquire(
+        self, keys: list[str], tokens: int, now: float, priority: int, holder: str
+    ) -> tuple[float, list[str]]:
+        if self._waiting:  # only while some limiter has callers queued
+            ahead = [k for k in keys if self._ahead(k, priority, holder)]
+            if ahead:
+                return FOREIGN_POLL_S, ahead
         state = [self._key(k, now) for k in keys]
         wait = 0.0
         short: list[str] = []
@@ -113,6 +127,28 @@ class MemoryLimiterBackend:
             if s.tokens is not None:
                 s.tokens.level -= tokens
         return 0.0, []
+
+    def _ahead(self, key: str, priority: int, holder: str) -> bool:
+        """Whether another holder has a better-priority waiter on `key`."""
+        found = self._waiting.get(key)
+        return found is not None and any(
+            level < priority and other != holder for level, other in found
+        )
+
+    def wait(self, keys: list[str], priority: int, holder: str, now: float) -> None:
+        for k in keys:
+            self._waiting.setdefault(k, Counter())[(priority, holder)] += 1
+
+    def unwait(self, keys: list[str], priority: int, holder: str) -> None:
+        for k in keys:
+            found = self._waiting.get(k)
+            if found is None:
+                continue
+            found[(priority, holder)] -= 1
+            if found[(priority, holder)] <= 0:
+                del found[(priority, holder)]
+            if not found:
+                del self._waiting[k]
 
     def adjust(self, keys: list[str], tokens: int, now: float) -> None:
         for k in keys:
@@ -198,20 +234,132 @@ class MemoryFlags:
         return self.version, dict(self._flags)
 
 
+class MemoryAccount:
+    """Limits, committed spend and open reservations for one scope, in this process: a run's
+    `RunAccount`, and each daily account of a `MemoryBudgetStore`.
+
+    Spend (`usd`, `tokens`, `model_calls`, `agent_turns`) and reservations (`r_usd`,
+    `r_tokens`, `r_model_calls`) are plain attributes rather than dicts: every model call checks,
+    reserves and settles them. `spent` and `reserved` give them as dicts for reading.
+    """
+
+    __slots__ = (
+        "agent_turns",
+        "limits",
+        "model_calls",
+        "r_model_calls",
+        "r_tokens",
+        "r_usd",
+        "scope",
+        "tokens",
+        "usd",
+    )
+
+    def __init__(self, scope: str, limits: Limits) -> None:
+        self.scope = scope
+        self.limits = limits
+        self.usd: Decimal = _ZERO
+        self.tokens = self.model_calls = self.agent_turns = 0
+        self.r_usd: Decimal = _ZERO
+        self.r_tokens = self.r_model_calls = 0
+
+    @property
+    def spent(self) -> dict[str, Decimal | int]:
+        return {
+            "usd": self.usd,
+            "tokens": self.tokens,
+            "model_calls": self.model_calls,
+            "agent_turns": self.agent_turns,
+        }
+
+    @property
+    def reserved(self) -> dict[str, Decimal | int]:
+        return {
+            "usd": self.r_usd,
+            "tokens": self.r_tokens,
+            "model_calls": self.r_model_calls,
+            "agent_turns": 0,
+        }
+
+    def used(self) -> tuple[Decimal, int]:
+        return self.usd + self.r_usd, self.tokens + self.r_tokens
+
+    def shortfall(self, usd: Decimal, tokens: int) -> BudgetExhaustedError | None:
+        """The refusal one more model call costing `usd` and `tokens` would get, or None."""
+        limits = self.limits
+        cap_usd = limits.usd
+        if cap_usd is not None and self.usd + self.r_usd + usd > cap_usd:
+            return self._refusal("usd", self.usd + self.r_usd, usd)
+        cap = limits.tokens
+        if cap is not None and self.tokens + self.r_tokens + tokens > cap:
+            return self._refusal("tokens", self.tokens + self.r_tokens, tokens)
+        cap = limits.model_calls
+        if cap is not None and self.model_calls + self.r_model_calls + 1 > cap:
+            return self._refusal("model_calls", self.model_calls + self.r_model_calls, 1)
+        return None
+
+    def _refusal(
+        self, dimension: str, used: Decimal | int, need: Decimal | int
+    ) -> BudgetExhaustedError:
+        limit = self.limits.of(dimension)
+        assert limit is not None
+        return BudgetExhaustedError(
+            dimension=dimension, scope=self.scope, limit=limit, spent=used, needed=need
+        )
+
+    def reserve(self, usd: Decimal, tokens: int) -> BudgetExhaustedError | None:
+        refusal = self.shortfall(usd, tokens)
+        if refusal is None:
+            self.hold(usd, tokens)
+        return refusal
+
+    def hold(self, usd: Decimal, tokens: int) -> None:
+        """Hold a call's worst case without checking (the store checked every account first)."""
+        self.r_usd += usd
+        self.r_tokens += tokens
+        self.r_model_calls += 1
+
+    def settle(self, held_usd: Decimal, held_tokens: int, usd: Decimal, tokens: int) -> None:
+        self.r_usd -= held_usd  # the refund and the spend in one pass
+        self.r_tokens -= held_tokens
+        self.r_model_calls -= 1
+        self.usd += usd
+        self.tokens += tokens
+        self.model_calls += 1
+
+    def release(self, held_usd: Decimal, held_tokens: int) -> None:
+        self.r_usd -= held_usd
+        self.r_tokens -= held_tokens
+        self.r_model_calls -= 1
+
+    def take_turn(self) -> BudgetExhaustedError | None:
+        cap = self.limits.agent_turns
+        if cap is not None and self.agent_turns + 1 > cap:
+            return self._refusal("agent_turns", self.agent_turns, 1)
+        self.agent_turns += 1
+        return None
+
+    def charge(self, cost: Cost) -> None:
+        self.usd += cost.usd
+        self.tokens += cost.tokens
+        self.model_calls += cost.model_calls
+        self.agent_turns += cost.agent_turns
+
+
 class MemoryBudgetStore:
     """Daily budget accounts in this process."""
 
     def __init__(self) -> None:
-        self._accounts: dict[str, Account] = {}
+        self._accounts: dict[str, MemoryAccount] = {}
 
     def open(self, key: str, scope: str, limits: Limits) -> None:
         if key not in self._accounts:
-            self._accounts[key] = Account(scope, limits)
+            self._accounts[key] = MemoryAccount(scope, limits)
 
     def set_limits(self, key: str, limits: Limits) -> None:
         self._accounts[key].limits = limits
 
-    def account(self, key: str) -> Account:
+    def account(self, key: str) -> MemoryAccount:
         """The account itself (reports and tests)."""
         return self._accounts[key]
 
@@ -224,29 +372,18 @@ class MemoryBudgetStore:
             if refusal is not None:
                 return refusal
         for account in accounts:
-            account.r_usd += usd
-            account.r_tokens += tokens
-            account.r_model_calls += 1
+            account.hold(usd, tokens)
         return None
 
     def settle(
         self, keys: Sequence[str], held_usd: Decimal, held_tokens: int, usd: Decimal, tokens: int
     ) -> None:
         for k in keys:
-            account = self._accounts[k]
-            account.r_usd -= held_usd
-            account.r_tokens -= held_tokens
-            account.r_model_calls -= 1
-            account.usd += usd
-            account.tokens += tokens
-            account.model_calls += 1
+            self._accounts[k].settle(held_usd, held_tokens, usd, tokens)
 
     def release(self, keys: Sequence[str], held_usd: Decimal, held_tokens: int) -> None:
         for k in keys:
-            account = self._accounts[k]
-            account.r_usd -= held_usd
-            account.r_tokens -= held_tokens
-            account.r_model_calls -= 1
+            self._accounts[k].release(held_usd, held_tokens)
 
 
 class MemoryBreakerStore:
