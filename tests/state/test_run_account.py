@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 
+from corral.contracts import RunId
 from corral.errors import BudgetExhaustedError
 from corral.guards.budget import Cost, DailyAccounts, Limits, RunAccount, RunBudget
 from corral.guards.policy import BudgetPolicy
@@ -48,7 +49,11 @@ def test_turns_and_charges_count_without_a_hold(make):
     account = make(Limits(agent_turns=2, usd=D("1")))
     assert account.take_turn() is None and account.take_turn() is None
     refusal = account.take_turn()
-    assert refusal is not None and refusal.dimension == "agent_turns" and refusal.details["limit"] == "2"
+    assert (
+        refusal is not None
+        and refusal.dimension == "agent_turns"
+        and refusal.details["limit"] == "2"
+    )
     account.charge(Cost(usd=D("0.95"), tokens=10, model_calls=1))
     assert account.spent == {"usd": D("0.95"), "tokens": 10, "model_calls": 1, "agent_turns": 2}
     assert account.reserve(D("0.1"), 0) is not None
@@ -70,10 +75,20 @@ class _Recording(MemoryAccount):
         super().release(held_usd, held_tokens)
 
 
+class _Given:
+    """`RunAccounts` that hands out one given account."""
+
+    def __init__(self, account: RunAccount) -> None:
+        self.account = account
+
+    def open(self, run_id: RunId, limits: Limits) -> RunAccount:
+        return self.account
+
+
 def test_the_run_budget_reaches_its_state_only_through_the_account():
     policy = BudgetPolicy(usd=D("1"), tokens=None, model_calls=None, degrade_at=0.5)
     account = _Recording(Limits(usd=D("1")))
-    budget = RunBudget(policy, account=account)
+    budget = RunBudget(policy, accounts=_Given(account))
     hold = budget.reserve(D("0.6"), 10, floor_usd=D("0.1"), floor_tokens=5)
     assert budget.should_degrade and budget.fraction() == pytest.approx(0.6)
     hold.settle_failed()
@@ -87,7 +102,8 @@ def test_a_daily_refusal_gives_the_runs_hold_back():
     store = MemoryBudgetStore()
     store.open("tenant:a@d", "tenant:a", Limits(usd=D("0.5")))
     account = _Recording(Limits(usd=D("10")))
-    budget = RunBudget(BudgetPolicy(usd=D("10"), tokens=None, model_calls=None), account=account)
+    policy = BudgetPolicy(usd=D("10"), tokens=None, model_calls=None)
+    budget = RunBudget(policy, accounts=_Given(account))
     with pytest.raises(BudgetExhaustedError) as refused:
         budget.reserve(D("0.6"), 10, daily=DailyAccounts(store=store, keys=("tenant:a@d",)))
     assert refused.value.scope == "tenant:a"

@@ -44,6 +44,7 @@ __all__ = [
     "Limits",
     "Reservation",
     "RunAccount",
+    "RunAccounts",
     "RunBudget",
 ]
 
@@ -129,6 +130,16 @@ class RunAccount(Protocol):
     @property
     def reserved(self) -> dict[str, Decimal | int]:
         """Open reservations per dimension (a copy)."""
+        ...
+
+
+class RunAccounts(Protocol):
+    """Where runs' accounts live. `open` gives a run its account; a shared implementation keys
+    it by run id, so a run resumed by another process finds the spend it already made.
+    `corral.state.memory.MemoryRunAccounts` is the in-process implementation."""
+
+    def open(self, run_id: RunId, limits: Limits) -> RunAccount:
+        """The account of `run_id` with `limits` (created if absent)."""
         ...
 
 
@@ -254,6 +265,14 @@ def _run_limits(policy: BudgetPolicy) -> tuple[Limits, Decimal | None, Decimal |
     )
 
 
+def memory_run_accounts() -> RunAccounts:
+    """The in-process default for runs' accounts (`corral.state.memory`: stdlib only, so the
+    core may build it)."""
+    from corral.state.memory import MemoryRunAccounts
+
+    return MemoryRunAccounts()
+
+
 _NO_RUN = RunId("run")
 """The run id of a budget made outside a run (tests, benchmarks)."""
 
@@ -264,21 +283,17 @@ class RunBudget:
     Args:
         policy: The run's limits and degrade fraction.
         run_id: The run the budget belongs to.
-        account: Where the run's spend lives (default: a `corral.state.memory.MemoryAccount`
-            in this process).
+        accounts: Where the run's account lives (default: in this process).
     """
 
     def __init__(
-        self, policy: BudgetPolicy, run_id: RunId = _NO_RUN, account: RunAccount | None = None
+        self, policy: BudgetPolicy, run_id: RunId = _NO_RUN, accounts: RunAccounts | None = None
     ) -> None:
         self.policy = policy
         limits, self._degrade_usd, self._degrade_tokens = _run_limits(policy)
-        if account is None:
-            # The in-process default: stdlib only, so the core may build it.
-            from corral.state.memory import MemoryAccount
-
-            account = MemoryAccount("run", limits)
-        self.account: RunAccount = account
+        if accounts is None:
+            accounts = memory_run_accounts()
+        self.account: RunAccount = accounts.open(run_id, limits)
         self.run_id = run_id
 
     def reserve(

@@ -47,7 +47,13 @@ from corral.clock import Clock
 from corral.contracts import RunId
 from corral.errors import ProviderTimeoutError, UsageError
 from corral.guards.breaker import AgentBreakerStep, BreakerRegistry, BreakerStep
-from corral.guards.budget import BudgetStep, DailyLedger, RunBudget
+from corral.guards.budget import (
+    BudgetStep,
+    DailyLedger,
+    RunAccounts,
+    RunBudget,
+    memory_run_accounts,
+)
 from corral.guards.cache import CacheStep, ResponseCache, SemanticCache
 from corral.guards.kill import KillSwitch, KillSwitchStep
 from corral.guards.limiter import LimiterStep, RateLimiter
@@ -137,6 +143,7 @@ class Guards:
         seed: Seeds retry jitter and adaptive throttling (deterministic tests).
         tiers: The app's tier names (degrading skips tiers it does not define).
         pricer: Prices model calls (default: what providers report, nothing reserved).
+        run_accounts: Where runs' budget accounts live (default: in this process).
     """
 
     def __init__(
@@ -147,8 +154,10 @@ class Guards:
         seed: int = 0,
         tiers: Iterable[str] = ("small", "medium", "large"),
         pricer: Pricer = UNPRICED,
+        run_accounts: RunAccounts | None = None,
     ) -> None:
         self.policies = policies
+        self.run_accounts = run_accounts or memory_run_accounts()
         self.tiers = frozenset(tiers)
         self.clock = clock
         self.pricer = pricer
@@ -287,5 +296,5 @@ class RunGuards:
         self.level = PRIORITIES[priority]
         self.tenant = tenant
         self.user = user
-        self.budget = RunBudget(guards.policies.budget, run_id)
+        self.budget = RunBudget(guards.policies.budget, run_id, guards.run_accounts)
         self.loops = LoopGuard(guards.policies.loops)

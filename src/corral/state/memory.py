@@ -7,7 +7,8 @@ Each class implements a state protocol that lives beside its guard, so a shared 
 - `MemoryCache`: `corral.guards.cache.ResponseCache` (the exact response cache).
 - `MemoryCooldowns`: `corral.observe.alerts.Cooldowns` (alert cooldowns).
 - `MemoryFlags`: `corral.guards.kill.FlagStore` (the kill switch's halts and pauses).
-- `MemoryAccount`: `corral.guards.budget.RunAccount` (a run's budget).
+- `MemoryRunAccounts`, `MemoryAccount`: `corral.guards.budget.RunAccounts`, `RunAccount` (a
+  run's budget).
 - `MemoryBudgetStore`: `corral.guards.budget.BudgetStore` (daily budget accounts).
 - `MemoryBreakerStore`: `corral.guards.breaker.BreakerStore` (breaker transitions).
 
@@ -32,6 +33,7 @@ from corral.guards.policy import RateLimit
 _ZERO = Decimal(0)
 
 if TYPE_CHECKING:
+    from corral.contracts import RunId
     from corral.guards.breaker import BreakerRecord
     from corral.guards.kill import Flag
 
@@ -43,6 +45,7 @@ __all__ = [
     "MemoryCooldowns",
     "MemoryFlags",
     "MemoryLimiterBackend",
+    "MemoryRunAccounts",
 ]
 
 
@@ -309,8 +312,10 @@ class MemoryAccount:
 
     def reserve(self, usd: Decimal, tokens: int) -> BudgetExhaustedError | None:
         refusal = self.shortfall(usd, tokens)
-        if refusal is None:
-            self.hold(usd, tokens)
+        if refusal is None:  # `hold`, inlined: every model call of every run passes here
+            self.r_usd += usd
+            self.r_tokens += tokens
+            self.r_model_calls += 1
         return refusal
 
     def hold(self, usd: Decimal, tokens: int) -> None:
@@ -344,6 +349,13 @@ class MemoryAccount:
         self.tokens += cost.tokens
         self.model_calls += cost.model_calls
         self.agent_turns += cost.agent_turns
+
+
+class MemoryRunAccounts:
+    """Runs' accounts in this process: each run's lives with its budget, nothing is kept here."""
+
+    def open(self, run_id: RunId, limits: Limits) -> MemoryAccount:
+        return MemoryAccount("run", limits)
 
 
 class MemoryBudgetStore:
