@@ -18,7 +18,7 @@ from corral.config import AppConfig, load_config
 if TYPE_CHECKING:
     from corral.store.sql import SqlStore
 
-__all__ = ["ConfigOpt", "DbOpt", "app", "open_store", "read_config"]
+__all__ = ["ConfigOpt", "DbOpt", "ExecutorOpt", "app", "open_store", "read_config"]
 
 app = typer.Typer(
     name="corral",
@@ -31,12 +31,23 @@ app = typer.Typer(
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="corral.toml to read")]
 DbOpt = Annotated[str | None, typer.Option("--db", help="database URL (overrides the config file)")]
+ExecutorOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--executor-id",
+        help="this process's identity for durable runs (overrides the config's `executor_id`); "
+        "one live process per id, and a restart with the same id resumes its runs",
+    ),
+]
 
 
-def read_config(config: Path | None, db: str | None) -> AppConfig:
-    """The config from `--config` (or `corral.toml`), with `--db` over its `database`."""
+def read_config(config: Path | None, db: str | None, executor_id: str | None = None) -> AppConfig:
+    """The config from `--config` (or `corral.toml`), with `--db` over its `database` and
+    `--executor-id` over its `executor_id`."""
     cfg = load_config(config)
-    return replace(cfg, database=db) if db else cfg
+    if db:
+        cfg = replace(cfg, database=db)
+    return replace(cfg, executor_id=executor_id) if executor_id else cfg
 
 
 async def open_store(cfg: AppConfig) -> SqlStore:

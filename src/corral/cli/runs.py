@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from corral._loop import run as run_loop
-from corral.cli._app import ConfigOpt, DbOpt, app, open_store, read_config
+from corral.cli._app import ConfigOpt, DbOpt, ExecutorOpt, app, open_store, read_config
 from corral.cli._output import console, err, short
 from corral.contracts import RunId
 
@@ -35,12 +35,13 @@ def run(
     tenant: Annotated[str | None, typer.Option(help="tenant billed (daily limits, costs)")] = None,
     config: ConfigOpt = None,
     db: DbOpt = None,
+    executor_id: ExecutorOpt = None,
 ) -> None:
     """Run WORKFLOW once and print its result as JSON."""
     from corral.cli._load import load_app
 
     payload = Path(input[1:]).read_text(encoding="utf-8") if input.startswith("@") else input
-    cfg = read_config(config, db)
+    cfg = read_config(config, db, executor_id)
     target = load_app(app_ref, cfg)
 
     async def go() -> Any:
@@ -196,11 +197,13 @@ def resume(
     ],
     config: ConfigOpt = None,
     db: DbOpt = None,
+    executor_id: ExecutorOpt = None,
 ) -> None:
-    """Resume runs interrupted by a crash and wait for them to finish."""
+    """Resume runs interrupted by a crash and wait for them to finish (the runs of this
+    executor id; refused while a live process holds the id)."""
     from corral.cli._load import load_app
 
-    target = load_app(app_ref, read_config(config, db))
+    target = load_app(app_ref, read_config(config, db, executor_id))
 
     async def go() -> Any:
         async with target:

@@ -20,12 +20,19 @@ Shape (see docs/dbos.md for the measured sharp edges this follows):
   them raises a `StateError`).
 - One DBOS instance per process (DBOS is a singleton); a second durable app in the same process
   must use the same database.
+- One live process per executor id: before DBOS launches (and recovers that id's runs) the
+  process takes the id's lease in `corral_executors` and renews it every few seconds
+  (`corral.store.executors`); a second live process with the same id is refused before it can
+  execute anything. Apps of one process share the lease; the last to close gives it back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
+import uuid
 from typing import Any
 
 from dbos import DBOS, SetWorkflowID
@@ -40,7 +47,8 @@ from corral.engine._json import (
     start_from_json,
     start_to_json,
 )
-from corral.errors import StateError, UsageError
+from corral.errors import CorralError, StateError, UsageError
+from corral.store.executors import HEARTBEAT_S, ExecutorLeases
 from corral.store.sql import SqlStore
 from corral.trace import BatchingRecorder
 
@@ -51,6 +59,8 @@ log = logging.getLogger(__name__)
 WORKFLOW_NAME = "corral.run"
 _executor: RunExecutor | None = None
 _database: str | None = None
+_HOLDER = uuid.uuid4().hex
+"""This process in executor leases."""
 
 
 refuse_pickle()
@@ -99,6 +109,66 @@ class SqlJournal:
         await self._store.record_effect(key, run_id, tool, result)
 
 
+class _LeaseKeeper:
+    """This process's lease on its executor id, held while any of its apps has the durable
+    engine open, renewed in the background."""
+
+    def __init__(self, leases: ExecutorLeases, executor_id: str) -> None:
+        self.leases = leases
+        self.executor_id = executor_id
+        self.users = 0
+        self._beat: asyncio.Task[None] | None = None
+
+    async def hold(self) -> None:
+        """Take the lease (the first user) or share it.
+
+        Raises:
+            StateError: another live process holds the executor id.
+        """
+        if self.users == 0:
+            await self.leases.acquire(self.executor_id, _HOLDER, time.time())
+            self._beat = asyncio.get_running_loop().create_task(
+                self._renew(), name="corral-executor-lease"
+            )
+        self.users += 1
+
+    async def let_go(self) -> None:
+        """One user is done; the last gives the lease back."""
+        self.users -= 1
+        if self.users > 0:
+            return
+        if self._beat is not None:
+            self._beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beat
+            self._beat = None
+        try:
+            await self.leases.release(self.executor_id, _HOLDER)
+        except CorralError as exc:  # it expires on its own: a failed release loses nothing
+            log.warning("could not give back the lease of %r: %s", self.executor_id, exc)
+
+    async def _renew(self) -> None:
+        lost = False
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            try:
+                held = await self.leases.renew(self.executor_id, _HOLDER, time.time())
+            except CorralError as exc:  # a busy database: the next beat tries again
+                log.warning("could not renew the lease of %r: %s", self.executor_id, exc)
+                continue
+            if not held and not lost:
+                log.error(
+                    "this process lost the lease of executor id %r (no heartbeat for %.0f s): "
+                    "another process may now execute its runs; stop this process",
+                    self.executor_id,
+                    self.leases.ttl_s,
+                )
+            lost = not held
+
+
+_lease: _LeaseKeeper | None = None
+
+
 class DbosEngine:
     """The durable `Engine`: DBOS for run lifecycle and recovery, `corral_steps` for steps."""
 
@@ -116,18 +186,26 @@ class DbosEngine:
         self._version = application_version
         self._executor_id = executor_id
         self._threads = max_executor_threads
+        self._held = False
+        """Whether this engine counts among the users of the process's lease."""
 
     async def launch(self, executor: RunExecutor) -> None:
-        global _executor, _database
+        global _executor, _database, _lease
         if _database is not None:
             if _database != self._store.url:
                 raise UsageError(
                     f"this process already runs durable workflows on {_database}; DBOS allows "
                     f"one database per process, so {self._store.url} cannot be used too"
                 )
+            assert _lease is not None
+            await _lease.hold()
+            self._held = True
             _executor = executor
             return
-        _executor, _database = executor, self._store.url
+        keeper = _LeaseKeeper(ExecutorLeases(self._store), self._executor_id)
+        await keeper.hold()  # before DBOS recovers anything of this executor id
+        self._held = True
+        _executor, _database, _lease = executor, self._store.url, keeper
         DBOS(
             config={
                 "name": "corral",
@@ -145,7 +223,9 @@ class DbosEngine:
         try:
             DBOS.launch()
         except Exception as exc:  # boundary: DBOS raises many types for an unusable database
-            _executor = _database = None
+            _executor = _database = _lease = None
+            self._held = False
+            await keeper.let_go()
             DBOS.destroy()
             raise StateError(
                 f"the durable engine could not start on {self._store.url}: {exc}"
@@ -178,13 +258,16 @@ class DbosEngine:
         # App in the same process (tests, notebooks) would have to launch it again.
         global _executor
         _executor = None
+        if self._held and _lease is not None:
+            self._held = False
+            await _lease.let_go()
         await asyncio.sleep(0)
 
 
 def shutdown() -> None:
     """Destroy the process's DBOS instance (for tests and clean interpreter exits)."""
-    global _executor, _database
-    _executor = _database = None
+    global _executor, _database, _lease
+    _executor = _database = _lease = None
     DBOS.destroy()
 
 

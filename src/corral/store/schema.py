@@ -5,6 +5,8 @@
 - caches: `corral_cache` (responses), `corral_semantic` (semantic cache);
 - operator state: `corral_alerts`, `corral_human_requests`, `corral_controls`, `corral_tokens`,
   `corral_audit` and `corral_audit_checkpoints` (the hash chain, see `corral.store.audit`);
+- processes: `corral_executors` (who executes the durable runs of each executor id, see
+  `corral.store.executors`);
 - `corral_meta`: the schema version.
 
 Schema changes are Alembic migrations in `migrations/versions/` (revision `000N` is schema version
@@ -30,6 +32,7 @@ __all__ = [
     "cache",
     "controls",
     "effects",
+    "executors",
     "human_requests",
     "meta_table",
     "metadata",
@@ -40,13 +43,14 @@ __all__ = [
     "tokens",
 ]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 _CHANGELOG = {
     1: "runs, spans, steps, effects",
     2: "response cache",
     3: "semantic cache",
     4: "cost ledger columns, dashboard indexes, alerts",
     5: "human requests, operator controls, API tokens, audit log",
+    6: "executor leases",
 }
 """What each schema version added."""
 VERSION_TABLE = "corral_alembic_version"
@@ -208,6 +212,16 @@ tokens = sa.Table(
     sa.Column("revoked_at", sa.DateTime(timezone=True)),
     sa.Column("expires_at", sa.DateTime(timezone=True)),
     sa.Column("last_used_at", sa.DateTime(timezone=True)),
+)
+executors = sa.Table(
+    "corral_executors",
+    metadata,
+    sa.Column("executor_id", sa.String(200), primary_key=True),
+    sa.Column("holder", sa.String(64), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("host", sa.String(200), nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
 )
 
 audit = sa.Table(

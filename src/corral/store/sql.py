@@ -62,6 +62,10 @@ in a thread by `SqlStore.prune`. The store does not import the engine: whoever o
 T = TypeVar("T")
 
 
+_MIGRATE_LOCK = int.from_bytes(b"corral-m", "big") >> 1
+"""PostgreSQL advisory lock key held while migrating (fits a signed 64-bit integer)."""
+
+
 def make_engine(url: str) -> sa.Engine:
     """A SQLAlchemy engine for `url`, with SQLite tuned for concurrent durable writes.
 
@@ -254,6 +258,12 @@ class SqlStore:
 
     def _migrate(self) -> None:
         with self.engine.begin() as conn:
+            # Two processes opening a fresh database at once: the second waits here until the
+            # first has created or upgraded the tables, then finds them at head.
+            if self.engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock, before reading
+            else:
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATE_LOCK})
             inspector = sa.inspect(conn)
             found: int | None = None
             if inspector.has_table(meta_table.name):
