@@ -114,3 +114,10 @@ async def test_a_live_process_on_another_machine_keeps_its_lease(leases: Executo
     await leases._store.transact(on_another_host)
     with pytest.raises(StateError, match="on other-machine"):
         await leases.acquire("corral-local", "here", T0 + 1)
+
+
+async def test_processes_opening_a_fresh_postgres_database_at_once_all_succeed(postgres_url: str):
+    stores = await asyncio.gather(*(SqlStore.open(postgres_url) for _ in range(4)))
+    for store in stores:
+        assert await store.query(_version) == str(SCHEMA_VERSION)
+        await store.close()
