@@ -4,7 +4,8 @@
   `corral_effects` (recorded side effects);
 - caches: `corral_cache` (responses), `corral_semantic` (semantic cache);
 - operator state: `corral_alerts`, `corral_human_requests`, `corral_controls`, `corral_tokens`,
-  `corral_audit` and `corral_audit_checkpoints` (the hash chain, see `corral.store.audit`);
+  `corral_sessions` (dashboard logins), `corral_audit` and `corral_audit_checkpoints` (the hash
+  chain, see `corral.store.audit`);
 - `corral_meta`: the schema version.
 
 Schema changes are Alembic migrations in `migrations/versions/` (revision `000N` is schema version
@@ -35,18 +36,20 @@ __all__ = [
     "metadata",
     "runs",
     "semantic",
+    "sessions",
     "spans",
     "steps",
     "tokens",
 ]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 _CHANGELOG = {
     1: "runs, spans, steps, effects",
     2: "response cache",
     3: "semantic cache",
     4: "cost ledger columns, dashboard indexes, alerts",
     5: "human requests, operator controls, API tokens, audit log",
+    6: "dashboard login sessions",
 }
 """What each schema version added."""
 VERSION_TABLE = "corral_alembic_version"
@@ -209,6 +212,18 @@ tokens = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True)),
     sa.Column("last_used_at", sa.DateTime(timezone=True)),
 )
+sessions = sa.Table(
+    "corral_sessions",
+    metadata,
+    sa.Column("id", sa.String(16), primary_key=True),
+    sa.Column("hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("token_id", sa.String(16), nullable=False, index=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
+)
+"""A dashboard login: the cookie holds a random secret whose SHA-256 is `hash`; it acts as the API
+token `token_id` until `expires_at`, logout (`revoked_at`) or the token's own revocation."""
 
 audit = sa.Table(
     "corral_audit",
