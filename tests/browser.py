@@ -53,3 +53,11 @@ async def open_page(
         response = await page.goto(url)
         assert response is not None and response.ok, url
     return page, problems
+
+
+def expect(locator: Any) -> Any:
+    """Playwright's `expect` (imported here, so only the browser tests need Playwright). Wait with
+    it rather than `page.wait_for_function`: the dashboard's CSP allows no eval, which that needs."""
+    from playwright.async_api import expect as playwright_expect
+
+    return playwright_expect(locator)

@@ -17,6 +17,7 @@ from corral.server.dashboard import create_dashboard
 from corral.store.ops import Ops
 from corral.store.sql import SqlStore
 from corral.testing import FakeClock
+from tests.browser import expect, open_page
 
 httpx2 = pytest.importorskip("httpx2", reason="the HTTP client the openai SDK ships with")
 
@@ -253,3 +254,37 @@ async def test_absurd_filters_on_pages_are_400_pages(served):
             assert page.status_code == 400 and "Bad request" in html.unescape(page.text)
         agents = await viewer.get("/agents", params={"since": "999999999999d"})
         assert agents.status_code == 400
+
+
+# -- in a real browser ----------------------------------------------------------------------------
+
+
+async def test_the_api_docs_render_in_chromium_under_the_csp(served, browser):
+    page, problems = await open_page(browser, served.url + "/api/docs", served.tokens["viewer"])
+    await expect(page.locator(".opblock").first).to_be_visible(timeout=WAIT * 1000)
+    assert await page.locator(".opblock").count() >= 10
+    assert problems == []  # a CSP violation or a failed asset is a console error
+
+
+async def test_a_form_on_another_port_of_the_same_host_cannot_cancel_a_run(served, serve, browser):
+    """The reported attack: SameSite=Strict sends the cookie (another port is the same site), so
+    only the origin check stops it."""
+    from starlette.applications import Starlette
+    from starlette.responses import HTMLResponse
+    from starlette.routing import Route
+
+    target = f"{served.url}/api/runs/r9/cancel"
+    evil = f'<form method="post" action="{target}"><button id="go">win a prize</button></form>'
+
+    async def bait(_: Any) -> HTMLResponse:
+        return HTMLResponse(evil)
+
+    other = await serve(Starlette(routes=[Route("/", bait)]))
+    assert urlsplit(other).hostname == urlsplit(served.url).hostname
+    page, _ = await open_page(browser, served.url + "/", served.tokens["operator"])  # logged in
+    await page.goto(other + "/")
+    async with page.expect_response(target) as answer:
+        await page.click("#go")
+    response = await answer.value
+    assert response.status == 403
+    assert await served.ops.controls_since(0) == []

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from corral import App, AppConfig, HumanPolicy, RunContext, tool
 from corral.server.dashboard import create_dashboard
-from tests.browser import open_page
+from tests.browser import expect, open_page
 
 httpx2 = pytest.importorskip("httpx2", reason="the HTTP client the openai SDK ships with")
 
@@ -292,9 +292,7 @@ async def test_a_viewer_sees_why_the_inbox_refuses_their_decision(served, browse
     card = page.locator(f'section.request[data-request="{request_id}"]')
     await card.locator("button.approve").click()
     error = card.locator(".decide-error")
-    await page.wait_for_function(
-        "el => el.textContent.length > 0", arg=await error.element_handle()
-    )
+    await expect(error).not_to_have_text("", timeout=WAIT * 1000)
     assert "has role viewer; this needs operator" in await error.inner_text()
     assert (await served.app.ops.get_request(request_id))["status"] == "pending"
 
@@ -311,14 +309,11 @@ async def test_dashboard_buttons_cancel_a_run_and_stop_noncritical_work(served, 
     await page.goto(served.url + "/controls")
     assert await page.locator("#paused-noncritical").inner_text() == "no"
     await page.click("#toggle-noncritical")
-    await page.wait_for_function(
-        "document.getElementById('paused-noncritical').textContent !== 'no'"
-    )
+    # `expect`, not `wait_for_function`: the page's CSP allows no eval, which the latter needs.
+    await expect(page.locator("#paused-noncritical")).not_to_have_text("no", timeout=WAIT * 1000)
     assert served.app.guards.kill.state["paused_noncritical"] == "by token:operator"
     await page.click("#toggle-noncritical")  # now "Resume non-critical work"
-    await page.wait_for_function(
-        "document.getElementById('paused-noncritical').textContent === 'no'"
-    )
+    await expect(page.locator("#paused-noncritical")).to_have_text("no", timeout=WAIT * 1000)
     assert served.app.guards.kill.state["paused_noncritical"] is None
     history = page.locator("#control-history tbody tr")
     assert await history.count() == 3  # halt run, pause, resume
