@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from corral.server._gate import _is_host
 from corral.server.dashboard import create_dashboard
 from corral.store.ops import Ops
 from corral.store.sql import SqlStore
@@ -288,3 +289,37 @@ async def test_a_form_on_another_port_of_the_same_host_cannot_cancel_a_run(serve
     response = await answer.value
     assert response.status == 403
     assert await served.ops.controls_since(0) == []
+
+
+# -- the origin check alone (fast) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "same"),
+    [
+        ("http://127.0.0.1:8000", "127.0.0.1:8000", True),
+        ("http://Dash.Example", "dash.example:80", True),
+        ("https://dash.example", "dash.example", True),
+        ("https://[::1]:8443", "[::1]:8443", True),
+        ("http://127.0.0.1:8001", "127.0.0.1:8000", False),
+        ("https://dash.example", "dash.example:80", False),
+        ("http://dash.example.evil", "dash.example", False),
+        ("null", "dash.example", False),
+        ("file://", "dash.example", False),
+        ("http://dash.example:port", "dash.example", False),
+    ],
+    ids=[
+        "same",
+        "default-port",
+        "https-default",
+        "ipv6",
+        "other-port",
+        "other-scheme-port",
+        "suffix",
+        "null",
+        "file",
+        "bad-port",
+    ],
+)
+def test_an_origin_matches_only_its_own_host_and_port(origin, host, same):
+    assert _is_host(origin, host) is same
