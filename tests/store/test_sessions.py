@@ -15,9 +15,19 @@ from corral.store.sql import SqlStore
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 
 
-@pytest.fixture
-async def ops(tmp_path: Path) -> AsyncIterator[Ops]:
-    store = await SqlStore.open(f"sqlite:///{tmp_path / 's.db'}")
+@pytest.fixture(
+    params=[
+        "sqlite",
+        # The same contract on PostgreSQL (a fresh database per test; slow tier).
+        pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.slow]),
+    ]
+)
+async def ops(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Ops]:
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
+    else:
+        url = f"sqlite:///{tmp_path / 's.db'}"
+    store = await SqlStore.open(url)
     try:
         yield Ops(store, key_file=tmp_path / "audit.key", checkpoint_every=0)
     finally:
