@@ -36,12 +36,15 @@ async def browser() -> AsyncIterator[Any]:
 async def open_page(
     browser: Any, url: str, token: str | None, *, go: bool = True
 ) -> tuple[Any, list[str]]:
-    """A page logged in with `token` (the cookie the login form sets; None: logged out) that
-    collects console errors; `go` opens `url` too."""
+    """A page logged in with `token` (through the login form, which sets the session cookie;
+    None: logged out) that collects console errors; `go` opens `url` too."""
     context = await browser.new_context(viewport={"width": 1400, "height": 1000})
     if token is not None:
-        origin = "{0.scheme}://{0.netloc}/".format(urlsplit(url))  # the cookie is site-wide
-        await context.add_cookies([{"name": "corral_token", "value": token, "url": origin}])
+        origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
+        login = await context.request.post(
+            f"{origin}/login", form={"token": token, "next": "/"}, max_redirects=0
+        )
+        assert login.status == 303, await login.text()
     page = await context.new_page()
     problems: list[str] = []
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
@@ -50,3 +53,11 @@ async def open_page(
         response = await page.goto(url)
         assert response is not None and response.ok, url
     return page, problems
+
+
+def expect(locator: Any) -> Any:
+    """Playwright's `expect` (imported here, so only the browser tests need Playwright). Wait with
+    it rather than `page.wait_for_function`: the dashboard's CSP allows no eval, which that needs."""
+    from playwright.async_api import expect as playwright_expect
+
+    return playwright_expect(locator)

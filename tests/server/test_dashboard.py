@@ -17,7 +17,7 @@ from corral.errors import AgentError
 from corral.patterns import Pipeline
 from corral.server.dashboard import create_dashboard
 from corral.store import queries
-from tests.browser import open_page
+from tests.browser import expect, open_page
 
 httpx2 = pytest.importorskip("httpx2", reason="the HTTP client the openai SDK ships with")
 
@@ -248,9 +248,8 @@ async def test_a_running_run_updates_live_until_it_finishes(served, browser):
     assert await page.locator("#run-status").inner_text() == "running"
     gate.set()
     await handle.result()
-    await page.wait_for_function(
-        "document.getElementById('run-status').textContent === 'succeeded'", timeout=15_000
-    )
+    # `expect`, not `wait_for_function`: the page's CSP allows no eval, which the latter needs.
+    await expect(page.locator("#run-status")).to_have_text("succeeded", timeout=15_000)
     assert await page.locator("#live-flag").is_hidden()
     assert problems == []
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from corral import App, AppConfig, HumanPolicy, RunContext, tool
 from corral.server.dashboard import create_dashboard
-from tests.browser import open_page
+from tests.browser import expect, open_page
 
 httpx2 = pytest.importorskip("httpx2", reason="the HTTP client the openai SDK ships with")
 
@@ -86,8 +86,11 @@ def _fill(path: str) -> str:
 
 
 async def test_every_endpoint_refuses_without_a_token_and_mutations_without_the_role(served):
+    async with served.client("viewer") as viewer:
+        spec = (await viewer.get("/api/openapi.json")).json()
     async with served.client() as anonymous:
-        spec = (await anonymous.get("/api/openapi.json")).json()
+        for path in ("/api/openapi.json", "/api/docs"):
+            assert (await anonymous.get(path)).status_code == 401, path
         operations = [
             (method.upper(), path)
             for path, item in spec["paths"].items()
@@ -190,7 +193,11 @@ async def test_tokens_over_http_work_until_revoked(served):
 
 
 async def test_pages_need_a_login_and_the_login_sets_a_strict_cookie(served):
-    async with httpx2.AsyncClient(base_url=served.url, timeout=WAIT) as browser:
+    # A browser sends its origin with every POST; httpx does not unless told.
+    same_origin = {"Origin": served.url}
+    async with httpx2.AsyncClient(
+        base_url=served.url, timeout=WAIT, headers=same_origin
+    ) as browser:
         first = await browser.get("/inbox?kind=approval")
         assert first.status_code == 303
         assert first.headers["location"] == "/login?next=/inbox%3Fkind%3Dapproval"
@@ -221,8 +228,8 @@ async def test_the_openapi_spec_survives_schemathesis_without_a_server_error(ser
     from hypothesis import HealthCheck, given, settings
 
     await served.waiting_run("o3")  # a real pending request among the fuzzed ids
-    async with served.client() as anonymous:
-        spec = (await anonymous.get("/api/openapi.json")).json()
+    async with served.client("viewer") as viewer:
+        spec = (await viewer.get("/api/openapi.json")).json()
     schema = schemathesis.openapi.from_dict(spec)
     headers = {"Authorization": f"Bearer {served.tokens['admin']}"}
     failures: list[str] = []
@@ -285,9 +292,7 @@ async def test_a_viewer_sees_why_the_inbox_refuses_their_decision(served, browse
     card = page.locator(f'section.request[data-request="{request_id}"]')
     await card.locator("button.approve").click()
     error = card.locator(".decide-error")
-    await page.wait_for_function(
-        "el => el.textContent.length > 0", arg=await error.element_handle()
-    )
+    await expect(error).not_to_have_text("", timeout=WAIT * 1000)
     assert "has role viewer; this needs operator" in await error.inner_text()
     assert (await served.app.ops.get_request(request_id))["status"] == "pending"
 
@@ -304,14 +309,11 @@ async def test_dashboard_buttons_cancel_a_run_and_stop_noncritical_work(served, 
     await page.goto(served.url + "/controls")
     assert await page.locator("#paused-noncritical").inner_text() == "no"
     await page.click("#toggle-noncritical")
-    await page.wait_for_function(
-        "document.getElementById('paused-noncritical').textContent !== 'no'"
-    )
+    # `expect`, not `wait_for_function`: the page's CSP allows no eval, which the latter needs.
+    await expect(page.locator("#paused-noncritical")).not_to_have_text("no", timeout=WAIT * 1000)
     assert served.app.guards.kill.state["paused_noncritical"] == "by token:operator"
     await page.click("#toggle-noncritical")  # now "Resume non-critical work"
-    await page.wait_for_function(
-        "document.getElementById('paused-noncritical').textContent === 'no'"
-    )
+    await expect(page.locator("#paused-noncritical")).to_have_text("no", timeout=WAIT * 1000)
     assert served.app.guards.kill.state["paused_noncritical"] is None
     history = page.locator("#control-history tbody tr")
     assert await history.count() == 3  # halt run, pause, resume

@@ -204,36 +204,62 @@ def serve(
     ] = None,
     config: ConfigOpt = None,
     db: DbOpt = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="where the first admin token goes when the output is not a terminal (file "
+            "mode 0600; default: first-admin-token beside the audit key, .corral/)"
+        ),
+    ] = None,
+    session_hours: Annotated[
+        float, typer.Option(help="how long a dashboard login lasts", min=0.01, max=24 * 365)
+    ] = 12,
 ) -> None:
     """Serve the dashboard, its JSON API (/api/...) and Prometheus metrics (/metrics).
 
     Every page and endpoint needs an API token (`corral tokens create NAME --role ROLE`); on a
-    database without tokens, an admin token is created and printed once. The OpenAPI spec is at
-    /api/openapi.json. Prometheus scrapes /metrics with a viewer token as its bearer token.
+    database without tokens, an admin token is created once: shown if the output is a terminal,
+    otherwise written to --token-file (mode 0600) and never printed into a log. Logging in at
+    /login gives the browser a session cookie (not the token) that lasts --session-hours and ends
+    at logout or when the token is revoked; 5 failed logins a minute from one address are refused
+    (429) and each failure is logged. The API docs (/api/docs) and the OpenAPI spec
+    (/api/openapi.json) need a token too. Prometheus scrapes /metrics with a viewer token as its
+    bearer token.
     """
     import contextlib
+    import sys
     from collections.abc import AsyncIterator
 
     import uvicorn
     from fastapi import FastAPI
 
+    from corral.cli._token import first_admin_token
     from corral.server.dashboard import create_dashboard
 
     cfg = read_config(config, db)
+    secret_file = token_file or Path(cfg.audit.key_file).parent / "first-admin-token"
+    session_ttl_s = session_hours * 3600
 
     async def first_token(ops: Ops) -> None:
         # Every page and endpoint needs a token: on a database with none, make the first admin
-        # token and show it once, the way Jupyter shows its login token.
-        if await ops.has_tokens(datetime.now(UTC)):
-            return
-        token, _ = await ops.create_token(
-            "first-admin", "admin", by="corral serve", at=datetime.now(UTC)
+        # token, the way Jupyter makes its login token, but keep it out of logs.
+        made = await first_admin_token(
+            ops, at=datetime.now(UTC), terminal=sys.stdout.isatty(), file=secret_file
         )
+        if made is None:
+            return
+        if made.file is not None:
+            console.print(
+                f"corral: no API tokens existed, so an admin token was created and written to "
+                f"{made.file} (mode 0600; not printed, the output is not a terminal)",
+                soft_wrap=True,  # one line with the whole path, for scripts and log readers
+            )
+            return
         console.print(
             "corral: no API tokens existed, so an admin token was created (shown once; "
             "`corral tokens create` makes more, `corral tokens revoke` removes this one):"
         )
-        console.out(token)
+        console.out(made.token)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -246,7 +272,8 @@ def serve(
             async with target:
                 assert target.ops is not None
                 await first_token(target.ops)
-                web.mount("/", create_dashboard(target.store, app=target))
+                dashboard = create_dashboard(target.store, app=target, session_ttl_s=session_ttl_s)
+                web.mount("/", dashboard)
                 yield
         else:
             store = await open_store(cfg)
@@ -257,7 +284,7 @@ def serve(
                     checkpoint_every=cfg.audit.checkpoint_every,
                 )
                 await first_token(ops)
-                web.mount("/", create_dashboard(store, ops=ops))
+                web.mount("/", create_dashboard(store, ops=ops, session_ttl_s=session_ttl_s))
                 yield
             finally:
                 await store.close()

@@ -11,13 +11,20 @@ Pages (server-rendered HTML, no build step; a few lines of vanilla JS poll for l
     /inbox            approvals, escalations and reviews waiting for a human (operator routes in
                       `corral.server.operate`)
     /controls         the kill switch and pauses
-    /login            sign in with an API token (every other page and endpoint needs one)
+    /login            sign in with an API token (every other page and endpoint needs one); the
+                      browser gets a session cookie, never the token (`corral.server._login`)
 
 JSON: `/api/runs`, `/api/runs/{id}`, `/api/agents`, `/api/costs`, `/api/costs/daily`,
 `/api/alerts` (and `POST /api/alerts/{id}/ack`), plus the operator API. Bad filters are a 400
 naming the filter; unknown runs a 404; no token 401, a token without the role 403 (see
-`corral.server.auth`); the OpenAPI spec is at `/api/openapi.json`, its docs at `/api/docs`. Every
-page and endpoint reads through `corral.store.queries`.
+`corral.server.auth`); the OpenAPI spec is at `/api/openapi.json`, its docs at `/api/docs` (both
+need a token too; `corral.server._docs`). Every page and endpoint reads through
+`corral.store.queries`.
+
+Before FastAPI sees a request, `corral.server._gate` refuses cross-site browser requests, checks the
+token or session and its role, and reads the body up to the route's limit (413 past it), and it
+adds the security headers to every response. Asset URLs are root-relative: the `Host` header a
+client sends is never written into a page.
 """
 
 from __future__ import annotations
@@ -27,17 +34,30 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path as FilePath
 from typing import TYPE_CHECKING, Any, get_args
-from urllib.parse import parse_qs, quote
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from corral.clock import SystemClock
 from corral.contracts import RunId
 from corral.errors import ConflictError, NotFoundError, PayloadError, StateError, UsageError
 from corral.guards.policy import PRIORITIES
-from corral.server.auth import COOKIE, Forbidden, Principal, Unauthorized, requires
+from corral.server._docs import add_docs_routes
+from corral.server._gate import Gate
+from corral.server._login import add_login_routes
+from corral.server._throttle import LoginThrottle
+from corral.server.auth import (
+    Forbidden,
+    Principal,
+    TooLarge,
+    TooManyAttempts,
+    Unauthorized,
+    authenticate,
+    requires,
+)
 from corral.server.operate import add_operator_routes
 from corral.store import queries
 from corral.store.ops import Ops
@@ -160,12 +180,7 @@ def _filter(
     limit: int,
     before: str | None,
 ) -> queries.RunFilter:
-    cost: Decimal | None = None
-    if min_cost:
-        try:
-            cost = Decimal(min_cost)
-        except InvalidOperation:
-            raise UsageError(f"min_cost {min_cost!r} is not a number of dollars") from None
+    cost = _dollars("min_cost", min_cost) if min_cost else None
     cursor: tuple[datetime, str] | None = None
     if before:
         at, _, run_id = before.partition("|")
@@ -187,10 +202,34 @@ def _filter(
     )
 
 
+_MAX_DOLLARS = Decimal(10) ** 12
+"""No filter needs more dollars than this; `1e999999999` would overflow the integer column."""
+
+
+def _dollars(name: str, text: str) -> Decimal:
+    """A dollar amount from a query parameter: a finite number from 0 up to `_MAX_DOLLARS`.
+
+    Raises:
+        UsageError: `NaN`, `Infinity`, a negative or an absurdly large amount, or not a number.
+    """
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise UsageError(f"{name} {text!r} is not a number of dollars") from None
+    if not value.is_finite() or not 0 <= value <= _MAX_DOLLARS:
+        raise UsageError(
+            f"{name} {text!r} is not a number of dollars from 0 to {_MAX_DOLLARS:,}; "
+            "use a plain amount like 0.05"
+        )
+    return value
+
+
 _STATUSES: tuple[str, ...] = get_args(RunStatus)
 _ERRORS: dict[type[Exception], tuple[int, str]] = {
     Unauthorized: (401, "unauthorized"),
     Forbidden: (403, "forbidden"),
+    TooLarge: (413, "payload_too_large"),
+    TooManyAttempts: (429, "too_many_attempts"),
     NotFoundError: (404, "not_found"),
     ConflictError: (409, "conflict"),
     PayloadError: (422, "invalid_payload"),
@@ -199,20 +238,47 @@ _ERRORS: dict[type[Exception], tuple[int, str]] = {
 }
 
 
-def create_dashboard(store: SqlStore, *, app: App | None = None, ops: Ops | None = None) -> FastAPI:
-    """The dashboard over `store`. With `app` (an open `App` in this process), `/metrics` and
-    the agents page also show live breaker states and limiter queue depths, and decisions and
-    controls take effect through it at once. `ops` (default: the app's, or one over `store`)
-    holds the tokens every request is checked against."""
+SESSION_TTL_S = 12 * 3600.0
+"""How long a dashboard login lasts unless `create_dashboard` is told otherwise."""
+
+
+def create_dashboard(
+    store: SqlStore,
+    *,
+    app: App | None = None,
+    ops: Ops | None = None,
+    session_ttl_s: float = SESSION_TTL_S,
+    throttle: LoginThrottle | None = None,
+) -> FastAPI:
+    """The dashboard over `store`.
+
+    Args:
+        store: The run database.
+        app: An open `App` in this process: `/metrics` and the agents page also show live breaker
+            states and limiter queue depths, and decisions and controls take effect through it
+            at once.
+        ops: Holds the tokens and sessions every request is checked against (default: the
+            app's, or one over `store`).
+        session_ttl_s: How long a dashboard login lasts.
+        throttle: Counts failed logins per client (default: 5 a minute, on the app's clock).
+
+    Raises:
+        UsageError: a non-positive `session_ttl_s`.
+    """
+    if not session_ttl_s > 0:
+        raise UsageError(f"session_ttl_s must be positive, got {session_ttl_s!r}")
     ops = ops or (app.ops if app is not None and app.ops is not None else Ops(store))
+    clock = app.clock if app is not None else SystemClock()
     viewer = Depends(requires(ops, "viewer"))
     operator = Depends(requires(ops, "operator"))
     api = FastAPI(
         title="Corral",
         summary="Runs, costs, agents, alerts and operator controls of a Corral installation.",
-        docs_url="/api/docs",
-        openapi_url="/api/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
+    add_docs_routes(api, viewer)
     api.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     templates.env.filters["pretty"] = _pretty
@@ -234,26 +300,45 @@ def create_dashboard(store: SqlStore, *, app: App | None = None, ops: Ops | None
             headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
             if status == 503:
                 headers = {"Retry-After": "5"}
+            if isinstance(exc, TooManyAttempts):
+                headers = {"Retry-After": str(exc.retry_after_s)}
             return JSONResponse(
                 {"error": code, "message": message, **_details(exc)},
                 status_code=status,
                 headers=headers,
             )
-        title = {403: "Forbidden", 404: "Not found", 409: "Conflict", 503: "Unavailable"}.get(
-            status, "Bad request"
+        title = {
+            403: "Forbidden",
+            404: "Not found",
+            409: "Conflict",
+            413: "Too large",
+            429: "Too many attempts",
+            503: "Unavailable",
+        }.get(status, "Bad request")
+        retry = (
+            {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, TooManyAttempts) else None
         )
         return templates.TemplateResponse(
-            request, "error.html", {"message": message, "title": title}, status_code=status
+            request,
+            "error.html",
+            {"message": message, "title": title},
+            status_code=status,
+            headers=retry,
         )
 
     for error in _ERRORS:
         api.add_exception_handler(error, refuse)
 
-    def page(request: Request, name: str, context: dict[str, Any]) -> HTMLResponse:
+    def page(
+        request: Request, name: str, context: dict[str, Any], *, status_code: int = 200
+    ) -> HTMLResponse:
         fragment = request.query_params.get("fragment") == "1"
         who: Principal | None = getattr(request.state, "principal", None)
         return templates.TemplateResponse(
-            request, name, {**context, "fragment": fragment, "path": request.url.path, "who": who}
+            request,
+            name,
+            {**context, "fragment": fragment, "path": request.url.path, "who": who},
+            status_code=status_code,
         )
 
     async def load_run(run_id: str) -> dict[str, Any] | None:
@@ -420,55 +505,21 @@ def create_dashboard(store: SqlStore, *, app: App | None = None, ops: Ops | None
             request, "alerts.html", {"title": "Alerts", "alerts": rows, "all": all, "live": True}
         )
 
-    # -- login ------------------------------------------------------------------------------------
-
-    @api.get("/login", response_class=HTMLResponse, include_in_schema=False)
-    async def login_page(request: Request, next: str = "/") -> Response:
-        return page(request, "login.html", {"title": "Log in", "next": _local(next), "live": False})
-
-    @api.post("/login", include_in_schema=False)
-    async def login(request: Request) -> Response:
-        form = parse_qs((await request.body()).decode("utf-8", "replace"))
-        token = (form.get("token") or [""])[0].strip()
-        target = _local((form.get("next") or ["/"])[0])
-        found = await ops.authenticate(token, datetime.now(UTC)) if token else None
-        if found is None:
-            return templates.TemplateResponse(
-                request,
-                "login.html",
-                {
-                    "title": "Log in",
-                    "next": target,
-                    "error": "unknown, revoked or expired token",
-                    "live": False,
-                    "fragment": False,
-                    "path": "/login",
-                    "who": None,
-                },
-                status_code=401,
-            )
-        response = RedirectResponse(target, status_code=303)
-        response.set_cookie(
-            COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https"
-        )
-        return response
-
-    @api.post("/logout", include_in_schema=False)
-    async def logout() -> Response:
-        response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(COOKIE)
-        return response
-
+    add_login_routes(
+        api,
+        ops,
+        page=page,
+        throttle=throttle or LoginThrottle(clock),
+        session_ttl_s=session_ttl_s,
+        now=clock.now,
+    )
     add_operator_routes(api, ops, app, page, _jsonable)
+
+    async def who(request: Request) -> Principal:
+        return await authenticate(ops, request, clock.now())
+
+    api.add_middleware(Gate, router=api.router, authenticate=who, refuse=refuse)
     return api
-
-
-def _local(target: str) -> str:
-    """Only same-site paths after login (no open redirect to another host: browsers read `//x`
-    and `/\\x` as another host)."""
-    if not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return "/"
-    return target
 
 
 def _details(exc: Exception) -> dict[str, Any]:

@@ -22,11 +22,12 @@ import dataclasses
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
 from corral.guards.kill import KillSwitch
+from corral.server._gate import max_body
 from corral.server.auth import Principal, requires
 from corral.store.ops import Ops
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["add_operator_routes"]
 
 Id = Path(min_length=1, max_length=200)
+_DECISION_BODY = 1024 * 1024
 
 
 class DecisionBody(BaseModel):
@@ -87,7 +89,9 @@ def add_operator_routes(
     viewer = Depends(requires(ops, "viewer"))
     operator = Depends(requires(ops, "operator"))
     admin = Depends(requires(ops, "admin"))
-    router = APIRouter()
+    # Straight onto the app's router, not an included one: the gate (`corral.server._gate`) reads
+    # each route's role and body limit from the app's own routes.
+    router = api.router
 
     def now() -> datetime:
         return app.clock.now() if app is not None else datetime.now(UTC)
@@ -120,7 +124,9 @@ def add_operator_routes(
         rows = await ops.list_requests(kind=kind, status=status, run_id=run_id, limit=limit)
         return jsonable(rows)
 
-    @router.post("/api/inbox/{request_id}/decide")
+    # An edit or an answer carries a tool's arguments or an agent's output: more than the
+    # default 32 KiB, still bounded.
+    @router.post("/api/inbox/{request_id}/decide", openapi_extra=max_body(_DECISION_BODY))
     async def api_decide(
         body: DecisionBody,
         request_id: str = Id,
@@ -243,5 +249,3 @@ def add_operator_routes(
                 "live": True,
             },
         )
-
-    api.include_router(router)

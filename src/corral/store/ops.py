@@ -1,11 +1,13 @@
-"""Operator state of one run database, in one object: human requests, controls, API tokens and the
-audit log.
+"""Operator state of one run database, in one object: human requests, controls, API tokens, login
+sessions and the audit log.
 
-Each concept has its own module (`humans`, `controls`, `tokens`, `audit`); `Ops` builds them over
-one store and one audit log (every mutation in the first three is audited in its own transaction)
+Each concept has its own module (`humans`, `controls`, `tokens`, `sessions`, `audit`); `Ops` builds
+them over one store and one audit log (every mutation in the first four is audited in its own
+transaction)
 and is what the app, the server and the CLI hold. Its methods are the parts' own methods under the
 names callers use (`ops.decide`, `ops.add_control`, `ops.create_token`, `ops.audit_entries`...);
-the parts are also reachable as `ops.requests`, `ops.controls`, `ops.tokens`, `ops.log`.
+the parts are also reachable as `ops.requests`, `ops.controls`, `ops.tokens`, `ops.sessions`,
+`ops.log`.
 """
 
 from __future__ import annotations
@@ -15,14 +17,15 @@ from pathlib import Path
 from corral.store.audit import AuditLog, AuditSigner
 from corral.store.controls import Control, Controls
 from corral.store.humans import HumanRequests
+from corral.store.sessions import Session, Sessions
 from corral.store.sql import SqlStore
 from corral.store.tokens import ROLES, Role, Tokens
 
-__all__ = ["ROLES", "Control", "Ops", "Role"]
+__all__ = ["ROLES", "Control", "Ops", "Role", "Session"]
 
 
 class Ops:
-    """Human requests, controls, tokens and the audit log of one database.
+    """Human requests, controls, tokens, login sessions and the audit log of one database.
 
     Args:
         store: The app's store (its engine and redactor are used).
@@ -42,6 +45,7 @@ class Ops:
         self.requests = HumanRequests(store, self.log)
         self.controls = Controls(store, self.log)
         self.tokens = Tokens(store, self.log)
+        self.sessions = Sessions(store, self.log)
         # Human requests (the `corral.humans.HumanStore` the app's `HumanDesk` waits through).
         self.open_request = self.requests.open_request
         self.get_request = self.requests.get_request
@@ -60,6 +64,10 @@ class Ops:
         self.revoke_token = self.tokens.revoke
         self.authenticate = self.tokens.authenticate
         self.has_tokens = self.tokens.any_live
+        # Dashboard login sessions.
+        self.open_session = self.sessions.open
+        self.find_session = self.sessions.find
+        self.close_session = self.sessions.close
         # The audit log.
         self.audit = self.log.record
         self.audit_entries = self.log.entries

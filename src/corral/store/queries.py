@@ -52,7 +52,13 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     now = now or datetime.now(UTC)
     match = _SINCE.match(text)
     if match:
-        return now - timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+        try:
+            return now - timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+        except OverflowError:  # `999999999999d` reaches past year 1 (or past what floats hold)
+            raise UsageError(
+                f"the time {text!r} reaches back before the year 1; use a shorter duration "
+                "or an ISO date like 2026-11-01"
+            ) from None
     try:
         parsed = datetime.fromisoformat(text.strip())
     except ValueError:

@@ -4,7 +4,8 @@
   `corral_effects` (recorded side effects);
 - caches: `corral_cache` (responses), `corral_semantic` (semantic cache);
 - operator state: `corral_alerts`, `corral_human_requests`, `corral_controls`, `corral_tokens`,
-  `corral_audit` and `corral_audit_checkpoints` (the hash chain, see `corral.store.audit`);
+  `corral_sessions` (dashboard logins), `corral_audit` and `corral_audit_checkpoints` (the hash
+  chain, see `corral.store.audit`);
 - processes: `corral_executors` (who executes the durable runs of each executor id, see
   `corral.store.executors`);
 - `corral_meta`: the schema version.
@@ -38,12 +39,13 @@ __all__ = [
     "metadata",
     "runs",
     "semantic",
+    "sessions",
     "spans",
     "steps",
     "tokens",
 ]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 _CHANGELOG = {
     1: "runs, spans, steps, effects",
     2: "response cache",
@@ -51,6 +53,7 @@ _CHANGELOG = {
     4: "cost ledger columns, dashboard indexes, alerts",
     5: "human requests, operator controls, API tokens, audit log",
     6: "executor leases",
+    7: "dashboard login sessions",
 }
 """What each schema version added."""
 VERSION_TABLE = "corral_alembic_version"
@@ -223,6 +226,18 @@ executors = sa.Table(
     sa.Column("started_at", sa.Float, nullable=False),
     sa.Column("heartbeat_at", sa.Float, nullable=False),
 )
+sessions = sa.Table(
+    "corral_sessions",
+    metadata,
+    sa.Column("id", sa.String(16), primary_key=True),
+    sa.Column("hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("token_id", sa.String(16), nullable=False, index=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
+)
+"""A dashboard login: the cookie holds a random secret whose SHA-256 is `hash`; it acts as the API
+token `token_id` until `expires_at`, logout (`revoked_at`) or the token's own revocation."""
 
 audit = sa.Table(
     "corral_audit",
