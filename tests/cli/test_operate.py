@@ -72,18 +72,20 @@ def test_inbox_then_an_edited_approval_then_a_second_decision_is_refused(cli, db
     [row] = json.loads(out)
     assert row["id"] == request_id and row["kind"] == "approval" and row["subject"] == "refund"
 
-    code, _, err = cli("approve", request_id, "--edit", '{"order_id": "o1"}')
+    # --edit is a merge patch over the proposed arguments: null removes one, then the schema
+    # decides.
+    code, _, err = cli("approve", request_id, "--edit", '{"amount_usd": null}')
     assert code == 2 and "amount_usd" in err and "required" in err
 
-    code, out, err = cli(
-        "approve", request_id, "--edit", '{"order_id": "o1", "amount_usd": 50}', "--as", "alice"
-    )
+    code, out, err = cli("approve", request_id, "--edit", '{"amount_usd": 50}', "--as", "alice")
     assert code == 0, err
     assert out.strip() == f"approval {request_id}: edited by alice"
     code, out, _ = cli("inbox", "--format", "json")
     assert json.loads(out) == []
     code, out, _ = cli("inbox", "--all", "--format", "json")
-    assert json.loads(out)[0]["status"] == "edited"
+    [decided] = json.loads(out)
+    assert decided["status"] == "edited"
+    assert decided["value"] == {"order_id": "o1", "amount_usd": 50}
 
     code, _, err = cli("reject", request_id)
     assert code == 2 and "[conflict]" in err and "already edited (by alice" in err

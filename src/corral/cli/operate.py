@@ -71,13 +71,21 @@ def _decide(
     actor: str | None,
     config: Path | None,
     db: str | None,
+    *,
+    patch: bool = False,
 ) -> None:
     who = _who(actor)
     row = _with_ops(
         config,
         db,
         lambda ops: ops.decide(
-            request_id, action, by=who, at=datetime.now(UTC), value=value, comment=comment
+            request_id,
+            action,
+            by=who,
+            at=datetime.now(UTC),
+            value=value,
+            comment=comment,
+            patch=patch,
         ),
     )
     console.print(f"{row['kind']} {request_id}: {row['status']} by {who}")
@@ -119,16 +127,24 @@ def approve(
     request_id: Annotated[str, typer.Argument(help="the request id (from `corral inbox`)")],
     edit: Annotated[
         str | None,
-        typer.Option(help="approve with these arguments instead (JSON or @file.json)"),
+        typer.Option(
+            help="approve with changed arguments: a JSON merge patch over the proposed ones "
+            "(JSON or @file.json); '{\"amount_usd\": 90}' changes one, null removes one",
+        ),
     ] = None,
     comment: Comment = "",
     actor: As = None,
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
-    """Approve a request (or approve it edited, with --edit)."""
+    """Approve a request (or approve it edited, with --edit).
+
+    The edited arguments are the proposed ones with --edit merged over them (RFC 7386), then
+    checked against the tool's schema: `--edit '{"amount_usd": 90}'` keeps every other argument.
+    """
     value = _json_arg(edit) if edit is not None else None
-    _decide(request_id, "edit" if edit else "approve", value, comment, actor, config, db)
+    action = "edit" if edit is not None else "approve"
+    _decide(request_id, action, value, comment, actor, config, db, patch=True)
 
 
 @app.command()
