@@ -473,13 +473,24 @@ class HumanPolicy:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuditPolicy:
-    """The `[audit]` table: where the checkpoint signing key lives and how often to sign."""
+    """The `[audit]` table: the checkpoint signing key, where checkpoints are kept, how often.
 
-    key_file: str = ".corral/audit.key"
-    """The Ed25519 seed that signs checkpoints (created on first use, mode 0600). Keep it off the
-    database host's backups; `CORRAL_AUDIT_KEY` overrides it."""
-    checkpoint_every: int = 100
-    """Sign the chain head every this many entries (0: only on `corral audit checkpoint`)."""
+    Both files live outside the database directory by default, so whoever can change the database
+    (or a copy of `.corral/`) has neither the key that signs its checkpoints nor the record of them.
+    """
+
+    key_file: str | None = None
+    """The Ed25519 seed that signs checkpoints (created by the first writer, mode 0600; never by
+    `corral audit verify`). None: `$XDG_CONFIG_HOME/corral/audit.key`, else
+    `~/.config/corral/audit.key`. Keep it off the database host's backups;
+    `CORRAL_AUDIT_KEY` overrides it."""
+    checkpoint_file: str | None = None
+    """Each signed checkpoint is appended here as it commits, and `corral audit verify` reads it.
+    None: one file per database under `$XDG_STATE_HOME/corral/audit/`, else
+    `~/.local/state/corral/audit/`. Put it on append-only storage you trust."""
+    checkpoint_every: int = 1
+    """Sign the chain head every this many entries (1: every entry, so deleting even the newest
+    entries is caught; 0: only at app close and on `corral audit checkpoint`)."""
 
     def __post_init__(self) -> None:
         from corral.errors import ConfigError

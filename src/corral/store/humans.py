@@ -118,7 +118,7 @@ class HumanRequests:
                 ).one()
             return _request_row(row._mapping)
 
-        self._log.load_key()
+        await self._log.load_key()
         return await self._store.transact(write)
 
     async def decided_among(self, request_ids: list[str]) -> list[str]:
@@ -214,7 +214,7 @@ class HumanRequests:
         if patch and action == "edit":
             value = _patched(row, value)
         value = _checked_value(row, action, value)
-        self._log.load_key()
+        await self._log.load_key()
 
         def write(conn: sa.Connection) -> dict[str, Any]:
             done = conn.execute(
