@@ -29,7 +29,7 @@ from corral import (
     above,
     tool,
 )
-from corral.humans import HumanRequest, merge_patch
+from corral.humans import HumanRequest, merge_patch, proposed_value
 from corral.testing import FakeModel
 from corral.testing._model import reply
 
@@ -214,6 +214,55 @@ def test_merge_patch_follows_rfc_7386():
     assert merge_patch({"a": 1}, [1]) == [1]
     assert merge_patch("x", {"a": {"b": None, "c": 1}}) == {"a": {"c": 1}}
     assert target == {"a": "b", "c": {"d": "e", "f": "g"}}  # not changed in place
+
+
+@pytest.mark.parametrize(
+    ("kind", "step_id", "payload", "proposed"),
+    [
+        pytest.param(
+            "approval",
+            "3.h",
+            {"arguments": {"a": 1}, "agent": None, "reason": ""},
+            {"a": 1},
+            id="tool-call",
+        ),
+        pytest.param(
+            "approval",
+            "4",
+            {"arguments": 1, "other": 2},
+            {"arguments": 1, "other": 2},
+            id="a-value-with-an-arguments-field",
+        ),
+        pytest.param(
+            "escalation",
+            "2",
+            {"input": {}, "proposed": {"reply": "x"}},
+            {"reply": "x"},
+            id="escalation",
+        ),
+        pytest.param("escalation", "2", "text", None, id="escalation-without-a-draft"),
+    ],
+)
+def test_what_a_request_proposes_is_what_a_patch_edits(kind, step_id, payload, proposed):
+    assert proposed_value(kind, step_id, payload) == proposed
+
+
+async def test_an_approved_value_is_patched_whole(tmp_path):
+    app, _ = make_app(tmp_path)
+
+    @app.workflow
+    async def answer(ctx: RunContext, t: Ticket) -> Answer:
+        return await ctx.approve(Answer(reply=f"re: {t.text}", confidence=0.5))
+
+    async with app:
+        handle, request = await start_and_wait(app, "answer", {"text": "hi"})
+        assert app.ops is not None
+        await app.ops.decide(
+            request.id, "edit", by="ed", at=app.clock.now(), value={"confidence": 1}, patch=True
+        )
+        app.humans.notify(request.id)
+        result = await asyncio.wait_for(handle.result(), WAIT)
+        assert result.output == Answer(reply="re: hi", confidence=1)
 
 
 async def test_a_patch_refuses_a_proposal_stored_with_secrets_redacted(tmp_path):
@@ -488,6 +537,7 @@ async def test_a_refused_model_proposed_side_effect_call_is_audited(tmp_path):
         assert result.ok and calls == []
         [entry] = await app.ops.audit_entries(run_id=result.run_id)
         assert entry["action"] == "tool.refused" and entry["actor"] == "agent:support"
+        assert entry["details"]["arguments_preview"].startswith('{"order_id": "o\\u202e5"')
         assert entry["details"]["errors"][0]["loc"] == "amount_usd"
         assert "finite number" in entry["details"]["errors"][0]["msg"]
 

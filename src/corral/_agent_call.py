@@ -614,7 +614,8 @@ async def audit_refusal(
     """
     if not tool.side_effect or run.auditor is None:
         return
-    text = json.dumps(arguments, default=str, ensure_ascii=False)
+    # ASCII escapes: a smuggled U+202E reads as `\u202e` in the preview, not as reversed text.
+    text = json.dumps(arguments, default=str)
     await run.auditor.audit(
         at=run.clock.now(),
         actor=actor,

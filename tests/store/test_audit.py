@@ -261,6 +261,26 @@ async def test_verify_never_creates_a_key(ops, tmp_path, monkeypatch):
     assert not await asyncio.to_thread(absent.parent.exists)
 
 
+def test_the_default_files_live_outside_the_database_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)
+    assert chain.default_key_file() == tmp_path / "config" / "corral" / "audit.key"
+    relative = chain.default_checkpoint_file("sqlite:///.corral/corral.db")
+    absolute = chain.default_checkpoint_file(f"sqlite:///{tmp_path / '.corral' / 'corral.db'}")
+    assert relative == absolute  # one database, one file, from wherever it is named
+    assert relative.parent == tmp_path / "state" / "corral" / "audit"
+    assert relative.name.startswith("corral-") and relative.name.endswith(".checkpoints.jsonl")
+    other = chain.default_checkpoint_file("postgresql://u:secret@db.example/prod")
+    assert other.parent == relative.parent and other != relative
+    assert "secret" not in str(other)
+    monkeypatch.delenv("XDG_STATE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert chain.default_checkpoint_file("sqlite:///x.db").parent == (
+        tmp_path / "home" / ".local" / "state" / "corral" / "audit"
+    )
+
+
 # -- chain versions -----------------------------------------------------------------------------
 
 
