@@ -244,6 +244,8 @@ def post_note(channel: str, body: str, tags: dict[str, str] | None = None) -> st
         pytest.param("a\u2028b", "\u2028", id="line-separator"),
         pytest.param("a\u2029b", "\u2029", id="paragraph-separator"),
         pytest.param("a\x7fb", "\x7f", id="del"),
+        pytest.param("a\ud800b", "\ud800", id="lone-surrogate"),
+        pytest.param("a\U000e0041b", "\U000e0041", id="tag-character"),
     ],
 )
 def test_invisible_characters_are_removed_from_side_effect_values_and_keys(smuggled, char):

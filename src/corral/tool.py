@@ -43,9 +43,9 @@ ApprovalSpec = Literal["never", "always"] | Approval | Callable[[Any], bool] | N
 Validator = Callable[[Any], None]
 """Called with the validated arguments (a Pydantic model); raises `ValueError` to refuse them."""
 _RESERVED = ("idempotency_key",)
-_INVISIBLE = frozenset(("Cc", "Cf", "Zl", "Zp"))
+_INVISIBLE = frozenset(("Cc", "Cf", "Cs", "Zl", "Zp"))
 """Unicode categories removed from side-effect arguments: control, format (bidi, zero-width),
-line and paragraph separators."""
+lone surrogates (JSON can carry them; they are not text), line and paragraph separators."""
 _KEPT = frozenset("\t\n")
 DEFAULT_MAX_ARG_CHARS = 10_000
 

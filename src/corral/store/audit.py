@@ -11,7 +11,8 @@ not hashed, so renumbering after an insert does not hide the insert behind a wal
   back (its predecessor is gone);
 - **inserted**: an entry whose successor links past it, to the entry before it.
 
-Chain versions (`CHAIN_VERSION`; the hash of each entry says which it uses):
+Chain versions (`CHAIN_VERSION`; nothing stores an entry's version: `verify` finds which hash
+matches):
 
 - 1: the fields joined with `\x1f`. Ambiguous: characters could move between two fields (from
   the end of `subject` to the start of `run_id`) and the hash stayed the same.
@@ -34,8 +35,8 @@ put it on append-only storage). `verify` reads that file by default and fails wh
 - an entry, a link or a checkpoint does not match (above);
 - the file holds no checkpoint (nothing outside the database vouches for it);
 - the head of the chain is not covered by a trusted checkpoint (entries after it are unsigned);
-- no trusted public key can be found (it never creates a key: the key file's, the file's keys and
-  `--public-key` are trusted).
+- no trusted public key can be found (it never creates a key; it trusts the key file's key and
+  the keys the checkpoint files name, or only those given with `--public-key`).
 
 Ed25519 (from `cryptography`, the standard Python implementation) rather than an HMAC: verifying an
 exported checkpoint needs only the public key, so an auditor who can verify cannot forge.
