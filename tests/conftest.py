@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 
@@ -11,6 +14,13 @@ pytest_plugins = ["tests.tiers", "tests.loopback", "tests.browser", "pytester"]
 # Audit checkpoints in tests are signed with a fixed key, so no test writes a key file into the
 # working tree (subprocess tests inherit it through the environment).
 os.environ.setdefault("CORRAL_AUDIT_KEY", "dGVzdC1rZXktdGVzdC1rZXktdGVzdC1rZXktdGVzdC0=")
+# The audit checkpoint files (one per database, under $XDG_STATE_HOME by default) and any key file
+# a test lets Corral create (under $XDG_CONFIG_HOME) go to a directory of this session, never the
+# user's home.
+_SESSION_HOME = tempfile.mkdtemp(prefix="corral-tests-")
+atexit.register(shutil.rmtree, _SESSION_HOME, ignore_errors=True)
+os.environ["XDG_STATE_HOME"] = os.path.join(_SESSION_HOME, "state")
+os.environ["XDG_CONFIG_HOME"] = os.path.join(_SESSION_HOME, "config")
 
 PG_ADMIN = os.environ.get("CORRAL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -209,3 +209,21 @@ def test_public_masks_credentials_but_keeps_the_shape():
     assert shown["alerts"]["webhook_url"] == "https://hooks.slack.com/[REDACTED]"
     assert "tok-4f2a9" not in repr(shown) and "hook-77e1c" not in repr(shown)
     assert shown["guards"]["budget"]["usd"] == Decimal(5)
+
+
+@pytest.mark.parametrize(
+    "key", ["max_arg_chars", "max_arg_total_chars", "max_arg_items"], ids=lambda k: k
+)
+def test_side_effect_argument_limits_must_be_positive(key):
+    with pytest.raises(ConfigError) as info:
+        parse_config({"humans": {key: 0}})
+    assert info.value.key == f"humans.{key}" and "must be >= 1, got 0" in str(info.value)
+    assert getattr(parse_config({"humans": {key: 7}}).humans, key) == 7
+
+
+def test_the_audit_files_default_outside_the_database_directory():
+    config = parse_config({})
+    assert config.audit.key_file is None and config.audit.checkpoint_file is None
+    assert config.audit.checkpoint_every == 1
+    given = parse_config({"audit": {"checkpoint_file": "/var/log/c.jsonl", "key_file": "/k"}})
+    assert given.audit.checkpoint_file == "/var/log/c.jsonl" and given.audit.key_file == "/k"

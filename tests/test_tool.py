@@ -3,13 +3,14 @@ fit come back as a structured error without running the function."""
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Annotated, Literal
 
 import pytest
 from pydantic import BaseModel, Field
 
 from corral import PayloadError, RunContext, Tool, tool
-from corral.tool import ToolArgumentsError
+from corral.tool import ArgLimits, ToolArgumentsError
 from tests.helpers import ephemeral_app
 
 
@@ -220,3 +221,123 @@ def test_a_tool_is_a_frozen_value():
     assert isinstance(ship, Tool)
     with pytest.raises(AttributeError):
         ship.side_effect = True  # type: ignore[misc]
+
+
+# -- sanitizing and bounding side-effect arguments (issue #17) -------------------------------------
+
+
+@tool(side_effect=True)
+def post_note(channel: str, body: str, tags: dict[str, str] | None = None) -> str:
+    return body
+
+
+@pytest.mark.parametrize(
+    ("smuggled", "char"),
+    [
+        pytest.param("a\x85b", "\x85", id="c1-next-line"),
+        pytest.param("a\x9bb", "\x9b", id="c1-csi"),
+        pytest.param("a\u202eb", "\u202e", id="bidi-override"),
+        pytest.param("a\u2066b\u2069", "\u2066", id="bidi-isolate"),
+        pytest.param("a\u200bb", "\u200b", id="zero-width-space"),
+        pytest.param("a\u2060b", "\u2060", id="word-joiner"),
+        pytest.param("\ufeffab", "\ufeff", id="bom"),
+        pytest.param("a\u2028b", "\u2028", id="line-separator"),
+        pytest.param("a\u2029b", "\u2029", id="paragraph-separator"),
+        pytest.param("a\x7fb", "\x7f", id="del"),
+        pytest.param("a\ud800b", "\ud800", id="lone-surrogate"),
+        pytest.param("a\U000e0041b", "\U000e0041", id="tag-character"),
+    ],
+)
+def test_invisible_characters_are_removed_from_side_effect_values_and_keys(smuggled, char):
+    parsed = post_note.validate({"channel": "#ops", "body": smuggled, "tags": {smuggled: smuggled}})
+    assert char not in parsed.body and "a" in parsed.body and "b" in parsed.body
+    assert parsed.tags is not None
+    assert all(char not in k and char not in v for k, v in parsed.tags.items())
+
+
+def test_tab_newline_and_visible_unicode_survive_sanitizing():
+    text = "naïve café\tmenu\n日本語 — ok"
+    assert post_note.validate({"channel": "#ops", "body": text}).body == text
+
+
+def test_keys_that_collide_once_cleaned_are_refused():
+    with pytest.raises(ToolArgumentsError) as info:
+        post_note.validate({"channel": "#ops", "body": "x", "tags": {"to": "a", "t\u200bo": "b"}})
+    assert info.value.errors == [
+        {"loc": "tags.to", "msg": "two keys are the same once invisible characters go"}
+    ]
+
+
+def test_the_whole_call_is_bounded_not_only_each_string():
+    """60 strings of 9,000 characters each passed a per-string limit of 10,000."""
+
+    @tool(side_effect=True)
+    def bulk(lines: list[str]) -> int:
+        return len(lines)
+
+    with pytest.raises(ToolArgumentsError) as info:
+        bulk.validate({"lines": ["x" * 9_000] * 60})
+    assert info.value.errors == [
+        {"loc": "", "msg": "540005 characters of text in all exceed the limit 100000"}
+    ]
+    with pytest.raises(ToolArgumentsError, match="1002 items in all exceed the limit 1000"):
+        bulk.validate({"lines": ["x"] * 1_001})
+    tight = ArgLimits(chars=5, total_chars=12, items=3)
+    assert bulk.validate({"lines": ["abc", "de"]}, tight).lines == ["abc", "de"]
+    with pytest.raises(
+        ToolArgumentsError, match="lines.0: text of 6 characters exceeds the limit 5"
+    ):
+        bulk.validate({"lines": ["abcdef"]}, tight)
+    with pytest.raises(ToolArgumentsError, match="4 items in all exceed the limit 3"):
+        bulk.validate({"lines": ["a", "b", "c"]}, tight)
+
+
+def test_a_tools_own_max_arg_chars_wins_over_the_apps_limit():
+    @tool(side_effect=True, max_arg_chars=3)
+    def short(text: str) -> str:
+        return text
+
+    with pytest.raises(ToolArgumentsError, match="exceeds the limit 3"):
+        short.validate({"text": "abcd"}, ArgLimits(chars=100))
+    with pytest.raises(ValueError, match="max_arg_chars must be >= 1"):
+        tool(side_effect=True, max_arg_chars=0)(lambda text: text)
+
+
+class Charge(BaseModel):
+    cents: float
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        pytest.param({"amount": float("nan")}, id="nan"),
+        pytest.param({"amount": "NaN"}, id="nan-text"),
+        pytest.param({"amount": float("inf")}, id="infinity"),
+        pytest.param({"amount": "-Infinity"}, id="minus-infinity-text"),
+        pytest.param({"amount": 1, "splits": [1.0, float("nan")]}, id="in-a-list"),
+        pytest.param({"amount": 1, "charge": {"cents": float("inf")}}, id="in-a-nested-model"),
+    ],
+)
+def test_side_effect_arguments_refuse_non_finite_numbers(arguments):
+    @tool(side_effect=True)
+    def pay(amount: float, splits: list[float] | None = None, charge: Charge | None = None) -> str:
+        return "paid"
+
+    with pytest.raises(ToolArgumentsError, match="finite number"):
+        pay.validate(arguments)
+
+    @tool
+    def measure(amount: float, splits: list[float] | None = None, charge: Charge | None = None):
+        return amount
+
+    measure.validate(arguments)  # a read-only tool keeps Pydantic's defaults
+
+
+def test_a_parameter_may_allow_non_finite_numbers_explicitly():
+    @tool(side_effect=True)
+    def record(reading: Annotated[float, Field(allow_inf_nan=True)], count: float = 0) -> str:
+        return "ok"
+
+    assert math.isnan(record.validate({"reading": float("nan")}).reading)
+    with pytest.raises(ToolArgumentsError, match="count"):
+        record.validate({"reading": 1.0, "count": float("inf")})

@@ -25,7 +25,7 @@ from corral.guards.budget import Cost
 from corral.guards.chain import GuardEvent, ModelCall
 from corral.guards.router import AUTO, RouteInput, route, schema_shape
 from corral.model import Message, Model, ModelRequest, ModelResponse, ToolCall, Usage
-from corral.tool import Tool, ToolArgumentsError
+from corral.tool import ArgLimits, Tool, ToolArgumentsError
 from corral.trace import Recorder, Span, SpanKind, SpanStatus, keeps_spans
 
 log = logging.getLogger(__name__)
@@ -437,9 +437,17 @@ class AgentCall(Generic[In, Out]):
             }
         else:
             try:
-                parsed = tool.validate(call.arguments)
+                parsed = tool.validate(call.arguments, ArgLimits.of(self.run.human_policy))
             except ToolArgumentsError as exc:
                 problem = {"error": "invalid_arguments", "message": str(exc), "errors": exc.errors}
+                await audit_refusal(
+                    self.run,
+                    tool,
+                    call.arguments,
+                    exc,
+                    actor=f"agent:{agent.name}",
+                    step_id=step_id,
+                )
         if problem is not None:
             self.run.stats.invalid_tool_calls += 1
             now = self.clock.now()
@@ -486,8 +494,9 @@ class AgentCall(Generic[In, Out]):
         """
         key = f"{run.run_id}:{step_id}"
         journal, recorder, clock = run.journal, run.recorder, run.clock
+        limits = ArgLimits.of(run.human_policy)
         approved_by: str | None = None
-        if tool.approval is not None and tool.approval.needed(tool.validate(arguments)):
+        if tool.approval is not None and tool.approval.needed(tool.validate(arguments, limits)):
             decision = await wait_for_human(
                 run,
                 f"{step_id}.h",
@@ -515,8 +524,11 @@ class AgentCall(Generic[In, Out]):
                 }
             if decision.action == "edit":
                 try:
-                    arguments = tool.arguments_of(tool.validate(decision.value))
+                    arguments = tool.arguments_of(tool.validate(decision.value, limits))
                 except ToolArgumentsError as exc:
+                    await audit_refusal(
+                        run, tool, decision.value, exc, actor=decision.by, step_id=step_id
+                    )
                     return {"error": {"type": "invalid_edit", "message": str(exc)}}
             approved_by = decision.by
         auditor = run.auditor
@@ -529,7 +541,7 @@ class AgentCall(Generic[In, Out]):
                 status = "replayed_effect"
             else:
                 try:
-                    result = await tool.invoke(arguments, idempotency_key=key)
+                    result = await tool.invoke(arguments, idempotency_key=key, limits=limits)
                 except Exception as exc:  # boundary: a user's tool must not crash the run
                     log.warning("tool %s raised %r", tool.name, exc, extra={"tool": tool.name})
                     outcome = {"error": {"type": type(exc).__name__, "message": str(exc)}}
@@ -579,6 +591,45 @@ class AgentCall(Generic[In, Out]):
         await self.recorder.record_span(
             _span(self.clock, run_id=self.run.run_id, agent=self.agent.name, **fields)
         )
+
+
+_REFUSED_PREVIEW_CHARS = 2_000
+_REFUSED_ERRORS = 20
+
+
+async def audit_refusal(
+    run: RunServices,
+    tool: Tool,
+    arguments: Any,
+    error: ToolArgumentsError,
+    *,
+    actor: str,
+    step_id: str,
+) -> None:
+    """Audit a side-effecting call that was refused before it ran (`tool.refused`).
+
+    A refusal is what an attack looks like (an oversized or smuggled argument), so it belongs in
+    the tamper-evident log as much as a call that ran. The arguments are kept as a bounded preview
+    and their size: they were refused for being too big as often as not, and they never ran.
+    """
+    if not tool.side_effect or run.auditor is None:
+        return
+    # ASCII escapes: a smuggled U+202E reads as `\u202e` in the preview, not as reversed text.
+    text = json.dumps(arguments, default=str)
+    await run.auditor.audit(
+        at=run.clock.now(),
+        actor=actor,
+        action="tool.refused",
+        subject=f"tool:{tool.name}",
+        run_id=run.run_id,
+        details={
+            "step_id": step_id,
+            "arguments_preview": text[:_REFUSED_PREVIEW_CHARS],
+            "arguments_chars": len(text),
+            "errors": error.errors[:_REFUSED_ERRORS],
+            "error_count": len(error.errors),
+        },
+    )
 
 
 async def _record_span(recorder: Recorder, clock: Clock, **fields: Any) -> None:

@@ -109,7 +109,12 @@ async def open_adapters(
     store = await SqlStore.open(
         config.database, redactor=Redactor(config.trace), forget_durable=forget_runs
     )
-    ops = Ops(store, key_file=config.audit.key_file, checkpoint_every=config.audit.checkpoint_every)
+    ops = Ops(
+        store,
+        key_file=config.audit.key_file,
+        checkpoint_every=config.audit.checkpoint_every,
+        checkpoint_file=config.audit.checkpoint_file,
+    )
     humans = HumanDesk(ops, clock, poll_s=config.humans.poll_s)
     operators: Operators[Control] = Operators(
         config=config, clock=clock, guards=guards, log_=ops, humans=humans

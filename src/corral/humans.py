@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
@@ -46,6 +48,8 @@ __all__ = [
     "HumanStore",
     "RequestKind",
     "above",
+    "merge_patch",
+    "proposed_value",
 ]
 
 RequestKind = Literal["approval", "escalation", "review"]
@@ -136,6 +140,34 @@ class Decision:
             at=datetime.fromisoformat(str(data["at"])),
             timed_out=bool(data.get("timed_out")),
         )
+
+
+def proposed_value(kind: str, step_id: str, payload: JsonValue) -> JsonValue:
+    """What a request proposes, which an edit changes: a tool call's arguments, a value to
+    approve, an escalated agent's proposed output (None: it proposed nothing)."""
+    if kind == "escalation":
+        return payload.get("proposed") if isinstance(payload, dict) else None
+    # A tool call's approval waits at step `<call step>.h` with {arguments, agent, reason}.
+    if kind == "approval" and step_id.endswith(".h") and isinstance(payload, dict):
+        return payload.get("arguments")
+    return payload
+
+
+def merge_patch(target: JsonValue, patch: JsonValue) -> JsonValue:
+    """`patch` applied to `target` as a JSON merge patch (RFC 7386).
+
+    An object patch changes only the keys it names (`null` removes one); anything else replaces
+    the target whole. Approvers write `{"amount_usd": 90}` instead of copying every argument.
+    """
+    if not isinstance(patch, dict):
+        return patch
+    merged: dict[str, JsonValue] = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
 
 
 class HumanStore(Protocol):
@@ -303,18 +335,43 @@ class Approval:
         return bool(self.when(arguments))
 
 
-def above(argument: str, limit: float, **options: Any) -> Approval:
-    """An `Approval` needed when `argument` is greater than `limit`.
+def above(argument: str, limit: float, *, minimum: float | None = 0, **options: Any) -> Approval:
+    """An `Approval` needed when `argument` is greater than `limit`, or is not a number in its
+    domain at all.
 
-    Example: `approval=above("amount_usd", 100)` asks a human for refunds over $100.
+    A comparison alone is not enough: `NaN > 100` is false and `-5000 > 100` is false, yet a NaN
+    or a negative refund is exactly what a person should see. So a human is also asked when the
+    value is not a finite number (NaN, an infinity, text, a bool) or is below `minimum`.
+
+    Args:
+        argument: The tool parameter to look at (an omitted optional one, None, needs no one).
+        limit: Values above it need approval.
+        minimum: Values below it need approval too (default 0: amounts are not negative; None:
+            no lower bound).
+        options: Passed to `Approval` (`timeout_s`, `default`, `reason`).
+
+    Example: `approval=above("amount_usd", 100)` asks a human for refunds over $100 (and for a
+    negative or NaN amount).
     """
+    if not math.isfinite(limit) or (minimum is not None and not math.isfinite(minimum)):
+        raise ValueError(f"above({argument!r}, ...): limit and minimum must be finite numbers")
 
     def over(arguments: BaseModel) -> bool:
         value = getattr(arguments, argument)
-        return value is not None and value > limit
+        if value is None:
+            return False
+        return not _in_domain(value, minimum) or value > limit
 
     options.setdefault("reason", f"{argument} > {limit:g}")
     return Approval(when=over, **options)
+
+
+def _in_domain(value: Any, minimum: float | None) -> bool:
+    """Whether `value` is a finite number (not a bool) at or above `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return False
+    finite = value.is_finite() if isinstance(value, Decimal) else math.isfinite(value)
+    return finite and (minimum is None or value >= minimum)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -382,7 +439,12 @@ class HumanPolicy:
     review_rates: dict[str, float] = field(default_factory=dict)
     """Per-workflow review shares, overriding `review_rate`."""
     max_arg_chars: int = 10_000
-    """Longest text a side-effecting tool accepts in one argument from a model."""
+    """Longest text a side-effecting tool accepts in one string (a tool's own `max_arg_chars`
+    wins)."""
+    max_arg_total_chars: int = 100_000
+    """All the text of one side-effecting call together (every key and string value)."""
+    max_arg_items: int = 1_000
+    """List items and object entries of one side-effecting call, counted over every level."""
     webhook_url: str | None = None
     """POST each new approval and escalation here as JSON (chat, paging), so it is seen."""
     dashboard_url: str | None = None
@@ -400,8 +462,9 @@ class HumanPolicy:
         for key, rate in rates.items():
             if not 0 <= rate <= 1:
                 raise ConfigError(f"must be between 0 and 1, got {rate}", key=f"humans.{key}")
-        if self.max_arg_chars < 1:
-            raise ConfigError("must be >= 1", key="humans.max_arg_chars")
+        for key in ("max_arg_chars", "max_arg_total_chars", "max_arg_items"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"must be >= 1, got {getattr(self, key)}", key=f"humans.{key}")
 
     def review_share(self, workflow: str) -> float:
         """The share of `workflow`'s succeeded runs that go to review."""
@@ -410,13 +473,24 @@ class HumanPolicy:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuditPolicy:
-    """The `[audit]` table: where the checkpoint signing key lives and how often to sign."""
+    """The `[audit]` table: the checkpoint signing key, where checkpoints are kept, how often.
 
-    key_file: str = ".corral/audit.key"
-    """The Ed25519 seed that signs checkpoints (created on first use, mode 0600). Keep it off the
-    database host's backups; `CORRAL_AUDIT_KEY` overrides it."""
-    checkpoint_every: int = 100
-    """Sign the chain head every this many entries (0: only on `corral audit checkpoint`)."""
+    Both files live outside the database directory by default, so whoever can change the database
+    (or a copy of `.corral/`) has neither the key that signs its checkpoints nor the record of them.
+    """
+
+    key_file: str | None = None
+    """The Ed25519 seed that signs checkpoints (created by the first writer, mode 0600; never by
+    `corral audit verify`). None: `$XDG_CONFIG_HOME/corral/audit.key`, else
+    `~/.config/corral/audit.key`. Keep it off the database host's backups;
+    `CORRAL_AUDIT_KEY` overrides it."""
+    checkpoint_file: str | None = None
+    """Each signed checkpoint is appended here as it commits, and `corral audit verify` reads it.
+    None: one file per database under `$XDG_STATE_HOME/corral/audit/`, else
+    `~/.local/state/corral/audit/`. Put it on append-only storage you trust."""
+    checkpoint_every: int = 1
+    """Sign the chain head every this many entries (1: every entry, so deleting even the newest
+    entries is caught; 0: only at app close and on `corral audit checkpoint`)."""
 
     def __post_init__(self) -> None:
         from corral.errors import ConfigError

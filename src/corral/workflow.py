@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar, cast, get_type_hints, overload
 
 from pydantic import BaseModel
 
-from corral._agent_call import AgentCall
+from corral._agent_call import AgentCall, audit_refusal
 from corral._finish import WorkflowEnd, finish
 from corral._human_steps import approve_value, escalate_to_human
 from corral._services import Auditor, RunServices
@@ -37,7 +37,7 @@ from corral.errors import (
     UsageError,
 )
 from corral.model import Model, Usage
-from corral.tool import Tool, ToolArgumentsError
+from corral.tool import ArgLimits, Tool, ToolArgumentsError
 from corral.trace import Span
 
 __all__ = ["Auditor", "CannotAnswer", "RunContext", "Workflow"]
@@ -468,8 +468,11 @@ class RunContext:
         step_id = self._next_step_id()
         await self.guards.guards.kill.gate(self.run_id, f"tool:{tool.name}")
         try:
-            parsed = tool.validate(arguments)
+            parsed = tool.validate(arguments, ArgLimits.of(self._run.human_policy))
         except ToolArgumentsError as exc:
+            await audit_refusal(
+                self._run, tool, arguments, exc, actor=f"workflow:{self.workflow}", step_id=step_id
+            )
             raise PayloadError(str(exc), errors=list(exc.errors)) from exc
         outcome = await AgentCall.tool_step(
             run=self._run,

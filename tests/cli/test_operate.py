@@ -72,18 +72,20 @@ def test_inbox_then_an_edited_approval_then_a_second_decision_is_refused(cli, db
     [row] = json.loads(out)
     assert row["id"] == request_id and row["kind"] == "approval" and row["subject"] == "refund"
 
-    code, _, err = cli("approve", request_id, "--edit", '{"order_id": "o1"}')
+    # --edit is a merge patch over the proposed arguments: null removes one, then the schema
+    # decides.
+    code, _, err = cli("approve", request_id, "--edit", '{"amount_usd": null}')
     assert code == 2 and "amount_usd" in err and "required" in err
 
-    code, out, err = cli(
-        "approve", request_id, "--edit", '{"order_id": "o1", "amount_usd": 50}', "--as", "alice"
-    )
+    code, out, err = cli("approve", request_id, "--edit", '{"amount_usd": 50}', "--as", "alice")
     assert code == 0, err
     assert out.strip() == f"approval {request_id}: edited by alice"
     code, out, _ = cli("inbox", "--format", "json")
     assert json.loads(out) == []
     code, out, _ = cli("inbox", "--all", "--format", "json")
-    assert json.loads(out)[0]["status"] == "edited"
+    [decided] = json.loads(out)
+    assert decided["status"] == "edited"
+    assert decided["value"] == {"order_id": "o1", "amount_usd": 50}
 
     code, _, err = cli("reject", request_id)
     assert code == 2 and "[conflict]" in err and "already edited (by alice" in err
@@ -129,18 +131,133 @@ def test_audit_verify_passes_then_names_the_tampered_entry(cli, db, tmp_path):
         assert cli("cancel", f"run-{i}")[0] == 0
     exported = tmp_path / "checkpoints.jsonl"
     code, out, _ = cli("audit", "export", str(exported))
-    assert code == 0 and "1 checkpoints written" in out
+    assert code == 0 and "3 checkpoints written" in out
     code, out, _ = cli("audit", "verify", "--checkpoints", str(exported))
     assert code == 0 and out.startswith("audit log OK: 3 entries")
 
-    engine = sa.create_engine(db)
-    with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE corral_audit SET actor = 'mallory' WHERE seq = 2"))
-    engine.dispose()
+    tamper(db, "UPDATE corral_audit SET actor = 'mallory' WHERE seq = 2")
     code, _, err = cli("audit", "verify")
     assert code == 1
     assert "edited entry 2 was edited: its fields do not match its hash" in " ".join(err.split())
     assert "FAILED verification: 1 problem(s)" in err
+
+
+def tamper(db: str, *statements: str) -> None:
+    engine = sa.create_engine(db)
+    with engine.begin() as conn:
+        for sql in statements:
+            conn.execute(sa.text(sql))
+    engine.dispose()
+
+
+def rehash_all(db: str) -> None:
+    """A careful forger: edit entry 1, then re-link and re-hash every entry."""
+    from corral.store import audit as chain
+
+    engine = sa.create_engine(db)
+    with engine.begin() as conn:
+        entries = [dict(r._mapping) for r in conn.execute(sa.select(chain.audit).order_by("seq"))]
+        entries[0]["actor"] = "mallory"
+        conn.execute(chain.audit.delete())
+        prev = chain.GENESIS
+        for e in entries:
+            fields = ("at", "actor", "action", "subject", "run_id", "details")
+            digest = chain.entry_hash(prev, *(e[f] for f in fields))
+            conn.execute(chain.audit.insert().values({**e, "prev_hash": prev, "hash": digest}))
+            prev = digest
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("statements", "forge", "message"),
+    [
+        pytest.param(
+            ["DELETE FROM corral_audit WHERE seq > 2"],
+            False,
+            "entries after 2 deleted: checkpoint 3 signed entry 3",
+            id="tail-deleted",
+        ),
+        pytest.param(
+            ["DELETE FROM corral_audit WHERE seq > 2", "DELETE FROM corral_audit_checkpoints"],
+            False,
+            "entries after 2 deleted: checkpoint 3 signed entry 3",
+            id="tail-and-checkpoints-deleted",
+        ),
+        pytest.param(
+            ["DELETE FROM corral_audit_checkpoints"],
+            True,
+            "the chain up to entry 1 was rewritten: it no longer matches the signed checkpoint",
+            id="consistent-rewrite-checkpoints-deleted",
+        ),
+        pytest.param(
+            ["DELETE FROM corral_audit", "DELETE FROM corral_audit_checkpoints"],
+            False,
+            "entries after 0 deleted: checkpoint 1 signed entry 1",
+            id="table-wiped",
+        ),
+    ],
+)
+def test_audit_verify_fails_on_every_tampering_the_database_alone_hides(
+    cli, db, statements, forge, message
+):
+    """Each of these passed `corral audit verify` unless an exported file was given."""
+    for i in range(3):
+        assert cli("cancel", f"run-{i}")[0] == 0
+    assert cli("audit", "verify")[0] == 0
+    if forge:
+        rehash_all(db)
+    tamper(db, *statements)
+    code, out, err = cli("audit", "verify")
+    assert code == 1 and out == ""
+    assert message in " ".join(err.split())
+    assert "audit log FAILED verification" in err
+
+
+def test_audit_verify_fails_without_the_checkpoint_file_or_a_signed_head(cli, db):
+    from corral.store.audit import default_checkpoint_file
+
+    assert cli("cancel", "run-1")[0] == 0
+    points = default_checkpoint_file(db)
+    assert points.exists()  # outside the database directory, one file per database
+    assert points.parent != Path(db.removeprefix("sqlite:///")).parent
+    # Entries added behind the app's back are not vouched for by any checkpoint.
+    from corral.store import audit as chain
+
+    engine = sa.create_engine(db)
+    with engine.begin() as conn:
+        head = conn.execute(sa.select(chain.audit)).one()._mapping
+        forged = {**head, "seq": 2, "prev_hash": head["hash"], "actor": "mallory"}
+        fields = ("at", "actor", "action", "subject", "run_id", "details")
+        forged["hash"] = chain.entry_hash(head["hash"], *(forged[f] for f in fields))
+        conn.execute(chain.audit.insert().values(forged))
+    engine.dispose()
+    code, _, err = cli("audit", "verify")
+    assert code == 1
+    assert "unsigned entry 2 not covered by a trusted signed checkpoint" in " ".join(err.split())
+
+    points.unlink()
+    code, _, err = cli("audit", "verify")
+    assert code == 1
+    assert f"no checkpoints found in {points}" in " ".join(err.split())
+
+
+def test_audit_verify_never_creates_a_key(tmp_path, db, monkeypatch, capsys):
+    key = tmp_path / "keys" / "audit.key"
+    config = tmp_path / "audit.toml"
+    config.write_text(
+        f'database = "{db}"\n[audit]\nkey_file = "{key}"\n'
+        f'checkpoint_file = "{tmp_path / "points.jsonl"}"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.delenv("CORRAL_AUDIT_KEY")
+    cli = cli_runner(config, monkeypatch, capsys)
+    code, _, err = cli("audit", "verify")
+    assert code == 1
+    assert f"key no trusted public key: there is no key at {key}" in " ".join(err.split())
+    assert not key.exists() and not key.parent.exists()
+    assert cli("cancel", "run-1")[0] == 0  # a writer creates it
+    assert key.exists() and key.stat().st_mode & 0o777 == 0o600
+    assert cli("audit", "verify")[0] == 0
 
 
 def test_tokens_are_shown_once_listed_without_secrets_and_revoked(cli, db):

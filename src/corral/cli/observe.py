@@ -282,6 +282,7 @@ def serve(
                     store,
                     key_file=cfg.audit.key_file,
                     checkpoint_every=cfg.audit.checkpoint_every,
+                    checkpoint_file=cfg.audit.checkpoint_file,
                 )
                 await first_token(ops)
                 web.mount("/", create_dashboard(store, ops=ops, session_ttl_s=session_ttl_s))

@@ -6,6 +6,7 @@ applied by every process running the app within `humans.poll_s`.
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import json
 from collections.abc import Awaitable, Callable
@@ -44,7 +45,12 @@ def _with_ops(config: Path | None, db: str | None, fn: Callable[[Ops], Awaitable
         store = await open_store(cfg)
         from corral.store.ops import Ops
 
-        ops = Ops(store, key_file=cfg.audit.key_file, checkpoint_every=cfg.audit.checkpoint_every)
+        ops = Ops(
+            store,
+            key_file=cfg.audit.key_file,
+            checkpoint_every=cfg.audit.checkpoint_every,
+            checkpoint_file=cfg.audit.checkpoint_file,
+        )
         try:
             return await fn(ops)
         finally:
@@ -71,13 +77,21 @@ def _decide(
     actor: str | None,
     config: Path | None,
     db: str | None,
+    *,
+    patch: bool = False,
 ) -> None:
     who = _who(actor)
     row = _with_ops(
         config,
         db,
         lambda ops: ops.decide(
-            request_id, action, by=who, at=datetime.now(UTC), value=value, comment=comment
+            request_id,
+            action,
+            by=who,
+            at=datetime.now(UTC),
+            value=value,
+            comment=comment,
+            patch=patch,
         ),
     )
     console.print(f"{row['kind']} {request_id}: {row['status']} by {who}")
@@ -119,16 +133,24 @@ def approve(
     request_id: Annotated[str, typer.Argument(help="the request id (from `corral inbox`)")],
     edit: Annotated[
         str | None,
-        typer.Option(help="approve with these arguments instead (JSON or @file.json)"),
+        typer.Option(
+            help="approve with changed arguments: a JSON merge patch over the proposed ones "
+            "(JSON or @file.json); '{\"amount_usd\": 90}' changes one, null removes one",
+        ),
     ] = None,
     comment: Comment = "",
     actor: As = None,
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
-    """Approve a request (or approve it edited, with --edit)."""
+    """Approve a request (or approve it edited, with --edit).
+
+    The edited arguments are the proposed ones with --edit merged over them (RFC 7386), then
+    checked against the tool's schema: `--edit '{"amount_usd": 90}'` keeps every other argument.
+    """
     value = _json_arg(edit) if edit is not None else None
-    _decide(request_id, "edit" if edit else "approve", value, comment, actor, config, db)
+    action = "edit" if edit is not None else "approve"
+    _decide(request_id, action, value, comment, actor, config, db, patch=True)
 
 
 @app.command()
@@ -316,38 +338,51 @@ def audit_list(
 def audit_verify(
     checkpoints: Annotated[
         Path | None,
-        typer.Option(help="checkpoints exported earlier (`corral audit export`) to check against"),
+        typer.Option(
+            help="also check against checkpoints exported earlier (`corral audit export`); the "
+            "configured checkpoint file (audit.checkpoint_file) is always read"
+        ),
     ] = None,
     public_key: Annotated[
         list[str] | None,
-        typer.Option(help="trust this signing key (hex); default: this installation's key"),
+        typer.Option(
+            help="trust only this signing key (hex; repeatable); default: the key file's and "
+            "those the checkpoint files name"
+        ),
     ] = None,
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
     """Check every entry's hash, the links between entries and the signed checkpoints.
 
-    Exit code 1 and one line per problem when the log was edited, entries were inserted or
-    deleted, or a checkpoint does not match.
+    Reads the checkpoints in the database and in the checkpoint file kept outside it
+    (audit.checkpoint_file). Exit code 1 and one line per problem when the log was edited, entries
+    were inserted or deleted, a checkpoint does not match, no checkpoint file can be found, the
+    newest entries are not covered by a signed checkpoint, or no trusted key can be found. Never
+    creates a key.
     """
+    from corral.store.audit import read_checkpoint_file
+
     exported: list[dict[str, Any]] = []
+    named: set[str] = set()
     if checkpoints is not None:
-        try:
-            lines = checkpoints.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise UsageError(f"cannot read {checkpoints}: {exc.strerror}") from exc
-        exported = [json.loads(line) for line in lines if line.strip()]
-        exported = [e for e in exported if "signature" in e]
+        exported, named = read_checkpoint_file(checkpoints)
     keys = set(public_key) if public_key else None
-    count, problems = _with_ops(
-        config, db, lambda ops: ops.verify(exported=exported, trusted_keys=keys)
-    )
+
+    async def verify(ops: Ops) -> tuple[int, list[Any], Path]:
+        count, problems = await ops.verify(exported=exported, trusted_keys=keys, also_trust=named)
+        return count, problems, await asyncio.to_thread(lambda: ops.log.checkpoint_file)
+
+    count, problems, where = _with_ops(config, db, verify)
     if problems:
         for p in problems:
             err.print(f"[red]{p.kind}[/red] {escape(p.message)}")
         err.print(f"[red]audit log FAILED verification[/red]: {len(problems)} problem(s)")
         raise typer.Exit(1)
-    console.print(f"audit log OK: {count} entries, chain and checkpoints intact")
+    console.print(
+        f"audit log OK: {count} entries, chain intact, head signed "
+        f"(checkpoints from the database and {escape(str(where))})"
+    )
 
 
 @audit_app.command("checkpoint")
@@ -366,7 +401,8 @@ def audit_export(
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
-    """Write the signed checkpoints and the public key as JSON lines, for `verify --checkpoints`."""
+    """Write the signed checkpoints and the public key as JSON lines, for `verify --checkpoints`
+    (a copy to keep elsewhere: every checkpoint is already appended to audit.checkpoint_file)."""
 
     async def collect(ops: Ops) -> tuple[str, list[dict[str, Any]]]:
         await ops.checkpoint(datetime.now(UTC))

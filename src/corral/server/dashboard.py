@@ -30,6 +30,7 @@ client sends is never written into a page.
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path as FilePath
@@ -282,6 +283,9 @@ def create_dashboard(
     api.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     templates.env.filters["pretty"] = _pretty
+    # The inbox shows what a decision acts on in full: a preview there let approving run a tail
+    # the approver never saw, and the edit box started from the preview.
+    templates.env.filters["whole"] = lambda v: _pretty(v, limit=sys.maxsize)
     templates.env.filters["usd"] = lambda v: f"${Decimal(v or 0):.6f}"
     templates.env.filters["ms"] = lambda v: "-" if v is None else f"{float(v):,.0f} ms"
     templates.env.filters["pct"] = lambda v: "-" if v is None else f"{float(v):.1%}"

@@ -1,8 +1,8 @@
-"""The tamper-evident audit log: a hash chain with signed checkpoints.
+"""The tamper-evident audit log: a hash chain with signed checkpoints kept outside the database.
 
-Every side-effecting tool call, human decision, operator action, token change and config change is
-appended to `corral_audit`. Each entry stores `hash = sha256(prev_hash | at | actor | action |
-subject | run_id | details)`, so changing any stored field, or removing or inserting an entry,
+Every side-effecting tool call (and every refused one), human decision, operator action, token
+change and config change is appended to `corral_audit`. Each entry stores the hash of its fields and
+of the previous entry's hash, so changing any stored field, or removing or inserting an entry,
 breaks the chain at that point, and `verify` names the entry (`seq` only orders the entries; it is
 not hashed, so renumbering after an insert does not hide the insert behind a wall of "edited"):
 
@@ -11,13 +11,32 @@ not hashed, so renumbering after an insert does not hide the insert behind a wal
   back (its predecessor is gone);
 - **inserted**: an entry whose successor links past it, to the entry before it.
 
-Someone who can write the database can also recompute every hash after an edit. Checkpoints stop
-that: every `checkpoint_every` entries (and on `corral audit checkpoint`) the head `(seq, hash)` is
-signed with an Ed25519 key that lives outside the database (`audit.key_file`, or the
-`CORRAL_AUDIT_KEY` environment variable). `corral audit export` writes the checkpoints and the
-public key to a file kept elsewhere; `verify` checks each checkpoint's signature and that the chain
-still passes through every checkpointed hash, so a rewritten history is caught too. Entries after
-the newest checkpoint are protected by the chain alone until the next checkpoint.
+Chain versions (`CHAIN_VERSION`; nothing stores an entry's version: `verify` finds which hash
+matches):
+
+- 1: the fields joined with `\x1f`. Ambiguous: characters could move between two fields (from
+  the end of `subject` to the start of `run_id`) and the hash stayed the same.
+- 2: the SHA-256 of one canonical JSON array `["corral-audit", 2, prev_hash, at, actor, action,
+  subject, run_id, details]`: each field is one JSON string (or null), so nothing can shift.
+
+Entries written before the upgrade keep their version-1 hashes and still verify; once a
+version-2 entry appears, every later one must be version 2 (a version-1 entry after it was
+rewritten).
+
+Someone who can write the database can also recompute every hash after an edit, delete the tail or
+wipe the table, checkpoints included. Checkpoints stop that: every `checkpoint_every` entries
+(default: every entry), at app close and on `corral audit checkpoint`, the head `(seq, hash)` is
+signed with an Ed25519 key that lives outside the database directory (`audit.key_file`, default
+`~/.config/corral/audit.key`, or the `CORRAL_AUDIT_KEY` environment variable), and the checkpoint
+is appended, as it commits, to a checkpoint file outside the database directory too
+(`audit.checkpoint_file`, default one file per database under `~/.local/state/corral/audit/`;
+put it on append-only storage). `verify` reads that file by default and fails when:
+
+- an entry, a link or a checkpoint does not match (above);
+- the file holds no checkpoint (nothing outside the database vouches for it);
+- the head of the chain is not covered by a trusted checkpoint (entries after it are unsigned);
+- no trusted public key can be found (it never creates a key; it trusts the key file's key and
+  the keys the checkpoint files name, or only those given with `--public-key`).
 
 Ed25519 (from `cryptography`, the standard Python implementation) rather than an HMAC: verifying an
 exported checkpoint needs only the public key, so an auditor who can verify cannot forge.
@@ -28,11 +47,13 @@ append through it inside their own transactions, so a change and its audit entry
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
+import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -47,15 +68,30 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from corral.contracts import JsonValue
-from corral.errors import ConfigError
+from corral.errors import ConfigError, UsageError
 from corral.store._rows import load
 from corral.store.schema import audit, audit_checkpoints
 from corral.store.sql import SqlStore
 
-__all__ = ["GENESIS", "AuditLog", "AuditSigner", "Problem", "entry_hash", "verify_chain"]
+__all__ = [
+    "CHAIN_VERSION",
+    "GENESIS",
+    "AuditLog",
+    "AuditSigner",
+    "Problem",
+    "default_checkpoint_file",
+    "default_key_file",
+    "entry_hash",
+    "read_checkpoint_file",
+    "verify_chain",
+]
+
+log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 """The `prev_hash` of the first entry."""
+CHAIN_VERSION = 2
+"""How entries are hashed now (the module docstring lists the versions)."""
 
 
 def canonical(value: Any) -> str:
@@ -71,15 +107,34 @@ def entry_hash(
     subject: str,
     run_id: str | None,
     details: str,
+    *,
+    version: int = CHAIN_VERSION,
 ) -> str:
-    """The chain hash of one entry (every stored field but the hash itself)."""
-    fields = [prev_hash, at, actor, action, subject, run_id or "", details]
-    return hashlib.sha256("\x1f".join(fields).encode()).hexdigest()
+    """The chain hash of one entry (every stored field but the hash itself), as `version` of
+    the chain computes it."""
+    if version == 1:
+        fields = [prev_hash, at, actor, action, subject, run_id or "", details]
+        return hashlib.sha256("\x1f".join(fields).encode()).hexdigest()
+    if version != 2:
+        raise ValueError(f"unknown audit chain version {version}")
+    text = json.dumps(
+        ["corral-audit", 2, prev_hash, at, actor, action, subject, run_id, details],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _row_hash(row: Any) -> str:
+def _row_hash(row: Any, version: int = CHAIN_VERSION) -> str:
     return entry_hash(
-        row.prev_hash, row.at, row.actor, row.action, row.subject, row.run_id, row.details
+        row.prev_hash,
+        row.at,
+        row.actor,
+        row.action,
+        row.subject,
+        row.run_id,
+        row.details,
+        version=version,
     )
 
 
@@ -94,11 +149,13 @@ def append(
     details: str,
     signer: AuditSigner | None,
     checkpoint_every: int,
+    on_signed: Callable[[dict[str, Any]], None] | None = None,
 ) -> int:
     """Append one entry inside the caller's transaction; returns its sequence number.
 
     The caller's transaction serializes appends: SQLite writes begin IMMEDIATE; on PostgreSQL a
-    transaction-scoped advisory lock is taken first.
+    transaction-scoped advisory lock is taken first. `on_signed` gets the checkpoint when this
+    entry is one to sign.
     """
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(7466010001)"))
@@ -122,7 +179,10 @@ def append(
         )
     )
     if signer is not None and checkpoint_every > 0 and seq % checkpoint_every == 0:
-        conn.execute(audit_checkpoints.insert().values(**signer.sign(seq, digest, stamp)))
+        point = signer.sign(seq, digest, stamp)
+        conn.execute(audit_checkpoints.insert().values(**point))
+        if on_signed is not None:
+            on_signed(point)
     return seq
 
 
@@ -143,11 +203,73 @@ def checkpoint(conn: sa.Connection, signer: AuditSigner, at: datetime) -> dict[s
     return values
 
 
+def default_key_file() -> Path:
+    """Where the signing key lives unless `audit.key_file` says otherwise: the user's config
+    directory (`$XDG_CONFIG_HOME/corral/audit.key`, else `~/.config/corral/audit.key`), outside
+    the database directory, so a copy of `.corral/` or of the database host's backups does not
+    carry the key that vouches for it."""
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "corral" / "audit.key"
+
+
+def default_checkpoint_file(url: str) -> Path:
+    """Where the checkpoints of the database at `url` are appended unless
+    `audit.checkpoint_file` says otherwise: `$XDG_STATE_HOME/corral/audit/` (else
+    `~/.local/state/corral/audit/`), one file per database, named after it."""
+    parsed = sa.engine.make_url(url)
+    if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
+        parsed = parsed.set(database=str(Path(str(parsed.database)).resolve()))
+    ident = parsed.render_as_string(hide_password=True)
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:16]
+    stem = Path(str(parsed.database or "db")).stem or "db"
+    name = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)[:40]
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "corral" / "audit" / f"{name}-{digest}.checkpoints.jsonl"
+
+
+def read_checkpoint_file(path: Path) -> tuple[list[dict[str, Any]], set[str]]:
+    """The checkpoints and public keys in a checkpoint file (`corral audit export` or the
+    automatic one): JSON lines, each a checkpoint or `{"public_key": ...}`.
+
+    Raises:
+        UsageError: the file cannot be read or a line is not JSON.
+    """
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise UsageError(f"cannot read checkpoint file {path}: {exc.strerror}") from exc
+    points: list[dict[str, Any]] = []
+    keys: set[str] = set()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{path} line {number} is not JSON ({exc.msg})") from exc
+        if not isinstance(item, dict):
+            raise UsageError(f"{path} line {number} is not a checkpoint or a public key")
+        if "public_key" in item:
+            keys.add(str(item["public_key"]))
+        if "signature" in item:
+            points.append(item)
+    return points, keys
+
+
+def append_checkpoints(path: Path, points: Sequence[dict[str, Any]]) -> None:
+    """Append `points` to the checkpoint file at `path` (created 0600, its directory 0700)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as f:
+        f.write("".join(json.dumps(p, sort_keys=True) + "\n" for p in points))
+
+
 class AuditSigner:
     """The Ed25519 key that signs checkpoints.
 
     Loaded from the `CORRAL_AUDIT_KEY` environment variable (a base64 32-byte seed) or from
-    `key_file`, which is created (mode 0600) the first time it is needed.
+    `key_file`, which is created (mode 0600) the first time a writer needs it; never by a reader
+    (`public_key_of`).
     """
 
     def __init__(self, private: Ed25519PrivateKey) -> None:
@@ -156,11 +278,24 @@ class AuditSigner:
         self.public_key = raw.hex()
 
     @classmethod
-    def load(cls, key_file: str | Path) -> AuditSigner:
-        """The signer from the environment or `key_file` (created when missing).
+    def public_key_of(cls, key_file: str | Path) -> str | None:
+        """The public key of the environment's or `key_file`'s seed, without creating one (None:
+        there is none).
 
         Raises:
-            ConfigError: the key in the environment or the file is not a 32-byte Ed25519 seed.
+            ConfigError: the key is not a 32-byte Ed25519 seed.
+        """
+        if not os.environ.get("CORRAL_AUDIT_KEY") and not Path(key_file).exists():
+            return None
+        return cls.load(key_file, create=False).public_key
+
+    @classmethod
+    def load(cls, key_file: str | Path, *, create: bool = True) -> AuditSigner:
+        """The signer from the environment or `key_file` (created when missing and `create`).
+
+        Raises:
+            ConfigError: the key in the environment or the file is not a 32-byte Ed25519 seed,
+                or there is none and `create` is false.
         """
         env = os.environ.get("CORRAL_AUDIT_KEY")
         path = Path(key_file)
@@ -168,8 +303,13 @@ class AuditSigner:
             seed, where = env, "the CORRAL_AUDIT_KEY environment variable"
         elif path.exists():
             seed, where = path.read_text().strip(), str(path)
+        elif not create:
+            raise ConfigError(
+                f"no audit signing key at {path} and CORRAL_AUDIT_KEY is not set",
+                key="audit.key_file",
+            )
         else:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             seed = base64.b64encode(os.urandom(32)).decode()
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
@@ -220,7 +360,8 @@ class Problem:
     """One thing `verify_chain` found wrong."""
 
     kind: str
-    """`edited`, `deleted`, `inserted`, `broken`, `checkpoint`."""
+    """`edited`, `deleted`, `inserted`, `broken`, `checkpoint`, `unsigned` (nothing trusted
+    outside the database vouches for the head), `key` (no trusted key)."""
     seq: int | None
     message: str
 
@@ -232,13 +373,16 @@ def verify_chain(
     rows: Iterable[Any],
     points: Iterable[dict[str, Any]],
     trusted_keys: set[str],
+    *,
+    require_signed_head: bool = False,
 ) -> tuple[int, list[Problem]]:
     """Check every entry and checkpoint; returns (entries checked, problems found).
 
     Args:
         rows: Audit rows in `seq` order (attributes as the table's columns).
-        points: Checkpoints (from the database and/or an exported file).
+        points: Checkpoints (from the database and/or a checkpoint file).
         trusted_keys: Hex public keys whose signatures count.
+        require_signed_head: The newest entry must be covered by a valid trusted checkpoint.
     """
     problems: list[Problem] = []
     by_seq: dict[int, str] = {}
@@ -246,9 +390,23 @@ def verify_chain(
     prev_row: Any = None
     before_prev: str | None = None
     count = 0
+    newest_version = 1
     for row in rows:
         count += 1
-        if _row_hash(row) != row.hash:
+        if _row_hash(row) == row.hash:
+            newest_version = CHAIN_VERSION
+        elif newest_version == 1 and _row_hash(row, version=1) == row.hash:
+            pass  # written before the chain's version 2, and untouched since
+        elif _row_hash(row, version=1) == row.hash:
+            problems.append(
+                Problem(
+                    "edited",
+                    row.seq,
+                    f"entry {row.seq} was rewritten: it is hashed the old way (version 1) after "
+                    "entries hashed the new way",
+                )
+            )
+        else:
             problems.append(
                 Problem(
                     "edited",
@@ -300,6 +458,8 @@ def verify_chain(
         prev_row = row
     last = prev_row.seq if prev_row is not None else 0
     seen: set[tuple[int, str]] = set()
+    signed_up_to = 0  # the newest entry a valid, trusted checkpoint vouches for
+    before_points = len(problems)
     for point in sorted(points, key=lambda p: int(p["seq"])):
         seq = int(point["seq"])
         if (seq, point["signature"]) in seen:
@@ -330,6 +490,20 @@ def verify_chain(
                     "checkpoint",
                 )
             )
+        else:
+            signed_up_to = max(signed_up_to, seq)
+    # When a checkpoint failed, that problem already says the head is not vouched for.
+    if require_signed_head and last > signed_up_to and len(problems) == before_points:
+        what = f"entry {last}" if last == signed_up_to + 1 else f"entries {signed_up_to + 1}-{last}"
+        problems.append(
+            Problem(
+                "unsigned",
+                signed_up_to + 1,
+                f"{what} not covered by a trusted signed checkpoint: nothing outside the database "
+                "vouches for them (if this is expected, sign the head with `corral audit "
+                "checkpoint` on a host you trust, then verify again)",
+            )
+        )
     return count, problems
 
 
@@ -338,33 +512,56 @@ class AuditLog:
 
     Args:
         store: The app's store (its engine and redactor are used).
-        key_file: Where the signing key lives (see `AuditSigner`).
+        key_file: Where the signing key lives (see `AuditSigner`; None: `default_key_file()`).
         checkpoint_every: Sign the chain head every this many entries.
+        checkpoint_file: Where signed checkpoints are appended as they commit (None:
+            `default_checkpoint_file(store.url)`).
     """
 
     def __init__(
         self,
         store: SqlStore,
         *,
-        key_file: str | Path = ".corral/audit.key",
-        checkpoint_every: int = 100,
+        key_file: str | Path | None = None,
+        checkpoint_every: int = 1,
+        checkpoint_file: str | Path | None = None,
     ) -> None:
         self.store = store
         self.checkpoint_every = checkpoint_every
         self._key_file = key_file
+        self._checkpoint_file = checkpoint_file
+        self._points_path: Path | None = None
         self._signer: AuditSigner | None = None
+
+    @property
+    def key_file(self) -> Path:
+        """Where the signing key lives."""
+        return Path(self._key_file).expanduser() if self._key_file else default_key_file()
+
+    @property
+    def checkpoint_file(self) -> Path:
+        """Where checkpoints are appended (resolved on first use: a relative SQLite path is
+        made absolute, which touches the file system, so not on the event loop)."""
+        if self._points_path is None:
+            self._points_path = (
+                Path(self._checkpoint_file).expanduser()
+                if self._checkpoint_file
+                else default_checkpoint_file(self.store.url)
+            )
+        return self._points_path
 
     @property
     def signer(self) -> AuditSigner:
         """The checkpoint signing key (loaded, or created, on first use)."""
         if self._signer is None:
-            self._signer = AuditSigner.load(self._key_file)
+            self._signer = AuditSigner.load(self.key_file)
         return self._signer
 
-    def load_key(self) -> None:
-        """Load (or create) the signing key on the caller's side, so a bad key is a clear
-        `ConfigError` there rather than a failure inside a write transaction."""
-        self.signer  # noqa: B018 - the property loads it
+    async def load_key(self) -> None:
+        """Load (or create) the signing key on the caller's side, in a thread, so a bad key is a
+        clear `ConfigError` there rather than a failure inside a write transaction."""
+        if self._signer is None:
+            self._signer = await asyncio.to_thread(AuditSigner.load, self.key_file)
 
     def append_in(
         self,
@@ -389,7 +586,25 @@ class AuditLog:
             details=self.store.redactor.text(canonical(details)),
             signer=self.signer,
             checkpoint_every=self.checkpoint_every,
+            on_signed=lambda point: self._export_on_commit(conn, point),
         )
+
+    def _export_on_commit(self, conn: sa.Connection, point: dict[str, Any]) -> None:
+        """Append `point` to the checkpoint file when `conn`'s transaction commits (a checkpoint
+        of a rolled-back head would later read as deleted entries)."""
+
+        def export(_conn: sa.Connection) -> None:
+            try:
+                append_checkpoints(self.checkpoint_file, [point])
+            except OSError as exc:  # the entry is committed; only its outside copy is missing
+                log.error(
+                    "audit checkpoint %s could not be appended to %s: %s",
+                    point["seq"],
+                    self.checkpoint_file,
+                    exc,
+                )
+
+        sa.event.listen(conn, "commit", export, once=True)
 
     async def record(
         self,
@@ -402,7 +617,7 @@ class AuditLog:
         details: dict[str, JsonValue] | None = None,
     ) -> int:
         """Append one audit entry (secrets redacted, nothing truncated); returns its number."""
-        self.load_key()
+        await self.load_key()
 
         def write(conn: sa.Connection) -> int:
             return self.append_in(
@@ -434,10 +649,15 @@ class AuditLog:
 
     async def checkpoint(self, at: datetime) -> dict[str, Any] | None:
         """Sign the chain head now (if it is not signed yet); returns the checkpoint."""
+        await self.load_key()
         signer = self.signer
 
         def write(conn: sa.Connection) -> dict[str, Any] | None:
-            return checkpoint(conn, signer, at)
+            point = checkpoint(conn, signer, at)
+            if point is not None:
+                # Again when it was signed already: its copy may have been lost or never made.
+                self._export_on_commit(conn, point)
+            return point
 
         return await self.store.transact(write)
 
@@ -455,20 +675,67 @@ class AuditLog:
         *,
         exported: Sequence[dict[str, Any]] = (),
         trusted_keys: set[str] | None = None,
+        also_trust: set[str] | None = None,
+        checkpoint_file: Path | None | bool = True,
     ) -> tuple[int, list[Problem]]:
-        """Check the whole chain against its checkpoints (and exported ones).
+        """Check the whole chain against its checkpoints: those in the database, in the
+        checkpoint file and in `exported`. Never creates a key.
 
         Args:
-            exported: Checkpoints kept outside the database (`corral audit export`).
-            trusted_keys: Public keys to trust (default: this app's signing key).
+            exported: More checkpoints kept outside the database (`corral audit export`).
+            trusted_keys: Public keys to trust (default: the key file's, if it exists, every key
+                the checkpoint file names, and `also_trust`). A checkpoint file is trusted as a
+                whole: keep it where only the app can append.
+            also_trust: More keys to trust with the defaults (those an exported file names).
+            checkpoint_file: Read this checkpoint file (True: `self.checkpoint_file`; False or
+                None: none, so the head must be vouched for by `exported`).
+
+        Raises:
+            ConfigError: the key file or `CORRAL_AUDIT_KEY` holds something that is not a key.
+            UsageError: the checkpoint file exists but cannot be read.
         """
-        keys = trusted_keys if trusted_keys is not None else {self.signer.public_key}
+        key_file = self.key_file
+        own_file = await asyncio.to_thread(lambda: self.checkpoint_file)
+        path = own_file if checkpoint_file is True else checkpoint_file or None
+        outside = list(exported)
+        keys = set(trusted_keys or ())
+        if path is not None and await asyncio.to_thread(path.exists):
+            points, named = await asyncio.to_thread(read_checkpoint_file, path)
+            outside += points
+            keys |= named if trusted_keys is None else set()
+        if trusted_keys is None:
+            own = await asyncio.to_thread(AuditSigner.public_key_of, key_file)
+            keys |= {own} if own else set()
+            keys |= also_trust or set()
+        setup: list[Problem] = []
+        if not keys:
+            setup.append(
+                Problem(
+                    "key",
+                    None,
+                    f"no trusted public key: there is no key at {key_file} (and "
+                    "CORRAL_AUDIT_KEY is not set) and no checkpoint file names one; pass "
+                    "--public-key, or point audit.key_file at the signing key",
+                )
+            )
+        if not outside:
+            where = f"in {path}" if path is not None else "outside the database"
+            setup.append(
+                Problem(
+                    "unsigned",
+                    None,
+                    f"no checkpoints found {where}: the database's own checkpoints cannot prove "
+                    "that nothing was deleted or rewritten (set audit.checkpoint_file to where "
+                    "they are kept, or pass --checkpoints)",
+                )
+            )
 
         def read(conn: sa.Connection) -> tuple[int, list[Problem]]:
             points = [dict(r._mapping) for r in conn.execute(sa.select(audit_checkpoints))]
             rows = conn.execution_options(yield_per=1000).execute(
                 sa.select(audit).order_by(audit.c.seq)
             )
-            return verify_chain(rows, [*points, *exported], keys)
+            return verify_chain(rows, [*points, *outside], keys, require_signed_head=True)
 
-        return await self.store.query(read)
+        count, problems = await self.store.query(read)
+        return count, setup + problems

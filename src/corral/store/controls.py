@@ -71,7 +71,7 @@ class Controls:
             raise UsageError(f"a {scope} control needs the {scope}'s name")
         if scope in ("all", "noncritical"):
             name = None
-        self._log.load_key()
+        await self._log.load_key()
 
         def write(conn: sa.Connection) -> int:
             seq = conn.execute(

@@ -1,8 +1,12 @@
 """Human requests in the run database (`corral_human_requests`): the `HumanStore` the core's
 `HumanDesk` waits through, plus listing and deciding.
 
+A request's payload is stored in full (secrets redacted, never cut to the trace limit): an approver
+must see every byte of what approving will run, and an edit starts from all of it.
+
 `decide` is the one way a request changes: it checks the action is allowed for the request's kind,
-validates an edited value or an answer against the request's JSON schema (`jsonschema`, the
+applies an edit given as a patch (`patch=True`: a JSON merge patch, RFC 7386, over the proposed
+value), validates an edited value or an answer against the request's JSON schema (`jsonschema`, the
 reference validator), and records the decision only if the request is still pending (a conditional
 UPDATE), with its audit entry in the same transaction, so two people deciding at once cannot both
 win and nothing executes twice.
@@ -10,6 +14,7 @@ win and nothing executes twice.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +24,8 @@ from jsonschema.exceptions import SchemaError
 
 from corral.contracts import JsonValue, RunId
 from corral.errors import ConflictError, NotFoundError, PayloadError, UsageError
-from corral.humans import ACTIONS, STATUS_OF, HumanRequest
+from corral.humans import ACTIONS, STATUS_OF, HumanRequest, merge_patch, proposed_value
+from corral.observe.redact import REDACTED
 from corral.store import queries
 from corral.store._rows import aware, dump, load
 from corral.store.audit import AuditLog
@@ -48,7 +54,9 @@ class HumanRequests:
             "workflow": request.workflow,
             "subject": request.subject,
             "title": request.title,
-            "payload": self._store.redactor.dump(request.payload),
+            # Not `redactor.dump`: it cuts long values to the trace limit, and the approver would
+            # see a preview while approving ran the hidden tail.
+            "payload": _full_text(self._store.redactor.text, request.payload),
             "schema": dump(request.schema),
             "status": "pending",
             "default_action": request.default,
@@ -110,7 +118,7 @@ class HumanRequests:
                 ).one()
             return _request_row(row._mapping)
 
-        self._log.load_key()
+        await self._log.load_key()
         return await self._store.transact(write)
 
     async def decided_among(self, request_ids: list[str]) -> list[str]:
@@ -178,12 +186,19 @@ class HumanRequests:
         at: datetime,
         value: JsonValue = None,
         comment: str = "",
+        patch: bool = False,
     ) -> dict[str, Any]:
         """Record a human's decision; returns the decided row.
 
+        Args:
+            patch: `value` of an `edit` is a JSON merge patch (RFC 7386) over the proposed value
+                (`{"amount_usd": 90}` changes one argument, `null` removes one); the merged
+                value is what is validated and recorded.
+
         Raises:
             NotFoundError: no such request.
-            UsageError: the action does not apply to this kind of request.
+            UsageError: the action does not apply to this kind of request, or a patch cannot be
+                applied (the proposed value was stored truncated or with secrets redacted).
             PayloadError: an edit or answer that does not fit the request's schema, or feedback
                 without a score in 1..5.
             ConflictError: the request was already decided (by someone else, or the timeout).
@@ -196,8 +211,10 @@ class HumanRequests:
             raise UsageError(
                 f"cannot {action!r} a {row['kind']} request; use one of {list(allowed)}"
             )
+        if patch and action == "edit":
+            value = _patched(row, value)
         value = _checked_value(row, action, value)
-        self._log.load_key()
+        await self._log.load_key()
 
         def write(conn: sa.Connection) -> dict[str, Any]:
             done = conn.execute(
@@ -241,6 +258,29 @@ class HumanRequests:
     async def feedback(self, *, since: datetime | None = None) -> list[dict[str, Any]]:
         """Review feedback per agent (see `corral.store.queries.feedback`)."""
         return await self._store.query(queries.feedback, since)
+
+
+def _full_text(redact: Callable[[str], str], value: JsonValue) -> str | None:
+    """`value` as stored JSON text: secrets redacted, nothing truncated."""
+    text = dump(value)
+    return None if text is None else redact(text)
+
+
+def _patched(row: dict[str, Any], patch: JsonValue) -> JsonValue:
+    """The proposed value of `row` with `patch` merged over it."""
+    base = proposed_value(row["kind"], row["step_id"], row["payload"])
+    if isinstance(base, dict) and base.get("truncated") is True and "preview" in base:
+        raise UsageError(
+            f"request {row['id']} was stored truncated (by an earlier Corral); a patch needs the "
+            "whole proposed value: give the complete edited value instead"
+        )
+    if REDACTED in (dump(base) or ""):
+        raise UsageError(
+            f"the proposed value of request {row['id']} had secrets redacted when it was stored, "
+            "so a patch would write the redaction marker in their place: give the complete edited "
+            "value instead"
+        )
+    return merge_patch(base, patch)
 
 
 def _request_row(mapping: Any) -> dict[str, Any]:

@@ -29,19 +29,28 @@ class Ops:
 
     Args:
         store: The app's store (its engine and redactor are used).
-        key_file: Where the audit signing key lives (see `corral.store.audit.AuditSigner`).
+        key_file: Where the audit signing key lives (see `corral.store.audit.AuditSigner`;
+            None: `~/.config/corral/audit.key`).
         checkpoint_every: Sign the chain head every this many audit entries.
+        checkpoint_file: Where signed checkpoints are appended (None: one file per database
+            under `~/.local/state/corral/audit/`).
     """
 
     def __init__(
         self,
         store: SqlStore,
         *,
-        key_file: str | Path = ".corral/audit.key",
-        checkpoint_every: int = 100,
+        key_file: str | Path | None = None,
+        checkpoint_every: int = 1,
+        checkpoint_file: str | Path | None = None,
     ) -> None:
         self.store = store
-        self.log = AuditLog(store, key_file=key_file, checkpoint_every=checkpoint_every)
+        self.log = AuditLog(
+            store,
+            key_file=key_file,
+            checkpoint_every=checkpoint_every,
+            checkpoint_file=checkpoint_file,
+        )
         self.requests = HumanRequests(store, self.log)
         self.controls = Controls(store, self.log)
         self.tokens = Tokens(store, self.log)

@@ -74,7 +74,7 @@ class Tokens:
             "created_by": by,
             "expires_at": expires_at,
         }
-        self._log.load_key()
+        await self._log.load_key()
 
         def write(conn: sa.Connection) -> None:
             conn.execute(tokens.insert().values(**row))
@@ -110,7 +110,7 @@ class Tokens:
             NotFoundError: no such token.
             ConflictError: it is already revoked.
         """
-        self._log.load_key()
+        await self._log.load_key()
 
         def write(conn: sa.Connection) -> None:
             row = conn.execute(sa.select(tokens).where(tokens.c.id == token_id)).first()
