@@ -127,8 +127,8 @@ class NotFoundError(UsageError):
 
     code = "not_found"
 
-    def __init__(self, kind: str, key: str) -> None:
-        super().__init__(f"no {kind} {key!r}; list them to see what exists")
+    def __init__(self, kind: str, key: str, *, hint: str = "list them to see what exists") -> None:
+        super().__init__(f"no {kind} {key!r}; {hint}")
         self.kind = kind
         self.key = key
 

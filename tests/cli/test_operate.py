@@ -12,10 +12,12 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 
 from corral import App, AppConfig, HumanPolicy, RunContext, tool
+from corral.contracts import RunId
 from corral.errors import UsageError
 from corral.humans import HumanRequest
 from corral.store.ops import Ops
 from corral.store.sql import SqlStore
+from corral.trace import RunRecord
 from tests.helpers import cli_runner
 
 
@@ -29,6 +31,28 @@ def cli(tmp_path: Path, db: str, monkeypatch: pytest.MonkeyPatch, capsys):
     config = tmp_path / "corral.toml"
     config.write_text(f'database = "{db}"\n', encoding="utf-8")
     return cli_runner(config, monkeypatch, capsys)
+
+
+def seed_runs(db: str, *run_ids: str) -> None:
+    """Runs that exist (commands taking a run id refuse ids that name no run)."""
+
+    async def go() -> None:
+        store = await SqlStore.open(db)
+        try:
+            for run_id in run_ids:
+                await store.record_run(
+                    RunRecord(
+                        run_id=RunId(run_id),
+                        workflow="pay",
+                        status="running",
+                        durable=False,
+                        started_at=datetime.now(UTC),
+                    )
+                )
+        finally:
+            await store.close()
+
+    asyncio.run(go())
 
 
 def seed_request(db: str) -> str:
@@ -94,6 +118,7 @@ def test_inbox_then_an_edited_approval_then_a_second_decision_is_refused(cli, db
 
 
 def test_controls_from_the_command_line_are_logged_for_running_apps(cli, db):
+    seed_runs(db, "run-9")
     code, out, err = cli("cancel", "run-9", "--reason", "runaway", "--as", "oncall")
     assert code == 0, err
     assert out.startswith("halt run run-9 (control 1, by oncall)")
@@ -125,6 +150,7 @@ def test_controls_from_the_command_line_are_logged_for_running_apps(cli, db):
 
 
 def test_audit_verify_passes_then_names_the_tampered_entry(cli, db, tmp_path):
+    seed_runs(db, "run-0", "run-1", "run-2")
     for i in range(3):
         assert cli("cancel", f"run-{i}")[0] == 0
     exported = tmp_path / "checkpoints.jsonl"

@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from corral.config import AppConfig, load_config
+from corral.errors import NotFoundError, UsageError
 
 if TYPE_CHECKING:
+    from corral.store.queries import IdKind
     from corral.store.sql import SqlStore
 
-__all__ = ["ConfigOpt", "DbOpt", "app", "open_store", "read_config"]
+__all__ = ["ConfigOpt", "DbOpt", "app", "open_store", "read_config", "resolve_id"]
 
 app = typer.Typer(
     name="corral",
@@ -45,3 +47,31 @@ async def open_store(cfg: AppConfig) -> SqlStore:
     from corral.store.sql import SqlStore  # loads SQLAlchemy: only for commands that need it
 
     return await SqlStore.open(cfg.database, forget_durable=forget_runs)
+
+
+_LISTED_BY = {"run": "corral runs", "request": "corral inbox --all", "token": "corral tokens list"}
+_NAMES = {"run": "run", "request": "human request", "token": "token"}
+
+
+async def resolve_id(store: SqlStore, kind: IdKind, text: str) -> str:
+    """The whole id of the one `kind` that `text` names (the id, or a unique prefix of it).
+
+    Every command taking a run, request or token id resolves it here, so they all accept the
+    same forms and fail the same way.
+
+    Raises:
+        NotFoundError: nothing matches (nothing is written then).
+        UsageError: the prefix matches several ids (they are listed).
+    """
+    from corral.store.queries import match_ids
+
+    found: list[str] = await store.query(match_ids, kind, text)
+    if not found:
+        raise NotFoundError(_NAMES[kind], text, hint=f"`{_LISTED_BY[kind]}` lists them")
+    if len(found) > 1:
+        more = "…" if len(found) >= 4 else ""
+        raise UsageError(
+            f"{text!r} matches more than one {_NAMES[kind]} ({', '.join(found)}{more}); "
+            "give more characters of the id"
+        )
+    return found[0]

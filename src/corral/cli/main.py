@@ -10,10 +10,8 @@ from __future__ import annotations
 import logging
 import sys
 
-from rich.markup import escape
-
 from corral.cli._app import app
-from corral.cli._output import err
+from corral.cli._output import err, safe
 from corral.errors import CorralError
 
 # Each command module registers its commands on `app` when imported: `--help` lists them in this
@@ -34,7 +32,7 @@ def main() -> None:
     try:
         app()
     except CorralError as exc:
-        err.print(f"[red]error[/red] {escape(f'[{exc.code}] {exc}')}")
+        err.print(f"[red]error[/red] {safe(f'[{exc.code}] {exc}')}")
         sys.exit(2)
     finally:
         if "corral.engine.dbos" in sys.modules:

@@ -12,7 +12,7 @@ import typer
 
 from corral._loop import run as run_loop
 from corral.cli._app import ConfigOpt, DbOpt, app, open_store, read_config
-from corral.cli._output import Format, _emit, console, err
+from corral.cli._output import Format, _emit, console, err, safe
 from corral.errors import UsageError
 
 if TYPE_CHECKING:
@@ -154,7 +154,7 @@ def alerts_ack(
     if not run_loop(go()):
         err.print(f"[red]no unacknowledged alert {alert_id}[/red] (see `corral alerts list --all`)")
         raise typer.Exit(2)
-    console.print(f"alert {alert_id} acknowledged by {by}")
+    console.print(f"alert {alert_id} acknowledged by {safe(by)}")
 
 
 @app.command()
