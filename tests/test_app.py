@@ -64,6 +64,21 @@ async def test_unserializable_payload_is_a_payload_error():
     assert recorder.runs == {}
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param({"text": "half an emoji \ud83d"}, id="dict"),
+        pytest.param(Ticket(text="\udc00 alone"), id="model"),
+    ],
+)
+async def test_a_lone_surrogate_is_a_payload_error_before_anything_is_written(payload):
+    """Accepted before: the run started, then failed at the first UTF-8 write or model call."""
+    app, recorder = app_with_echo()
+    with pytest.raises(PayloadError, match="not valid Unicode: it holds a lone surrogate"):
+        await app.run("echo", payload)
+    assert recorder.runs == {}
+
+
 async def test_unknown_model_tier_is_a_structured_run_error():
     from corral import Agent
 

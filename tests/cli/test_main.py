@@ -129,3 +129,102 @@ def test_show_highlights_guard_decisions(tmp_path, monkeypatch, capsys):
         if "guard:retry" in shown:
             break
     assert "guard:retry" in shown and '"attempt": 2' in shown
+
+
+def test_runs_as_json_and_csv_have_whole_ids_and_every_column(cli):
+    code, out, _ = cli("run", "ask", "--app", "tests.apps.echo:build", "-i", '{"text": "hi"}')
+    run_id = json.loads(out)["run_id"]
+    code, out, _ = cli("runs", "--format", "json")
+    [row] = json.loads(out)
+    assert code == 0 and row["run_id"] == run_id and row["status"] == "succeeded"
+    assert row["calls"] == 1 and row["tokens"] > 0 and "duration_s" in row
+    code, out, _ = cli("runs", "--format", "csv")
+    header, line = out.splitlines()
+    assert code == 0 and header.startswith("run_id,workflow,status,cost_usd,started_at")
+    assert line.startswith(f"{run_id},ask,succeeded,")
+
+
+def test_runs_fits_an_80_column_terminal(cli, monkeypatch):
+    cli("run", "ask", "--app", "tests.apps.echo:build", "-i", '{"text": "hi"}')
+    monkeypatch.setattr(_output.console, "width", 80)
+    code, out, _ = cli("runs")
+    assert code == 0 and max(len(line) for line in out.splitlines()) <= 80
+    assert "succeeded" in out and "see --format csv or json" in " ".join(out.split())
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        pytest.param("@{tmp}/missing.json", "No such file or directory", id="missing"),
+        pytest.param("@{tmp}", "Is a directory", id="directory"),
+        pytest.param("@{tmp}/latin1.json", "is not UTF-8 text", id="not-utf8"),
+    ],
+)
+def test_an_unreadable_input_file_is_one_clear_line(cli, tmp_path, given, message):
+    (tmp_path / "latin1.json").write_bytes(b'{"text": "caf\xe9"}')
+    code, _, err = cli(
+        "run", "ask", "--app", "tests.apps.echo:build", "-i", given.format(tmp=tmp_path)
+    )
+    assert code == 2 and message in err and "--input file" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 2
+
+
+def seed_hostile_run(db: str) -> str:
+    """A run whose names a model and a caller chose: markup, links and escape sequences."""
+    import asyncio
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from corral.contracts import RunId
+    from corral.store.sql import SqlStore
+    from corral.trace import RunRecord, Span
+
+    async def go() -> None:
+        store = await SqlStore.open(db)
+        try:
+            now = datetime.now(UTC)
+            await store.record_run(
+                RunRecord(
+                    run_id=RunId("feedc0de" * 4),
+                    workflow="[link=https://evil.example]wf[/link]",
+                    status="failed",
+                    durable=False,
+                    input={"text": "\x1b]8;;https://evil.example\x07click\x1b]8;;\x07"},
+                    error={"message": "boom [/red]\x1b[2J"},
+                    started_at=now,
+                    finished_at=now,
+                )
+            )
+            await store.record_spans(
+                [
+                    Span(
+                        run_id=RunId("feedc0de" * 4),
+                        step_id="1",
+                        parent_id=None,
+                        kind="tool",
+                        name="[/green]",
+                        agent="a",
+                        model="\x9b31m",
+                        input={"q": "[bold]"},
+                        output="ok",
+                        cost_usd=Decimal(0),
+                        started_at=now,
+                    )
+                ]
+            )
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+    return "feedc0de" * 4
+
+
+def test_show_prints_model_invented_names_literally(cli, tmp_path):
+    """A tool name `[/green]` crashed `corral show` (Rich markup); `[link=...]` and OSC/CSI
+    sequences from the database reached the terminal."""
+    run_id = seed_hostile_run(f"sqlite:///{tmp_path / 'c.db'}")
+    code, out, err = cli("show", run_id[:10])
+    assert code == 0, err
+    assert "tool:[/green]" in out and "[link=https://evil.example]wf[/link]" in out
+    assert 'error: {"message": "boom [/red]\\u001b[2J"}' in out  # JSON escapes it
+    assert not any(c in out for c in "\x1b\x07\x9b")

@@ -251,3 +251,77 @@ def test_tokens_create_takes_a_lifetime(cli):
     assert round((expires - created).total_seconds() / 86400) == 30
     code, _, err = cli("tokens", "create", "old", "--expires", "2001-01-01")
     assert code == 2 and "in the past" in err
+
+
+def test_cancel_of_no_run_is_an_error_and_stores_no_control(cli, db):
+    """`corral cancel deadbeef` exited 0 and stored a control that stopped nothing."""
+    seed_runs(db, "abc123-one", "abc123-two")
+    code, out, err = cli("cancel", "deadbeef")
+    assert code == 2 and "[not_found] no run 'deadbeef'; `corral runs` lists them" in err
+    code, _, err = cli("cancel", "abc123")
+    assert code == 2 and "'abc123' matches more than one run (abc123-one, abc123-two)" in err
+    code, out, _ = cli("audit", "list", "--format", "json")
+    assert json.loads(out) == []  # nothing was written
+
+    code, out, err = cli("cancel", "abc123-t")
+    assert code == 0, err
+    assert out.startswith("halt run abc123-two (control 1")
+    code, out, _ = cli("release", "--run", "abc123-t")
+    assert code == 0 and out.startswith("release run abc123-two")
+    code, out, _ = cli("audit", "list", "--run", "abc123-t", "--format", "json")
+    assert [e["subject"] for e in json.loads(out)] == ["run:abc123-two"] * 2
+
+
+def test_request_ids_as_inbox_shows_them_and_unique_prefixes_are_accepted(cli, db):
+    """`corral approve` refused prefixes, and the inbox's table cut the ids it showed."""
+    seed_runs(db, "run-1")
+    request_id = seed_request(db)
+    code, out, _ = cli("inbox")
+    assert code == 0 and "run-1:2.h" in out
+    code, out, err = cli("approve", "run-1:2", "--as", "bob")  # a prefix of the whole id
+    assert code == 0, err
+    assert out.strip() == f"approval {request_id}: approved by bob"
+    code, _, err = cli("reject", "nope:2.h")
+    assert code == 2 and "no human request 'nope:2.h'; `corral inbox --all` lists them" in err
+    code, out, _ = cli("inbox", "--all", "--run", "run-", "--format", "json")
+    assert [r["id"] for r in json.loads(out)] == [request_id]
+
+
+def test_inbox_short_ids_name_a_long_run_id(cli, db):
+    run_id = "0123456789abcdef" * 2
+    seed_runs(db, run_id)
+
+    async def go() -> None:
+        store = await SqlStore.open(db)
+        try:
+            await Ops(store).open_request(
+                HumanRequest(
+                    id=f"{run_id}:7.h",
+                    run_id=run_id,
+                    step_id="7.h",
+                    kind="escalation",
+                    workflow="w",
+                    subject="s",
+                    title="t",
+                    payload={},
+                    created_at=datetime.now(UTC),
+                )
+            )
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+    code, out, _ = cli("inbox")
+    assert code == 0 and "0123456789ab:7.h" in out and run_id not in out
+    code, out, err = cli("take-over", "0123456789ab:7.h", "--as", "carol")
+    assert code == 0, err
+    assert out.strip() == f"escalation {run_id}:7.h: taken_over by carol"
+
+
+def test_tokens_revoke_takes_a_unique_prefix(cli):
+    code, out, _ = cli("tokens", "create", "ci")
+    token_id = out.split()[1]
+    code, out, err = cli("tokens", "revoke", token_id[:5])
+    assert code == 0 and out.strip() == f"token {token_id} revoked", err
+    code, _, err = cli("tokens", "revoke", "zz")
+    assert code == 2 and "no token 'zz'" in err
