@@ -94,8 +94,30 @@ def test_bad_input_is_one_clear_line_and_exit_2(cli, args, message):
 
 
 def test_show_unknown_run_says_how_to_find_one(cli):
+    assert cli("run", "ask", "--app", "tests.apps.echo:build", "-i", '{"text": "hi"}')[0] == 0
     code, _, err = cli("show", "does-not-exist")
-    assert code == 2 and "corral runs" in err
+    assert code == 2 and "no run 'does-not-exist'; `corral runs` lists them" in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(("runs",), id="runs"),
+        pytest.param(("show", "abc"), id="show"),
+        pytest.param(("costs",), id="costs"),
+        pytest.param(("stats",), id="stats"),
+        pytest.param(("alerts", "list"), id="alerts"),
+        pytest.param(("inbox",), id="inbox"),
+        pytest.param(("audit", "list"), id="audit"),
+        pytest.param(("tokens", "list"), id="tokens"),
+    ],
+)
+def test_reading_commands_never_create_a_database_or_its_directory(cli, tmp_path, args):
+    """`corral runs --db sqlite:///no/such/dir/x.db` created the directory and the database."""
+    where = tmp_path / "no" / "such" / "dir" / "x.db"
+    code, out, err = cli(*args, "--db", f"sqlite:///{where}")
+    assert code == 2 and f"there is no Corral database at {where} (nothing was created)" in err
+    assert not (tmp_path / "no").exists() and not (tmp_path / "c.db").exists()
 
 
 def test_resume_with_nothing_interrupted(cli):
@@ -228,3 +250,53 @@ def test_show_prints_model_invented_names_literally(cli, tmp_path):
     assert "tool:[/green]" in out and "[link=https://evil.example]wf[/link]" in out
     assert 'error: {"message": "boom [/red]\\u001b[2J"}' in out  # JSON escapes it
     assert not any(c in out for c in "\x1b\x07\x9b")
+
+
+def _without_write_access() -> list[str]:
+    """A command prefix under which this process cannot write a directory it made read-only:
+    none for a normal user; for root, `setpriv` drops the capability that overrides modes."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: read-only modes do not apply")
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search"]
+
+
+@pytest.mark.slow  # subprocesses: the CLI under a user that cannot write the directory
+def test_a_read_only_directory_is_read_by_reading_commands_and_named_by_writing_ones(cli, tmp_path):
+    """`corral runs` could not read a database in a read-only directory, and a writing command
+    said "unable to open database file" without naming the directory."""
+    import os
+    import subprocess
+
+    code, out, _ = cli("run", "ask", "--app", "tests.apps.echo:build", "-i", '{"text": "hi"}')
+    run_id = json.loads(out)["run_id"]
+    where = tmp_path / "ro"
+    where.mkdir()
+    (tmp_path / "c.db").rename(where / "c.db")
+    where.chmod(0o555)
+    prefix = _without_write_access()
+
+    def corral(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [*prefix, sys.executable, "-m", "corral.cli.main", *args]
+        command += ["--db", f"sqlite:///{where / 'c.db'}"]
+        env = {**os.environ, "COLUMNS": "200"}
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+
+    try:
+        listed = corral("runs", "--format", "json")
+        assert listed.returncode == 0, listed.stderr
+        assert [r["run_id"] for r in json.loads(listed.stdout)] == [run_id]
+        shown = corral("show", run_id[:8])
+        assert shown.returncode == 0 and "status=succeeded" in shown.stdout
+        ran = corral("run", "ask", "--app", "tests.apps.echo:build", "-i", '{"text": "x"}')
+        assert ran.returncode == 2 and "Traceback" not in ran.stderr
+        message = " ".join(ran.stderr.split())
+        assert f"the directory {where} is read-only for this process" in message
+        assert sorted(p.name for p in where.iterdir()) == ["c.db"]  # no -wal, -shm, key
+    finally:
+        where.chmod(0o755)

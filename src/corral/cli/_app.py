@@ -41,12 +41,16 @@ def read_config(config: Path | None, db: str | None) -> AppConfig:
     return replace(cfg, database=db) if db else cfg
 
 
-async def open_store(cfg: AppConfig) -> SqlStore:
-    """The run database of `cfg`; `prune` there forgets durable runs in the engine too."""
+async def open_store(cfg: AppConfig, *, read_only: bool = False) -> SqlStore:
+    """The run database of `cfg`; `prune` there forgets durable runs in the engine too.
+
+    Reading commands pass `read_only`: they never create a database (or its directory) that
+    is not there, and read one in a directory they cannot write.
+    """
     from corral.engine import forget_runs
     from corral.store.sql import SqlStore  # loads SQLAlchemy: only for commands that need it
 
-    return await SqlStore.open(cfg.database, forget_durable=forget_runs)
+    return await SqlStore.open(cfg.database, forget_durable=forget_runs, read_only=read_only)
 
 
 _LISTED_BY = {"run": "corral runs", "request": "corral inbox --all", "token": "corral tokens list"}

@@ -22,8 +22,10 @@ T = TypeVar("T")
 
 
 def _query(config: Path | None, db: str | None, fn: Callable[..., T], *args: object) -> T:
+    """`fn(connection, *args)` on the configured database, opened read-only."""
+
     async def go() -> T:
-        store = await open_store(read_config(config, db))
+        store = await open_store(read_config(config, db), read_only=True)
         try:
             result: T = await store.query(fn, *args)
             return result

@@ -36,12 +36,18 @@ def _who(actor: str | None) -> str:
     return actor or f"cli:{getpass.getuser()}"
 
 
-def _with_ops(config: Path | None, db: str | None, fn: Callable[[Ops], Awaitable[T]]) -> T:
-    """Run `fn(ops)` against the configured database."""
+def _with_ops(
+    config: Path | None,
+    db: str | None,
+    fn: Callable[[Ops], Awaitable[T]],
+    *,
+    read_only: bool = False,
+) -> T:
+    """Run `fn(ops)` against the configured database (`read_only`: see `open_store`)."""
 
     async def go() -> T:
         cfg: AppConfig = read_config(config, db)
-        store = await open_store(cfg)
+        store = await open_store(cfg, read_only=read_only)
         from corral.store.ops import Ops
 
         ops = Ops(store, key_file=cfg.audit.key_file, checkpoint_every=cfg.audit.checkpoint_every)
@@ -115,7 +121,7 @@ def inbox(
         )
         return found
 
-    rows = _with_ops(config, db, requests)
+    rows = _with_ops(config, db, requests, read_only=True)
     for r in rows:
         r["what"] = short(r["payload"], 70)
     if fmt == "table":
@@ -340,7 +346,7 @@ def audit_list(
         )
         return found
 
-    rows = _with_ops(config, db, entries)
+    rows = _with_ops(config, db, entries, read_only=True)
     for r in rows:
         r["what"] = short(r["details"], 80)
     columns = ["seq", "at", "actor", "action", "subject", "what", "run_id"]
@@ -458,7 +464,7 @@ def tokens_create(
 @tokens_app.command("list")
 def tokens_list(fmt: Format = "table", config: ConfigOpt = None, db: DbOpt = None) -> None:
     """Tokens (never the secret), newest first."""
-    rows = _with_ops(config, db, lambda ops: ops.list_tokens())
+    rows = _with_ops(config, db, lambda ops: ops.list_tokens(), read_only=True)
     columns = ["id", "name", "role", "created_at", "created_by", "expires_at", "last_used_at"]
     _emit(rows, [*columns, "revoked_at"], fmt, "Tokens")
 

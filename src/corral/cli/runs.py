@@ -111,7 +111,7 @@ def runs(
     """
 
     async def go() -> list[dict[str, Any]]:
-        store = await open_store(read_config(config, db))
+        store = await open_store(read_config(config, db), read_only=True)
         try:
             rows: list[dict[str, Any]] = await store.list_runs(limit, status)
             return rows
@@ -153,7 +153,7 @@ def show(
     """Show a run's steps as a tree: agent, input/output, tokens, cost, latency, errors."""
 
     async def go() -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-        store = await open_store(read_config(config, db))
+        store = await open_store(read_config(config, db), read_only=True)
         try:
             full_id = RunId(await resolve_id(store, "run", run_id))
             return await store.get_run(full_id), await store.list_spans(full_id)
