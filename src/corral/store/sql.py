@@ -16,9 +16,9 @@ import json
 import os
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
-from functools import partial
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
