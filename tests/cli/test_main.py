@@ -300,3 +300,28 @@ def test_a_read_only_directory_is_read_by_reading_commands_and_named_by_writing_
         assert sorted(p.name for p in where.iterdir()) == ["c.db"]  # no -wal, -shm, key
     finally:
         where.chmod(0o755)
+
+
+@pytest.mark.slow  # a subprocess launching DBOS, which waits out SQLite's busy timeout
+def test_a_database_locked_by_another_process_is_one_line_not_a_dbos_traceback(tmp_path):
+    """DBOS logged 30 lines of traceback before Corral's message."""
+    import os
+    import sqlite3
+    import subprocess
+
+    db = tmp_path / "locked.db"
+    command = [sys.executable, "-m", "corral.cli.main", "run", "ask"]
+    command += ["--app", "tests.apps.echo:build", "-i", '{"text": "x"}', "--db", f"sqlite:///{db}"]
+    env = {**os.environ, "COLUMNS": "200"}
+    first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert first.returncode == 0, first.stderr
+    locker = sqlite3.connect(db, isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")
+        locked = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    finally:
+        locker.close()
+    assert locked.returncode == 2
+    assert "Traceback" not in locked.stderr and "DBOS failed to launch" not in locked.stderr
+    assert f"database sqlite:///{db} is locked by another process" in locked.stderr
+    assert len(locked.stderr.strip().splitlines()) == 1

@@ -32,7 +32,7 @@ def main() -> None:
     try:
         app()
     except CorralError as exc:
-        err.print(f"[red]error[/red] {safe(f'[{exc.code}] {exc}')}")
+        err.print(f"[red]error[/red] {safe(f'[{exc.code}] {exc}')}", soft_wrap=True)
         sys.exit(2)
     finally:
         if "corral.engine.dbos" in sys.modules:
