@@ -209,3 +209,32 @@ def test_public_masks_credentials_but_keeps_the_shape():
     assert shown["alerts"]["webhook_url"] == "https://hooks.slack.com/[REDACTED]"
     assert "tok-4f2a9" not in repr(shown) and "hook-77e1c" not in repr(shown)
     assert shown["guards"]["budget"]["usd"] == Decimal(5)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "value"),
+    [
+        pytest.param('durable = "yes"', "durable", "'yes'", id="quoted-yes"),
+        pytest.param('durable = "false"', "durable", "'false'", id="quoted-false"),
+        pytest.param("durable = 0", "durable", "0", id="number"),
+        pytest.param('[trace]\nprompts = "on"', "trace.prompts", "'on'", id="trace"),
+        pytest.param("[alerts]\nenabled = 1", "alerts.enabled", "1", id="alerts"),
+        pytest.param(
+            '[guards.cache]\nenabled = "true"', "guards.cache.enabled", "'true'", id="cache"
+        ),
+    ],
+)
+def test_booleans_must_be_toml_booleans(tmp_path: Path, text, key, value):
+    """`durable = "yes"` was accepted (pydantic's lax bool): it must be `true` or `false`."""
+    file = tmp_path / "corral.toml"
+    file.write_text(text + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(file)
+    assert str(info.value) == (
+        f"{key}: must be true or false (a TOML boolean, without quotes), got {value}"
+    )
+
+
+def test_real_booleans_are_read():
+    cfg = parse_config({"durable": False, "trace": {"prompts": True}})
+    assert cfg.durable is False and cfg.trace.prompts is True
