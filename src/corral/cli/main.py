@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from corral._log import RunIdFilter
 from corral.cli._app import app
 from corral.cli._output import err, safe
 from corral.errors import CorralError
@@ -26,9 +27,22 @@ from corral.cli import operate  # noqa: F401
 __all__ = ["app", "main"]
 
 
+def _configure_logging() -> None:
+    """WARNING and above to stderr, with ` run=ID` on lines logged while a run executes (unless
+    logging was configured already, as by an embedding program or a test runner)."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s%(run)s: %(message)s"))
+    handler.addFilter(RunIdFilter())
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+
+
 def main() -> None:
     """Entry point: turns Corral errors into a one-line message and exit code 2."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _configure_logging()
     try:
         app()
     except CorralError as exc:
