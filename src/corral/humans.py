@@ -412,9 +412,11 @@ class HumanPolicy:
 class AuditPolicy:
     """The `[audit]` table: where the checkpoint signing key lives and how often to sign."""
 
-    key_file: str = ".corral/audit.key"
-    """The Ed25519 seed that signs checkpoints (created on first use, mode 0600). Keep it off the
-    database host's backups; `CORRAL_AUDIT_KEY` overrides it."""
+    key_file: str | None = None
+    """The Ed25519 seed that signs checkpoints (created on first use, mode 0600). Default:
+    `audit.key` beside a SQLite database file (never the working directory),
+    `~/.corral/audit.key` for PostgreSQL, a key in memory for `sqlite:///:memory:`. Keep it off
+    the database's backups; `CORRAL_AUDIT_KEY` overrides it."""
     checkpoint_every: int = 100
     """Sign the chain head every this many entries (0: only on `corral audit checkpoint`)."""
 

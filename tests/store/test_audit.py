@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from corral.store import audit as chain
+from corral.store.audit import AuditSigner, default_key_file
 from corral.store.ops import Ops
 from corral.store.sql import SqlStore
 
@@ -230,3 +231,53 @@ async def test_closing_an_app_signs_the_head_of_the_chain(tmp_path):
         assert await reopened.verify() == (2, [])
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        pytest.param("sqlite:///.corral/corral.db", Path(".corral/audit.key"), id="default-db"),
+        pytest.param("sqlite:////srv/app/runs.db", Path("/srv/app/audit.key"), id="sqlite-file"),
+        pytest.param("sqlite:///:memory:", None, id="in-memory"),
+        pytest.param("postgresql://u@db/x", Path.home() / ".corral" / "audit.key", id="postgresql"),
+    ],
+)
+def test_the_signing_key_lives_beside_the_database_by_default(url, expected):
+    assert default_key_file(url) == expected
+
+
+@pytest.fixture
+def in_tmp_path_without_key_env(tmp_path, monkeypatch):
+    """Run from `tmp_path` with no CORRAL_AUDIT_KEY (a sync fixture: `chdir` blocks)."""
+    monkeypatch.delenv("CORRAL_AUDIT_KEY")
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.usefixtures("in_tmp_path_without_key_env")
+async def test_no_key_is_written_to_the_working_directory(tmp_path):
+    """The key went to `.corral/audit.key` in whatever directory a command ran from."""
+    db = tmp_path / "data" / "runs.db"
+    store = await SqlStore.open(f"sqlite:///{db}")
+    try:
+        ops = Ops(store)
+        key = await asyncio.to_thread(lambda: ops.signer.public_key)
+        again = await asyncio.to_thread(lambda: Ops(store).signer.public_key)
+    finally:
+        await store.close()
+    assert key == again
+    files = await asyncio.to_thread(
+        lambda: sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*key*"))
+    )
+    assert files == ["data/audit.key"]  # beside the database, nothing in the working directory
+
+
+@pytest.mark.usefixtures("in_tmp_path_without_key_env")
+async def test_a_key_left_in_the_working_directory_is_still_used(tmp_path, caplog):
+    old = await asyncio.to_thread(lambda: AuditSigner.load(tmp_path / ".corral" / "audit.key"))
+    store = await SqlStore.open(f"sqlite:///{tmp_path / 'data' / 'runs.db'}")
+    try:
+        key = await asyncio.to_thread(lambda: Ops(store).signer.public_key)
+    finally:
+        await store.close()
+    assert key == old.public_key
+    assert "move it to" in caplog.text and "data/audit.key" in caplog.text

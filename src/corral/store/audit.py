@@ -31,6 +31,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -53,6 +54,8 @@ from corral.store.schema import audit, audit_checkpoints
 from corral.store.sql import SqlStore
 
 __all__ = ["GENESIS", "AuditLog", "AuditSigner", "Problem", "entry_hash", "verify_chain"]
+
+log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 """The `prev_hash` of the first entry."""
@@ -143,6 +146,19 @@ def checkpoint(conn: sa.Connection, signer: AuditSigner, at: datetime) -> dict[s
     return values
 
 
+def default_key_file(url: str) -> Path | None:
+    """Where the signing key lives when `audit.key_file` is not set: `audit.key` beside a SQLite
+    database file (`.corral/audit.key` for the default database), `~/.corral/audit.key` for a
+    server database, None (a key for this process only) for an in-memory one. Never the
+    working directory: a command run from another directory would make a second key."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return Path.home() / ".corral" / "audit.key"
+    if not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database).parent / "audit.key"
+
+
 class AuditSigner:
     """The Ed25519 key that signs checkpoints.
 
@@ -156,17 +172,19 @@ class AuditSigner:
         self.public_key = raw.hex()
 
     @classmethod
-    def load(cls, key_file: str | Path) -> AuditSigner:
-        """The signer from the environment or `key_file` (created when missing).
+    def load(cls, key_file: str | Path | None) -> AuditSigner:
+        """The signer from the environment or `key_file` (created when missing; None: a new
+        key held in memory, for an in-memory database).
 
         Raises:
             ConfigError: the key in the environment or the file is not a 32-byte Ed25519 seed.
         """
         env = os.environ.get("CORRAL_AUDIT_KEY")
-        path = Path(key_file)
         if env:
             seed, where = env, "the CORRAL_AUDIT_KEY environment variable"
-        elif path.exists():
+        elif key_file is None:
+            return cls(Ed25519PrivateKey.generate())
+        elif (path := Path(key_file)).exists():
             seed, where = path.read_text().strip(), str(path)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -338,7 +356,7 @@ class AuditLog:
 
     Args:
         store: The app's store (its engine and redactor are used).
-        key_file: Where the signing key lives (see `AuditSigner`).
+        key_file: Where the signing key lives (see `AuditSigner`); None: `default_key_file`.
         checkpoint_every: Sign the chain head every this many entries.
     """
 
@@ -346,7 +364,7 @@ class AuditLog:
         self,
         store: SqlStore,
         *,
-        key_file: str | Path = ".corral/audit.key",
+        key_file: str | Path | None = None,
         checkpoint_every: int = 100,
     ) -> None:
         self.store = store
@@ -358,8 +376,26 @@ class AuditLog:
     def signer(self) -> AuditSigner:
         """The checkpoint signing key (loaded, or created, on first use)."""
         if self._signer is None:
-            self._signer = AuditSigner.load(self._key_file)
+            self._signer = AuditSigner.load(self._key_path())
         return self._signer
+
+    def _key_path(self) -> str | Path | None:
+        if self._key_file is not None or os.environ.get("CORRAL_AUDIT_KEY"):
+            return self._key_file  # the environment's key wins: no file is looked at
+        path = default_key_file(self.store.url)
+        # The default used to be `.corral/audit.key` in the working directory: keep using a key
+        # found there (its checkpoints verify against it) and say where it belongs.
+        legacy = Path(".corral/audit.key")
+        if path is not None and not path.exists() and legacy.exists():
+            if legacy.resolve() != path.resolve():
+                log.warning(
+                    "using the audit signing key %s found in the working directory; move it to "
+                    "%s (beside the database) or set audit.key_file",
+                    legacy.resolve(),
+                    path,
+                )
+            return legacy
+        return path
 
     def load_key(self) -> None:
         """Load (or create) the signing key on the caller's side, so a bad key is a clear

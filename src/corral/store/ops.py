@@ -26,7 +26,8 @@ class Ops:
 
     Args:
         store: The app's store (its engine and redactor are used).
-        key_file: Where the audit signing key lives (see `corral.store.audit.AuditSigner`).
+        key_file: Where the audit signing key lives (see `corral.store.audit.AuditSigner`;
+            None: beside a SQLite database, `corral.store.audit.default_key_file`).
         checkpoint_every: Sign the chain head every this many audit entries.
     """
 
@@ -34,7 +35,7 @@ class Ops:
         self,
         store: SqlStore,
         *,
-        key_file: str | Path = ".corral/audit.key",
+        key_file: str | Path | None = None,
         checkpoint_every: int = 100,
     ) -> None:
         self.store = store
