@@ -325,3 +325,15 @@ def test_a_database_locked_by_another_process_is_one_line_not_a_dbos_traceback(t
     assert "Traceback" not in locked.stderr and "DBOS failed to launch" not in locked.stderr
     assert f"database sqlite:///{db} is locked by another process" in locked.stderr
     assert len(locked.stderr.strip().splitlines()) == 1
+
+
+def test_show_as_json_has_the_run_and_its_spans_whole(cli):
+    code, out, _ = cli("run", "ask", "--app", "tests.apps.echo:build", "-i", '{"text": "hi"}')
+    run_id = json.loads(out)["run_id"]
+    code, out, _ = cli("show", run_id[:6], "--format", "json")
+    shown = json.loads(out)
+    assert code == 0 and shown["run"]["run_id"] == run_id
+    assert shown["run"]["input"] == {"text": "hi"}
+    assert {(s["kind"], s["name"]) for s in shown["spans"]} >= {("agent", "answerer")}
+    code, _, err = cli("show", run_id, "--format", "yaml")
+    assert code == 2 and "unknown format 'yaml'; use tree or json" in err

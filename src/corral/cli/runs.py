@@ -147,10 +147,16 @@ def show(
     width: Annotated[
         int, typer.Option(help="truncate inputs/outputs to this many characters")
     ] = 80,
+    fmt: Annotated[
+        str,
+        typer.Option("--format", "-f", help="tree, or json (the run and its spans, whole)"),
+    ] = "tree",
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
     """Show a run's steps as a tree: agent, input/output, tokens, cost, latency, errors."""
+    if fmt not in ("tree", "json"):
+        raise UsageError(f"unknown format {fmt!r}; use tree or json")
 
     async def go() -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         store = await open_store(read_config(config, db), read_only=True)
@@ -163,6 +169,9 @@ def show(
     found, spans = run_loop(go())
     if found is None:  # deleted between the two reads
         raise UsageError(f"run {run_id!r} was just deleted (by `corral prune`?)")
+    if fmt == "json":
+        console.print_json(json.dumps({"run": found, "spans": spans}, default=str))
+        return
     # Names, ids and statuses come from models and callers: every one goes through `safe`.
     root = Tree(
         f"[bold]{safe(found['workflow'])}[/bold] {safe(found['run_id'])}  "
