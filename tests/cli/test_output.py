@@ -82,3 +82,13 @@ def test_a_table_never_overflows_the_terminal(monkeypatch, capsys, width):
 def test_csv_has_every_column_and_no_controls(capsys):
     _emit([{"a": "x\x1b[31my", "b": None}], ["a", "b"], "csv", "t")
     assert capsys.readouterr().out.splitlines() == ["a,b", "x[31my,"]
+
+
+def test_important_columns_are_kept_first_and_shown_in_their_place(monkeypatch, capsys):
+    monkeypatch.setattr(_output.console, "width", 32)
+    row = {"agent": "a", "p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 3.0, "cost_usd": Decimal(1)}
+    _emit([row], list(row), "table", "t", first=["agent", "cost_usd"])
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if "agent" in line)
+    assert header.split("┃")[1:-1] == [" agent ", " p50_ms ", " cost_usd "]
+    assert "not shown (too narrow): p95_ms, p99_ms" in " ".join(out.split())

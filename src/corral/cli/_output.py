@@ -97,9 +97,17 @@ def _fit(cells: dict[str, list[str]], columns: Sequence[str], width: int) -> _Fi
     return _Fit(shown, widths, [])
 
 
-def _emit(rows: list[dict[str, Any]], columns: list[str], fmt: str, title: str) -> None:
-    """Print `rows` as `fmt`. A table shows the `columns` (most important first) that fit the
-    terminal and names the others in its caption; csv and json have every column."""
+def _emit(
+    rows: list[dict[str, Any]],
+    columns: list[str],
+    fmt: str,
+    title: str,
+    *,
+    first: Sequence[str] = (),
+) -> None:
+    """Print `rows` as `fmt`. A table shows the `columns` that fit the terminal, chosen in order
+    of importance (those in `first`, then the others in order; shown in `columns` order), and
+    names the others in its caption; csv and json have every column."""
     if fmt == "json":
         console.print_json(json.dumps(rows, default=str))
     elif fmt == "csv":
@@ -110,17 +118,19 @@ def _emit(rows: list[dict[str, Any]], columns: list[str], fmt: str, title: str) 
         console.out(clean(out.getvalue()), end="", highlight=False)
     elif fmt == "table":
         cells = {c: [_cell(r.get(c)) for r in rows] for c in columns}
-        fit = _fit(cells, columns, console.width)
+        ranked = [*first, *(c for c in columns if c not in first)]
+        fit = _fit(cells, ranked, console.width)
         caption = (
             f"not shown (too narrow): {', '.join(fit.hidden)}; see --format csv or json"
             if fit.hidden
             else None
         )
         table = Table(title=clean(title), caption=caption, caption_justify="left")
-        for col in fit.columns:
+        shown = [c for c in columns if c in fit.widths]
+        for col in shown:
             table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=fit.widths[col])
         for i in range(len(rows)):
-            table.add_row(*(Text(cells[c][i]) for c in fit.columns))
+            table.add_row(*(Text(cells[c][i]) for c in shown))
         console.print(table)
     else:
         raise UsageError(f"unknown format {fmt!r}; use table, csv or json")

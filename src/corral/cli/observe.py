@@ -71,7 +71,9 @@ def costs(
     start = queries.parse_since(since)
     rows = _query(config, db, queries.cost_breakdown, by, start)
     columns = ["key", "runs", "calls", "cached", "tokens_in", "tokens_out", "cost_usd"]
-    _emit(rows, [*columns, "cost_per_run"], fmt, f"Cost by {by} since {start:%Y-%m-%d %H:%M}")
+    title = f"Cost by {by} since {start:%Y-%m-%d %H:%M}"
+    first = ["key", "runs", "calls", "cost_usd", "cost_per_run"]
+    _emit(rows, [*columns, "cost_per_run"], fmt, title, first=first)
     if fmt == "table":
         total = sum((r["cost_usd"] for r in rows), Decimal(0))
         console.print(f"total ${total:.6f} over {sum(r['calls'] for r in rows)} model calls")
@@ -114,7 +116,8 @@ def stats(
         "reviews",
         "review_score",
     ]
-    _emit(rows, columns, fmt, f"Agents since {start:%Y-%m-%d %H:%M}")
+    first = ["agent", "calls", "success_rate", "p95_ms", "cost_usd", "breaker", "retries"]
+    _emit(rows, columns, fmt, f"Agents since {start:%Y-%m-%d %H:%M}", first=first)
 
 
 alerts_app = typer.Typer(help="Anomaly and threshold alerts: list and acknowledge.")
@@ -133,7 +136,8 @@ def alerts_list(
 
     rows = _query(config, db, lambda conn: queries.list_alerts(conn, include_acknowledged=all_))
     columns = ["id", "created_at", "kind", "agent", "metric", "value", "baseline", "message"]
-    _emit(rows, [*columns, "acknowledged_by"] if all_ else columns, fmt, "Alerts")
+    first = ["id", "agent", "metric", "message", "kind"]
+    _emit(rows, [*columns, "acknowledged_by"] if all_ else columns, fmt, "Alerts", first=first)
 
 
 @alerts_app.command("ack")

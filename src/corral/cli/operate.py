@@ -466,7 +466,8 @@ def tokens_list(fmt: Format = "table", config: ConfigOpt = None, db: DbOpt = Non
     """Tokens (never the secret), newest first."""
     rows = _with_ops(config, db, lambda ops: ops.list_tokens(), read_only=True)
     columns = ["id", "name", "role", "created_at", "created_by", "expires_at", "last_used_at"]
-    _emit(rows, [*columns, "revoked_at"], fmt, "Tokens")
+    first = ["id", "name", "role", "expires_at", "revoked_at"]
+    _emit(rows, [*columns, "revoked_at"], fmt, "Tokens", first=first)
 
 
 @tokens_app.command("revoke")
