@@ -64,6 +64,21 @@ async def test_unserializable_payload_is_a_payload_error():
     assert recorder.runs == {}
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param({"text": "half an emoji \ud83d"}, id="dict"),
+        pytest.param(Ticket(text="\udc00 alone"), id="model"),
+    ],
+)
+async def test_a_lone_surrogate_is_a_payload_error_before_anything_is_written(payload):
+    """Accepted before: the run started, then failed at the first UTF-8 write or model call."""
+    app, recorder = app_with_echo()
+    with pytest.raises(PayloadError, match="not valid Unicode: it holds a lone surrogate"):
+        await app.run("echo", payload)
+    assert recorder.runs == {}
+
+
 async def test_unknown_model_tier_is_a_structured_run_error():
     from corral import Agent
 
@@ -75,7 +90,11 @@ async def test_unknown_model_tier_is_a_structured_run_error():
         return await ctx.call(agent, t)
 
     result = await app.run("wf", {"text": "x"})
-    assert result.error["code"] == "unknown_name" and "huge" in result.error["message"]
+    assert result.error["code"] == "unknown_name"
+    assert result.error["message"].startswith(
+        "unknown model or tier 'huge'; known tiers: large, medium, small (or name a model as "
+        "provider:variant, e.g. sim:small)"
+    )  # was "known model or tiers"
 
 
 async def test_a_workflow_bug_fails_the_run_not_the_app():
@@ -481,16 +500,23 @@ def test_python_policies_are_validated_too():
         AppConfig(guards=GuardPolicies(degrade_order=("huge", "small")))
 
 
-async def test_unpriced_models_warn_at_startup_and_are_charged_conservatively(caplog, tmp_path):
+async def test_unpriced_models_warn_at_startup_and_are_charged_conservatively(
+    caplog, tmp_path, monkeypatch
+):
     from decimal import Decimal
 
+    from corral.config import ProviderConfig
     from corral.models.pricing import price_of
 
+    monkeypatch.setenv("MYSTERY_KEY", "k")
     app = App(
         AppConfig(
             database=f"sqlite:///{tmp_path / 'p.db'}",
             durable=False,
             tiers={"small": "mystery:model-x"},
+            providers={
+                "mystery": ProviderConfig(base_url="http://x/v1", api_key_env="MYSTERY_KEY")
+            },
         )
     )
     async with app:
@@ -498,6 +524,66 @@ async def test_unpriced_models_warn_at_startup_and_are_charged_conservatively(ca
     assert "mystery:model-x (small) has no known price" in caplog.text
     # 1,000 input tokens at the conservative $15 per million: never free.
     assert price_of("mystery:model-x", 1000, 0, {}) == Decimal("0.015")
+
+
+@pytest.mark.parametrize(
+    ("tiers", "fallbacks", "message"),
+    [
+        pytest.param(
+            {"small": "opnai:gpt-4o-mini"},
+            {},
+            "tiers.small: model 'opnai:gpt-4o-mini' names the provider 'opnai', which Corral "
+            "does not know; known providers: anthropic, local, openai, sim",
+            id="unknown-provider-in-a-tier",
+        ),
+        pytest.param(
+            {},
+            {"small": ("sim:large", "mystery:x")},
+            "fallbacks.small: model 'mystery:x' names the provider 'mystery'",
+            id="unknown-provider-in-a-fallback",
+        ),
+        pytest.param(
+            {"large": "anthropic:claude-x"},
+            {},
+            "providers.anthropic.api_key_env: provider 'anthropic' needs an API key in the "
+            "environment variable ANTHROPIC_API_KEY or in the secrets file (none configured) "
+            "(for anthropic:claude-x, tiers.large)",
+            id="missing-api-key",
+        ),
+    ],
+)
+async def test_an_unreachable_model_is_a_config_error_when_the_app_opens(
+    tmp_path, monkeypatch, tiers, fallbacks, message
+):
+    """An unknown provider only warned, and a missing API key failed the first run that used
+    the model; both are now refused before the app opens anything."""
+    from corral.errors import ConfigError
+
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    db = tmp_path / "never.db"
+    app = App(
+        AppConfig(
+            database=f"sqlite:///{db}",
+            durable=False,
+            tiers={"small": "sim:small", **tiers},
+            fallbacks=fallbacks,
+        )
+    )
+    with pytest.raises(ConfigError) as info:
+        await app.open()
+    assert message in str(info.value)
+    assert not app.is_open and not await asyncio.to_thread(db.exists)
+
+
+async def test_models_the_app_was_given_need_no_provider(tmp_path):
+    from corral.testing import FakeModel
+
+    app = App(
+        AppConfig(database="sqlite:///:memory:", durable=False, tiers={"small": "mine:fast"}),
+        models={"mine:fast": FakeModel([])},
+    )
+    async with app:
+        assert app.is_open
 
 
 async def test_an_in_memory_database_keeps_runs_and_spans():

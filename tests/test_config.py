@@ -227,3 +227,32 @@ def test_the_audit_files_default_outside_the_database_directory():
     assert config.audit.checkpoint_every == 1
     given = parse_config({"audit": {"checkpoint_file": "/var/log/c.jsonl", "key_file": "/k"}})
     assert given.audit.checkpoint_file == "/var/log/c.jsonl" and given.audit.key_file == "/k"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "value"),
+    [
+        pytest.param('durable = "yes"', "durable", "'yes'", id="quoted-yes"),
+        pytest.param('durable = "false"', "durable", "'false'", id="quoted-false"),
+        pytest.param("durable = 0", "durable", "0", id="number"),
+        pytest.param('[trace]\nprompts = "on"', "trace.prompts", "'on'", id="trace"),
+        pytest.param("[alerts]\nenabled = 1", "alerts.enabled", "1", id="alerts"),
+        pytest.param(
+            '[guards.cache]\nenabled = "true"', "guards.cache.enabled", "'true'", id="cache"
+        ),
+    ],
+)
+def test_booleans_must_be_toml_booleans(tmp_path: Path, text, key, value):
+    """`durable = "yes"` was accepted (pydantic's lax bool): it must be `true` or `false`."""
+    file = tmp_path / "corral.toml"
+    file.write_text(text + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(file)
+    assert str(info.value) == (
+        f"{key}: must be true or false (a TOML boolean, without quotes), got {value}"
+    )
+
+
+def test_real_booleans_are_read():
+    cfg = parse_config({"durable": False, "trace": {"prompts": True}})
+    assert cfg.durable is False and cfg.trace.prompts is True

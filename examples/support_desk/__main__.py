@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import shlex
 import sys
 from collections import defaultdict
 from decimal import Decimal
@@ -19,6 +20,7 @@ from typing import Any
 
 from examples.support_desk.app import Ticket, build_app, load_tickets
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -151,7 +153,7 @@ async def process(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                 json.dumps({k: v for k, v in row.items() if k != "spans"}, ensure_ascii=False)
                 + "\n"
             )
-    return {"rows": rows, "model": model}
+    return {"rows": rows, "model": model, "db": args.db}
 
 
 def report(summary: dict[str, Any], console: Console, out: Path) -> None:
@@ -215,7 +217,14 @@ def report(summary: dict[str, Any], console: Console, out: Path) -> None:
         f"outcomes: {dict(outcomes)}  repairs: {repairs}  invalid tool calls: {invalid_args}  "
         f"failed runs: {sum(r['status'] == 'failed' for r in rows)}  total cost: ${total_cost:.6f}"
     )
-    console.print(f"results written to {out}; inspect a run with: corral show RUN_ID --db <url>")
+    console.print(f"results written to {out}")
+    # The exact command to copy: a real run (a failed or escalated one when there is one).
+    ran = [r for r in rows if r["run_id"]]
+    if ran:
+        pick = next((r for r in ran if r["status"] != "succeeded"), ran[0])
+        command = shlex.join(["corral", "show", pick["run_id"][:12], "--db", summary["db"]])
+        console.print(f"inspect ticket {pick['ticket_id']}'s run with:", highlight=False)
+        console.print(f"  {escape(command)}", highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:

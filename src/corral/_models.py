@@ -40,6 +40,11 @@ class Models:
         self._priced: dict[str, Model] = {}
         self._chains: dict[str, list[Model]] = {}
 
+    @property
+    def given(self) -> frozenset[str]:
+        """The names of the models the app was handed (they need no provider)."""
+        return frozenset(self._extra)
+
     def model(self, name: str) -> Model:
         """Resolve a tier or concrete model name to a priced `Model` (each answer's `cost_usd`
         set), for calling a model directly.
@@ -70,7 +75,13 @@ class Models:
         elif ":" in concrete:
             model = self._build(concrete, config)
         else:
-            raise UnknownNameError("model or tier", name, list(config.tiers))
+            raise UnknownNameError(
+                "model or tier",
+                name,
+                list(config.tiers),
+                known_as="tiers",
+                hint=" (or name a model as provider:variant, e.g. sim:small)",
+            )
         self._providers[concrete] = model
         return model
 

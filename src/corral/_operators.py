@@ -108,16 +108,46 @@ class Operators(Generic[C]):
         self._log = log_
         self._humans = humans
         self._seq = 0
+        self._synced = False
         self.notify_failures = 0
         """Human-request notifications the webhook did not accept."""
 
     async def sync(self) -> None:
-        """Apply the controls written since the last sync (by any process)."""
-        for control in await self._log.controls_since(self._seq):
+        """Apply the controls written since the last sync (by any process).
+
+        The first sync replays the whole history (every halt and release since the database
+        began): those are logged at DEBUG, and what they leave in effect in one INFO line.
+        """
+        replay = not self._synced
+        found = await self._log.controls_since(self._seq)
+        self._synced = True
+        for control in found:
             by = f"by {control.by}"
             reason = f"{control.reason} ({by})" if control.reason else by
-            self._guards.kill.apply(control.action, control.scope, control.name, reason)
+            kill = self._guards.kill
+            kill.apply(control.action, control.scope, control.name, reason, quiet=replay)
             self._seq = control.seq
+        if replay and found:
+            self._log_in_effect()
+
+    def _log_in_effect(self) -> None:
+        state = self._guards.kill.state
+        parts = [f"{len(state['halted_runs'])} runs halted"] if state["halted_runs"] else []
+        parts += [
+            f"{label}: {', '.join(sorted(state[key]))}"
+            for key, label in (
+                ("halted_agents", "halted agents"),
+                ("paused_agents", "paused agents"),
+                ("paused_workflows", "paused workflows"),
+            )
+            if state[key]
+        ]
+        if state["halted_all"]:
+            parts.insert(0, "everything is halted")
+        if state["paused_noncritical"]:
+            parts.append("non-critical work is paused")
+        if parts:
+            log.info("operator controls in effect: %s", "; ".join(parts))
 
     async def watch(self) -> None:
         """Every `humans.poll_s`: apply operator controls and wake waiters decided elsewhere."""

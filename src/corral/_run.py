@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from corral._finish import ended_by, finish
 from corral._human_steps import sample_for_review
+from corral._log import enter_run, leave_run
 from corral._result import RunResult
 from corral._services import Auditor, RunServices, RunStats
 from corral.clock import Clock
@@ -266,7 +267,18 @@ class Runner:
         return await self.execute(live)
 
     async def execute(self, live: LiveRun) -> RunOutcome:
-        """The body of every run, durable or not: build the context, run, record the outcome."""
+        """The body of every run, durable or not: build the context, run, record the outcome.
+
+        Log lines written meanwhile (here and in every task the run starts) carry its id
+        (`corral._log`).
+        """
+        token = enter_run(live.start.run_id)
+        try:
+            return await self._execute(live)
+        finally:
+            leave_run(token)
+
+    async def _execute(self, live: LiveRun) -> RunOutcome:
         start, wf = live.start, live.workflow
         run_id, durable, clock = start.run_id, start.durable, self._clock
         recorder = BatchingRecorder(self._recorder, tap=self._tap)

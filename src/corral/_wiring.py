@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +32,14 @@ if TYPE_CHECKING:
     from corral.store.ops import Control, Ops
     from corral.store.sql import SqlStore
 
-__all__ = ["Wiring", "build_model", "launch_durable", "open_adapters", "price_model"]
+__all__ = [
+    "Wiring",
+    "build_model",
+    "check_models",
+    "launch_durable",
+    "open_adapters",
+    "price_model",
+]
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +232,20 @@ def _warn_unpriced(config: AppConfig) -> None:
                 UNKNOWN_PRICE.output_per_mtok,
                 model.split(":", 1)[0],
             )
+
+
+def check_models(config: AppConfig, given: Collection[str]) -> None:
+    """Check, when the app opens, that every tier and fallback names a provider Corral knows and
+    that hosted providers have their API key (see `corral.models.check_models`).
+
+    Raises:
+        ConfigError: an unknown provider, or a missing API key.
+    """
+    from corral.models import check_models as check
+
+    uses = [(f"tiers.{tier}", model) for tier, model in config.tiers.items()]
+    uses += [(f"fallbacks.{n}", m) for n, chain in config.fallbacks.items() for m in chain]
+    check(uses, config, given)
 
 
 def build_model(name: str, config: AppConfig, clock: Clock) -> Model:

@@ -170,7 +170,8 @@ class App:
 
         Raises:
             StateError: the database is locked, corrupt or from a newer Corral.
-            ConfigError: the database URL is unusable.
+            ConfigError: the database URL is unusable, a tier or fallback names a provider
+                Corral does not know, or a hosted provider's API key is missing.
         """
         await self._opened()
 
@@ -183,6 +184,8 @@ class App:
         async with self._start_lock:
             if self._runner is not None:
                 return self._runner
+            # In a thread: a secrets file may be read.
+            await asyncio.to_thread(_wiring.check_models, self.config, self._models.given)
             wiring = await _wiring.open_adapters(
                 self.config, self.clock, self.guards, self._taps, self.exporter
             )

@@ -8,6 +8,7 @@ path. Python users build `AppConfig(...)` directly; the same validation runs.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from decimal import Decimal
 from pathlib import Path
@@ -271,6 +272,7 @@ def parse_config(data: dict[str, Any]) -> AppConfig:
     Raises:
         ConfigError: names the first offending key path.
     """
+    _check_booleans(data, ("durable",), "")
     try:
         parsed = _ConfigFile.model_validate(data)
     except ValidationError as exc:
@@ -346,6 +348,17 @@ _SECTIONS: dict[str, type[Any]] = {
 }
 
 
+def _check_booleans(data: dict[str, Any], names: Iterable[str], key: str) -> None:
+    """Booleans are TOML booleans: pydantic alone would take "yes", "off" or 1, and a quoted
+    `"false"` that reads as true to a human would then be a silent surprise."""
+    for name in names:
+        if name in data and not isinstance(data[name], bool):
+            raise ConfigError(
+                f"must be true or false (a TOML boolean, without quotes), got {data[name]!r}",
+                key=f"{key}.{name}" if key else name,
+            )
+
+
 def _policy(cls: type[Any], data: Any, key: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError("must be a table", key=key)
@@ -353,6 +366,7 @@ def _policy(cls: type[Any], data: Any, key: str) -> Any:
     for name in data:
         if name not in known:
             raise ConfigError(f"unknown key; known keys: {sorted(known)}", key=f"{key}.{name}")
+    _check_booleans(data, [f.name for f in fields(cls) if f.type in ("bool", bool)], key)
     try:
         return TypeAdapter(cls).validate_python(data)
     except ConfigError as exc:

@@ -88,12 +88,32 @@ def dump_payload(value: Any) -> JsonValue:
     Raises:
         PayloadError: the value is not JSON-serializable (names the offending type).
     """
-    if isinstance(value, BaseModel):
-        return value.__pydantic_serializer__.to_python(value, mode="json")
     try:
-        return json.loads(json.dumps(value))
+        if isinstance(value, BaseModel):
+            # JSON text, not Python data: only encoding finds text that UTF-8 cannot hold (a
+            # lone surrogate such as "\ud800"), which would otherwise fail the run after its
+            # start was written, at the first store or model call.
+            text = value.__pydantic_serializer__.to_json(value).decode()
+        else:
+            text = json.dumps(value, ensure_ascii=False)
+            text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise PayloadError(_not_unicode(exc.object, exc.start)) from exc
     except (TypeError, ValueError) as exc:
+        if "surrogates not allowed" in str(exc):  # pydantic's wrapping of UnicodeEncodeError
+            raise PayloadError(_not_unicode("", 0)) from exc
         raise PayloadError(
             f"payload is not JSON-serializable ({exc}); pass a Pydantic model or plain "
             "dict/list/str/int/float/bool/None values"
         ) from exc
+    loaded: JsonValue = json.loads(text)
+    return loaded
+
+
+def _not_unicode(text: str, at: int) -> str:
+    where = f" near {text[max(at - 20, 0) : at]!r}" if text[:at] else ""
+    return (
+        f"payload text is not valid Unicode: it holds a lone surrogate{where}, which no UTF-8 "
+        "store or provider accepts; fix the text where it was produced (a half of an emoji "
+        "that lost its other half, usually)"
+    )

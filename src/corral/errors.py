@@ -98,9 +98,21 @@ class UnknownNameError(UsageError):
 
     code = "unknown_name"
 
-    def __init__(self, kind: str, name: str, known: list[str] | tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        known: list[str] | tuple[str, ...],
+        *,
+        known_as: str | None = None,
+        hint: str = "",
+    ) -> None:
+        """`known_as` names the list when it is not "{kind}s" (a tier list for "model or
+        tier"); `hint` is appended (what else would have worked)."""
         choices = ", ".join(sorted(known)) or "none are registered"
-        super().__init__(f"unknown {kind} {name!r}; known {kind}s: {choices}")
+        super().__init__(
+            f"unknown {kind} {name!r}; known {known_as or kind + 's'}: {choices}{hint}"
+        )
         self.kind = kind
         self.name = name
         self.known = tuple(sorted(known))
@@ -127,8 +139,8 @@ class NotFoundError(UsageError):
 
     code = "not_found"
 
-    def __init__(self, kind: str, key: str) -> None:
-        super().__init__(f"no {kind} {key!r}; list them to see what exists")
+    def __init__(self, kind: str, key: str, *, hint: str = "list them to see what exists") -> None:
+        super().__init__(f"no {kind} {key!r}; {hint}")
         self.kind = kind
         self.key = key
 

@@ -249,3 +249,18 @@ def test_prune_forgets_durable_runs_in_the_engine_too(tmp_path):
     assert found["counts"]["runs"] == 1 and found["counts"]["steps"] >= 1
     assert found["after"] == found["before"] - 1
     assert found["gone"]
+
+
+def test_costs_by_a_user_id_made_of_markup_and_escapes_prints_it_literally(cli):
+    """A user id `[/bold]mallory` crashed `corral costs --by user` (Rich markup), and escape
+    sequences in ids reached the terminal."""
+    hostile = "[/bold]mallory\x1b]0;owned\x07"
+    code, _, err = cli(
+        "run", "ask", "--app", "tests.apps.echo:build", "-i", '{"text": "x"}', "--user", hostile
+    )
+    assert code == 0, err
+    code, out, err = cli("costs", "--by", "user")
+    assert code == 0, err
+    assert "[/bold]mallory]0;owned" in out and "\x1b" not in out and "\x07" not in out
+    code, out, _ = cli("costs", "--by", "user", "--format", "csv")
+    assert code == 0 and "[/bold]mallory]0;owned" in out and "\x1b" not in out

@@ -12,10 +12,12 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 
 from corral import App, AppConfig, HumanPolicy, RunContext, tool
+from corral.contracts import RunId
 from corral.errors import UsageError
 from corral.humans import HumanRequest
 from corral.store.ops import Ops
 from corral.store.sql import SqlStore
+from corral.trace import RunRecord
 from tests.helpers import cli_runner
 
 
@@ -29,6 +31,28 @@ def cli(tmp_path: Path, db: str, monkeypatch: pytest.MonkeyPatch, capsys):
     config = tmp_path / "corral.toml"
     config.write_text(f'database = "{db}"\n', encoding="utf-8")
     return cli_runner(config, monkeypatch, capsys)
+
+
+def seed_runs(db: str, *run_ids: str) -> None:
+    """Runs that exist (commands taking a run id refuse ids that name no run)."""
+
+    async def go() -> None:
+        store = await SqlStore.open(db)
+        try:
+            for run_id in run_ids:
+                await store.record_run(
+                    RunRecord(
+                        run_id=RunId(run_id),
+                        workflow="pay",
+                        status="running",
+                        durable=False,
+                        started_at=datetime.now(UTC),
+                    )
+                )
+        finally:
+            await store.close()
+
+    asyncio.run(go())
 
 
 def seed_request(db: str) -> str:
@@ -96,6 +120,7 @@ def test_inbox_then_an_edited_approval_then_a_second_decision_is_refused(cli, db
 
 
 def test_controls_from_the_command_line_are_logged_for_running_apps(cli, db):
+    seed_runs(db, "run-9")
     code, out, err = cli("cancel", "run-9", "--reason", "runaway", "--as", "oncall")
     assert code == 0, err
     assert out.startswith("halt run run-9 (control 1, by oncall)")
@@ -127,8 +152,9 @@ def test_controls_from_the_command_line_are_logged_for_running_apps(cli, db):
 
 
 def test_audit_verify_passes_then_names_the_tampered_entry(cli, db, tmp_path):
+    seed_runs(db, "run-0", "run-1", "run-2")
     for i in range(3):
-        assert cli("cancel", f"run-{i}")[0] == 0
+        assert cli("pause", "--agent", f"agent-{i}")[0] == 0
     exported = tmp_path / "checkpoints.jsonl"
     code, out, _ = cli("audit", "export", str(exported))
     assert code == 0 and "3 checkpoints written" in out
@@ -202,7 +228,7 @@ def test_audit_verify_fails_on_every_tampering_the_database_alone_hides(
 ):
     """Each of these passed `corral audit verify` unless an exported file was given."""
     for i in range(3):
-        assert cli("cancel", f"run-{i}")[0] == 0
+        assert cli("pause", "--agent", f"agent-{i}")[0] == 0
     assert cli("audit", "verify")[0] == 0
     if forge:
         rehash_all(db)
@@ -216,7 +242,7 @@ def test_audit_verify_fails_on_every_tampering_the_database_alone_hides(
 def test_audit_verify_fails_without_the_checkpoint_file_or_a_signed_head(cli, db):
     from corral.store.audit import default_checkpoint_file
 
-    assert cli("cancel", "run-1")[0] == 0
+    assert cli("pause", "--agent", "agent-1")[0] == 0
     points = default_checkpoint_file(db)
     assert points.exists()  # outside the database directory, one file per database
     assert points.parent != Path(db.removeprefix("sqlite:///")).parent
@@ -255,7 +281,7 @@ def test_audit_verify_never_creates_a_key(tmp_path, db, monkeypatch, capsys):
     assert code == 1
     assert f"key no trusted public key: there is no key at {key}" in " ".join(err.split())
     assert not key.exists() and not key.parent.exists()
-    assert cli("cancel", "run-1")[0] == 0  # a writer creates it
+    assert cli("pause", "--agent", "agent-1")[0] == 0  # a writer creates it
     assert key.exists() and key.stat().st_mode & 0o777 == 0o600
     assert cli("audit", "verify")[0] == 0
 
@@ -342,3 +368,77 @@ def test_tokens_create_takes_a_lifetime(cli):
     assert round((expires - created).total_seconds() / 86400) == 30
     code, _, err = cli("tokens", "create", "old", "--expires", "2001-01-01")
     assert code == 2 and "in the past" in err
+
+
+def test_cancel_of_no_run_is_an_error_and_stores_no_control(cli, db):
+    """`corral cancel deadbeef` exited 0 and stored a control that stopped nothing."""
+    seed_runs(db, "abc123-one", "abc123-two")
+    code, out, err = cli("cancel", "deadbeef")
+    assert code == 2 and "[not_found] no run 'deadbeef'; `corral runs` lists them" in err
+    code, _, err = cli("cancel", "abc123")
+    assert code == 2 and "'abc123' matches more than one run (abc123-one, abc123-two)" in err
+    code, out, _ = cli("audit", "list", "--format", "json")
+    assert json.loads(out) == []  # nothing was written
+
+    code, out, err = cli("cancel", "abc123-t")
+    assert code == 0, err
+    assert out.startswith("halt run abc123-two (control 1")
+    code, out, _ = cli("release", "--run", "abc123-t")
+    assert code == 0 and out.startswith("release run abc123-two")
+    code, out, _ = cli("audit", "list", "--run", "abc123-t", "--format", "json")
+    assert [e["subject"] for e in json.loads(out)] == ["run:abc123-two"] * 2
+
+
+def test_request_ids_as_inbox_shows_them_and_unique_prefixes_are_accepted(cli, db):
+    """`corral approve` refused prefixes, and the inbox's table cut the ids it showed."""
+    seed_runs(db, "run-1")
+    request_id = seed_request(db)
+    code, out, _ = cli("inbox")
+    assert code == 0 and "run-1:2.h" in out
+    code, out, err = cli("approve", "run-1:2", "--as", "bob")  # a prefix of the whole id
+    assert code == 0, err
+    assert out.strip() == f"approval {request_id}: approved by bob"
+    code, _, err = cli("reject", "nope:2.h")
+    assert code == 2 and "no human request 'nope:2.h'; `corral inbox --all` lists them" in err
+    code, out, _ = cli("inbox", "--all", "--run", "run-", "--format", "json")
+    assert [r["id"] for r in json.loads(out)] == [request_id]
+
+
+def test_inbox_short_ids_name_a_long_run_id(cli, db):
+    run_id = "0123456789abcdef" * 2
+    seed_runs(db, run_id)
+
+    async def go() -> None:
+        store = await SqlStore.open(db)
+        try:
+            await Ops(store).open_request(
+                HumanRequest(
+                    id=f"{run_id}:7.h",
+                    run_id=run_id,
+                    step_id="7.h",
+                    kind="escalation",
+                    workflow="w",
+                    subject="s",
+                    title="t",
+                    payload={},
+                    created_at=datetime.now(UTC),
+                )
+            )
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+    code, out, _ = cli("inbox")
+    assert code == 0 and "0123456789ab:7.h" in out and run_id not in out
+    code, out, err = cli("take-over", "0123456789ab:7.h", "--as", "carol")
+    assert code == 0, err
+    assert out.strip() == f"escalation {run_id}:7.h: taken_over by carol"
+
+
+def test_tokens_revoke_takes_a_unique_prefix(cli):
+    code, out, _ = cli("tokens", "create", "ci")
+    token_id = out.split()[1]
+    code, out, err = cli("tokens", "revoke", token_id[:5])
+    assert code == 0 and out.strip() == f"token {token_id} revoked", err
+    code, _, err = cli("tokens", "revoke", "zz")
+    assert code == 2 and "no token 'zz'" in err

@@ -45,6 +45,20 @@ def test_three_agent_cycles_are_found_too():
         guard.on_output("c", "3")
 
 
+def test_repeat_limit_allows_exactly_that_many_identical_calls():
+    """The docstring said "this many times stops the run" while 3 allowed 3 calls: the limit is
+    the number of identical calls allowed, as the docstring and the error now say."""
+    guard = LoopGuard(LoopPolicy(repeat_limit=3))
+    for _ in range(3):
+        guard.on_call("a", "x", depth=1)
+    with pytest.raises(LoopDetectedError) as stopped:
+        guard.on_call("a", "x", depth=1)
+    assert str(stopped.value).startswith(
+        "agent 'a' was already called 3 times with this input, the most "
+        "guards.loops.repeat_limit allows"
+    )
+
+
 @pytest.mark.parametrize(
     ("policy", "calls", "kind"),
     [

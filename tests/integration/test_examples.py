@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -47,16 +48,18 @@ def test_support_desk_processes_every_ticket_on_sim(tmp_path):
     assert all(r["status"] in ("succeeded", "skipped") for r in rows)
     assert "Per agent" in proc.stdout and "triage" in proc.stdout
 
+    # The example prints the exact command to inspect a run ("corral show RUN_ID --db <url>"
+    # was not one to copy): run what it printed.
+    lines = proc.stdout.splitlines()
+    printed = lines[lines.index(next(x for x in lines if x.startswith("inspect ticket"))) + 1]
+    command = shlex.split(printed)
+    assert command[:2] == ["corral", "show"] and command[3:] == [
+        "--db",
+        f"sqlite:///{tmp_path / 'c.db'}",
+    ]
+    assert command[2] in {r["run_id"][:12] for r in rows if r["run_id"]}
     show = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "corral.cli.main",
-            "show",
-            rows[0]["run_id"][:10],
-            "--db",
-            f"sqlite:///{tmp_path / 'c.db'}",
-        ],
+        [sys.executable, "-m", "corral.cli.main", *command[1:]],
         cwd=ROOT,
         capture_output=True,
         text=True,

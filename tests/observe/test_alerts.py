@@ -191,3 +191,39 @@ def test_the_recent_median_matches_statistics_median():
     for size in range(1, 12):
         values = deque(rng.uniform(-5, 5) for _ in range(size))
         assert _median(values) == statistics.median(values)
+
+
+async def test_a_run_that_raises_many_alerts_logs_one_warning(tmp_path, caplog):
+    """A benchmark's first durable run logged ~18 WARNINGs: one per metric per agent."""
+    import logging
+
+    model = FakeModel(name="fake:model")
+    config = AppConfig(
+        database=f"sqlite:///{tmp_path / 'c.db'}",
+        durable=False,
+        tiers={"small": "fake:model"},
+        prices={"fake": ModelPrice(input_per_mtok=Decimal(1), output_per_mtok=Decimal(1))},
+        alerts=AlertPolicy(thresholds={"latency_ms": -1, "cost_usd": -1, "error_rate": -1}),
+    )
+    agents = [Agent(name=n, instructions="Answer.", input=Q, output=A) for n in ("one", "two")]
+    app = App(config, models={"fake:model": model}, clock=FakeClock(start=T0))
+
+    @app.workflow
+    async def ask(ctx: RunContext, q: Q) -> A:
+        for agent in agents:
+            await ctx.call(agent, q)
+        return A(answer="ok")
+
+    caplog.set_level(logging.DEBUG, logger="corral.alerts")
+    async with app:
+        model.push({"answer": "a"}, {"answer": "b"})
+        result = await app.run("ask", {"text": "q"})
+        assert app.alerts is not None
+        await app.alerts.drain()
+        assert len(app.alerts.delivered) == 6  # 3 metrics x 2 agents
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    [line] = [r.getMessage() for r in warnings if r.name == "corral.alerts"]
+    assert line.startswith(f"run {result.run_id} raised 6 alerts (threshold one error_rate, ")
+    assert line.endswith("; `corral alerts list` shows them")
+    debug = [r for r in caplog.records if r.levelno == logging.DEBUG and "alert" in r.getMessage()]
+    assert len(debug) == 6

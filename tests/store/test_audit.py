@@ -435,3 +435,29 @@ async def test_closing_an_app_signs_the_head_of_the_chain(tmp_path):
         assert await reopened.verify() == (2, [])
     finally:
         await store.close()
+
+
+@pytest.fixture
+def in_tmp_path_without_key_env(tmp_path, monkeypatch):
+    """Run from `tmp_path` with no CORRAL_AUDIT_KEY (a sync fixture: `chdir` blocks)."""
+    monkeypatch.delenv("CORRAL_AUDIT_KEY")
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.usefixtures("in_tmp_path_without_key_env")
+async def test_no_key_is_written_to_the_working_directory(tmp_path):
+    """The key went to `.corral/audit.key` in whatever directory a command ran from; now it
+    lives in the user's config directory, neither there nor beside the database."""
+    db = tmp_path / "data" / "runs.db"
+    store = await SqlStore.open(f"sqlite:///{db}")
+    try:
+        ops = Ops(store)
+        key = await asyncio.to_thread(lambda: ops.signer.public_key)
+        again = await asyncio.to_thread(lambda: Ops(store).signer.public_key)
+    finally:
+        await store.close()
+    assert key == again
+    files = await asyncio.to_thread(
+        lambda: sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*key*"))
+    )
+    assert files == []  # nothing in the working directory or beside the database

@@ -59,3 +59,37 @@ async def test_prune_without_forget_durable_deletes_only_its_own_rows(tmp_path: 
         assert await store.get_run("old-durable") is None
     finally:
         await store.close()
+
+
+async def test_a_read_only_open_checks_the_schema_version_and_writes_nothing(tmp_path: Path):
+    import asyncio
+
+    import pytest
+
+    from corral.errors import StateError
+    from corral.store.schema import SCHEMA_VERSION
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    with pytest.raises(StateError, match="there is no Corral database at .*nothing was created"):
+        await SqlStore.open(url, read_only=True)
+    assert await asyncio.to_thread(lambda: list(tmp_path.iterdir())) == []
+
+    await (await SqlStore.open(url)).close()
+    store = await SqlStore.open(url, read_only=True)
+    try:
+        assert await store.list_runs() == []
+        with pytest.raises(StateError):  # query_only: a write is refused, not carried out
+            await store.transact(lambda conn: conn.execute(sa.text("DELETE FROM corral_runs")))
+    finally:
+        await store.close()
+
+    def downgrade() -> None:
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE corral_meta SET value = '1' WHERE key = 'schema_version'"))
+        engine.dispose()
+
+    await asyncio.to_thread(downgrade)
+    with pytest.raises(StateError) as info:
+        await SqlStore.open(url, read_only=True)
+    assert f"has Corral schema version 1, not this Corral's ({SCHEMA_VERSION})" in str(info.value)

@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from corral.config import AppConfig, load_config
+from corral.errors import NotFoundError, UsageError
 
 if TYPE_CHECKING:
+    from corral.store.queries import IdKind
     from corral.store.sql import SqlStore
 
-__all__ = ["ConfigOpt", "DbOpt", "ExecutorOpt", "app", "open_store", "read_config"]
+__all__ = ["ConfigOpt", "DbOpt", "ExecutorOpt", "app", "open_store", "read_config", "resolve_id"]
 
 app = typer.Typer(
     name="corral",
@@ -50,9 +52,41 @@ def read_config(config: Path | None, db: str | None, executor_id: str | None = N
     return replace(cfg, executor_id=executor_id) if executor_id else cfg
 
 
-async def open_store(cfg: AppConfig) -> SqlStore:
-    """The run database of `cfg`; `prune` there forgets durable runs in the engine too."""
+async def open_store(cfg: AppConfig, *, read_only: bool = False) -> SqlStore:
+    """The run database of `cfg`; `prune` there forgets durable runs in the engine too.
+
+    Reading commands pass `read_only`: they never create a database (or its directory) that
+    is not there, and read one in a directory they cannot write.
+    """
     from corral.engine import forget_runs
     from corral.store.sql import SqlStore  # loads SQLAlchemy: only for commands that need it
 
-    return await SqlStore.open(cfg.database, forget_durable=forget_runs)
+    return await SqlStore.open(cfg.database, forget_durable=forget_runs, read_only=read_only)
+
+
+_LISTED_BY = {"run": "corral runs", "request": "corral inbox --all", "token": "corral tokens list"}
+_NAMES = {"run": "run", "request": "human request", "token": "token"}
+
+
+async def resolve_id(store: SqlStore, kind: IdKind, text: str) -> str:
+    """The whole id of the one `kind` that `text` names (the id, or a unique prefix of it).
+
+    Every command taking a run, request or token id resolves it here, so they all accept the
+    same forms and fail the same way.
+
+    Raises:
+        NotFoundError: nothing matches (nothing is written then).
+        UsageError: the prefix matches several ids (they are listed).
+    """
+    from corral.store.queries import match_ids
+
+    found: list[str] = await store.query(match_ids, kind, text)
+    if not found:
+        raise NotFoundError(_NAMES[kind], text, hint=f"`{_LISTED_BY[kind]}` lists them")
+    if len(found) > 1:
+        more = "…" if len(found) >= 4 else ""
+        raise UsageError(
+            f"{text!r} matches more than one {_NAMES[kind]} ({', '.join(found)}{more}); "
+            "give more characters of the id"
+        )
+    return found[0]

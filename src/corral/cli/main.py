@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 import sys
 
-from rich.markup import escape
-
+from corral._log import RunIdFilter
 from corral.cli._app import app
-from corral.cli._output import err
+from corral.cli._output import err, safe
 from corral.errors import CorralError
 
 # Each command module registers its commands on `app` when imported: `--help` lists them in this
@@ -28,13 +27,26 @@ from corral.cli import operate  # noqa: F401
 __all__ = ["app", "main"]
 
 
+def _configure_logging() -> None:
+    """WARNING and above to stderr, with ` run=ID` on lines logged while a run executes (unless
+    logging was configured already, as by an embedding program or a test runner)."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s%(run)s: %(message)s"))
+    handler.addFilter(RunIdFilter())
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+
+
 def main() -> None:
     """Entry point: turns Corral errors into a one-line message and exit code 2."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _configure_logging()
     try:
         app()
     except CorralError as exc:
-        err.print(f"[red]error[/red] {escape(f'[{exc.code}] {exc}')}")
+        err.print(f"[red]error[/red] {safe(f'[{exc.code}] {exc}')}", soft_wrap=True)
         sys.exit(2)
     finally:
         if "corral.engine.dbos" in sys.modules:

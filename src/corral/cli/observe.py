@@ -12,7 +12,7 @@ import typer
 
 from corral._loop import run as run_loop
 from corral.cli._app import ConfigOpt, DbOpt, app, open_store, read_config
-from corral.cli._output import Format, _emit, console, err
+from corral.cli._output import Format, _emit, console, err, safe
 from corral.errors import UsageError
 
 if TYPE_CHECKING:
@@ -22,8 +22,10 @@ T = TypeVar("T")
 
 
 def _query(config: Path | None, db: str | None, fn: Callable[..., T], *args: object) -> T:
+    """`fn(connection, *args)` on the configured database, opened read-only."""
+
     async def go() -> T:
-        store = await open_store(read_config(config, db))
+        store = await open_store(read_config(config, db), read_only=True)
         try:
             result: T = await store.query(fn, *args)
             return result
@@ -69,7 +71,9 @@ def costs(
     start = queries.parse_since(since)
     rows = _query(config, db, queries.cost_breakdown, by, start)
     columns = ["key", "runs", "calls", "cached", "tokens_in", "tokens_out", "cost_usd"]
-    _emit(rows, [*columns, "cost_per_run"], fmt, f"Cost by {by} since {start:%Y-%m-%d %H:%M}")
+    title = f"Cost by {by} since {start:%Y-%m-%d %H:%M}"
+    first = ["key", "runs", "calls", "cost_usd", "cost_per_run"]
+    _emit(rows, [*columns, "cost_per_run"], fmt, title, first=first)
     if fmt == "table":
         total = sum((r["cost_usd"] for r in rows), Decimal(0))
         console.print(f"total ${total:.6f} over {sum(r['calls'] for r in rows)} model calls")
@@ -112,7 +116,8 @@ def stats(
         "reviews",
         "review_score",
     ]
-    _emit(rows, columns, fmt, f"Agents since {start:%Y-%m-%d %H:%M}")
+    first = ["agent", "calls", "success_rate", "p95_ms", "cost_usd", "breaker", "retries"]
+    _emit(rows, columns, fmt, f"Agents since {start:%Y-%m-%d %H:%M}", first=first)
 
 
 alerts_app = typer.Typer(help="Anomaly and threshold alerts: list and acknowledge.")
@@ -131,7 +136,8 @@ def alerts_list(
 
     rows = _query(config, db, lambda conn: queries.list_alerts(conn, include_acknowledged=all_))
     columns = ["id", "created_at", "kind", "agent", "metric", "value", "baseline", "message"]
-    _emit(rows, [*columns, "acknowledged_by"] if all_ else columns, fmt, "Alerts")
+    first = ["id", "agent", "metric", "message", "kind"]
+    _emit(rows, [*columns, "acknowledged_by"] if all_ else columns, fmt, "Alerts", first=first)
 
 
 @alerts_app.command("ack")
@@ -154,7 +160,7 @@ def alerts_ack(
     if not run_loop(go()):
         err.print(f"[red]no unacknowledged alert {alert_id}[/red] (see `corral alerts list --all`)")
         raise typer.Exit(2)
-    console.print(f"alert {alert_id} acknowledged by {by}")
+    console.print(f"alert {alert_id} acknowledged by {safe(by)}")
 
 
 @app.command()
@@ -208,7 +214,7 @@ def serve(
         Path | None,
         typer.Option(
             help="where the first admin token goes when the output is not a terminal (file "
-            "mode 0600; default: first-admin-token beside the audit key, .corral/)"
+            "mode 0600; default: first-admin-token beside the audit key, ~/.config/corral/)"
         ),
     ] = None,
     session_hours: Annotated[
@@ -235,9 +241,12 @@ def serve(
 
     from corral.cli._token import first_admin_token
     from corral.server.dashboard import create_dashboard
+    from corral.store.audit import default_key_file
 
     cfg = read_config(config, db)
-    secret_file = token_file or Path(cfg.audit.key_file).parent / "first-admin-token"
+    # Beside the audit key: a directory of the user's own (0700), not the working directory.
+    key_dir = Path(cfg.audit.key_file).parent if cfg.audit.key_file else default_key_file().parent
+    secret_file = token_file or key_dir / "first-admin-token"
     session_ttl_s = session_hours * 3600
 
     async def first_token(ops: Ops) -> None:

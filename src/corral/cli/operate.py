@@ -18,13 +18,13 @@ import typer
 from rich.markup import escape
 
 from corral._loop import run as run_loop
-from corral.cli._app import ConfigOpt, DbOpt, app, open_store, read_config
-from corral.cli._output import Format, _emit, console, err, short
+from corral.cli._app import ConfigOpt, DbOpt, app, open_store, read_config, resolve_id
+from corral.cli._output import Format, _emit, console, err, safe, short
 from corral.config import AppConfig
 from corral.errors import PayloadError, UsageError
 
 if TYPE_CHECKING:
-    from corral.store.ops import Ops
+    from corral.store.ops import Control, Ops
 
 T = TypeVar("T")
 
@@ -37,12 +37,18 @@ def _who(actor: str | None) -> str:
     return actor or f"cli:{getpass.getuser()}"
 
 
-def _with_ops(config: Path | None, db: str | None, fn: Callable[[Ops], Awaitable[T]]) -> T:
-    """Run `fn(ops)` against the configured database."""
+def _with_ops(
+    config: Path | None,
+    db: str | None,
+    fn: Callable[[Ops], Awaitable[T]],
+    *,
+    read_only: bool = False,
+) -> T:
+    """Run `fn(ops)` against the configured database (`read_only`: see `open_store`)."""
 
     async def go() -> T:
         cfg: AppConfig = read_config(config, db)
-        store = await open_store(cfg)
+        store = await open_store(cfg, read_only=read_only)
         from corral.store.ops import Ops
 
         ops = Ops(
@@ -81,20 +87,21 @@ def _decide(
     patch: bool = False,
 ) -> None:
     who = _who(actor)
-    row = _with_ops(
-        config,
-        db,
-        lambda ops: ops.decide(
-            request_id,
+
+    async def decide(ops: Ops) -> dict[str, Any]:
+        full_id = await resolve_id(ops.store, "request", request_id)
+        return await ops.decide(
+            full_id,
             action,
             by=who,
             at=datetime.now(UTC),
             value=value,
             comment=comment,
             patch=patch,
-        ),
-    )
-    console.print(f"{row['kind']} {request_id}: {row['status']} by {who}")
+        )
+
+    row = _with_ops(config, db, decide)
+    console.print(f"{safe(row['kind'])} {safe(row['id'])}: {safe(row['status'])} by {safe(who)}")
 
 
 # -- the inbox ----------------------------------------------------------------------------------
@@ -106,31 +113,45 @@ def inbox(
         str | None, typer.Option(help="approval, escalation or review (default: all)")
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="decided requests too")] = False,
-    run: Annotated[str | None, typer.Option(help="only this run's requests")] = None,
+    run: Annotated[
+        str | None, typer.Option(help="only this run's requests (id or unique prefix)")
+    ] = None,
     limit: int = 50,
     fmt: Format = "table",
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
-    """Requests waiting for a human: approvals, escalations, reviews (newest first)."""
-    rows = _with_ops(
-        config,
-        db,
-        lambda ops: ops.list_requests(
-            kind=kind, status=None if all_ else "pending", run_id=run, limit=limit
-        ),
-    )
+    """Requests waiting for a human: approvals, escalations, reviews (newest first).
+
+    The table's `id` column is the short form RUNPREFIX:STEP, accepted by `approve`, `reject`,
+    `answer`, `take-over` and `review` like the whole id (csv and json have the whole id).
+    """
+
+    async def requests(ops: Ops) -> list[dict[str, Any]]:
+        run_id = await resolve_id(ops.store, "run", run) if run else None
+        status = None if all_ else "pending"
+        found: list[dict[str, Any]] = await ops.list_requests(
+            kind=kind, status=status, run_id=run_id, limit=limit
+        )
+        return found
+
+    rows = _with_ops(config, db, requests, read_only=True)
     for r in rows:
         r["what"] = short(r["payload"], 70)
-    columns = ["id", "kind", "workflow", "subject", "title", "created_at", "deadline_at", "what"]
+    if fmt == "table":
+        for r in rows:
+            r["id"] = f"{r['run_id'][:12]}:{r['step_id']}"
+    columns = ["id", "kind", "subject", "what", "title", "workflow", "created_at", "deadline_at"]
     if all_:
-        columns += ["status", "decided_by"]
+        columns[2:2] = ["status", "decided_by"]
     _emit(rows, columns, fmt, "Inbox")
 
 
 @app.command()
 def approve(
-    request_id: Annotated[str, typer.Argument(help="the request id (from `corral inbox`)")],
+    request_id: Annotated[
+        str, typer.Argument(help="the request id, as `corral inbox` shows it, or a unique prefix")
+    ],
     edit: Annotated[
         str | None,
         typer.Option(
@@ -155,7 +176,9 @@ def approve(
 
 @app.command()
 def reject(
-    request_id: Annotated[str, typer.Argument(help="the request id (from `corral inbox`)")],
+    request_id: Annotated[
+        str, typer.Argument(help="the request id, as `corral inbox` shows it, or a unique prefix")
+    ],
     comment: Comment = "",
     actor: As = None,
     config: ConfigOpt = None,
@@ -167,7 +190,9 @@ def reject(
 
 @app.command()
 def answer(
-    request_id: Annotated[str, typer.Argument(help="the escalation's id")],
+    request_id: Annotated[
+        str, typer.Argument(help="the escalation's id (`corral inbox`) or a unique prefix")
+    ],
     value: Annotated[str, typer.Argument(help="the agent's output, as JSON or @file.json")],
     comment: Comment = "",
     actor: As = None,
@@ -180,7 +205,9 @@ def answer(
 
 @app.command("take-over")
 def take_over(
-    request_id: Annotated[str, typer.Argument(help="the escalation's id")],
+    request_id: Annotated[
+        str, typer.Argument(help="the escalation's id (`corral inbox`) or a unique prefix")
+    ],
     comment: Comment = "",
     actor: As = None,
     config: ConfigOpt = None,
@@ -192,7 +219,9 @@ def take_over(
 
 @app.command()
 def review(
-    request_id: Annotated[str, typer.Argument(help="the review's id")],
+    request_id: Annotated[
+        str, typer.Argument(help="the review's id (`corral inbox`) or a unique prefix")
+    ],
     score: Annotated[float, typer.Option(help="1 (bad) to 5 (excellent)")],
     label: Annotated[str | None, typer.Option(help="a category, e.g. wrong_tone")] = None,
     comment: Comment = "",
@@ -217,15 +246,18 @@ def _control(
     db: str | None,
 ) -> None:
     who = _who(actor)
-    control = _with_ops(
-        config,
-        db,
-        lambda ops: ops.add_control(
-            action, scope, name, by=who, at=datetime.now(UTC), reason=reason
-        ),
-    )
-    target = f"{scope} {name}" if name else scope
-    console.print(f"{action} {target} (control {control.seq}, by {who})")
+
+    async def add(ops: Ops) -> Control:
+        # A run control names a run that exists (a unique prefix is enough): a typo must not
+        # store a control that stops nothing and report success.
+        target = await resolve_id(ops.store, "run", name) if scope == "run" and name else name
+        return await ops.add_control(
+            action, scope, target, by=who, at=datetime.now(UTC), reason=reason
+        )
+
+    control = _with_ops(config, db, add)
+    target = f"{scope} {control.name}" if control.name else scope
+    console.print(f"{action} {safe(target)} (control {control.seq}, by {safe(who)})")
 
 
 def _one_scope(**given: Any) -> tuple[str, str | None]:
@@ -239,7 +271,7 @@ def _one_scope(**given: Any) -> tuple[str, str | None]:
 
 @app.command()
 def cancel(
-    run_id: Annotated[str, typer.Argument(help="the run to stop")],
+    run_id: Annotated[str, typer.Argument(help="the run to stop: its id or a unique prefix")],
     reason: Reason = "",
     actor: As = None,
     config: ConfigOpt = None,
@@ -298,7 +330,7 @@ def halt(
 @app.command()
 def release(
     agent: Annotated[str | None, typer.Option(help="the halted agent")] = None,
-    run: Annotated[str | None, typer.Option(help="the cancelled run")] = None,
+    run: Annotated[str | None, typer.Option(help="the cancelled run (id or unique prefix)")] = None,
     all_: Annotated[bool, typer.Option("--all", help="lift the global halt")] = False,
     reason: Reason = "",
     actor: As = None,
@@ -318,7 +350,9 @@ app.add_typer(audit_app, name="audit")
 
 @audit_app.command("list")
 def audit_list(
-    run: Annotated[str | None, typer.Option(help="only this run's entries")] = None,
+    run: Annotated[
+        str | None, typer.Option(help="only this run's entries (id or unique prefix)")
+    ] = None,
     action: Annotated[str | None, typer.Option(help="e.g. tool.call, human.approve")] = None,
     limit: int = 50,
     fmt: Format = "table",
@@ -326,12 +360,19 @@ def audit_list(
     db: DbOpt = None,
 ) -> None:
     """Audit entries, newest first."""
-    rows = _with_ops(
-        config, db, lambda ops: ops.audit_entries(run_id=run, action=action, limit=limit)
-    )
+
+    async def entries(ops: Ops) -> list[dict[str, Any]]:
+        run_id = await resolve_id(ops.store, "run", run) if run else None
+        found: list[dict[str, Any]] = await ops.audit_entries(
+            run_id=run_id, action=action, limit=limit
+        )
+        return found
+
+    rows = _with_ops(config, db, entries, read_only=True)
     for r in rows:
         r["what"] = short(r["details"], 80)
-    _emit(rows, ["seq", "at", "actor", "action", "subject", "run_id", "what"], fmt, "Audit log")
+    columns = ["seq", "at", "actor", "action", "subject", "what", "run_id"]
+    _emit(rows, columns, fmt, "Audit log")
 
 
 @audit_app.command("verify")
@@ -450,7 +491,8 @@ def tokens_create(
     )
     until = f", expires {row['expires_at']:%Y-%m-%d %H:%M} UTC" if row["expires_at"] else ""
     console.print(
-        f"token {row['id']} for {name} ({role}{until}); store it now, it is not shown again:"
+        f"token {row['id']} for {safe(name)} ({safe(role)}{until}); store it now, it is not "
+        "shown again:"
     )
     console.out(token)
 
@@ -458,19 +500,27 @@ def tokens_create(
 @tokens_app.command("list")
 def tokens_list(fmt: Format = "table", config: ConfigOpt = None, db: DbOpt = None) -> None:
     """Tokens (never the secret), newest first."""
-    rows = _with_ops(config, db, lambda ops: ops.list_tokens())
+    rows = _with_ops(config, db, lambda ops: ops.list_tokens(), read_only=True)
     columns = ["id", "name", "role", "created_at", "created_by", "expires_at", "last_used_at"]
-    _emit(rows, [*columns, "revoked_at"], fmt, "Tokens")
+    first = ["id", "name", "role", "expires_at", "revoked_at"]
+    _emit(rows, [*columns, "revoked_at"], fmt, "Tokens", first=first)
 
 
 @tokens_app.command("revoke")
 def tokens_revoke(
-    token_id: Annotated[str, typer.Argument(help="the token's id (from `corral tokens list`)")],
+    token_id: Annotated[
+        str, typer.Argument(help="the token's id (from `corral tokens list`) or a unique prefix")
+    ],
     actor: As = None,
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
     """Revoke a token: requests with it get 401 from now on."""
     who = _who(actor)
-    _with_ops(config, db, lambda ops: ops.revoke_token(token_id, by=who, at=datetime.now(UTC)))
-    console.print(f"token {token_id} revoked")
+
+    async def revoke(ops: Ops) -> str:
+        full_id = await resolve_id(ops.store, "token", token_id)
+        await ops.revoke_token(full_id, by=who, at=datetime.now(UTC))
+        return full_id
+
+    console.print(f"token {safe(_with_ops(config, db, revoke))} revoked")

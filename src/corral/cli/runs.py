@@ -7,14 +7,43 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 from rich.tree import Tree
 
 from corral._loop import run as run_loop
-from corral.cli._app import ConfigOpt, DbOpt, ExecutorOpt, app, open_store, read_config
-from corral.cli._output import console, err, short
+from corral.cli._app import (
+    ConfigOpt,
+    DbOpt,
+    ExecutorOpt,
+    app,
+    open_store,
+    read_config,
+    resolve_id,
+)
+from corral.cli._output import Format, _emit, console, safe, short
 from corral.contracts import RunId
+from corral.errors import UsageError
+
+
+def _read_input(text: str) -> str:
+    """`--input`: JSON text, or `@path` for a file's.
+
+    Raises:
+        UsageError: the file cannot be read (says why) or is not UTF-8.
+    """
+    if not text.startswith("@"):
+        return text
+    path = Path(text[1:])
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(
+            f"cannot read --input file {str(path)!r}: {exc.strerror or exc}; "
+            "give JSON text, or @ and the path of a JSON file"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"--input file {str(path)!r} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from exc
 
 
 @app.command()
@@ -23,7 +52,9 @@ def run(
     app_ref: Annotated[
         str, typer.Option("--app", "-a", help="module:attribute of the App (or a factory)")
     ],
-    input: Annotated[str, typer.Option("--input", "-i", help="JSON payload, or @file.json")] = "{}",
+    input: Annotated[
+        str, typer.Option("--input", "-i", help="JSON payload, or @ and a file: @payload.json")
+    ] = "{}",
     user: Annotated[str | None, typer.Option(help="user the run is for")] = None,
     tag: Annotated[list[str] | None, typer.Option(help="label (repeatable)")] = None,
     ephemeral: Annotated[
@@ -40,7 +71,7 @@ def run(
     """Run WORKFLOW once and print its result as JSON."""
     from corral.cli._load import load_app
 
-    payload = Path(input[1:]).read_text(encoding="utf-8") if input.startswith("@") else input
+    payload = _read_input(input)
     cfg = read_config(config, db, executor_id)
     target = load_app(app_ref, cfg)
 
@@ -77,40 +108,46 @@ def run(
 def runs(
     limit: Annotated[int, typer.Option(help="how many")] = 20,
     status: Annotated[str | None, typer.Option(help="only runs with this status")] = None,
+    fmt: Format = "table",
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
-    """List recent runs: status, cost, tokens, duration."""
+    """List recent runs: status, cost, tokens, duration.
+
+    The table shows the first 12 characters of each run id (enough for `corral show`, `cancel`
+    and every command taking a run id) and the columns that fit the terminal; `--format csv`
+    or `json` give whole ids and every column.
+    """
 
     async def go() -> list[dict[str, Any]]:
-        store = await open_store(read_config(config, db))
+        store = await open_store(read_config(config, db), read_only=True)
         try:
             rows: list[dict[str, Any]] = await store.list_runs(limit, status)
             return rows
         finally:
             await store.close()
 
-    rows = run_loop(go())
-    table = Table(title="Recent runs")
-    # The run id is what a reader copies into `corral show`: never wrapped or cut.
-    table.add_column("run id", no_wrap=True, min_width=12)
-    for col in ("workflow", "status", "calls", "tokens", "cost $", "duration s", "started"):
-        table.add_column(col)
-    for r in rows:
-        duration = (
-            (r["finished_at"] - r["started_at"]).total_seconds() if r["finished_at"] else None
-        )
-        table.add_row(
-            r["run_id"][:12],
-            r["workflow"],
-            r["status"],
-            str(r["calls"]),
-            str(r["tokens_in"] + r["tokens_out"]),
-            f"{r['cost_usd']:.6f}",
-            f"{duration:.2f}" if duration is not None else "-",
-            r["started_at"].strftime("%Y-%m-%d %H:%M:%S"),
-        )
-    console.print(table)
+    found = run_loop(go())
+    rows = [
+        {
+            "run_id": r["run_id"][:12] if fmt == "table" else r["run_id"],
+            "workflow": r["workflow"],
+            "status": r["status"],
+            "cost_usd": r["cost_usd"],
+            "started_at": r["started_at"],
+            "duration_s": (r["finished_at"] - r["started_at"]).total_seconds()
+            if r["finished_at"]
+            else None,
+            "calls": r["calls"],
+            "tokens": r["tokens_in"] + r["tokens_out"],
+            "user": r["user_id"],
+            "tenant": r["tenant"],
+        }
+        for r in found
+    ]
+    # Most important first: the table drops columns from the end to fit the terminal.
+    columns = ["run_id", "workflow", "status", "cost_usd", "started_at", "duration_s", "calls"]
+    _emit(rows, [*columns, "tokens", "user", "tenant"], fmt, "Recent runs")
 
 
 @app.command()
@@ -119,31 +156,38 @@ def show(
     width: Annotated[
         int, typer.Option(help="truncate inputs/outputs to this many characters")
     ] = 80,
+    fmt: Annotated[
+        str,
+        typer.Option("--format", "-f", help="tree, or json (the run and its spans, whole)"),
+    ] = "tree",
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
     """Show a run's steps as a tree: agent, input/output, tokens, cost, latency, errors."""
+    if fmt not in ("tree", "json"):
+        raise UsageError(f"unknown format {fmt!r}; use tree or json")
 
     async def go() -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-        store = await open_store(read_config(config, db))
+        store = await open_store(read_config(config, db), read_only=True)
         try:
-            found = await store.get_run(RunId(run_id))
-            return found, (await store.list_spans(found["run_id"]) if found else [])
+            full_id = RunId(await resolve_id(store, "run", run_id))
+            return await store.get_run(full_id), await store.list_spans(full_id)
         finally:
             await store.close()
 
     found, spans = run_loop(go())
-    if found is None:
-        err.print(
-            f"[red]no run matches {escape(repr(run_id))}[/red] (use `corral runs` to list them)"
-        )
-        raise typer.Exit(2)
+    if found is None:  # deleted between the two reads
+        raise UsageError(f"run {run_id!r} was just deleted (by `corral prune`?)")
+    if fmt == "json":
+        console.print_json(json.dumps({"run": found, "spans": spans}, default=str))
+        return
+    # Names, ids and statuses come from models and callers: every one goes through `safe`.
     root = Tree(
-        f"[bold]{found['workflow']}[/bold] {found['run_id']}  status={found['status']}  "
-        f"calls={found['calls']} tokens={found['tokens_in'] + found['tokens_out']} "
-        f"cost=${found['cost_usd']:.6f}"
+        f"[bold]{safe(found['workflow'])}[/bold] {safe(found['run_id'])}  "
+        f"status={safe(found['status'])}  calls={found['calls']} "
+        f"tokens={found['tokens_in'] + found['tokens_out']} cost=${found['cost_usd']:.6f}"
     )
-    root.add(f"input: {escape(short(found['input'], width))}")
+    root.add(f"input: {safe(short(found['input'], width))}")
     nodes: dict[str, Any] = {}
     for s in spans:
         parent = nodes.get(s["parent_id"] or "", root)
@@ -151,16 +195,17 @@ def show(
             # A guard decision: one line, highlighted (retry, fallback, breaker, degrade, ...).
             colour = "red" if s["status"] == "alert" else "magenta"
             nodes[s["step_id"]] = parent.add(
-                f"[{colour}]guard:{s['name']}[/{colour}] {escape(short(s['output'], width))}"
+                f"[{colour}]guard:{safe(s['name'])}[/{colour}] {safe(short(s['output'], width))}"
             )
             continue
         if s["kind"] == "human":
             # A human wait: who decided what, and how long the run waited.
             a = s.get("attrs") or {}
             nodes[s["step_id"]] = parent.add(
-                f"[cyan]{s['step_id']} human:{s['name']}[/cyan] {a.get('action') or 'waiting'}"
-                f" by {a.get('by') or '-'}{' (timed out)' if a.get('timed_out') else ''} after "
-                f"{s['latency_ms'] / 1000:.1f}s  request {a.get('request_id')}"
+                f"[cyan]{safe(s['step_id'])} human:{safe(s['name'])}[/cyan] "
+                f"{safe(a.get('action') or 'waiting')} by {safe(a.get('by') or '-')}"
+                f"{' (timed out)' if a.get('timed_out') else ''} after "
+                f"{s['latency_ms'] / 1000:.1f}s  request {safe(a.get('request_id'))}"
             )
             continue
         colour = (
@@ -171,22 +216,22 @@ def show(
             else "red"
         )
         label = (
-            f"[{colour}]{s['step_id']} {s['kind']}:{s['name']}[/{colour}] "
-            f"{s['model'] or ''} tok={s['tokens_in']}/{s['tokens_out']} ${s['cost_usd']:.6f} "
-            f"{s['latency_ms']:.0f}ms {s['status']}"
+            f"[{colour}]{safe(s['step_id'])} {safe(s['kind'])}:{safe(s['name'])}[/{colour}] "
+            f"{safe(s['model'] or '')} tok={s['tokens_in']}/{s['tokens_out']} "
+            f"${s['cost_usd']:.6f} {s['latency_ms']:.0f}ms {safe(s['status'])}"
         )
         node = parent.add(label)
         if s["error"]:
-            node.add(f"[red]error: {escape(short(s['error'], width))}[/red]")
+            node.add(f"[red]error: {safe(short(s['error'], width))}[/red]")
         else:
-            node.add(f"in:  {escape(short(s['input'], width))}")
-            node.add(f"out: {escape(short(s['output'], width))}")
+            node.add(f"in:  {safe(short(s['input'], width))}")
+            node.add(f"out: {safe(short(s['output'], width))}")
         nodes[s["step_id"]] = node
     if found["error"]:
-        root.add(f"[red]error: {escape(short(found['error'], width * 2))}[/red]")
+        root.add(f"[red]error: {safe(short(found['error'], width * 2))}[/red]")
     if found["output"] is not None:
         label = "output" if found["status"] == "succeeded" else "best result so far"
-        root.add(f"{label}: {escape(short(found['output'], width * 2))}")
+        root.add(f"{label}: {safe(short(found['output'], width * 2))}")
     console.print(root)
 
 
@@ -213,4 +258,4 @@ def resume(
     if not results:
         console.print("no interrupted runs")
     for r in results:
-        console.print(f"{r.run_id}  {r.workflow}  {r.status}  ${r.cost_usd:.6f}")
+        console.print(f"{safe(r.run_id)}  {safe(r.workflow)}  {r.status}  ${r.cost_usd:.6f}")

@@ -36,6 +36,7 @@ import uuid
 from typing import Any
 
 from dbos import DBOS, SetWorkflowID
+from sqlalchemy.exc import OperationalError
 
 from corral.contracts import JsonValue, RunId
 from corral.durable import RunExecutor, RunOutcome, RunStart, StepFn
@@ -220,6 +221,11 @@ class DbosEngine:
         )
         # Called on the loop thread on purpose: DBOS adopts the running loop, so runs recovered at
         # launch execute here, next to the app's other tasks (docs/dbos.md, sharp edge 4).
+        # DBOS logs a failed launch with its whole traceback before raising; the StateError
+        # below says the same in one line, so that record is dropped.
+        quiet = _DropRecords("DBOS failed to launch")
+        dbos_log = logging.getLogger("dbos")
+        dbos_log.addFilter(quiet)
         try:
             DBOS.launch()
         except Exception as exc:  # boundary: DBOS raises many types for an unusable database
@@ -227,9 +233,20 @@ class DbosEngine:
             self._held = False
             await keeper.let_go()
             DBOS.destroy()
-            raise StateError(
-                f"the durable engine could not start on {self._store.url}: {exc}"
-            ) from exc
+            raise self._launch_error(exc) from exc
+        finally:
+            dbos_log.removeFilter(quiet)
+
+    def _launch_error(self, exc: Exception) -> StateError:
+        """What stopped DBOS, in one line: the store's own wording for a locked, read-only or
+        corrupt database (found in the exception's causes), else DBOS's message."""
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, OperationalError):
+                found = self._store._state_error(cause)
+                return StateError(f"the durable engine could not start: {found}")
+            cause = cause.__cause__ or cause.__context__
+        return StateError(f"the durable engine could not start on {self._store._safe_url()}: {exc}")
 
     async def run(self, start: RunStart) -> RunOutcome:
         with SetWorkflowID(start.run_id):
@@ -281,3 +298,14 @@ def forget_runs(engine: Any, run_ids: list[str]) -> None:
             client.delete_workflows(run_ids[start : start + 500])
     finally:
         client.destroy()
+
+
+class _DropRecords(logging.Filter):
+    """Drops log records whose message starts with `prefix`."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self._prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self._prefix)

@@ -174,9 +174,11 @@ class KillSwitch:
         workflow: str | None = None,
         noncritical: bool = False,
         reason: str = "",
+        quiet: bool = False,
     ) -> None:
         """Hold runs at their next step boundary: calls of `agent`, runs of `workflow`, or every
-        run whose priority is not `critical`."""
+        run whose priority is not `critical` (`quiet`: log at DEBUG, for controls replayed when
+        an app opens)."""
         if agent is not None:
             self.flags.set(("pause", "agent", agent), reason or "paused")
         if workflow is not None:
@@ -184,8 +186,13 @@ class KillSwitch:
         if noncritical:
             self.flags.set(("pause", "noncritical", ""), reason or "paused")
         self.refresh()
-        log.warning(
-            "pause: agent=%s workflow=%s noncritical=%s (%s)", agent, workflow, noncritical, reason
+        log.log(
+            logging.DEBUG if quiet else logging.WARNING,
+            "pause: agent=%s workflow=%s noncritical=%s (%s)",
+            agent,
+            workflow,
+            noncritical,
+            reason,
         )
 
     def resume(
@@ -201,18 +208,27 @@ class KillSwitch:
         self.refresh()
         self._wake()
 
-    def apply(self, action: str, scope: str, name: str | None, reason: str = "") -> None:
-        """Apply one operator action from the controls log (`corral.store.controls`)."""
+    def apply(
+        self, action: str, scope: str, name: str | None, reason: str = "", *, quiet: bool = False
+    ) -> None:
+        """Apply one operator action from the controls log (`corral.store.controls`); `quiet`
+        logs it at DEBUG (the history replayed when an app opens)."""
         run = name if scope == "run" else None
         agent = name if scope == "agent" else None
         workflow = name if scope == "workflow" else None
         if action == "halt":
-            self.halt(run_id=run, agent=agent, everything=scope == "all", reason=reason)
+            self.halt(
+                run_id=run, agent=agent, everything=scope == "all", reason=reason, quiet=quiet
+            )
         elif action == "release":
             self.release(run_id=run, agent=agent, everything=scope == "all")
         elif action == "pause":
             self.pause(
-                agent=agent, workflow=workflow, noncritical=scope == "noncritical", reason=reason
+                agent=agent,
+                workflow=workflow,
+                noncritical=scope == "noncritical",
+                reason=reason,
+                quiet=quiet,
             )
         elif action == "resume":
             self.resume(agent=agent, workflow=workflow, noncritical=scope == "noncritical")
@@ -270,8 +286,10 @@ class KillSwitch:
         agent: str | None = None,
         everything: bool = False,
         reason: str = "",
+        quiet: bool = False,
     ) -> int:
-        """Halt a run, an agent (in every run) or everything; returns in-flight calls cancelled."""
+        """Halt a run, an agent (in every run) or everything; returns in-flight calls cancelled
+        (`quiet`: log at DEBUG when none was, for controls replayed when an app opens)."""
         if everything:
             self.flags.set(("halt", "all", ""), reason or "halted")
         if run_id is not None:
@@ -289,7 +307,8 @@ class KillSwitch:
                 watch.task.cancel()
                 cancelled += 1
         self._wake()
-        log.warning(
+        log.log(
+            logging.DEBUG if quiet and not cancelled else logging.WARNING,
             "kill switch: run=%s agent=%s all=%s (%s); %d calls cancelled",
             run_id,
             agent,

@@ -89,7 +89,8 @@ class LoopGuard:
         repeats = self._inputs.get(key, 0)
         if repeats + 1 > p.repeat_limit:
             raise LoopDetectedError(
-                f"agent {agent!r} was called with the same input {p.repeat_limit + 1} times",
+                f"agent {agent!r} was already called {p.repeat_limit} times with this input, the "
+                "most guards.loops.repeat_limit allows; calling it again stops the run",
                 kind="repeated_call",
                 agent=agent,
                 limit=p.repeat_limit,

@@ -89,7 +89,8 @@ class LoopPolicy:
     max_agent_turns: int = 50
     """Calls of one agent per run."""
     repeat_limit: int = 3
-    """The same agent called with the same input this many times stops the run."""
+    """Calls of one agent with the same input per run: 3 allows three such calls, and a fourth
+    stops the run (like `max_turns`, a number of calls allowed)."""
     ping_pong_cycles: int = 2
     """A cycle of handoffs (length <= `max_cycle`) whose outputs repeat this many times in a row."""
     max_cycle: int = 4

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from corral.clock import Clock
 from corral.config import AppConfig
 from corral.errors import ConfigError, UnknownNameError
 from corral.model import Model
+from corral.secrets import require_secret
 
-__all__ = ["PROVIDERS", "build_model"]
+__all__ = ["PROVIDERS", "build_model", "check_models"]
 
 PROVIDERS = ("anthropic", "local", "openai", "sim")
 
@@ -64,3 +66,39 @@ def build_model(name: str, config: AppConfig, clock: Clock) -> Model:
         model: Model = adapter(name, **options)
         return model
     raise UnknownNameError("provider", provider, [*PROVIDERS, *config.providers])
+
+
+def check_models(
+    uses: Iterable[tuple[str, str]], config: AppConfig, given: Collection[str] = ()
+) -> None:
+    """Fail at startup, not at a run's first call, on a model that cannot be reached: its
+    provider is unknown, or a hosted provider's API key is in neither the environment nor the
+    secrets file. `uses` are (config key, model name) pairs, `given` the models the app was
+    handed (they need no provider).
+
+    Raises:
+        ConfigError: names the key (`tiers.small`), the provider and the known providers, or
+            the missing key's variable.
+    """
+    for where, name in uses:
+        if name in given:
+            continue
+        provider = name.split(":", 1)[0]
+        if provider in ("sim", "local"):
+            continue
+        settings = config.providers.get(provider)
+        kind = settings.kind if settings is not None else provider
+        if kind not in _HOSTED:
+            known = ", ".join(sorted({*PROVIDERS, *config.providers}))
+            raise ConfigError(
+                f"model {name!r} names the provider {provider!r}, which Corral does not know; "
+                f"known providers: {known} (a [providers.{provider}] table adds an OpenAI- or "
+                "Anthropic-compatible one)",
+                key=where,
+            )
+        default_env = _HOSTED[kind][3]
+        env = (settings.api_key_env if settings is not None else None) or default_env
+        try:
+            require_secret(env, config.secrets_file, provider=provider)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc.reason} (for {name}, {where})", key=exc.key) from exc

@@ -336,8 +336,20 @@ class AlertMonitor:
             task.add_done_callback(self._tasks.discard)
 
     async def _deliver(self, found: list[Alert]) -> None:
+        # One line per run, not one per metric: a run that moves every metric of every agent
+        # (a benchmark's first durable run) raised ~18 WARNINGs. Each alert is stored, sent,
+        # and logged in full at DEBUG.
+        run_id = found[0].run_id
+        log.warning(
+            "run %s raised %d alert%s (%s); `corral alerts list` shows them",
+            run_id,
+            len(found),
+            "" if len(found) == 1 else "s",
+            ", ".join(f"{a.kind} {a.subject} {a.metric}" for a in found),
+            extra={"run_id": run_id, "alerts": [a.key for a in found]},
+        )
         for alert in found:
-            log.warning("alert %s: %s", alert.kind, alert.message, extra={"alert": alert.key})
+            log.debug("alert %s: %s", alert.kind, alert.message, extra={"alert": alert.key})
             try:
                 await self._store.add_alert(
                     {

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from corral.errors import UsageError
 from corral.store._rows import aware
-from corral.store.schema import PICO, alerts, human_requests, runs, spans
+from corral.store.schema import PICO, alerts, human_requests, runs, spans, tokens
 
 __all__ = [
     "GROUPS",
@@ -32,9 +32,12 @@ __all__ = [
     "cost_breakdown",
     "daily_report",
     "list_alerts",
+    "match_ids",
     "parse_since",
     "run_page",
 ]
+
+IdKind = Literal["run", "request", "token"]
 
 Group = Literal["agent", "workflow", "user", "tenant", "model", "tier", "day"]
 GROUPS: tuple[str, ...] = ("agent", "workflow", "user", "tenant", "model", "tier", "day")
@@ -522,3 +525,25 @@ def list_alerts(
             item[key] = aware(item[key])
         out.append(item)
     return out
+
+
+def match_ids(conn: sa.Connection, kind: IdKind, text: str, limit: int = 4) -> list[str]:
+    """The ids of `kind` that `text` names: itself when such an id exists, else the ids it is a
+    prefix of (up to `limit`, sorted). A request is also found by its short form
+    `RUNPREFIX:STEP` (what `corral inbox` shows): a prefix of its run id, a colon, its step."""
+    table = {"run": runs, "request": human_requests, "token": tokens}[kind]
+    column = table.c.run_id if kind == "run" else table.c.id
+    if conn.execute(sa.select(column).where(column == text)).first() is not None:
+        return [text]
+    where = column.startswith(text, autoescape=True)
+    run_prefix, colon, step = text.rpartition(":")
+    if kind == "request" and colon and run_prefix:
+        where = sa.or_(
+            where,
+            sa.and_(
+                human_requests.c.run_id.startswith(run_prefix, autoescape=True),
+                human_requests.c.step_id == step,
+            ),
+        )
+    query = sa.select(column).where(where).order_by(column).limit(limit)
+    return [str(v) for v in conn.execute(query).scalars()]

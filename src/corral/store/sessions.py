@@ -69,7 +69,7 @@ class Sessions:
         session_id = secrets.token_hex(8)
         secret = f"{SESSION_PREFIX}{secrets.token_urlsafe(32)}"
         expires_at = at + timedelta(seconds=ttl_s)
-        self._log.load_key()
+        await self._log.load_key()
 
         def write(conn: sa.Connection) -> Session:
             row = conn.execute(
@@ -158,7 +158,7 @@ class Sessions:
         if not secret.startswith(SESSION_PREFIX):
             return False
         digest = _digest(secret)
-        self._log.load_key()
+        await self._log.load_key()
 
         def write(conn: sa.Connection) -> bool:
             found = conn.execute(

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -66,11 +68,16 @@ _MIGRATE_LOCK = int.from_bytes(b"corral-m", "big") >> 1
 """PostgreSQL advisory lock key held while migrating (fits a signed 64-bit integer)."""
 
 
-def make_engine(url: str) -> sa.Engine:
+def make_engine(url: str, *, read_only: bool = False) -> sa.Engine:
     """A SQLAlchemy engine for `url`, with SQLite tuned for concurrent durable writes.
+
+    `read_only` (the CLI's reading commands) never creates a SQLite file or its directory, and
+    reads a file this process cannot write (a read-only directory or file) without writing.
 
     Raises:
         ConfigError: the URL is not SQLite or PostgreSQL, or its driver is missing.
+        StateError: `read_only` and no SQLite file is there; or a SQLite file (or the directory
+            it goes in) that this process cannot write.
     """
     try:
         parsed = sa.engine.make_url(url)
@@ -78,7 +85,11 @@ def make_engine(url: str) -> sa.Engine:
         raise ConfigError(f"{url!r} is not a database URL ({exc})", key="database") from exc
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            path = Path(parsed.database)
+            if read_only:
+                return _read_only_sqlite(path)
+            _check_writable(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
         if not parsed.database or parsed.database == ":memory:":
             # One in-memory database shared by every thread (the writer thread included): a
             # connection per thread would give each its own empty database.
@@ -105,6 +116,62 @@ def make_engine(url: str) -> sa.Engine:
         "postgresql://user@host/db",
         key="database",
     )
+
+
+def _check_writable(path: Path) -> None:
+    """Say so when SQLite could not write `path`: its own error is "unable to open database
+    file" or "attempt to write a readonly database", neither of which names the directory."""
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise StateError(
+                f"the database file {path} is read-only for this process; give it write access, "
+                "or point `database` (or --db) at another file (reading commands such as "
+                "`corral runs` still work)"
+            )
+        target = path.parent
+    else:
+        target = next(p for p in path.parents if p.exists())
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise StateError(
+            f"the directory {target} is read-only for this process, and SQLite writes the "
+            f"database {path.name} and its -wal and -shm files there; give it write access, or "
+            "point `database` (or --db) at a writable place (reading commands such as "
+            "`corral runs` still work on an existing database)"
+        )
+
+
+def _read_only_sqlite(path: Path) -> sa.Engine:
+    """An engine that reads `path` and never writes it (nor creates it, nor its directory)."""
+    if not path.is_file():
+        raise StateError(
+            f"there is no Corral database at {path} (nothing was created); check `database` in "
+            "corral.toml or --db: the first run creates it"
+        )
+    writable = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)
+    if writable:
+        mode = "mode=rw"
+    elif Path(f"{path}-wal").exists():
+        mode = "mode=ro"  # a writer is about: read through its -wal and -shm files
+    else:
+        # WAL mode needs a -shm file next to the database to read it, and the directory is
+        # read-only: SQLite then reads the file alone (it was closed cleanly: no -wal file).
+        mode = "immutable=1"
+    engine = sa.create_engine(
+        "sqlite://",
+        creator=lambda: sqlite3.connect(
+            f"file:{path}?{mode}", uri=True, check_same_thread=False, timeout=10
+        ),
+        poolclass=sa.pool.StaticPool,
+    )
+    event.listen(engine, "connect", _read_only_pragmas)
+    return engine
+
+
+def _read_only_pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA query_only=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
 
 
 def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
@@ -166,18 +233,28 @@ class SqlStore:
 
     @classmethod
     async def open(
-        cls, url: str, redactor: Redactor | None = None, *, forget_durable: ForgetRuns | None = None
+        cls,
+        url: str,
+        redactor: Redactor | None = None,
+        *,
+        forget_durable: ForgetRuns | None = None,
+        read_only: bool = False,
     ) -> SqlStore:
-        """Connect, create missing tables and check the schema version.
+        """Connect, create missing tables and check the schema version (`read_only`: only check
+        it, and create nothing; see `make_engine`).
 
         Raises:
             StateError: the database is locked, corrupt, unreachable or from a newer Corral.
             ConfigError: the URL is unusable.
         """
         # Making the engine creates the SQLite file's directory: off the event loop.
-        engine = await asyncio.to_thread(make_engine, url)
+        engine = await asyncio.to_thread(partial(make_engine, url, read_only=read_only))
         store = cls(engine, url, redactor, forget_durable=forget_durable)
-        await store._call(store._migrate)
+        try:
+            await store._call(store._check_version if read_only else store._migrate)
+        except BaseException:
+            await asyncio.to_thread(engine.dispose)
+            raise
         return store
 
     async def close(self) -> None:
@@ -249,12 +326,33 @@ class SqlStore:
                 f"database {where} is locked by another process; wait for it to finish or "
                 "point this app at another database (config key `database`)"
             )
+        if "readonly" in text or "unable to open database file" in text:
+            return StateError(
+                f"cannot write database {where} ({text}): the file or its directory is "
+                "read-only for this process (or the directory was removed); give it write "
+                "access, or point `database` (or --db) at a writable place"
+            )
         if "not a database" in text or "malformed" in text:
             return StateError(
                 f"database {where} is corrupt ({text}); restore it from a backup or move it "
                 "aside to start fresh"
             )
         return StateError(f"cannot use database {where}: {text}")
+
+    def _check_version(self) -> None:
+        with self.engine.connect() as conn:
+            found: int | None = None
+            if sa.inspect(conn).has_table(meta_table.name):
+                row = conn.execute(
+                    sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
+                ).first()
+                found = int(row[0]) if row is not None else None
+        if found != SCHEMA_VERSION:
+            raise StateError(
+                f"database {self._safe_url()} has Corral schema version {found or 'none'}, not "
+                f"this Corral's ({SCHEMA_VERSION}); a command that writes (`corral run`, an app "
+                "opening it) migrates it, or upgrade corral if it is newer"
+            )
 
     def _migrate(self) -> None:
         with self.engine.begin() as conn:
