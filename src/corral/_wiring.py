@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from corral import _gc
@@ -158,6 +159,7 @@ async def open_adapters(
         await alerts.restore(store)
     tap = (all_taps[0] if len(all_taps) == 1 else Taps(all_taps)) if all_taps else None
     _wire_caches(config, guards, store)
+    await _carry_daily_spend(guards, store)
     _warn_unpriced(config)
     return Wiring(
         store=store,
@@ -189,6 +191,32 @@ async def launch_durable(wiring: Wiring, config: AppConfig, executor: RunExecuto
     await engine.launch(executor)
     wiring.durable = engine
     return engine
+
+
+async def _carry_daily_spend(guards: Guards, store: SqlStore) -> None:
+    """Daily limits count what today's model calls already cost (the cost ledger in the run
+    database), so restarting the app does not reset them."""
+    daily = guards.daily
+    if not daily.enabled:
+        return
+    from corral.guards.budget import Cost
+    from corral.store.queries import spend_by_payer
+
+    spent: dict[str, Cost] = {}
+
+    def add(scope: str, usd: Decimal, tokens: int, calls: int) -> None:
+        was = spent.get(scope, Cost())
+        spent[scope] = Cost(
+            usd=was.usd + usd, tokens=was.tokens + tokens, model_calls=was.model_calls + calls
+        )
+
+    for row in await store.query(spend_by_payer, daily.today_start()):
+        add("project", row.usd, row.tokens, row.calls)
+        if row.tenant:
+            add(f"tenant:{row.tenant}", row.usd, row.tokens, row.calls)
+        if row.user:
+            add(f"user:{row.user}", row.usd, row.tokens, row.calls)
+    daily.carry_over(spent)
 
 
 def _wire_caches(config: AppConfig, guards: Guards, store: SqlStore) -> None:

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from corral.errors import BudgetExhaustedError
-from corral.guards.budget import BudgetStore, Limits
+from corral.guards.budget import BudgetStore, Cost, Limits
 from corral.state.memory import MemoryBudgetStore
 
 D = Decimal
@@ -47,3 +47,11 @@ def test_open_is_idempotent_and_limits_can_be_raised(store: BudgetStore):
     assert store.reserve(["project@d"], D("1"), 0) is not None
     store.set_limits("project@d", Limits(usd=D("2")))
     assert store.reserve(["project@d"], D("1"), 0) is None
+
+
+def test_a_charge_counts_without_a_hold(store: BudgetStore):
+    store.open("tenant:a@d", "tenant:a", Limits(usd=D("1")))
+    store.charge("tenant:a@d", Cost(usd=D("0.9"), tokens=5, model_calls=1))
+    refusal = store.reserve(["tenant:a@d"], D("0.2"), 0)
+    assert refusal is not None and refusal.details["spent"] == "0.9"
+    assert store.reserve(["tenant:a@d"], D("0.1"), 0) is None

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -180,6 +180,10 @@ class BudgetStore(Protocol):
 
     def release(self, keys: Sequence[str], held_usd: Decimal, held_tokens: int) -> None:
         """Give a hold back."""
+        ...
+
+    def charge(self, key: str, cost: Cost) -> None:
+        """Add spend that had no hold (today's spend found in the run database at start-up)."""
         ...
 
 
@@ -386,6 +390,8 @@ class DailyLedger:
         """Where the accounts live (shared by every process when the store is)."""
         self._opened: dict[str, str] = {}
         """Accounts this process has opened in the store: key -> scope."""
+        self._carried: tuple[str, dict[str, Cost]] | None = None
+        """(day, spend by scope) made before this process opened (`carry_over`)."""
         self._changed: asyncio.Event | None = None
         self._day_cache: tuple[float, str] | None = None
 
@@ -434,8 +440,24 @@ class DailyLedger:
             if key not in self._opened:
                 self.store.open(key, scope, Limits(usd=limit.usd, tokens=limit.tokens))
                 self._opened[key] = scope
+                if self._carried is not None and self._carried[0] == day:
+                    earlier = self._carried[1].get(scope)
+                    if earlier is not None:
+                        self.store.charge(key, earlier)
             keys.append(key)
         return DailyAccounts(store=self.store, keys=tuple(keys)) if keys else None
+
+    def today_start(self) -> datetime:
+        """The start (UTC midnight) of the day the limits count now."""
+        now = self._clock.now().astimezone(UTC)
+        return datetime(now.year, now.month, now.day, tzinfo=UTC)
+
+    def carry_over(self, spent: Mapping[str, Cost]) -> None:
+        """Spend made today before this process opened, by scope (`project`, `tenant:<id>`,
+        `user:<id>`; the app reads it from the run database when it opens): each scope's
+        account starts from it, so a restart does not reset a daily limit. A store shared by
+        every process already holds it; this is for the in-process one."""
+        self._carried = (self._read_day(), dict(spent))
 
     def raise_limit(self, scope: str, limit: DailyLimit) -> None:
         """Operator action: a new limit for `scope` today and after; paused runs re-check."""

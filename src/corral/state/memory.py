@@ -397,6 +397,9 @@ class MemoryBudgetStore:
         for k in keys:
             self._accounts[k].release(held_usd, held_tokens)
 
+    def charge(self, key: str, cost: Cost) -> None:
+        self._accounts[key].charge(cost)
+
 
 class MemoryBreakerStore:
     """Breaker transitions in this process."""

@@ -25,9 +25,11 @@ from corral.store.schema import PICO, alerts, human_requests, runs, spans, token
 __all__ = [
     "GROUPS",
     "RunFilter",
+    "Spend",
     "agent_metrics",
     "agent_series",
     "queue_waits",
+    "spend_by_payer",
     "recent_run_values",
     "cost_breakdown",
     "daily_report",
@@ -145,6 +147,38 @@ def cost_breakdown(
     else:
         rows.sort(key=lambda r: (-Decimal(r["cost_usd"]), str(r["key"])))
     return rows
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """Model calls paid by one tenant and user since a moment (`spend_by_payer`)."""
+
+    tenant: str | None
+    user: str | None
+    usd: Decimal
+    tokens: int
+    calls: int
+
+
+def spend_by_payer(conn: sa.Connection, since: datetime) -> list[Spend]:
+    """What model calls cost since `since`, per (tenant, user) of their runs: what the daily
+    limits count, rebuilt when an app opens."""
+    query = (
+        sa.select(
+            runs.c.tenant,
+            runs.c.user_id,
+            sa.func.sum(spans.c.cost_pusd).label("pusd"),
+            sa.func.sum(spans.c.tokens_in + spans.c.tokens_out).label("tokens"),
+            sa.func.count().label("calls"),
+        )
+        .select_from(spans.join(runs, runs.c.run_id == spans.c.run_id))
+        .where(spans.c.kind == "model", spans.c.started_at >= since)
+        .group_by(runs.c.tenant, runs.c.user_id)
+    )
+    return [
+        Spend(r.tenant, r.user_id, _usd(r.pusd), int(r.tokens or 0), int(r.calls))
+        for r in conn.execute(query)
+    ]
 
 
 def daily_report(conn: sa.Connection, days: int, today: date | None = None) -> list[dict[str, Any]]:
