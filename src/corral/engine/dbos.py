@@ -14,8 +14,10 @@ Shape (see docs/dbos.md for the measured sharp edges this follows):
   loop and recovered runs execute on the same loop as everything else in the app.
 - DBOS stores only JSON text: the generic workflow takes the run's `RunStart` as one JSON string
   and returns its `RunOutcome` as another, through the `JsonOnly` serializer, and DBOS's pickle
-  is switched off (`corral.engine._json`). A row that holds a pickle is refused, never unpickled;
-  that includes runs left pending by an earlier Corral, whose inputs DBOS pickled: finish those
+  is switched off (`corral.engine._json`). What it stores passes the store's redactor first:
+  no loaded secret or key-shaped string reaches DBOS's tables (a run recovered from them sees
+  `[REDACTED]` in its place). A row that holds a pickle is refused, never unpickled; that
+  includes runs left pending by an earlier Corral, whose inputs DBOS pickled: finish those
   with the old version before upgrading (after it they end in DBOS's ERROR state and waiting for
   them raises a `StateError`).
 - One DBOS instance per process (DBOS is a singleton); a second durable app in the same process
@@ -137,7 +139,7 @@ class DbosEngine:
                 "executor_id": self._executor_id,
                 "max_executor_threads": self._threads,
                 "log_level": "WARNING",
-                "serializer": JsonOnly(),
+                "serializer": JsonOnly(redact=self._store.redactor.json_text),
             }
         )
         # Called on the loop thread on purpose: DBOS adopts the running loop, so runs recovered at

@@ -10,7 +10,7 @@ from corral.config import AppConfig
 from corral.errors import ConfigError, UnknownNameError
 from corral.model import Model
 
-__all__ = ["PROVIDERS", "build_model"]
+__all__ = ["PROVIDERS", "build_model", "key_variables"]
 
 PROVIDERS = ("anthropic", "local", "openai", "sim")
 
@@ -64,3 +64,19 @@ def build_model(name: str, config: AppConfig, clock: Clock) -> Model:
         model: Model = adapter(name, **options)
         return model
     raise UnknownNameError("provider", provider, [*PROVIDERS, *config.providers])
+
+
+def key_variables(config: AppConfig) -> list[str]:
+    """The environment variables holding the API keys `config` names: every configured hosted
+    provider's, and the default one of each built-in hosted provider a tier or fallback uses.
+    The app registers their values for redaction when it opens, before any tool can use one."""
+    names: dict[str, None] = {}
+    for settings in config.providers.values():
+        if settings.kind in _HOSTED:
+            names[settings.api_key_env or _HOSTED[settings.kind][3]] = None
+    models = [*config.tiers.values(), *(m for chain in config.fallbacks.values() for m in chain)]
+    for model in models:
+        provider = model.split(":", 1)[0]
+        if provider in _HOSTED and provider not in config.providers:
+            names[_HOSTED[provider][3]] = None
+    return list(names)

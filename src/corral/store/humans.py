@@ -47,7 +47,7 @@ class HumanRequests:
             "kind": request.kind,
             "workflow": request.workflow,
             "subject": request.subject,
-            "title": request.title,
+            "title": self._store.redactor.text(request.title),
             "payload": self._store.redactor.dump(request.payload),
             "schema": dump(request.schema),
             "status": "pending",
@@ -206,8 +206,8 @@ class HumanRequests:
                 .values(
                     status=STATUS_OF[action],
                     action=action,
-                    value=dump(value),
-                    comment=comment,
+                    value=self._store.redactor.whole(value) if value is not None else None,
+                    comment=self._store.redactor.text(comment) if comment else comment,
                     decided_at=at,
                     decided_by=by,
                 )
