@@ -95,7 +95,7 @@ def _decoded_cells(db: Path) -> dict[str, list[str]]:
         cells: dict[str, list[str]] = {}
         for table in tables:
             found: list[str] = []
-            for row in conn.execute(f'SELECT * FROM "{table}"'):  # noqa: S608 (our own names)
+            for row in conn.execute(f'SELECT * FROM "{table}"'):
                 for cell in row:
                     found.extend(_strings(cell))
             cells[table] = found
