@@ -174,16 +174,20 @@ def url_host(url: str) -> str:
     return f"{parts.scheme}://{shown}" + (f":{port}" if port else "")
 
 
+_LOOSE_PASSWORD = re.compile(r"(:)[^\s/@:]+(@)")
+"""`:password@` in a string too malformed to parse as a URL (`postgresql//app:pw@db`)."""
+
+
 def hide_url_password(url: str) -> str:
-    """`url` with the password of its userinfo replaced by `***` (`redis://:***@host:6379/0`);
-    anything else unchanged."""
+    """`url` with the password of its userinfo replaced by `***` (`redis://:***@host:6379/0`),
+    also when it is too malformed to parse; anything else unchanged."""
     try:
         parts = urlsplit(url)
-        password = parts.password
+        password = parts.password if parts.scheme and parts.netloc else None
     except ValueError:
-        return url
+        password = None
     if password is None:
-        return url
+        return _LOOSE_PASSWORD.sub(rf"\1{URL_MASK}\2", url) if "@" in url else url
     user, _, host = parts.netloc.rpartition("@")
     name = user.split(":", 1)[0]
     return urlunsplit(parts._replace(netloc=f"{name}:{URL_MASK}@{host}"))

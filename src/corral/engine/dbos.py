@@ -43,6 +43,7 @@ from corral.engine._json import (
     start_to_json,
 )
 from corral.errors import StateError, UsageError
+from corral.secrets import hide_url_password
 from corral.store.sql import SqlStore
 from corral.trace import BatchingRecorder
 
@@ -124,8 +125,9 @@ class DbosEngine:
         if _database is not None:
             if _database != self._store.url:
                 raise UsageError(
-                    f"this process already runs durable workflows on {_database}; DBOS allows "
-                    f"one database per process, so {self._store.url} cannot be used too"
+                    f"this process already runs durable workflows on "
+                    f"{hide_url_password(_database)}; DBOS allows one database per process, so "
+                    f"{hide_url_password(self._store.url)} cannot be used too"
                 )
             _executor = executor
             return
@@ -150,7 +152,8 @@ class DbosEngine:
             _executor = _database = None
             DBOS.destroy()
             raise StateError(
-                f"the durable engine could not start on {self._store.url}: {exc}"
+                f"the durable engine could not start on {hide_url_password(self._store.url)}: "
+                f"{self._store.redactor.text(str(exc))}"
             ) from exc
 
     async def run(self, start: RunStart) -> RunOutcome:

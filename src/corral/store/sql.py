@@ -30,6 +30,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from corral.contracts import JsonValue, RunId
 from corral.errors import ConfigError, StateError
 from corral.observe.redact import Redactor
+from corral.secrets import hide_url_password
 from corral.store._rows import aware, load
 from corral.store._writer import GroupWriter
 from corral.store.schema import (
@@ -71,7 +72,12 @@ def make_engine(url: str) -> sa.Engine:
     try:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError as exc:
-        raise ConfigError(f"{url!r} is not a database URL ({exc})", key="database") from exc
+        shown = hide_url_password(url)
+        raise ConfigError(
+            f"{shown!r} is not a database URL; use sqlite:///path or "
+            "postgresql://user:password@host/db",
+            key="database",
+        ) from exc
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
