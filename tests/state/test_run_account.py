@@ -48,11 +48,7 @@ def test_turns_and_charges_count_without_a_hold(make):
     account = make(Limits(agent_turns=2, usd=D("1")))
     assert account.take_turn() is None and account.take_turn() is None
     refusal = account.take_turn()
-    assert (
-        refusal is not None
-        and refusal.dimension == "agent_turns"
-        and refusal.details["limit"] == "2"
-    )
+    assert refusal is not None and refusal.dimension == "agent_turns" and refusal.details["limit"] == "2"
     account.charge(Cost(usd=D("0.95"), tokens=10, model_calls=1))
     assert account.spent == {"usd": D("0.95"), "tokens": 10, "model_calls": 1, "agent_turns": 2}
     assert account.reserve(D("0.1"), 0) is not None
