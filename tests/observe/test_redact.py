@@ -162,3 +162,7 @@ def test_a_pattern_that_would_eat_the_json_around_it_is_applied_value_by_value()
     redactor = Redactor(TracePolicy(redact=(r"tok-\S*",)))
     text = json.dumps({"a": ["tok-1", 2], "tok-key": "kept"})
     assert json.loads(redactor.json_text(text)) == {"a": [REDACTED, 2], REDACTED: "kept"}
+
+
+def test_a_url_password_already_masked_stays_as_it_is():
+    assert Redactor().text("at redis://:***@cache:6379/0") == "at redis://:***@cache:6379/0"

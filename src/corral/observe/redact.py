@@ -8,8 +8,9 @@ exporter (in its export thread) and log records, never on the event loop's hot p
   shapes (`sk-...`, `sk_live_...`, `AIza...`, `hf_...`, `github_pat_...`, JWTs, PEM private keys,
   `Bearer ...`, `Basic ...`, AWS, Slack, GitHub), the password of a URL and 32+ hex digits after
   a key-like name (`api_key=`, `"token": "..."`) are replaced by `[REDACTED]`, whatever the
-  policy, plus the app's own patterns (`[trace] redact`). One pattern holds them all, rebuilt
-  only when a new secret is loaded.
+  policy, plus the app's own patterns (`[trace] redact`). The loaded secrets are one pattern,
+  rebuilt only when a secret is loaded; each key shape runs only when its literal start (`sk-`,
+  `eyJ`, `://`) is in the text, so text without a key costs a few substring tests.
 - Prompts are hidden unless `TracePolicy.prompts`: a model span keeps each message's role and
   length, not its text.
 - Long values are cut to `TracePolicy.max_chars` of JSON text, keeping a preview and the size, so a
@@ -67,8 +68,9 @@ _SHAPES = tuple(
     )
 )
 _BEARER = re.compile(r"(?i:bearer)\s+[A-Za-z0-9._~+/\-]{16,}=*")
-_URL_PASSWORD = re.compile(r"(://[^\s/@:\"'\\]*:)[^\s/@\"'\\]+(?=@)")
-"""The password of a URL (`scheme://user:password@`): the user and the host stay."""
+_URL_PASSWORD = re.compile(r"(://[^\s/@:\"'\\]*:)(?!\*\*\*@)[^\s/@\"'\\]+(?=@)")
+"""The password of a URL (`scheme://user:password@`): the user and the host stay; one already
+masked (`:***@`, `corral.secrets.hide_url_password`) stays as it is."""
 _HEX_VALUE = re.compile(r"([:=]\s*\\?[\"']?)[0-9a-fA-F]{32,}(?![0-9a-fA-F])")
 """32+ hex digits after `:` or `=`; redacted when a key-like name comes just before."""
 _KEY_NAMES = ("key", "secret", "token", "pass", "pwd")
