@@ -9,16 +9,16 @@ hide from a byte scan inside an encoded blob.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
 import os
-import sqlite3
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from pydantic import BaseModel
 
 from corral import Agent, App, AppConfig, RunContext, tool
@@ -26,6 +26,7 @@ from corral.config import ProviderConfig
 from corral.guards import CachePolicy, GuardPolicies
 from corral.model import ToolCall
 from corral.secrets import loaded_secrets
+from corral.store.sql import make_engine
 from corral.testing import FakeModel, reply
 
 # DBOS in process (one database per process: the `dbos` xdist group keeps these on one worker).
@@ -86,31 +87,51 @@ def _strings(value: Any) -> Iterator[str]:
         yield from _strings(decoded)
 
 
-def _decoded_cells(db: Path) -> dict[str, list[str]]:
-    """Every table's text and blob cells, each decoded into the strings it holds."""
-    with sqlite3.connect(db) as conn:
-        tables = [
-            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+def _decoded_cells(url: str) -> dict[str, list[str]]:
+    """Every table's cells in every schema (DBOS keeps its own on PostgreSQL), each decoded
+    into the strings it holds."""
+    engine = make_engine(url)
+    cells: dict[str, list[str]] = {}
+    try:
+        inspector = sa.inspect(engine)
+        schemas = [
+            schema
+            for schema in inspector.get_schema_names()
+            if schema not in ("information_schema", "pg_catalog", "pg_toast")
         ]
-        cells: dict[str, list[str]] = {}
-        for table in tables:
-            found: list[str] = []
-            for row in conn.execute(f'SELECT * FROM "{table}"'):
-                for cell in row:
-                    found.extend(_strings(cell))
-            cells[table] = found
+        with engine.connect() as conn:
+            for schema in schemas:
+                for name in inspector.get_table_names(schema=schema):
+                    table = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=conn)
+                    found: list[str] = []
+                    for row in conn.execute(sa.select(table)):
+                        for cell in row:
+                            found.extend(
+                                _strings(bytes(cell) if isinstance(cell, memoryview) else cell)
+                            )
+                    cells[name] = found
+    finally:
+        engine.dispose()
     return cells
 
 
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 async def test_a_loaded_key_is_in_no_table_no_prompt_and_no_log_line(
-    tmp_path, monkeypatch, caplog, own_dbos
+    backend, tmp_path, monkeypatch, caplog, request, own_dbos
 ):
-    monkeypatch.setenv("ACME_API_KEY", PLANTED)
-    db = tmp_path / "runs.db"
+    # Loaded secrets are the process's: each backend plants its own key.
+    planted = f"{PLANTED}-{backend}"
+    monkeypatch.setenv("ACME_API_KEY", planted)
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'runs.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")  # a fresh database, dropped afterwards
     model = FakeModel(name="fake:m")
     app = App(
         AppConfig(
-            database=f"sqlite:///{db}",
+            database=url,
             tiers={"small": "fake:m"},
             # A provider no tier uses yet: its key is only registered by the app opening.
             providers={"acme": ProviderConfig(api_key_env="ACME_API_KEY")},
@@ -150,35 +171,35 @@ async def test_a_loaded_key_is_in_no_table_no_prompt_and_no_log_line(
         ToolCall(id="c2", name="whoami", arguments={}),
     ]
     caplog.set_level(logging.DEBUG)
-    assert PLANTED not in loaded_secrets()
+    assert planted not in loaded_secrets()
     async with app:
-        assert PLANTED in loaded_secrets(), "every configured key is registered at open"
+        assert planted in loaded_secrets(), "every configured key is registered at open"
         model.push(reply(tool_calls=calls, model="fake:m"), {"answer": f"done {SHAPED}"})
-        durable = await app.run("helps", {"text": f"use {PLANTED}"}, durable=True)
+        durable = await app.run("helps", {"text": f"use {planted}"}, durable=True)
         model.push(reply(tool_calls=calls, model="fake:m"), {"answer": f"again {SHAPED}"})
-        ephemeral = await app.run("helps", {"text": f"now {PLANTED}"}, durable=False)
+        ephemeral = await app.run("helps", {"text": f"now {planted}"}, durable=False)
         model.assert_done()
         spans = await app.spans(durable.run_id)
     assert durable.ok, durable.error
     assert ephemeral.ok, ephemeral.error
     # The run itself still sees what its code made: redaction is of what is written and sent.
-    assert durable.output is not None and PLANTED in durable.output.answer
+    assert durable.output is not None and planted in durable.output.answer
 
     # 2. No prompt held it: the payload and the tool's error and result were redacted first.
     sent = json.dumps([[m.content for m in r.messages] for r in model.requests])
-    assert PLANTED not in sent
+    assert planted not in sent
     assert "[REDACTED]" in sent
     models = [s for s in spans if s["kind"] == "model"]
     assert sum(s["attrs"].get("secrets_redacted", 0) for s in models if s["attrs"]) >= 3
     assert any(s["kind"] == "guard" and s["name"] == "secret_redacted" for s in spans)
 
     # 1. No table holds it, decoded.
-    cells = _decoded_cells(db)
+    cells = await asyncio.to_thread(_decoded_cells, url)
     assert {"corral_steps", "corral_effects", "corral_cache", "corral_runs"} <= set(cells)
     dbos_tables = [t for t in cells if t.startswith(("workflow", "operation", "dbos"))]
     assert dbos_tables, sorted(cells)
     leaks = {
-        table: [s for s in found if PLANTED in s or SHAPED in s][:3]
+        table: [s for s in found if planted in s or SHAPED in s][:3]
         for table, found in cells.items()
     }
     assert not any(leaks.values()), {t: v for t, v in leaks.items() if v}
@@ -188,4 +209,4 @@ async def test_a_loaded_key_is_in_no_table_no_prompt_and_no_log_line(
     assert any("[REDACTED]" in s for t in dbos_tables for s in cells[t])
 
     # 3. No log line carried it.
-    assert caplog.records and PLANTED not in caplog.text and SHAPED not in caplog.text
+    assert caplog.records and planted not in caplog.text and SHAPED not in caplog.text
