@@ -8,16 +8,31 @@ from pydantic import BaseModel
 
 from corral import Agent, App, AppConfig, RunContext, tool
 from corral.guards import CachePolicy, GuardPolicies
-from corral.guards.chain import Guards
+from corral.guards.chain import GuardEvent, Guards, ModelCall
 from corral.guards.redact import REDACTED
 from corral.model import Message, ModelRequest, ToolCall
 from corral.secrets import register_secret
 from corral.state.memory import MemoryCache
 from corral.store import queries
 from corral.testing import FakeClock, FakeModel, reply
-from tests.guards.test_chain import Events, call_of, run_of
 
 KEY = "guarded-key-1f7c3a"
+
+
+class Events:
+    """Records the guard events a call emits."""
+
+    def __init__(self) -> None:
+        self.kinds: list[str] = []
+        self.events: list[GuardEvent] = []
+
+    async def __call__(self, event: GuardEvent) -> None:
+        self.kinds.append(event.kind)
+        self.events.append(event)
+
+
+def call_of(g: Guards, events: Events) -> ModelCall:
+    return ModelCall(g.run("r1", priority="interactive", tenant=None, user=None), "w", 30.0, events)
 
 
 class Ask(BaseModel):
@@ -34,7 +49,7 @@ async def test_a_request_without_secrets_goes_out_as_it_is():
     g = Guards(GuardPolicies(), FakeClock())
     sent = ModelRequest(model="fake:a", messages=(Message(role="user", content="plain"),))
     events = Events()
-    call = call_of(run_of(g), events)
+    call = call_of(g, events)
     await call.call([model], sent)
     assert model.requests == [sent] and model.requests[0] is sent
     assert call.secrets_redacted == 0 and events.kinds == []
@@ -46,7 +61,7 @@ async def test_loaded_secrets_in_messages_are_replaced_before_cache_and_provider
     g = Guards(GuardPolicies(cache=CachePolicy(enabled=True)), FakeClock())
     cache = g.cache = MemoryCache()
     events = Events()
-    call = call_of(run_of(g), events)
+    call = call_of(g, events)
     sent = ModelRequest(
         model="fake:a",
         messages=(
