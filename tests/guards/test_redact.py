@@ -12,6 +12,7 @@ from corral.guards.chain import GuardEvent, Guards, ModelCall
 from corral.guards.redact import REDACTED
 from corral.model import Message, ModelRequest, ToolCall
 from corral.secrets import register_secret
+from corral.server.metrics import render
 from corral.state.memory import MemoryCache
 from corral.store import queries
 from corral.testing import FakeClock, FakeModel, reply
@@ -113,8 +114,12 @@ async def test_the_model_span_and_the_agent_metrics_count_what_was_removed():
         result = await app.run("helps", {"text": f"with {KEY}"})
         assert result.ok, result.error
         spans = await app.spans(result.run_id)
-        metrics = await app.store.query(queries.agent_metrics, datetime(2000, 1, 1, tzinfo=UTC))
+        since = datetime(2000, 1, 1, tzinfo=UTC)
+        metrics = await app.store.query(queries.agent_metrics, since)
+        exposition, _ = await render(app.store, None, since, "1h")
     assert all(KEY not in m.content for r in model.requests for m in r.messages)
     counts = [s["attrs"]["secrets_redacted"] for s in spans if s["kind"] == "model"]
     assert counts == [1, 2]  # the payload; then the payload and the tool's result
     assert metrics["helper"]["secrets_redacted"] == 3
+    line = 'corral_agent_secrets_redacted{agent="helper",window="1h"} 3.0'
+    assert line in exposition.decode()
