@@ -256,3 +256,22 @@ def test_booleans_must_be_toml_booleans(tmp_path: Path, text, key, value):
 def test_real_booleans_are_read():
     cfg = parse_config({"durable": False, "trace": {"prompts": True}})
     assert cfg.durable is False and cfg.trace.prompts is True
+
+
+def test_public_masks_userinfo_and_query_values_of_every_url():
+    from corral.guards import CachePolicy
+
+    cfg = AppConfig(
+        otlp=OtlpConfig(endpoint="https://collector.example:4318/v1/traces?api_key=otlp-9a1"),
+        alerts=AlertPolicy(webhook_url="https://bot:hook-pw-3@hooks.example.com/x/hook-5e2"),
+        guards=GuardPolicies(
+            cache=CachePolicy(enabled=True, backend="redis", redis_url="redis://:rpw-77c1@r:6379/0")
+        ),
+    )
+    shown = cfg.public("postgresql://app:***@db/prod?sslpassword=pg-0b3")
+    assert shown["otlp"]["endpoint"] == "https://collector.example:4318/v1/traces?api_key=***"
+    assert shown["alerts"]["webhook_url"] == "https://hooks.example.com/[REDACTED]"
+    assert shown["guards"]["cache"]["redis_url"] == "redis://***@r:6379/0"
+    assert shown["database"] == "postgresql://***@db/prod?sslpassword=***"
+    for secret in ("otlp-9a1", "hook-pw-3", "hook-5e2", "rpw-77c1", "pg-0b3", "bot:"):
+        assert secret not in repr(shown), secret

@@ -842,13 +842,16 @@ async def test_new_approvals_are_posted_to_the_webhook_once(tmp_path, serve):
 
 
 @pytest.mark.slow  # a real connection, refused by a closed loopback port
-async def test_a_dead_notification_webhook_never_stops_a_run(tmp_path):
-    app, calls = make_app(tmp_path, webhook_url="http://127.0.0.1:9/nothing-listens")
+async def test_a_dead_notification_webhook_never_stops_a_run(tmp_path, caplog):
+    app, calls = make_app(tmp_path, webhook_url="http://127.0.0.1:9/services/hook-secret-41")
     async with app:
         handle, request = await start_and_wait(app, "pay", {"order_id": "o8", "amount_usd": 150})
         await app.decide(request.id, "approve", by="alice")
         assert (await asyncio.wait_for(handle.result(), WAIT)).ok
         assert len(calls) == 1
+    # The failure is logged with the webhook's host only: its path is the credential.
+    assert "human-request webhook at http://127.0.0.1:9 failed" in caplog.text
+    assert "hook-secret-41" not in caplog.text
 
 
 async def test_closing_the_app_does_not_wait_a_day_for_a_human(tmp_path):

@@ -398,6 +398,7 @@ class AgentCall(Generic[In, Out]):
                 started=started,
                 t0=t0,
                 tier=tier,
+                attrs=_model_attrs(caller, cached=False),
             )
             return {"error": exc.to_dict()}
         except LimitError as exc:
@@ -420,7 +421,7 @@ class AgentCall(Generic[In, Out]):
                 tokens_out=response.output_tokens,
                 cost_usd=self._cost,
                 tier=tier,
-                attrs={"cached": True} if response.cached else None,
+                attrs=_model_attrs(caller, cached=response.cached),
             )
         return response
 
@@ -713,6 +714,16 @@ def _json_text(text: str) -> str:
     if start != -1 and end > start:
         return stripped[start : end + 1]
     return stripped
+
+
+def _model_attrs(call: ModelCall, *, cached: bool) -> dict[str, JsonValue] | None:
+    """A model span's attributes: served from cache, loaded secrets removed from its prompt."""
+    attrs: dict[str, JsonValue] = {}
+    if cached:
+        attrs["cached"] = True
+    if call.secrets_redacted:
+        attrs["secrets_redacted"] = call.secrets_redacted
+    return attrs or None
 
 
 def _loop_attrs(rounds: int, repairs: int, invalid_calls: int) -> dict[str, JsonValue] | None:

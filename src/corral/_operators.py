@@ -18,6 +18,7 @@ from corral.contracts import JsonValue
 from corral.errors import CorralError
 from corral.guards.chain import Guards
 from corral.humans import HumanDesk, HumanRequest
+from corral.secrets import url_host
 
 __all__ = ["Control", "ControlLog", "Operators"]
 
@@ -225,4 +226,4 @@ class Operators(Generic[C]):
                 await asyncio.to_thread(post, url, body)
             except Exception as exc:  # boundary: a down webhook is logged, never raised
                 self.notify_failures += 1
-                log.warning("human-request webhook %s failed: %s", url, exc)
+                log.warning("human-request webhook at %s failed: %s", url_host(url), exc)

@@ -24,6 +24,7 @@ from corral.errors import CorralError
 from corral.guards.chain import Guards
 from corral.humans import HumanDesk
 from corral.model import Model
+from corral.secrets import register_configured, register_secret
 from corral.trace import Tap, Taps
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ __all__ = [
     "launch_durable",
     "open_adapters",
     "price_model",
+    "register_keys",
 ]
 
 log = logging.getLogger(__name__)
@@ -106,10 +108,11 @@ async def open_adapters(
         ConfigError: the database URL is unusable.
     """
     from corral.engine import forget_runs
-    from corral.observe.redact import Redactor
+    from corral.observe.redact import Redactor, install_log_redaction
     from corral.store.ops import Ops
     from corral.store.sql import SqlStore
 
+    await register_keys(config)
     gc_held = None
     if config.gc_threshold:
         _gc.hold(config.gc_threshold)
@@ -117,6 +120,7 @@ async def open_adapters(
     store = await SqlStore.open(
         config.database, redactor=Redactor(config.trace), forget_durable=forget_runs
     )
+    install_log_redaction(store.redactor)
     ops = Ops(
         store,
         key_file=config.audit.key_file,
@@ -219,6 +223,23 @@ async def _carry_daily_spend(guards: Guards, store: SqlStore) -> None:
     daily.carry_over(spent)
 
 
+async def register_keys(config: AppConfig) -> None:
+    """Register every secret the configuration names for redaction, before anything runs: the
+    providers' API keys (set ones; a missing one fails when its provider is built), every value
+    of the secrets file and the OTLP headers' values. A key registered only when its provider
+    was first built reached tables and logs raw if a tool used it before the first model call.
+
+    Raises:
+        ConfigError: the secrets file cannot be read or has a malformed line.
+    """
+    from corral.models import key_variables
+
+    for value in config.otlp.headers.values():
+        register_secret(value)
+    # Reads the secrets file: in a thread, off the event loop.
+    await asyncio.to_thread(register_configured, key_variables(config), config.secrets_file)
+
+
 def _wire_caches(config: AppConfig, guards: Guards, store: SqlStore) -> None:
     """The one place that picks where cached answers live (the guard chain's `CacheStep`
     talks to `ResponseCache` / `SemanticCache`): exact answers in Redis when `backend =
@@ -232,7 +253,7 @@ def _wire_caches(config: AppConfig, guards: Guards, store: SqlStore) -> None:
         if policy.backend == "redis":
             from corral.state.redis_cache import RedisCache
 
-            guards.cache = RedisCache(policy.redis_url)
+            guards.cache = RedisCache(policy.redis_url, redact=store.redactor.json_text)
         else:
             guards.cache = store
     if guards.semantic is None:

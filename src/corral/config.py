@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field, fields
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -31,6 +30,7 @@ from corral.guards.policy import (
 )
 from corral.guards.router import RouterPolicy
 from corral.humans import AuditPolicy, HumanPolicy
+from corral.secrets import mask_url, url_host
 from corral.telemetry import AlertPolicy, OtlpConfig, RetentionPolicy, TracePolicy
 
 __all__ = [
@@ -157,18 +157,20 @@ class AppConfig:
     """The audit log's checkpoint signing key and interval."""
 
     def public(self, database: str) -> dict[str, Any]:
-        """The configuration as JSON-ready data that is safe to show and to audit: `database`
-        as given (pass it with the password hidden), OTLP header values and webhook URLs (Slack
-        and friends put the credential in the URL) masked."""
+        """The configuration as JSON-ready data that is safe to show and to audit (`/api/config`,
+        the `config.change` audit entry): OTLP header values masked, webhook URLs cut to their
+        host (Slack and friends put the credential in the path), and in every URL the userinfo
+        and each query value masked (`https://***@host/x?api_key=***`). `database` is shown as
+        given, masked the same way."""
         data: dict[str, Any] = asdict(self)
         data["database"] = database
         data["otlp"]["headers"] = dict.fromkeys(dict(self.otlp.headers), _MASK)
         for section in ("alerts", "humans"):
             url = data[section].get("webhook_url")
             if url:
-                parts = urlsplit(url)
-                data[section]["webhook_url"] = f"{parts.scheme}://{parts.netloc}/{_MASK}"
-        return data
+                data[section]["webhook_url"] = f"{url_host(url)}/{_MASK}"
+        masked: dict[str, Any] = _mask_urls(data)
+        return masked
 
     def __post_init__(self) -> None:
         for key in ("deadline_s", "call_timeout_s"):
@@ -211,6 +213,19 @@ class AppConfig:
             value = getattr(self.sim, key)
             if not 0 <= value <= 1:
                 raise ConfigError(f"must be between 0 and 1, got {value}", key=f"sim.{key}")
+
+
+def _mask_urls(value: Any) -> Any:
+    """`value` with `mask_url` applied to every string in it (dict values, list items)."""
+    if isinstance(value, str):
+        return mask_url(value)
+    if isinstance(value, dict):
+        return {key: _mask_urls(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_mask_urls(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_mask_urls(item) for item in value)
+    return value
 
 
 class _Strict(BaseModel):

@@ -13,6 +13,7 @@ them from here.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from corral.errors import ConfigError
@@ -30,12 +31,27 @@ class TracePolicy:
     max_chars: int = 4000
     """Longest JSON text kept per span field; longer values keep a preview and their size."""
     redact: tuple[str, ...] = ()
-    """Extra regular expressions whose matches are replaced by `[REDACTED]`, on top of the
-    API keys Corral has loaded and common key shapes (`sk-...`, `Bearer ...`, `AKIA...`)."""
+    """Your own secrets' shapes: regular expressions (Python `re` syntax) whose matches are
+    replaced by `[REDACTED]` wherever Corral redacts (tables, spans, exports, logs), on top of
+    the secrets Corral has loaded and common key shapes (`sk-...`, `Bearer ...`, JWTs, ...)."""
 
     def __post_init__(self) -> None:
         if self.max_chars < 100:
             raise ConfigError(f"must be >= 100, got {self.max_chars}", key="trace.max_chars")
+        for index, pattern in enumerate(self.redact):
+            try:
+                compiled = re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(
+                    f"{pattern!r} is not a regular expression ({exc}); fix or remove it",
+                    key=f"trace.redact.{index}",
+                ) from exc
+            if compiled.match(""):
+                raise ConfigError(
+                    f"{pattern!r} matches the empty string, so it would redact everything "
+                    "(and nothing); make it match at least one character",
+                    key=f"trace.redact.{index}",
+                )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -61,3 +61,40 @@ async def test_an_answer_expires_after_its_ttl(cache: ResponseCache):
         pytest.skip("Redis expires keys on its own clock (tested with the app's clock elsewhere)")
     await cache.cache_put("tenant:a", "k", {"text": "hi"}, now=NOW, ttl_s=60)
     assert await cache.cache_get("tenant:a", "k", NOW + 61) is None
+
+
+@pytest.mark.slow  # a real connection, refused by a closed loopback port
+async def test_an_unreachable_redis_is_logged_without_its_password(caplog):
+    pytest.importorskip("redis")
+    from corral.state.redis_cache import RedisCache
+
+    cache = RedisCache("redis://:redis-pw-4c1d@127.0.0.1:9/0")
+    try:
+        assert await cache.cache_get("tenant:a", "k", NOW) is None
+    finally:
+        await cache.aclose()
+    assert cache.errors == 1
+    assert "redis-pw-4c1d" not in caplog.text
+    assert "response cache at redis://:***@127.0.0.1:9/0 unavailable" in caplog.text
+
+
+async def test_redis_stores_answers_redacted():
+    """The app hands Redis its store's redactor: no secret is written to Redis either."""
+    pytest.importorskip("redis")
+    from corral.observe.redact import Redactor
+    from corral.secrets import register_secret
+    from corral.state.redis_cache import RedisCache
+
+    key = register_secret("redis-cached-key-8e1f")
+    cache = RedisCache("redis://127.0.0.1:9/0", redact=Redactor().json_text)
+    written: list[tuple[str, str]] = []
+
+    async def capture(name: str, value: str, px: int) -> None:
+        written.append((name, value))
+
+    cache._redis.set = capture  # type: ignore[method-assign]  # the write, without a server
+    try:
+        await cache.cache_put("tenant:a", "k", {"text": f"the key {key}"}, now=NOW, ttl_s=60)
+    finally:
+        await cache.aclose()
+    assert written == [("corral:cache:tenant:a:k", '{"text":"the key [REDACTED]"}')]

@@ -93,3 +93,35 @@ async def test_a_read_only_open_checks_the_schema_version_and_writes_nothing(tmp
     with pytest.raises(StateError) as info:
         await SqlStore.open(url, read_only=True)
     assert f"has Corral schema version 1, not this Corral's ({SCHEMA_VERSION})" in str(info.value)
+
+
+def test_an_unparseable_database_url_is_named_without_its_password():
+    import pytest
+
+    from corral.errors import ConfigError
+    from corral.store.sql import make_engine
+
+    with pytest.raises(ConfigError, match="is not a database URL; use sqlite") as error:
+        make_engine("postgresql+psycopg:/app:pg-pw-7c2e@db:notaport/x")
+    assert "pg-pw-7c2e" not in str(error.value) and ":***@" in str(error.value)
+
+
+async def test_journaled_steps_effects_and_cached_answers_are_stored_redacted(tmp_path: Path):
+    """They are read back (replay, a cache hit), so they are redacted but never truncated."""
+    from corral.secrets import register_secret
+
+    key = register_secret("stored-step-key-3b9d")
+    store = await SqlStore.open(f"sqlite:///{tmp_path / 'c.db'}")
+    long_text = "x" * 10_000
+    try:
+        await store.save_step("r1", "1", "tool:t", {"error": f"401 {key}", "long": long_text})
+        await store.record_effect("r1:2", "r1", "t", f"done with {key}")
+        await store.cache_put("tenant:*", "k", {"text": f"sk-{'b' * 30}"}, now=0.0, ttl_s=60)
+        steps = await store.load_steps("r1")
+        effect = await store.effect("r1:2")
+        cached = await store.cache_get("tenant:*", "k", 1.0)
+    finally:
+        await store.close()
+    assert steps == {"1": {"error": "401 [REDACTED]", "long": long_text}}
+    assert effect == {"result": "done with [REDACTED]"}
+    assert cached == {"text": "[REDACTED]"}

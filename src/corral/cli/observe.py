@@ -110,6 +110,7 @@ def stats(
         "fallbacks",
         "repairs",
         "cache_hits",
+        "secrets_redacted",
         "tool_calls",
         "tool_success_rate",
         "breaker",

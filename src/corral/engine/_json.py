@@ -14,6 +14,7 @@ Schema versions of the stored JSON (readers accept older versions and refuse new
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, get_args
 
@@ -162,20 +163,31 @@ class JsonOnly(Serializer):
     DBOS hands it a workflow's inputs (`{"args": (start_json,), "kwargs": {}}`), its output (the
     outcome's JSON string) and, when a workflow raises, the exception (stored as its type name
     and message, read back as a `StateError`). Reading anything that is not JSON fails.
+
+    Args:
+        name: The serializer's name in DBOS's rows.
+        redact: Applied to every JSON text before DBOS stores it (the store's redactor: loaded
+            secrets and key shapes never reach DBOS's tables; a run recovered from them sees
+            `[REDACTED]` where its input held one). It must keep JSON text JSON.
     """
 
-    def __init__(self, name: str = "corral_json") -> None:
+    def __init__(
+        self, name: str = "corral_json", redact: Callable[[str], str] | None = None
+    ) -> None:
         self._name = name
+        self._redact = redact
 
     def name(self) -> str:
         return self._name
 
     def serialize(self, data: Any) -> str:
         if isinstance(data, BaseException):
-            return _dumps({"error": type(data).__name__, "message": str(data)})
-        if isinstance(data, dict) and set(data) == {"args", "kwargs"}:
-            return _dumps({"args": list(data["args"]), "kwargs": data["kwargs"]})
-        return _dumps({"value": data})
+            text = _dumps({"error": type(data).__name__, "message": str(data)})
+        elif isinstance(data, dict) and set(data) == {"args", "kwargs"}:
+            text = _dumps({"args": list(data["args"]), "kwargs": data["kwargs"]})
+        else:
+            text = _dumps({"value": data})
+        return text if self._redact is None else self._redact(text)
 
     def deserialize(self, serialized_data: str) -> Any:
         try:

@@ -14,8 +14,10 @@ Shape (see docs/dbos.md for the measured sharp edges this follows):
   loop and recovered runs execute on the same loop as everything else in the app.
 - DBOS stores only JSON text: the generic workflow takes the run's `RunStart` as one JSON string
   and returns its `RunOutcome` as another, through the `JsonOnly` serializer, and DBOS's pickle
-  is switched off (`corral.engine._json`). A row that holds a pickle is refused, never unpickled;
-  that includes runs left pending by an earlier Corral, whose inputs DBOS pickled: finish those
+  is switched off (`corral.engine._json`). What it stores passes the store's redactor first:
+  no loaded secret or key-shaped string reaches DBOS's tables (a run recovered from them sees
+  `[REDACTED]` in its place). A row that holds a pickle is refused, never unpickled; that
+  includes runs left pending by an earlier Corral, whose inputs DBOS pickled: finish those
   with the old version before upgrading (after it they end in DBOS's ERROR state and waiting for
   them raises a `StateError`).
 - One DBOS instance per process (DBOS is a singleton); a second durable app in the same process
@@ -49,6 +51,7 @@ from corral.engine._json import (
     start_to_json,
 )
 from corral.errors import CorralError, StateError, UsageError
+from corral.secrets import hide_url_password
 from corral.store.executors import HEARTBEAT_S, ExecutorLeases
 from corral.store.sql import SqlStore
 from corral.trace import BatchingRecorder
@@ -195,8 +198,9 @@ class DbosEngine:
         if _database is not None:
             if _database != self._store.url:
                 raise UsageError(
-                    f"this process already runs durable workflows on {_database}; DBOS allows "
-                    f"one database per process, so {self._store.url} cannot be used too"
+                    f"this process already runs durable workflows on "
+                    f"{hide_url_password(_database)}; DBOS allows one database per process, so "
+                    f"{hide_url_password(self._store.url)} cannot be used too"
                 )
             assert _lease is not None
             await _lease.hold()
@@ -216,7 +220,7 @@ class DbosEngine:
                 "executor_id": self._executor_id,
                 "max_executor_threads": self._threads,
                 "log_level": "WARNING",
-                "serializer": JsonOnly(),
+                "serializer": JsonOnly(redact=self._store.redactor.json_text),
             }
         )
         # Called on the loop thread on purpose: DBOS adopts the running loop, so runs recovered at
@@ -246,7 +250,10 @@ class DbosEngine:
                 found = self._store._state_error(cause)
                 return StateError(f"the durable engine could not start: {found}")
             cause = cause.__cause__ or cause.__context__
-        return StateError(f"the durable engine could not start on {self._store._safe_url()}: {exc}")
+        return StateError(
+            f"the durable engine could not start on {self._store._safe_url()}: "
+            f"{self._store.redactor.text(str(exc))}"
+        )
 
     async def run(self, start: RunStart) -> RunOutcome:
         with SetWorkflowID(start.run_id):

@@ -3,6 +3,7 @@
 Each guard is one step, an interceptor with `next` (`corral.guards.step`), living in its
 guard's module. `Guards.chain` composes them in this order, outermost first:
 
+    redact         redact.RedactStep         loaded secrets in the messages become [REDACTED]
     agent_breaker  breaker.AgentBreakerStep  the agent's breaker judges the agent call as a whole
     fallback       router.FallbackStep       the tier's models in order: primary, then fallbacks
     cache          cache.CacheStep           exact, then semantic (only when a cache is set)
@@ -59,6 +60,7 @@ from corral.guards.kill import KillSwitch, KillSwitchStep
 from corral.guards.limiter import LimiterStep, RateLimiter
 from corral.guards.loops import ErrorStreakStep, LoopGuard
 from corral.guards.policy import PRIORITIES, GuardPolicies
+from corral.guards.redact import RedactStep
 from corral.guards.retry import RetryBudget, RetryStep
 from corral.guards.router import FallbackStep
 from corral.guards.step import (
@@ -192,6 +194,7 @@ class Guards:
         """The chain's steps by name, outermost first (the provider last)."""
         p, clock = self.policies, self.clock
         builtin: list[tuple[StepName, GuardStep | None]] = [
+            ("redact", RedactStep()),
             ("agent_breaker", AgentBreakerStep(self.breakers, clock)),
             ("fallback", FallbackStep()),
             (

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["STEP_NAMES", "Emit", "GuardEvent", "GuardStep", "ModelCall", "Next", "StepName"]
 
 StepName = Literal[
+    "redact",
     "agent_breaker",
     "fallback",
     "cache",
@@ -59,8 +60,8 @@ STEP_NAMES: tuple[StepName, ...] = get_args(StepName)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GuardEvent:
     """One guard decision: `kind` is `degrade`, `retry`, `retry_denied`, `fallback`, `breaker`,
-    `queued`, `paused`, `refused`, `cache_hit` or `agent_stopped` (or a custom step's own);
-    `detail` carries its numbers (free-form JSON)."""
+    `queued`, `paused`, `refused`, `cache_hit`, `secret_redacted` or `agent_stopped` (or a
+    custom step's own); `detail` carries its numbers (free-form JSON)."""
 
     kind: str
     detail: dict[str, Any] = field(default_factory=dict)
@@ -102,6 +103,7 @@ class ModelCall:
         "models",
         "request",
         "run",
+        "secrets_redacted",
         "sent_at",
         "timeout_s",
         "use_cache",
@@ -139,6 +141,8 @@ class ModelCall:
         """When the provider was called (clock.monotonic) in this attempt; None: not yet."""
         self.cost = _ZERO
         """What the returned answer cost (USD; 0 for a cached answer)."""
+        self.secrets_redacted = 0
+        """Loaded secret values `redact` replaced in the messages (0: none were there)."""
 
     def call(self, models: list[Model], request: ModelRequest) -> Awaitable[ModelResponse]:
         """Answer `request` with the first model of `models` that can.

@@ -12,7 +12,7 @@ from corral.errors import ConfigError, UnknownNameError
 from corral.model import Model
 from corral.secrets import require_secret
 
-__all__ = ["PROVIDERS", "build_model", "check_models"]
+__all__ = ["PROVIDERS", "build_model", "check_models", "key_variables"]
 
 PROVIDERS = ("anthropic", "local", "openai", "sim")
 
@@ -102,3 +102,19 @@ def check_models(
             require_secret(env, config.secrets_file, provider=provider)
         except ConfigError as exc:
             raise ConfigError(f"{exc.reason} (for {name}, {where})", key=exc.key) from exc
+
+
+def key_variables(config: AppConfig) -> list[str]:
+    """The environment variables holding the API keys `config` names: every configured hosted
+    provider's, and the default one of each built-in hosted provider a tier or fallback uses.
+    The app registers their values for redaction when it opens, before any tool can use one."""
+    names: dict[str, None] = {}
+    for settings in config.providers.values():
+        if settings.kind in _HOSTED:
+            names[settings.api_key_env or _HOSTED[settings.kind][3]] = None
+    models = [*config.tiers.values(), *(m for chain in config.fallbacks.values() for m in chain)]
+    for model in models:
+        provider = model.split(":", 1)[0]
+        if provider in _HOSTED and provider not in config.providers:
+            names[_HOSTED[provider][3]] = None
+    return list(names)

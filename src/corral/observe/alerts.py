@@ -32,6 +32,7 @@ from typing import Any, Literal, Protocol
 
 from corral.clock import Clock
 from corral.observe.webhook import post_json
+from corral.secrets import url_host
 from corral.state.memory import MemoryCooldowns
 from corral.telemetry import AlertPolicy
 from corral.trace import RunRecord, Span
@@ -377,7 +378,9 @@ class AlertMonitor:
                     )
                 except Exception as exc:  # boundary: a down webhook is logged, not raised
                     self.webhook_failures += 1
-                    log.warning("alert webhook %s failed: %s", self.policy.webhook_url, exc)
+                    log.warning(
+                        "alert webhook at %s failed: %s", url_host(self.policy.webhook_url), exc
+                    )
             self.delivered.append(alert)
 
     async def drain(self) -> None:

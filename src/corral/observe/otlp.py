@@ -269,8 +269,11 @@ class OtlpExporter:
         error_type, error_message = None, ""
         if span.status not in ("ok", "replayed_effect"):
             error = span.error or {}
-            error_type = str(error.get("code") or error.get("error") or span.status)
-            error_message = str(error.get("message", span.status))
+            # The status message is error text a tool or provider wrote: redacted like the
+            # payloads (it is not one of them, so `span_fields` does not cover it).
+            redact = self._redactor.text
+            error_type = redact(str(error.get("code") or error.get("error") or span.status))
+            error_message = redact(str(error.get("message", span.status)))
         human: tuple[tuple[str, str], ...] = ()
         if span.kind == "human" and span.attrs:
             human = tuple(

@@ -60,6 +60,7 @@ class _Snapshot(Collector):
                 ("fallbacks", "Fallbacks to another model"),
                 ("repairs", "Output repair attempts"),
                 ("cache_hits", "Answers served from cache"),
+                ("secrets_redacted", "Loaded secret values removed from prompts"),
             )
         }
         tools = family("tool_calls", "Tool calls in the window, by outcome.", ["outcome"])

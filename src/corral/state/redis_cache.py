@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from corral.secrets import hide_url_password
 
 __all__ = ["RedisCache"]
 
@@ -26,9 +29,18 @@ class RedisCache:
     Args:
         url: `redis://host:port/db`.
         prefix: Key prefix (several apps can share one Redis).
+        redact: Applied to each answer's JSON text before it is stored (the app passes its
+            store's redactor: no loaded secret or key-shaped string is written to Redis).
     """
 
-    def __init__(self, url: str, *, prefix: str = "corral:cache") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "corral:cache",
+        redact: Callable[[str], str] | None = None,
+    ) -> None:
+        self._redact = redact
         self._redis = aioredis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
         self._prefix = prefix
         self._url = url
@@ -44,7 +56,11 @@ class RedisCache:
         now = time.monotonic()
         if now - self._warned_at > 60:
             self._warned_at = now
-            log.warning("response cache at %s unavailable (%s); running without it", self._url, exc)
+            log.warning(
+                "response cache at %s unavailable (%s); running without it",
+                hide_url_password(self._url),
+                exc,
+            )
 
     async def cache_get(self, namespace: str, key: str, now: float) -> dict[str, Any] | None:
         try:
@@ -58,10 +74,13 @@ class RedisCache:
         self, namespace: str, key: str, value: dict[str, Any], *, now: float, ttl_s: float
     ) -> None:
         # Redis keeps its own time: the entry lives `ttl_s` from when Redis stores it.
+        text = json.dumps(value, separators=(",", ":"))
+        if self._redact is not None:
+            text = self._redact(text)
         try:
             await self._redis.set(
                 self._key(namespace, key),
-                json.dumps(value, separators=(",", ":")),
+                text,
                 px=max(1, int(ttl_s * 1000)),
             )
         except RedisError as exc:

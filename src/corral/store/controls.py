@@ -72,6 +72,7 @@ class Controls:
         if scope in ("all", "noncritical"):
             name = None
         await self._log.load_key()
+        reason = self._store.redactor.text(reason)  # an operator may paste anything in
 
         def write(conn: sa.Connection) -> int:
             seq = conn.execute(

@@ -53,7 +53,7 @@ class HumanRequests:
             "kind": request.kind,
             "workflow": request.workflow,
             "subject": request.subject,
-            "title": request.title,
+            "title": self._store.redactor.text(request.title),
             # Not `redactor.dump`: it cuts long values to the trace limit, and the approver would
             # see a preview while approving ran the hidden tail.
             "payload": _full_text(self._store.redactor.text, request.payload),
@@ -223,8 +223,8 @@ class HumanRequests:
                 .values(
                     status=STATUS_OF[action],
                     action=action,
-                    value=dump(value),
-                    comment=comment,
+                    value=self._store.redactor.whole(value) if value is not None else None,
+                    comment=self._store.redactor.text(comment) if comment else comment,
                     decided_at=at,
                     decided_by=by,
                 )

@@ -321,6 +321,7 @@ def agent_metrics(conn: sa.Connection, since: datetime) -> dict[str, dict[str, A
                 "fallbacks": 0,
                 "repairs": 0,
                 "cache_hits": 0,
+                "secrets_redacted": 0,
                 "tool_calls": 0,
                 "tool_errors": 0,
                 "breaker": "CLOSED",
@@ -356,6 +357,9 @@ def agent_metrics(conn: sa.Connection, since: datetime) -> dict[str, dict[str, A
                 e["fallbacks"] += 1
             elif row.name == "cache_hit":
                 e["cache_hits"] += 1
+            elif row.name == "secret_redacted":
+                detail = json.loads(row.output) if row.output else {}
+                e["secrets_redacted"] += int(detail.get("secrets", 1))
             elif row.name == "breaker":
                 detail = json.loads(row.output) if row.output else {}
                 e["breaker"] = str(detail.get("state", e["breaker"]))

@@ -32,7 +32,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from corral.contracts import JsonValue, RunId
 from corral.errors import ConfigError, StateError
 from corral.observe.redact import Redactor
-from corral.store._rows import aware, dump, load
+from corral.secrets import hide_url_password
+from corral.store._rows import aware, load
 from corral.store._writer import GroupWriter
 from corral.store.schema import (
     PICO,
@@ -82,7 +83,12 @@ def make_engine(url: str, *, read_only: bool = False) -> sa.Engine:
     try:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError as exc:
-        raise ConfigError(f"{url!r} is not a database URL ({exc})", key="database") from exc
+        shown = hide_url_password(url)
+        raise ConfigError(
+            f"{shown!r} is not a database URL; use sqlite:///path or "
+            "postgresql://user:password@host/db",
+            key="database",
+        ) from exc
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             path = Path(parsed.database)
@@ -438,8 +444,17 @@ class SqlStore:
         return await self._call(read)
 
     async def record_effect(self, key: str, run_id: RunId, tool: str, result: JsonValue) -> None:
-        values = {"key": key, "run_id": run_id, "tool": tool, "result": dump(result) or "null"}
-        await self._write(lambda conn: conn.execute(self._upserts["effects"], values))
+        def write(conn: sa.Connection) -> None:
+            # Redacted in the writer thread, never truncated: a replayed effect reads it back.
+            values = {"key": key, "run_id": run_id, "tool": tool, "result": self._whole(result)}
+            conn.execute(self._upserts["effects"], values)
+
+        await self._write(write)
+
+    def _whole(self, value: JsonValue) -> str:
+        """The stored JSON of a value that is read back (a step, an effect, a cached answer):
+        secrets redacted (they come back as `[REDACTED]`), nothing truncated."""
+        return self.redactor.whole(value)
 
     # -- response cache (a `ResponseCache`) -------------------------------------------------------
 
@@ -460,13 +475,17 @@ class SqlStore:
         self, namespace: str, key: str, value: dict[str, Any], *, now: float, ttl_s: float
     ) -> None:
         """Store an answer for `ttl_s` seconds from `now`."""
-        values = {
-            "namespace": namespace,
-            "key": key,
-            "value": json.dumps(value, separators=(",", ":")),
-            "expires_at": now + ttl_s,
-        }
-        await self._write(lambda conn: conn.execute(self._upserts["cache"], values))
+
+        def write(conn: sa.Connection) -> None:
+            values = {
+                "namespace": namespace,
+                "key": key,
+                "value": self._whole(value),
+                "expires_at": now + ttl_s,
+            }
+            conn.execute(self._upserts["cache"], values)
+
+        await self._write(write)
 
     async def semantic_rows(
         self, scope: str, embedder: str, now: float
@@ -488,14 +507,18 @@ class SqlStore:
         self, scope: str, embedder: str, vector: bytes, value: dict[str, Any], expires_at: float
     ) -> None:
         """Store one semantic-cache entry."""
-        values = {
-            "scope": scope,
-            "embedder": embedder,
-            "vector": vector,
-            "value": json.dumps(value, separators=(",", ":")),
-            "expires_at": expires_at,
-        }
-        await self._write(lambda conn: conn.execute(semantic.insert().values(**values)))
+
+        def write(conn: sa.Connection) -> None:
+            values = {
+                "scope": scope,
+                "embedder": embedder,
+                "vector": vector,
+                "value": self._whole(value),
+                "expires_at": expires_at,
+            }
+            conn.execute(semantic.insert().values(**values))
+
+        await self._write(write)
 
     # -- alerts -----------------------------------------------------------------------------------
 
@@ -595,10 +618,10 @@ class SqlStore:
         """Journal a step's result, with spans written in the same transaction; a second write
         of the same step keeps the first."""
 
-        values = {"run_id": run_id, "step_id": step_id, "name": name, "result": dump(result)}
-        values["result"] = values["result"] or "null"
-
         def write(conn: sa.Connection) -> None:
+            # Redacted in the writer thread, never truncated: replay reads it back.
+            values = {"run_id": run_id, "step_id": step_id, "name": name}
+            values["result"] = self._whole(result)
             conn.execute(self._save_step, values)
             self._write_spans(conn, with_spans)
 
