@@ -30,6 +30,7 @@ from corral.durable import (
     Engine,
     EphemeralEngine,
     EphemeralJournal,
+    Journal,
     RunOutcome,
     RunStart,
 )
@@ -41,6 +42,7 @@ from corral.errors import (
     UnknownNameError,
     UsageError,
 )
+from corral.guards.budget import Cost
 from corral.guards.chain import Guards
 from corral.guards.deadlines import DeadlineHold
 from corral.guards.policy import PRIORITIES, Priority
@@ -284,19 +286,22 @@ class Runner:
         recorder = BatchingRecorder(self._recorder, tap=self._tap)
         guards = self._guards
         hold = DeadlineHold()
+        run_guards = guards.run(
+            run_id, priority=start.priority, tenant=start.tenant, user=start.user
+        )
+        if durable and self.durable is not None:
+            journal: Journal = await self.durable.journal(run_id, recorder)
+            run_guards.attempts = journal  # model calls are recorded before they are sent
+        else:
+            journal = self._no_journal  # remembers nothing: no coroutine to fetch it
         ctx = RunContext(
             RunServices._new(
                 run_id=run_id,
-                # An ephemeral run's journal remembers nothing: no coroutine to fetch it.
-                journal=await self.durable.journal(run_id, recorder)
-                if durable and self.durable is not None
-                else self._no_journal,
+                journal=journal,
                 recorder=recorder,
                 recording=keeps_spans(recorder),
                 clock=clock,
-                guards=guards.run(
-                    run_id, priority=start.priority, tenant=start.tenant, user=start.user
-                ),
+                guards=run_guards,
                 resolve_model=self._resolvers[0],
                 resolve_chain=self._resolvers[1],
                 resolve_workflow=self._resolvers[2],
@@ -326,8 +331,10 @@ class Runner:
             waited = 0.0
             if live.fresh:
                 live.fresh = False
-            elif durable and self._ledger is not None:
-                waited = await self._ledger.human_wait_s(run_id, started)
+            elif durable:
+                await _count_lost_calls(journal, ctx, started)
+                if self._ledger is not None:
+                    waited = await self._ledger.human_wait_s(run_id, started)
             # `started` is now: reading the clock again costs.
             remaining = start.deadline_at + waited - started.timestamp()
             if remaining <= 0:
@@ -387,4 +394,21 @@ class Runner:
             usage=usage,
             # Handed over in this process (never stored): the caller need not validate again.
             value=end.value if wf.output is not None else None,
+        )
+
+
+async def _count_lost_calls(journal: Journal, ctx: RunContext, at: datetime) -> None:
+    """A resumed run counts the model calls it sent before the crash whose answers never
+    reached the journal: the provider may have answered and billed them, so each one's
+    reservation is spent (in the run's budget and cost; the store wrote them to the ledger)."""
+    for lost in await journal.take_lost(at):
+        ctx.guards.budget.charge(Cost(usd=lost.usd, tokens=lost.tokens, model_calls=1))
+        ctx.stats.add(lost.tokens, 0, lost.usd)
+        log.warning(
+            "run %s: a call to %s (step %s) was sent before a crash and never journaled; its "
+            "reservation ($%s) is counted as spent",
+            ctx.run_id,
+            lost.model,
+            lost.step_id,
+            lost.usd,
         )

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
 from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel
@@ -35,6 +37,7 @@ __all__ = [
     "EphemeralEngine",
     "EphemeralJournal",
     "Journal",
+    "LostAttempt",
     "MemoryEffects",
     "RunExecutor",
     "RunOutcome",
@@ -110,12 +113,34 @@ class Effects(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LostAttempt:
+    """A model call sent before a crash whose step never reached the journal: the provider
+    may have answered and billed it, so the resumed run counts its reservation as spent."""
+
+    step_id: str
+    model: str
+    usd: Decimal
+    tokens: int
+
+
 class Journal(Effects, Protocol):
-    """The checkpointed steps and executed side effects of one run."""
+    """The checkpointed steps and executed side effects of one run, and the model calls sent
+    but not yet journaled."""
 
     async def step(self, step_id: str, name: str, fn: StepFn) -> JsonValue:
         """Run `fn` as step `step_id`: a step completed before a crash returns its recorded
         result without running again (at-least-once for the step in flight at the crash)."""
+        ...
+
+    async def attempt(self, step_id: str, model: str, usd: Decimal, tokens: int) -> None:
+        """A model call of step `step_id` is about to be sent, reserving `usd` and `tokens`:
+        recorded (durably, before it is sent) until the step is journaled."""
+        ...
+
+    async def take_lost(self, at: datetime) -> list[LostAttempt]:
+        """The calls recorded by `attempt` whose step was never journaled (sent before a
+        crash), written to the cost ledger as model spans at `at` and cleared, in one step."""
         ...
 
 
@@ -141,6 +166,12 @@ class EphemeralJournal:
 
     async def step(self, step_id: str, name: str, fn: StepFn) -> JsonValue:
         return await fn()
+
+    async def attempt(self, step_id: str, model: str, usd: Decimal, tokens: int) -> None:
+        return None  # nothing survives the process: nothing to count after a crash
+
+    async def take_lost(self, at: datetime) -> list[LostAttempt]:
+        return []
 
     async def effect(self, key: str) -> dict[str, JsonValue] | None:
         return await self._effects.effect(key)

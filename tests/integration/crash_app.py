@@ -2,7 +2,8 @@
 
 Usage: python -m tests.integration.crash_app DATABASE_URL RUN_ID KILL_AT LEDGER
 
-KILL_AT is `none`, `after-step:N` (die right after the journal records the N-th step) or
+KILL_AT is `none`, `after-step:N` (die right after the journal records the N-th step),
+`in-model:N` (die when the N-th model call has answered, before Corral sees the answer) or
 `in-effect` (die after the side effect ran and was recorded, before its step is journaled).
 LEDGER is a file every model call and every real side effect appends a line to, so the test can
 count what was paid for and what happened in the world.
@@ -76,7 +77,11 @@ class CountingSim:
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         log_line("model", request.metadata.get("step_id", "?"))
-        return await self.inner.complete(request)
+        answer = await self.inner.complete(request)
+        self.calls = getattr(self, "calls", 0) + 1
+        if kill_at == f"in-model:{self.calls}":
+            os.kill(os.getpid(), signal.SIGKILL)  # answered (and billed), not yet journaled
+        return answer
 
 
 @tool(side_effect=True)
@@ -167,6 +172,7 @@ async def main() -> None:
                 "output": result.output.model_dump() if result.output else None,
                 "error": result.error,
                 "calls": result.usage.calls,
+                "cost_usd": str(result.usage.cost_usd),
             }
         )
     )

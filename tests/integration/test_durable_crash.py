@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,32 @@ def test_a_resumed_run_still_counts_what_it_spent_before_the_crash(tmp_path: Pat
     assert resumed["error"]["dimension"] == "model_calls"
     paid = [e for e in _ledger(ledger) if e["kind"] == "model"]
     assert len(paid) == 2, "the budget allowed exactly two model calls in total"
+
+
+def test_a_call_answered_but_lost_in_a_crash_is_counted_when_the_run_resumes(
+    database: str, tmp_path: Path
+) -> None:
+    """The provider answered (and billed) the second model call, then the process died before
+    the answer was journaled: the resumed run pays for it again (unavoidable) but counts the
+    first payment too, in its cost and in the cost ledger."""
+    reference = _final(_run(f"sqlite:///{tmp_path / 'r.db'}", "ref", "none", tmp_path / "r.jsonl"))
+    ledger = tmp_path / "ledger.jsonl"
+    crashed = _run(database, "run-l", "in-model:2", ledger)
+    assert crashed.returncode == KILLED, crashed.stderr[-2000:]
+    resumed = _final(_run(database, "run-l", "none", ledger))
+    assert resumed["status"] == "succeeded"
+    paid = Counter(e["detail"] for e in _ledger(ledger) if e["kind"] == "model")
+    assert paid == {"1.1": 1, "2.1": 2, "3.1": 1}, paid
+    # The lost call is counted at its reservation (at least what it cost), never at nothing.
+    assert Decimal(resumed["cost_usd"]) > Decimal(reference["cost_usd"])
+    assert resumed["calls"] == reference["calls"] + 1
+    show = subprocess.run(
+        [sys.executable, "-m", "corral.cli.main", "show", "run-l", "--db", database],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert show.returncode == 0, show.stderr
+    assert "lost_in_crash" in show.stdout or "lost" in show.stdout, show.stdout

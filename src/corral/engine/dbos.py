@@ -35,13 +35,15 @@ import contextlib
 import logging
 import time
 import uuid
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from dbos import DBOS, SetWorkflowID
 from sqlalchemy.exc import OperationalError
 
 from corral.contracts import JsonValue, RunId
-from corral.durable import RunExecutor, RunOutcome, RunStart, StepFn
+from corral.durable import LostAttempt, RunExecutor, RunOutcome, RunStart, StepFn
 from corral.engine._json import (
     JsonOnly,
     outcome_from_json,
@@ -105,6 +107,12 @@ class SqlJournal:
         await self._store.save_step(self._run_id, step_id, name, result, with_spans=held)
         self._done[step_id] = result
         return result
+
+    async def attempt(self, step_id: str, model: str, usd: Decimal, tokens: int) -> None:
+        await self._store.record_attempt(self._run_id, step_id, model, usd, tokens)
+
+    async def take_lost(self, at: datetime) -> list[LostAttempt]:
+        return await self._store.take_lost_attempts(self._run_id, at)
 
     async def effect(self, key: str) -> dict[str, JsonValue] | None:
         return await self._store.effect(key)

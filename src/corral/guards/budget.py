@@ -524,6 +524,7 @@ class BudgetStep:
                 break
             except BudgetExhaustedError as exc:
                 await self._refused(call, exc)
+        call.held = (usd, tokens)
         try:
             response = await next(call)
         except BaseException:

@@ -43,6 +43,8 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Iterable
+from decimal import Decimal
+from typing import Protocol
 
 from corral.clock import Clock
 from corral.contracts import RunId
@@ -75,6 +77,7 @@ from corral.guards.step import (
 from corral.model import UNPRICED, ModelResponse, Pricer
 
 __all__ = [
+    "Attempts",
     "GuardEvent",
     "GuardStep",
     "Guards",
@@ -83,6 +86,15 @@ __all__ = [
     "RunGuards",
     "estimate_input_tokens",
 ]
+
+
+class Attempts(Protocol):
+    """Where a durable run records a model call before sending it (its journal), so a call
+    answered but lost in a crash is counted when the run resumes."""
+
+    async def attempt(self, step_id: str, model: str, usd: Decimal, tokens: int) -> None:
+        """Record (durably) that step `step_id` sends a call to `model` holding `usd`, `tokens`."""
+        ...
 
 
 class ProviderStep:
@@ -102,6 +114,9 @@ class ProviderStep:
         kill, model, run_id = self.kill, call.model, call.run.run_id
         if kill.engaged:  # halted while it queued
             kill.check(run_id, call.agent)
+        journal = call.run.attempts
+        if journal is not None:  # durable: recorded before it is sent, in case we crash
+            await journal.attempt(call.request.metadata.get("step_id", ""), model.name, *call.held)
         call.sent_at = self.clock.monotonic()
         # The watch is the call's timeout and its halt switch in one object (one loop timer).
         watch = kill.watch(run_id, call.agent, call.timeout_s)
@@ -300,4 +315,6 @@ class RunGuards:
         self.tenant = tenant
         self.user = user
         self.budget = RunBudget(guards.policies.budget, run_id, guards.run_accounts)
+        self.attempts: Attempts | None = None
+        """A durable run's journal: model calls are recorded there before they are sent."""
         self.loops = LoopGuard(guards.policies.loops)

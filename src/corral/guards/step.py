@@ -73,6 +73,7 @@ Emit = Callable[[GuardEvent], Awaitable[None]]
 """Records a guard decision (the agent call turns it into a `guard` span)."""
 
 _ZERO = Decimal(0)
+_NOTHING_HELD = (_ZERO, 0)
 
 
 class ModelCall:
@@ -98,6 +99,7 @@ class ModelCall:
         "cost",
         "emit",
         "give_up",
+        "held",
         "input_tokens",
         "model",
         "models",
@@ -135,6 +137,8 @@ class ModelCall:
         """The request's input, estimated (`estimate_input_tokens`)."""
         self.attempt = 0
         """1 for a model's first attempt, 2 for its first retry, ..."""
+        self.held: tuple[Decimal, int] = _NOTHING_HELD
+        """What the budget holds for this attempt (USD, tokens): set by `budget`."""
         self.give_up = False
         """Set by `error_streak`: this agent is stopped, so retrying is pointless."""
         self.sent_at: float | None = None

@@ -1,7 +1,8 @@
 """Every table Corral keeps in its database, in one `metadata`: the one place to read the schema.
 
 - run data: `corral_runs`, `corral_spans` (the cost ledger), `corral_steps` (the journal),
-  `corral_effects` (recorded side effects);
+  `corral_effects` (recorded side effects), `corral_attempts` (model calls sent but not yet
+  journaled);
 - caches: `corral_cache` (responses), `corral_semantic` (semantic cache);
 - operator state: `corral_alerts`, `corral_human_requests`, `corral_controls`, `corral_tokens`,
   `corral_sessions` (dashboard logins), `corral_audit` and `corral_audit_checkpoints` (the hash
@@ -29,6 +30,7 @@ __all__ = [
     "VERSION_TABLE",
     "alerts",
     "audit",
+    "attempts",
     "audit_checkpoints",
     "cache",
     "controls",
@@ -45,7 +47,7 @@ __all__ = [
     "tokens",
 ]
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 _CHANGELOG = {
     1: "runs, spans, steps, effects",
     2: "response cache",
@@ -54,6 +56,7 @@ _CHANGELOG = {
     5: "human requests, operator controls, API tokens, audit log",
     6: "executor leases",
     7: "dashboard login sessions",
+    8: "model call attempts (spend made before a crash)",
 }
 """What each schema version added."""
 VERSION_TABLE = "corral_alembic_version"
@@ -113,6 +116,20 @@ spans = sa.Table(
     sa.Column("attrs", sa.Text),
     sa.Column("cost_pusd", sa.BigInteger, nullable=False, default=0),
 )
+attempts = sa.Table(
+    "corral_attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), nullable=False, index=True),
+    sa.Column("step_id", sa.String(64), nullable=False),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("usd", sa.String(40), nullable=False),
+    sa.Column("tokens", sa.Integer, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+"""A durable run's model call, written before it is sent and deleted when its step is
+journaled: one still here when the run resumes was paid for (up to its reservation) and lost in
+a crash."""
 steps = sa.Table(
     "corral_steps",
     metadata,

@@ -30,6 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from corral.contracts import JsonValue, RunId
+from corral.durable import LostAttempt
 from corral.errors import ConfigError, StateError
 from corral.observe.redact import Redactor
 from corral.secrets import hide_url_password
@@ -40,6 +41,7 @@ from corral.store.schema import (
     SCHEMA_VERSION,
     VERSION_TABLE,
     alerts,
+    attempts,
     cache,
     effects,
     human_requests,
@@ -568,6 +570,7 @@ class SqlStore:
                 for name, table in (
                     ("spans", spans),
                     ("steps", steps),
+                    ("attempts", attempts),
                     ("effects", effects),
                     ("human_requests", human_requests),
                 ):
@@ -618,14 +621,57 @@ class SqlStore:
         """Journal a step's result, with spans written in the same transaction; a second write
         of the same step keeps the first."""
 
+        clears = name.startswith("model:")  # its attempts are accounted for by the step now
+
         def write(conn: sa.Connection) -> None:
             # Redacted in the writer thread, never truncated: replay reads it back.
             values = {"run_id": run_id, "step_id": step_id, "name": name}
             values["result"] = self._whole(result)
             conn.execute(self._save_step, values)
+            if clears:
+                conn.execute(
+                    attempts.delete().where(
+                        attempts.c.run_id == run_id, attempts.c.step_id == step_id
+                    )
+                )
             self._write_spans(conn, with_spans)
 
         await self._write(write)
+
+    async def record_attempt(
+        self, run_id: RunId, step_id: str, model: str, usd: Decimal, tokens: int
+    ) -> None:
+        """A model call of a durable run is about to be sent: recorded, committed on return,
+        until its step is journaled (`save_step` clears it)."""
+        values = {
+            "run_id": run_id,
+            "step_id": step_id,
+            "model": model,
+            "usd": str(usd),
+            "tokens": tokens,
+            "at": datetime.now(UTC),
+        }
+        await self._write(lambda conn: conn.execute(attempts.insert(), values))
+
+    async def take_lost_attempts(self, run_id: RunId, at: datetime) -> list[LostAttempt]:
+        """The run's recorded attempts whose step was never journaled (sent before a crash):
+        each becomes a model span in the cost ledger (status `error`, its reservation as its
+        cost, `attrs.lost = true`) and is cleared, in one transaction."""
+
+        def take(conn: sa.Connection) -> list[LostAttempt]:
+            rows = conn.execute(
+                sa.select(attempts).where(attempts.c.run_id == run_id).order_by(attempts.c.id)
+            ).all()
+            if not rows:
+                return []
+            conn.execute(attempts.delete().where(attempts.c.id.in_([r.id for r in rows])))
+            self._write_spans(conn, [_lost_span(run_id, r, at) for r in rows])
+            return [
+                LostAttempt(step_id=r.step_id, model=r.model, usd=Decimal(r.usd), tokens=r.tokens)
+                for r in rows
+            ]
+
+        return await self.transact(take)
 
     # -- queries (CLI, dashboard) ---------------------------------------------------------------
 
@@ -724,3 +770,26 @@ def _step_order(step_id: str) -> list[tuple[int, int]]:
         digits = "".join(c for c in part if c.isdigit())
         key.append((0 if part.isdigit() else 1, int(digits) if digits else 0))
     return key
+
+
+def _lost_span(run_id: RunId, row: sa.Row[Any], at: datetime) -> Span:
+    """The cost-ledger entry of a model call lost in a crash: its reservation, as spent."""
+    return Span(
+        run_id=run_id,
+        step_id=f"{row.step_id}.lost{row.id}",
+        parent_id=row.step_id,
+        kind="model",
+        name=f"model:{row.model}",
+        agent=None,
+        model=row.model,
+        tokens_in=row.tokens,
+        cost_usd=Decimal(row.usd),
+        status="error",
+        error={
+            "code": "lost_in_crash",
+            "message": "sent before a crash and never journaled: its reservation is counted as "
+            "spent (the provider may have answered and billed it)",
+        },
+        started_at=aware(row.at) or at,
+        attrs={"lost": True, "counted_at": at.isoformat()},
+    )
