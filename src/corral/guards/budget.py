@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -41,6 +42,7 @@ __all__ = [
     "Cost",
     "DailyAccounts",
     "DailyLedger",
+    "InputRatios",
     "Limits",
     "Reservation",
     "RunAccount",
@@ -198,10 +200,10 @@ class DailyAccounts:
 class Reservation:
     """One model call's worst case (USD, tokens, one call) held in the run's account and in
     today's shared accounts until the call is settled; settle it once (a second settle
-    changes nothing).
+    changes nothing). Settling wakes calls of the run waiting for room (`RunBudget.settled`).
 
     Args:
-        account: The run's account (the hold is already made there).
+        budget: The run's budget (the hold is already made in its account).
         usd: The worst case in USD.
         tokens: The worst case in tokens (input plus the maximum output).
         floor_usd: What a call that failed after it was sent is charged (its input).
@@ -209,18 +211,18 @@ class Reservation:
         daily: The shared accounts the store holds it on too (None: no daily limit applies).
     """
 
-    __slots__ = ("account", "daily", "floor_tokens", "floor_usd", "settled", "tokens", "usd")
+    __slots__ = ("budget", "daily", "floor_tokens", "floor_usd", "settled", "tokens", "usd")
 
     def __init__(
         self,
-        account: RunAccount,
+        budget: RunBudget,
         usd: Decimal,
         tokens: int,
         floor_usd: Decimal,
         floor_tokens: int,
         daily: DailyAccounts | None,
     ) -> None:
-        self.account = account
+        self.budget = budget
         self.usd, self.tokens = usd, tokens
         self.floor_usd, self.floor_tokens = floor_usd, floor_tokens
         self.daily = daily
@@ -231,9 +233,12 @@ class Reservation:
         if self.settled:
             return
         self.settled = True
-        self.account.settle(self.usd, self.tokens, usd, tokens)
+        budget = self.budget
+        budget.account.settle(self.usd, self.tokens, usd, tokens)
         if self.daily is not None:
             self.daily.store.settle(self.daily.keys, self.usd, self.tokens, usd, tokens)
+        if budget.waiting:
+            budget.wake()
 
     def settle_failed(self) -> None:
         """The call failed after it was sent, without usage: keep the input, refund the rest."""
@@ -244,9 +249,12 @@ class Reservation:
         if self.settled:
             return
         self.settled = True
-        self.account.release(self.usd, self.tokens)
+        budget = self.budget
+        budget.account.release(self.usd, self.tokens)
         if self.daily is not None:
             self.daily.store.release(self.daily.keys, self.usd, self.tokens)
+        if budget.waiting:
+            budget.wake()
 
 
 @functools.lru_cache(maxsize=64)
@@ -299,6 +307,8 @@ class RunBudget:
             accounts = memory_run_accounts()
         self.account: RunAccount = accounts.open(run_id, limits)
         self.run_id = run_id
+        self.waiting: list[asyncio.Future[None]] = []
+        """Calls waiting for one of the run's reservations to settle (`settled`)."""
 
     def reserve(
         self,
@@ -324,7 +334,31 @@ class RunBudget:
             if refusal is not None:
                 account.release(usd, tokens)
                 raise refusal
-        return Reservation(account, usd, tokens, floor_usd, floor_tokens, daily)
+        return Reservation(self, usd, tokens, floor_usd, floor_tokens, daily)
+
+    @property
+    def in_flight(self) -> int:
+        """The run's calls holding a reservation now."""
+        return int(self.account.reserved["model_calls"])
+
+    async def settled(self) -> None:
+        """Wait until one of the run's reservations settles or is released (a call that did
+        not fit may fit once a call in flight costs less than its worst case). Each call in
+        flight is bounded by its timeout, so the wait is too."""
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiting.append(waiter)
+        try:
+            await waiter
+        finally:
+            if waiter in self.waiting:
+                self.waiting.remove(waiter)
+
+    def wake(self) -> None:
+        """A reservation settled: every waiting call tries again."""
+        waiting, self.waiting = self.waiting, []
+        for waiter in waiting:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def charge(self, actual: Cost) -> None:
         """Count spend without a reservation (a step replayed from the journal after a crash)."""
@@ -492,6 +526,57 @@ class DailyLedger:
             waiter.cancel()
 
 
+class InputRatios:
+    """Each model's ratio of the input tokens it counts to Corral's estimate
+    (`estimate_input_tokens`), learned from its answers: tokenizers differ (a model that counts
+    4x the estimate billed a $1 run $2.04 before this).
+
+    Until a model has answered once, its calls go one at a time (the others wait for the first
+    answer, which teaches the ratio): so at most one call per model is ever reserved on an
+    unlearned estimate. The ratio follows a rise at once and a fall slowly, so reservations stay
+    on the safe side of what the model counts.
+    """
+
+    def __init__(self) -> None:
+        self._ratio: dict[str, float] = {}
+        self._learning: dict[str, asyncio.Future[None]] = {}
+
+    def of(self, model: str) -> float | None:
+        """The learned ratio of `model` (None: it has not answered yet)."""
+        return self._ratio.get(model)
+
+    async def first_call(self, model: str) -> bool:
+        """Wait while another call is teaching `model`'s ratio; True when this call is to
+        teach it (the ratio is still unknown), False once it is known."""
+        while model not in self._ratio:
+            teacher = self._learning.get(model)
+            if teacher is None:
+                self._learning[model] = asyncio.get_running_loop().create_future()
+                return True
+            await asyncio.shield(teacher)
+        return False
+
+    def learned(self, model: str, estimate: int, counted: int | None) -> None:
+        """An answer of `model` counted `counted` input tokens for an estimate of `estimate`
+        (None or 0: it reported no usage, so the estimate stands)."""
+        if counted and estimate > 0:
+            seen = counted / estimate
+            was = self._ratio.get(model)
+            self._ratio[model] = seen if was is None or seen > was else 0.9 * was + 0.1 * seen
+        elif model not in self._ratio and counted is not None:
+            self._ratio[model] = 1.0
+        self._done(model)
+
+    def gave_up(self, model: str) -> None:
+        """The teaching call ended without an answer: the next call teaches instead."""
+        self._done(model)
+
+    def _done(self, model: str) -> None:
+        teacher = self._learning.pop(model, None)
+        if teacher is not None and not teacher.done():
+            teacher.set_result(None)
+
+
 class BudgetStep:
     """The guard chain's budget step: reserve the call's worst case in the run's account and
     today's daily accounts before it, settle with what it cost after.
@@ -501,33 +586,51 @@ class BudgetStep:
     deadline still bounds the wait).
     """
 
-    def __init__(self, daily: DailyLedger, pricer: Pricer) -> None:
+    def __init__(self, daily: DailyLedger, pricer: Pricer, ratios: InputRatios) -> None:
         self.daily = daily
         self.pricer = pricer
+        self.ratios = ratios
 
     async def __call__(self, call: ModelCall, next: Next) -> ModelResponse:
-        run, request = call.run, call.request
-        input_tokens = call.input_tokens
-        usd, floor_usd = self.pricer.call_costs(
-            call.model.name, input_tokens, request.max_output_tokens
-        )
+        run, request, model = call.run, call.request, call.model.name
+        ratio = self.ratios.of(model)
+        teaching = False
+        if ratio is None:  # the model has not answered yet: learn its tokenizer first
+            teaching = await self.ratios.first_call(model)
+            ratio = self.ratios.of(model) or 1.0
+        estimate = call.input_tokens
+        input_tokens = estimate if ratio <= 1.0 else math.ceil(estimate * ratio)
+        usd, floor_usd = self.pricer.call_costs(model, input_tokens, request.max_output_tokens)
         tokens = input_tokens + request.max_output_tokens
-        while True:
-            try:
-                reservation = run.budget.reserve(
-                    usd,
-                    tokens,
-                    floor_usd=floor_usd,
-                    floor_tokens=input_tokens,
-                    daily=self.daily.accounts(tenant=run.tenant, user=run.user),
-                )
-                break
-            except BudgetExhaustedError as exc:
-                await self._refused(call, exc)
+        try:
+            while True:
+                try:
+                    reservation = run.budget.reserve(
+                        usd,
+                        tokens,
+                        floor_usd=floor_usd,
+                        floor_tokens=input_tokens,
+                        daily=self.daily.accounts(tenant=run.tenant, user=run.user),
+                    )
+                    break
+                except BudgetExhaustedError as exc:
+                    if exc.scope == "run" and run.budget.in_flight:
+                        # Calls in flight hold their worst case and usually settle for less:
+                        # wait for one before refusing (50 parallel calls on $1 stopped at
+                        # $0.59 when this refused at once).
+                        await run.budget.settled()
+                        continue
+                    await self._refused(call, exc)
+        except BaseException:
+            if teaching:
+                self.ratios.gave_up(model)
+            raise
         call.held = (usd, tokens)
         try:
             response = await next(call)
         except BaseException:
+            if teaching:
+                self.ratios.gave_up(model)
             # The provider may bill the input of a call it was sent; one never sent costs 0.
             if call.sent_at is None:
                 reservation.release()
@@ -535,6 +638,7 @@ class BudgetStep:
                 reservation.settle_failed()
             raise
         reservation.settle(call.cost, response.input_tokens + response.output_tokens)
+        self.ratios.learned(model, estimate, response.input_tokens)
         return response
 
     async def _refused(self, call: ModelCall, exc: BudgetExhaustedError) -> None:

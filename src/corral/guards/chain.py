@@ -53,6 +53,7 @@ from corral.guards.breaker import AgentBreakerStep, BreakerRegistry, BreakerStep
 from corral.guards.budget import (
     BudgetStep,
     DailyLedger,
+    InputRatios,
     RunAccounts,
     RunBudget,
     memory_run_accounts,
@@ -183,6 +184,8 @@ class Guards:
         self.retry_budget = RetryBudget(policies.retry, clock)
         self.kill = KillSwitch(clock)
         self.daily = DailyLedger(policies.daily, clock)
+        self.input_ratios = InputRatios()
+        """What each model counts as input against the estimate, learned from its answers."""
         self.rng = random.Random(seed)
         self._cache: ResponseCache | None = None
         self._semantic: SemanticCache | None = None
@@ -221,7 +224,7 @@ class Guards:
             ("retry", RetryStep(self.retry_budget, clock, self.rng)),
             ("kill_switch", KillSwitchStep(self.kill)),
             ("error_streak", ErrorStreakStep(p.loops)),
-            ("budget", BudgetStep(self.daily, self.pricer)),
+            ("budget", BudgetStep(self.daily, self.pricer, self.input_ratios)),
             ("breaker", BreakerStep(self.breakers, clock)),
             # No limits configured: not in the chain.
             ("limiter", LimiterStep(self.limiter, clock) if p.limits else None),
