@@ -187,7 +187,10 @@ class AgentCall(Generic[In, Out]):
                         attrs=_loop_attrs(rounds, repairs, invalid_calls),
                     )
                 return output
-        except AgentError as exc:
+        except (AgentError, LimitError) as exc:
+            # A refused call (budget, rate limit, loop, kill switch...) ends the agent call too:
+            # its span holds the guard spans of the refusal (a trace with no parent for them
+            # shows them detached in an OTLP backend, and at the root of `corral show`).
             await self._agent_span(
                 agent, started, t0, error=exc, attrs=_loop_attrs(rounds, repairs, invalid_calls)
             )
@@ -200,7 +203,7 @@ class AgentCall(Generic[In, Out]):
         t0: float,
         *,
         output: BaseModel | None = None,
-        error: AgentError | None = None,
+        error: AgentError | LimitError | None = None,
         attrs: dict[str, JsonValue] | None = None,
     ) -> None:
         if not self.recording:
@@ -371,7 +374,8 @@ class AgentCall(Generic[In, Out]):
         tier: str,
     ) -> ModelResponse | dict[str, Any]:
         """One model step's call through the guard chain: the response, or `{"error": ...}` for
-        a provider failure (journaled like an answer). A guard's refusal raises."""
+        a provider failure (journaled like an answer). A guard's refusal raises, after the
+        refused step's model span is recorded (the parent of its guard spans)."""
         step_id = self._model_step_id
         started, t0 = (self.clock.now(), self.clock.monotonic()) if self.recording else (None, 0.0)
         caller = ModelCall(
@@ -402,8 +406,22 @@ class AgentCall(Generic[In, Out]):
             return {"error": exc.to_dict()}
         except LimitError as exc:
             # A refusal is not journaled: after a restart (or a raised limit) the guard decides
-            # again.
+            # again. The refused step still gets its model span (like a breaker's refusal above):
+            # it is the parent of this step's guard spans, in the store and over OTLP.
             await self._emit(GuardEvent(kind="refused", detail=exc.to_dict(), alert=True))
+            await self._record(
+                kind="model",
+                step_id=step_id,
+                parent_id=self.step_id,
+                name=agent.name,
+                model=models[0].name,
+                input=_span_messages(messages) if self.recording else None,
+                error=exc.to_dict(),
+                status="error",
+                started=started,
+                t0=t0,
+                tier=tier,
+            )
             raise
         if self.recording:
             await self._record(
