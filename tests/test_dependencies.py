@@ -80,7 +80,7 @@ def test_every_locked_package_has_a_sha256_hash_and_the_local_build_is_left_out(
         assert not unhashed, f"{lock.name}: no hash for {unhashed} (pip --require-hashes fails)"
     assert BUILT_HERE not in pinned(LOCK)
     # What install.sh needs to install Corral without build isolation is in the lock too.
-    assert {"hatchling", "editables"} <= set(pinned(LOCK))
+    assert {"hatchling", "editables", "pip"} <= set(pinned(LOCK))
 
 
 def test_the_model_packages_and_the_local_build_are_pinned_where_install_sh_uses_them():
