@@ -6,6 +6,7 @@ crash mid-agent resumes after the last completed model call instead of paying fo
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -187,12 +188,17 @@ class AgentCall(Generic[In, Out]):
                         attrs=_loop_attrs(rounds, repairs, invalid_calls),
                     )
                 return output
-        except (AgentError, LimitError) as exc:
-            # A refused call (budget, rate limit, loop, kill switch...) ends the agent call too:
-            # its span holds the guard spans of the refusal (a trace with no parent for them
-            # shows them detached in an OTLP backend, and at the root of `corral show`).
+        except (AgentError, LimitError, asyncio.CancelledError) as exc:
+            # A refused call (budget, rate limit, loop, kill switch...) or one cancelled (the
+            # run's deadline, a sibling's failure) ends the agent call too: its span holds the
+            # guard spans already recorded (a trace with no parent for them shows them detached
+            # in an OTLP backend, and at the root of `corral show`).
             await self._agent_span(
-                agent, started, t0, error=exc, attrs=_loop_attrs(rounds, repairs, invalid_calls)
+                agent,
+                started,
+                t0,
+                error=_CANCELLED if isinstance(exc, asyncio.CancelledError) else exc.to_dict(),
+                attrs=_loop_attrs(rounds, repairs, invalid_calls),
             )
             raise
 
@@ -203,7 +209,7 @@ class AgentCall(Generic[In, Out]):
         t0: float,
         *,
         output: BaseModel | None = None,
-        error: AgentError | LimitError | None = None,
+        error: dict[str, Any] | None = None,
         attrs: dict[str, JsonValue] | None = None,
     ) -> None:
         if not self.recording:
@@ -217,7 +223,7 @@ class AgentCall(Generic[In, Out]):
             model=self.last_model,
             input=dump_payload(self.payload),
             output=dump_payload(output) if output is not None else None,
-            error=error.to_dict() if error is not None else None,
+            error=error,
             status="ok" if error is None else "error",
             started=started,
             t0=t0,
@@ -404,11 +410,14 @@ class AgentCall(Generic[In, Out]):
                 tier=tier,
             )
             return {"error": exc.to_dict()}
-        except LimitError as exc:
+        except (LimitError, asyncio.CancelledError) as exc:
             # A refusal is not journaled: after a restart (or a raised limit) the guard decides
-            # again. The refused step still gets its model span (like a breaker's refusal above):
-            # it is the parent of this step's guard spans, in the store and over OTLP.
-            await self._emit(GuardEvent(kind="refused", detail=exc.to_dict(), alert=True))
+            # again. The refused or cancelled step still gets its model span (like a breaker's
+            # refusal above): it is the parent of this step's guard spans (a retry, a queue
+            # wait...), in the store and over OTLP.
+            error = _CANCELLED if isinstance(exc, asyncio.CancelledError) else exc.to_dict()
+            if isinstance(exc, LimitError):
+                await self._emit(GuardEvent(kind="refused", detail=error, alert=True))
             await self._record(
                 kind="model",
                 step_id=step_id,
@@ -416,7 +425,7 @@ class AgentCall(Generic[In, Out]):
                 name=agent.name,
                 model=models[0].name,
                 input=_span_messages(messages) if self.recording else None,
-                error=exc.to_dict(),
+                error=error,
                 status="error",
                 started=started,
                 t0=t0,
@@ -610,6 +619,12 @@ class AgentCall(Generic[In, Out]):
             _span(self.clock, run_id=self.run.run_id, agent=self.agent.name, **fields)
         )
 
+
+_CANCELLED: dict[str, Any] = {
+    "code": "cancelled",
+    "message": "cancelled before it finished (the run's deadline, a halt, or a failed sibling)",
+}
+"""The error of a model or agent span whose call was cancelled."""
 
 _REFUSED_PREVIEW_CHARS = 2_000
 _REFUSED_ERRORS = 20
