@@ -326,3 +326,69 @@ async def test_a_model_call_that_hangs_times_out_and_is_retried():
     assert result.error["code"] == "provider_error"
     assert result.error["details"]["code"] == "provider_timeout"
     assert Hanging.calls == 3  # each attempt timed out, then retried
+
+
+async def test_a_refused_call_leaves_its_agent_and_model_spans_as_parents_of_the_guard_spans():
+    from corral.guards import BudgetPolicy, GuardPolicies
+
+    model = FakeModel([{"answer": "never", "score": 1}])
+    app, recorder, _ = ephemeral_app(
+        models={"fake:model": model},
+        tiers={"small": "fake:model"},
+        guards=GuardPolicies(budget=BudgetPolicy(usd=Decimal("0.000001"))),
+    )
+    agent = Agent(name="answerer", instructions="Answer.", input=Question, output=Answer)
+
+    @app.workflow
+    async def ask(ctx: RunContext, q: Question) -> Answer:
+        return await ctx.call(agent, q)
+
+    result = await app.run("ask", {"text": "too dear"})
+    assert result.status == "budget_exhausted"
+    assert model.requests == []  # refused before the provider
+    spans = {s.step_id: s for s in recorder.spans_of(result.run_id)}
+    guards = [s for s in spans.values() if s.kind == "guard"]
+    assert guards and {s.name for s in guards} == {"refused"}
+    for guard in guards:  # every guard span has its whole chain of parents
+        step = spans[guard.parent_id]
+        assert step.kind == "model" and step.status == "error"
+        assert step.error is not None and step.error["code"] == "budget_exhausted"
+        call = spans[step.parent_id]
+        assert call.kind == "agent" and call.name == "answerer" and call.status == "error"
+        assert call.error is not None and call.error["code"] == "budget_exhausted"
+
+
+async def test_a_deadline_in_a_retry_backoff_leaves_the_retry_span_its_model_and_agent_spans():
+    from corral import App, AppConfig, SimConfig
+    from corral.guards import BreakerPolicy, GuardPolicies
+    from corral.models.sim import SimModel
+    from corral.testing import SpanRecorder, VirtualClock
+
+    clock = VirtualClock()
+    recorder = SpanRecorder()
+    app = App(
+        AppConfig(
+            database="sqlite:///:memory:",
+            durable=False,
+            guards=GuardPolicies(breaker=BreakerPolicy(minimum_calls=10_000, window_size=10_000)),
+        ),
+        clock=clock,
+        recorder=recorder,
+        models={"sim:small": SimModel("sim:small", SimConfig(error_rate=1.0), clock=clock)},
+    )
+    agent = Agent(name="answerer", instructions="Answer.", input=Question, output=Answer)
+
+    @app.workflow
+    async def ask(ctx: RunContext, q: Question) -> Answer:
+        return await ctx.call(agent, q)
+
+    async with app:  # the provider fails; the deadline ends the run in the first backoff
+        result = await app.run("ask", {"text": "x"}, deadline_s=0.05)
+    assert result.status == "deadline_exceeded"
+    spans = {s.step_id: s for s in recorder.spans_of(result.run_id)}
+    [retry] = [s for s in spans.values() if s.kind == "guard"]
+    assert retry.name == "retry"
+    step = spans[retry.parent_id]
+    assert step.kind == "model" and step.error is not None and step.error["code"] == "cancelled"
+    call = spans[step.parent_id]
+    assert call.kind == "agent" and call.status == "error" and call.parent_id is None

@@ -6,6 +6,7 @@ crash mid-agent resumes after the last completed model call instead of paying fo
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -187,9 +188,17 @@ class AgentCall(Generic[In, Out]):
                         attrs=_loop_attrs(rounds, repairs, invalid_calls),
                     )
                 return output
-        except AgentError as exc:
+        except (AgentError, LimitError, asyncio.CancelledError) as exc:
+            # A refused call (budget, rate limit, loop, kill switch...) or one cancelled (the
+            # run's deadline, a sibling's failure) ends the agent call too: its span holds the
+            # guard spans already recorded (a trace with no parent for them shows them detached
+            # in an OTLP backend, and at the root of `corral show`).
             await self._agent_span(
-                agent, started, t0, error=exc, attrs=_loop_attrs(rounds, repairs, invalid_calls)
+                agent,
+                started,
+                t0,
+                error=_CANCELLED if isinstance(exc, asyncio.CancelledError) else exc.to_dict(),
+                attrs=_loop_attrs(rounds, repairs, invalid_calls),
             )
             raise
 
@@ -200,7 +209,7 @@ class AgentCall(Generic[In, Out]):
         t0: float,
         *,
         output: BaseModel | None = None,
-        error: AgentError | None = None,
+        error: dict[str, Any] | None = None,
         attrs: dict[str, JsonValue] | None = None,
     ) -> None:
         if not self.recording:
@@ -214,7 +223,7 @@ class AgentCall(Generic[In, Out]):
             model=self.last_model,
             input=dump_payload(self.payload),
             output=dump_payload(output) if output is not None else None,
-            error=error.to_dict() if error is not None else None,
+            error=error,
             status="ok" if error is None else "error",
             started=started,
             t0=t0,
@@ -371,7 +380,8 @@ class AgentCall(Generic[In, Out]):
         tier: str,
     ) -> ModelResponse | dict[str, Any]:
         """One model step's call through the guard chain: the response, or `{"error": ...}` for
-        a provider failure (journaled like an answer). A guard's refusal raises."""
+        a provider failure (journaled like an answer). A guard's refusal raises, after the
+        refused step's model span is recorded (the parent of its guard spans)."""
         step_id = self._model_step_id
         started, t0 = (self.clock.now(), self.clock.monotonic()) if self.recording else (None, 0.0)
         caller = ModelCall(
@@ -401,10 +411,27 @@ class AgentCall(Generic[In, Out]):
                 attrs=_model_attrs(caller, cached=False),
             )
             return {"error": exc.to_dict()}
-        except LimitError as exc:
+        except (LimitError, asyncio.CancelledError) as exc:
             # A refusal is not journaled: after a restart (or a raised limit) the guard decides
-            # again.
-            await self._emit(GuardEvent(kind="refused", detail=exc.to_dict(), alert=True))
+            # again. The refused or cancelled step still gets its model span (like a breaker's
+            # refusal above): it is the parent of this step's guard spans (a retry, a queue
+            # wait...), in the store and over OTLP.
+            error = _CANCELLED if isinstance(exc, asyncio.CancelledError) else exc.to_dict()
+            if isinstance(exc, LimitError):
+                await self._emit(GuardEvent(kind="refused", detail=error, alert=True))
+            await self._record(
+                kind="model",
+                step_id=step_id,
+                parent_id=self.step_id,
+                name=agent.name,
+                model=models[0].name,
+                input=_span_messages(messages) if self.recording else None,
+                error=error,
+                status="error",
+                started=started,
+                t0=t0,
+                tier=tier,
+            )
             raise
         if self.recording:
             await self._record(
@@ -593,6 +620,12 @@ class AgentCall(Generic[In, Out]):
             _span(self.clock, run_id=self.run.run_id, agent=self.agent.name, **fields)
         )
 
+
+_CANCELLED: dict[str, Any] = {
+    "code": "cancelled",
+    "message": "cancelled before it finished (the run's deadline, a halt, or a failed sibling)",
+}
+"""The error of a model or agent span whose call was cancelled."""
 
 _REFUSED_PREVIEW_CHARS = 2_000
 _REFUSED_ERRORS = 20
