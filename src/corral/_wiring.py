@@ -78,6 +78,7 @@ class Wiring:
         if self.exporter is not None:
             await asyncio.to_thread(self.exporter.close)
         await guards.close()
+        guards.alarm = None
         if guards.cache is not None and guards.cache is not self.store:
             close = getattr(guards.cache, "aclose", None)
             if close is not None:
@@ -156,6 +157,7 @@ async def open_adapters(
         alerts = AlertMonitor(config.alerts, store, clock)
         all_taps.append(alerts)
         await alerts.restore(store)
+        guards.alarm = alerts  # guards' own alerts (an agent stopped) are stored and sent too
     tap = (all_taps[0] if len(all_taps) == 1 else Taps(all_taps)) if all_taps else None
     _wire_caches(config, guards, store)
     _warn_unpriced(config)
