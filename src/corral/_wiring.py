@@ -227,11 +227,13 @@ def _warn_unpriced(config: AppConfig) -> None:
         if not known_price(model, config.prices):
             log.warning(
                 "model %s (%s) has no known price: budgets will charge it $%s / $%s per "
-                "million input / output tokens until you set prices.%s",
+                'million input / output tokens until you give it one: [prices."%s"] (or '
+                "[prices.%s] for the whole provider) in corral.toml, or AppConfig(prices=...)",
                 model,
                 where,
                 UNKNOWN_PRICE.input_per_mtok,
                 UNKNOWN_PRICE.output_per_mtok,
+                model,
                 model.split(":", 1)[0],
             )
 
