@@ -387,6 +387,7 @@ def test_public_api_is_pinned():
         "PayloadError",
         "ProviderError",
         "RejectedError",
+        "Rejection",
         "RunContext",
         "RunHandle",
         "RunId",
