@@ -360,6 +360,28 @@ async def test_a_raising_function_agent_hands_over_to_its_fallback_but_not_a_ref
     assert refused.error["code"] == "loop_detected" and refused.error["kind"] == "recursion"
 
 
+async def test_a_function_agent_whose_nested_agent_fails_fails_with_that_error():
+    model = FakeModel([ProviderError("bad request", retryable=False, status=400)])
+    app, recorder, agent = make(model)
+    holder: dict[str, RunContext] = {}
+
+    async def delegate(q: Question) -> Answer:
+        return await holder["ctx"].call(agent, q)
+
+    outer = FunctionAgent(name="outer", fn=delegate, input=Question, output=Answer)
+
+    @app.workflow
+    async def wf(ctx: RunContext, q: Question) -> Answer:
+        holder["ctx"] = ctx
+        return await ctx.call(outer, q)
+
+    result = await app.run("wf", {"text": "q"})
+    assert result.error["code"] == "provider_error" and result.error["agent"] == "answerer"
+    spans = {s.name: s for s in recorder.spans_of(result.run_id, "agent")}
+    # The function agent's span says it failed, not that it answered badly.
+    assert spans["outer"].status == "error" and spans["answerer"].status == "error"
+
+
 async def test_parallel_returns_results_in_call_order_and_structured_errors_when_asked():
     model = FakeModel([{"answer": "a", "score": 1}, "garbage", "garbage"])
     app, _, agent = make(model)
