@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
 from pydantic import BaseModel, Field
 
-from corral import Agent, AgentError, AgentLimits, ModelPrice, RunContext, function_agent, tool
+from corral import (
+    Agent,
+    AgentError,
+    AgentLimits,
+    FunctionAgent,
+    ModelPrice,
+    RunContext,
+    function_agent,
+    tool,
+)
 from corral.errors import ProviderError
+from corral.guards import GuardPolicies, LoopPolicy
 from corral.model import ModelResponse, ToolCall
 from corral.testing import FakeModel, reply
 from tests.helpers import ephemeral_app
@@ -285,6 +296,90 @@ async def test_function_agent_is_validated_like_any_agent():
     assert (await app.run("wf", {"text": "hi"})).output.answer == "HI"
     bad = await app.run("wf_bad", {"text": "hi"})
     assert bad.error["code"] == "invalid_output" and bad.error["agent"] == "broken"
+
+
+@function_agent
+def divide(q: Question) -> Answer:
+    return Answer(answer=str(1 / len(q.text.strip())), score=1)
+
+
+async def test_a_function_agent_that_raises_fails_with_a_structured_agent_error(caplog):
+    """It used to end the run `workflow_error: ZeroDivisionError`, past any fallback."""
+    app, recorder, _ = ephemeral_app()
+
+    @app.workflow
+    async def wf(ctx: RunContext, q: Question) -> Answer:
+        return await ctx.call(divide, q)
+
+    @app.workflow
+    async def caught(ctx: RunContext, q: Question) -> Answer:
+        try:
+            return await ctx.call(divide, q)
+        except AgentError as exc:
+            return Answer(answer=f"{exc.agent}:{exc.code}", score=2)
+
+    result = await app.run("wf", {"text": " "})
+    assert result.status == "failed"
+    assert result.error["code"] == "function_error" and result.error["agent"] == "divide"
+    assert result.error["details"] == {"type": "ZeroDivisionError", "message": "division by zero"}
+    assert "the function raised ZeroDivisionError: division by zero" in result.error["message"]
+    [span] = recorder.spans_of(result.run_id, "agent")
+    assert span.status == "error" and span.error["code"] == "function_error"
+    # The traceback is in the log, once, with the run's id.
+    [line] = [r for r in caplog.records if r.getMessage().startswith("function agent divide")]
+    assert line.exc_info is not None and line.exc_info[0] is ZeroDivisionError
+    assert (await app.run("caught", {"text": " "})).output.answer == "divide:function_error"
+
+
+async def test_a_raising_function_agent_hands_over_to_its_fallback_but_not_a_refusal():
+    """A guard's refusal inside a function agent (its nested call hit the loop guard) stops the
+    run as that refusal: it is not the agent's failure, and the fallback may not hide it."""
+
+    @function_agent
+    def steady(q: Question) -> Answer:
+        return Answer(answer="fallback", score=3)
+
+    inner = Agent(name="inner", instructions="x", input=Question, output=Answer)
+    holder: dict[str, RunContext] = {}
+
+    async def call_inner(q: Question) -> Answer:
+        return await holder["ctx"].call(inner, q)
+
+    fragile = FunctionAgent(name="fragile", fn=divide.fn, input=Question, output=Answer)
+    nests = FunctionAgent(name="nests", fn=call_inner, input=Question, output=Answer)
+    app, _, _ = ephemeral_app(guards=GuardPolicies(loops=LoopPolicy(max_depth=1)))
+
+    @app.workflow
+    async def wf(ctx: RunContext, q: Question) -> Answer:
+        holder["ctx"] = ctx
+        agent = fragile if q.text == "" else nests
+        return await ctx.call(replace(agent, fallback=steady), q)
+
+    assert (await app.run("wf", {"text": ""})).output.answer == "fallback"
+    refused = await app.run("wf", {"text": "q"})
+    assert refused.error["code"] == "loop_detected" and refused.error["kind"] == "recursion"
+
+
+async def test_a_function_agent_whose_nested_agent_fails_fails_with_that_error():
+    model = FakeModel([ProviderError("bad request", retryable=False, status=400)])
+    app, recorder, agent = make(model)
+    holder: dict[str, RunContext] = {}
+
+    async def delegate(q: Question) -> Answer:
+        return await holder["ctx"].call(agent, q)
+
+    outer = FunctionAgent(name="outer", fn=delegate, input=Question, output=Answer)
+
+    @app.workflow
+    async def wf(ctx: RunContext, q: Question) -> Answer:
+        holder["ctx"] = ctx
+        return await ctx.call(outer, q)
+
+    result = await app.run("wf", {"text": "q"})
+    assert result.error["code"] == "provider_error" and result.error["agent"] == "answerer"
+    spans = {s.name: s for s in recorder.spans_of(result.run_id, "agent")}
+    # The function agent's span says it failed, not that it answered badly.
+    assert spans["outer"].status == "error" and spans["answerer"].status == "error"
 
 
 async def test_parallel_returns_results_in_call_order_and_structured_errors_when_asked():

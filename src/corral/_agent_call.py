@@ -10,6 +10,7 @@ import asyncio
 import functools
 import json
 import logging
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, Generic, TypeVar, cast
 
@@ -17,11 +18,20 @@ from pydantic import BaseModel
 
 from corral._human_steps import wait_for_human
 from corral._services import RunServices
-from corral.agent import Agent, FunctionAgent
+from corral.agent import Agent, FunctionAgent, Rejection
 from corral.clock import Clock
 from corral.contracts import JsonValue, RunId, dump_payload, validate_payload
 from corral.durable import EphemeralJournal, Journal
-from corral.errors import AgentError, CircuitOpenError, LimitError, ProviderError
+from corral.errors import (
+    AgentError,
+    CircuitOpenError,
+    LimitError,
+    ProviderError,
+    RejectedError,
+    StateError,
+    TakenOverError,
+    UsageError,
+)
 from corral.guards.budget import Cost
 from corral.guards.chain import GuardEvent, ModelCall
 from corral.guards.router import AUTO, RouteInput, route, schema_shape
@@ -80,6 +90,8 @@ class AgentCall(Generic[In, Out]):
         self.last_model: str | None = None
         self.recording: bool = run.recording
         """Spans are kept: without a recorder, building them (and reading the clock) is skipped."""
+        self.rejections: Sequence[Rejection] = ()
+        """Earlier answers that were rejected, and why: the model sees them after the payload."""
 
     def _next_inner(self) -> str:
         self._inner += 1
@@ -90,6 +102,7 @@ class AgentCall(Generic[In, Out]):
 
         async def step() -> JsonValue:
             started, t0 = self.clock.now(), self.clock.monotonic()
+            status: SpanStatus = "ok"
             try:
                 result = await agent.run(self.payload)
                 output = validate_payload(
@@ -97,6 +110,12 @@ class AgentCall(Generic[In, Out]):
                 )
             except AgentError as exc:
                 outcome: dict[str, Any] = {"error": exc.to_dict()}
+                status = "invalid_output" if exc.code == "invalid_output" else "error"
+            except (LimitError, RejectedError, TakenOverError, UsageError, StateError):
+                raise  # a guard's refusal, a human's decision or a bug: not the agent's failure
+            except Exception as exc:  # boundary: the user's function keeps the agent contract
+                outcome = {"error": function_error(agent.name, exc).to_dict()}
+                status = "error"
             else:
                 outcome = {"output": dump_payload(output)}
             await self._record(
@@ -107,7 +126,7 @@ class AgentCall(Generic[In, Out]):
                 input=payload_json,
                 output=outcome.get("output"),
                 error=outcome.get("error"),
-                status="ok" if "output" in outcome else "invalid_output",
+                status=status,
                 started=started,
                 t0=t0,
                 attrs={"from": self.sender},
@@ -120,7 +139,7 @@ class AgentCall(Generic[In, Out]):
         return agent.output.model_validate(outcome["output"])
 
     async def run_llm(self, agent: Agent[In, Out]) -> Out:
-        messages = agent.messages(self.payload, self.payload_json)
+        messages = agent.messages(self.payload, self.payload_json, self.rejections)
         limits = agent.limits
         rounds = repairs = invalid_calls = 0
         ephemeral = isinstance(self.journal, EphemeralJournal)
@@ -626,6 +645,29 @@ _CANCELLED: dict[str, Any] = {
     "message": "cancelled before it finished (the run's deadline, a halt, or a failed sibling)",
 }
 """The error of a model or agent span whose call was cancelled."""
+
+
+def function_error(agent: str, exc: Exception) -> AgentError:
+    """What a function agent that raised fails with: an `AgentError` (`function_error`) naming
+    the exception, so the workflow, a fallback agent, an escalation and a supervisor see a failed
+    agent, as for an LLM agent, instead of a crashed run. The traceback goes to the log (once,
+    here), not into the error: it is stored with the run and shown to operators."""
+    log.warning(
+        "function agent %s raised %s: %s",
+        agent,
+        type(exc).__name__,
+        exc,
+        exc_info=exc,
+        extra={"agent": agent},
+    )
+    kind = type(exc).__name__
+    return AgentError(
+        f"the function raised {kind}: {exc}" if str(exc) else f"the function raised {kind}",
+        agent=agent,
+        code="function_error",
+        details={"type": kind, "message": str(exc)},
+    )
+
 
 _REFUSED_PREVIEW_CHARS = 2_000
 _REFUSED_ERRORS = 20
