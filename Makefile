@@ -10,13 +10,18 @@ STAMP := $(VENV)/.installed
 # workers than cores still pays.
 WORKERS ?= 4
 
-.PHONY: demo check test test-all lint typecheck install clean
+.PHONY: demo check test test-all lint typecheck install lock clean
 
-$(STAMP): pyproject.toml scripts/install.sh
+$(STAMP): pyproject.toml scripts/install.sh requirements.lock requirements-models.lock
 	bash scripts/install.sh "$(VENV)" "$(PY)"
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# After changing a dependency in pyproject.toml: re-resolve the hashed lock files that `make
+# install` installs from (scripts/lock.sh says what is in them), then commit them.
+lock:
+	bash scripts/lock.sh "$(VENV)" "$(PY)"
 
 demo: $(STAMP)
 	$(BIN)/python -m examples.support_desk $(ARGS)

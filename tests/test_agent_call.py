@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
 from pydantic import BaseModel, Field
 
-from corral import Agent, AgentError, AgentLimits, ModelPrice, RunContext, function_agent, tool
+from corral import (
+    Agent,
+    AgentError,
+    AgentLimits,
+    FunctionAgent,
+    ModelPrice,
+    RunContext,
+    function_agent,
+    tool,
+)
 from corral.errors import ProviderError
+from corral.guards import GuardPolicies, LoopPolicy
 from corral.model import ModelResponse, ToolCall
 from corral.testing import FakeModel, reply
 from tests.helpers import ephemeral_app
@@ -287,6 +298,90 @@ async def test_function_agent_is_validated_like_any_agent():
     assert bad.error["code"] == "invalid_output" and bad.error["agent"] == "broken"
 
 
+@function_agent
+def divide(q: Question) -> Answer:
+    return Answer(answer=str(1 / len(q.text.strip())), score=1)
+
+
+async def test_a_function_agent_that_raises_fails_with_a_structured_agent_error(caplog):
+    """It used to end the run `workflow_error: ZeroDivisionError`, past any fallback."""
+    app, recorder, _ = ephemeral_app()
+
+    @app.workflow
+    async def wf(ctx: RunContext, q: Question) -> Answer:
+        return await ctx.call(divide, q)
+
+    @app.workflow
+    async def caught(ctx: RunContext, q: Question) -> Answer:
+        try:
+            return await ctx.call(divide, q)
+        except AgentError as exc:
+            return Answer(answer=f"{exc.agent}:{exc.code}", score=2)
+
+    result = await app.run("wf", {"text": " "})
+    assert result.status == "failed"
+    assert result.error["code"] == "function_error" and result.error["agent"] == "divide"
+    assert result.error["details"] == {"type": "ZeroDivisionError", "message": "division by zero"}
+    assert "the function raised ZeroDivisionError: division by zero" in result.error["message"]
+    [span] = recorder.spans_of(result.run_id, "agent")
+    assert span.status == "error" and span.error["code"] == "function_error"
+    # The traceback is in the log, once, with the run's id.
+    [line] = [r for r in caplog.records if r.getMessage().startswith("function agent divide")]
+    assert line.exc_info is not None and line.exc_info[0] is ZeroDivisionError
+    assert (await app.run("caught", {"text": " "})).output.answer == "divide:function_error"
+
+
+async def test_a_raising_function_agent_hands_over_to_its_fallback_but_not_a_refusal():
+    """A guard's refusal inside a function agent (its nested call hit the loop guard) stops the
+    run as that refusal: it is not the agent's failure, and the fallback may not hide it."""
+
+    @function_agent
+    def steady(q: Question) -> Answer:
+        return Answer(answer="fallback", score=3)
+
+    inner = Agent(name="inner", instructions="x", input=Question, output=Answer)
+    holder: dict[str, RunContext] = {}
+
+    async def call_inner(q: Question) -> Answer:
+        return await holder["ctx"].call(inner, q)
+
+    fragile = FunctionAgent(name="fragile", fn=divide.fn, input=Question, output=Answer)
+    nests = FunctionAgent(name="nests", fn=call_inner, input=Question, output=Answer)
+    app, _, _ = ephemeral_app(guards=GuardPolicies(loops=LoopPolicy(max_depth=1)))
+
+    @app.workflow
+    async def wf(ctx: RunContext, q: Question) -> Answer:
+        holder["ctx"] = ctx
+        agent = fragile if q.text == "" else nests
+        return await ctx.call(replace(agent, fallback=steady), q)
+
+    assert (await app.run("wf", {"text": ""})).output.answer == "fallback"
+    refused = await app.run("wf", {"text": "q"})
+    assert refused.error["code"] == "loop_detected" and refused.error["kind"] == "recursion"
+
+
+async def test_a_function_agent_whose_nested_agent_fails_fails_with_that_error():
+    model = FakeModel([ProviderError("bad request", retryable=False, status=400)])
+    app, recorder, agent = make(model)
+    holder: dict[str, RunContext] = {}
+
+    async def delegate(q: Question) -> Answer:
+        return await holder["ctx"].call(agent, q)
+
+    outer = FunctionAgent(name="outer", fn=delegate, input=Question, output=Answer)
+
+    @app.workflow
+    async def wf(ctx: RunContext, q: Question) -> Answer:
+        holder["ctx"] = ctx
+        return await ctx.call(outer, q)
+
+    result = await app.run("wf", {"text": "q"})
+    assert result.error["code"] == "provider_error" and result.error["agent"] == "answerer"
+    spans = {s.name: s for s in recorder.spans_of(result.run_id, "agent")}
+    # The function agent's span says it failed, not that it answered badly.
+    assert spans["outer"].status == "error" and spans["answerer"].status == "error"
+
+
 async def test_parallel_returns_results_in_call_order_and_structured_errors_when_asked():
     model = FakeModel([{"answer": "a", "score": 1}, "garbage", "garbage"])
     app, _, agent = make(model)
@@ -326,3 +421,69 @@ async def test_a_model_call_that_hangs_times_out_and_is_retried():
     assert result.error["code"] == "provider_error"
     assert result.error["details"]["code"] == "provider_timeout"
     assert Hanging.calls == 3  # each attempt timed out, then retried
+
+
+async def test_a_refused_call_leaves_its_agent_and_model_spans_as_parents_of_the_guard_spans():
+    from corral.guards import BudgetPolicy, GuardPolicies
+
+    model = FakeModel([{"answer": "never", "score": 1}])
+    app, recorder, _ = ephemeral_app(
+        models={"fake:model": model},
+        tiers={"small": "fake:model"},
+        guards=GuardPolicies(budget=BudgetPolicy(usd=Decimal("0.000001"))),
+    )
+    agent = Agent(name="answerer", instructions="Answer.", input=Question, output=Answer)
+
+    @app.workflow
+    async def ask(ctx: RunContext, q: Question) -> Answer:
+        return await ctx.call(agent, q)
+
+    result = await app.run("ask", {"text": "too dear"})
+    assert result.status == "budget_exhausted"
+    assert model.requests == []  # refused before the provider
+    spans = {s.step_id: s for s in recorder.spans_of(result.run_id)}
+    guards = [s for s in spans.values() if s.kind == "guard"]
+    assert guards and {s.name for s in guards} == {"refused"}
+    for guard in guards:  # every guard span has its whole chain of parents
+        step = spans[guard.parent_id]
+        assert step.kind == "model" and step.status == "error"
+        assert step.error is not None and step.error["code"] == "budget_exhausted"
+        call = spans[step.parent_id]
+        assert call.kind == "agent" and call.name == "answerer" and call.status == "error"
+        assert call.error is not None and call.error["code"] == "budget_exhausted"
+
+
+async def test_a_deadline_in_a_retry_backoff_leaves_the_retry_span_its_model_and_agent_spans():
+    from corral import App, AppConfig, SimConfig
+    from corral.guards import BreakerPolicy, GuardPolicies
+    from corral.models.sim import SimModel
+    from corral.testing import SpanRecorder, VirtualClock
+
+    clock = VirtualClock()
+    recorder = SpanRecorder()
+    app = App(
+        AppConfig(
+            database="sqlite:///:memory:",
+            durable=False,
+            guards=GuardPolicies(breaker=BreakerPolicy(minimum_calls=10_000, window_size=10_000)),
+        ),
+        clock=clock,
+        recorder=recorder,
+        models={"sim:small": SimModel("sim:small", SimConfig(error_rate=1.0), clock=clock)},
+    )
+    agent = Agent(name="answerer", instructions="Answer.", input=Question, output=Answer)
+
+    @app.workflow
+    async def ask(ctx: RunContext, q: Question) -> Answer:
+        return await ctx.call(agent, q)
+
+    async with app:  # the provider fails; the deadline ends the run in the first backoff
+        result = await app.run("ask", {"text": "x"}, deadline_s=0.05)
+    assert result.status == "deadline_exceeded"
+    spans = {s.step_id: s for s in recorder.spans_of(result.run_id)}
+    [retry] = [s for s in spans.values() if s.kind == "guard"]
+    assert retry.name == "retry"
+    step = spans[retry.parent_id]
+    assert step.kind == "model" and step.error is not None and step.error["code"] == "cancelled"
+    call = spans[step.parent_id]
+    assert call.kind == "agent" and call.status == "error" and call.parent_id is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from pydantic import BaseModel
 
-from corral import App, PayloadError, RunContext, UnknownNameError
+from corral import App, Message, ModelRequest, PayloadError, RunContext, UnknownNameError
 from corral.config import AppConfig, load_config, parse_config
 from corral.errors import ConfigError, StateError, UsageError
 from corral.store.sql import SqlStore
@@ -386,6 +387,7 @@ def test_public_api_is_pinned():
         "PayloadError",
         "ProviderError",
         "RejectedError",
+        "Rejection",
         "RunContext",
         "RunHandle",
         "RunId",
@@ -522,8 +524,46 @@ async def test_unpriced_models_warn_at_startup_and_are_charged_conservatively(
     async with app:
         pass
     assert "mystery:model-x (small) has no known price" in caplog.text
+    # The warning says which key to set, as it is spelled in corral.toml.
+    assert '[prices."mystery:model-x"] (or [prices.mystery] for the whole provider)' in caplog.text
     # 1,000 input tokens at the conservative $15 per million: never free.
     assert price_of("mystery:model-x", 1000, 0, {}) == Decimal("0.015")
+
+
+async def test_the_sim_and_local_tiers_start_without_a_price_warning_whatever_prices_add(
+    caplog, tmp_path
+):
+    """Setting one price used to drop the sim and local prices: every start warned."""
+    from decimal import Decimal
+
+    from corral import ModelPrice
+
+    gpt = ModelPrice(input_per_mtok=Decimal("0.15"), output_per_mtok=Decimal("0.60"))
+    config = AppConfig(
+        database=f"sqlite:///{tmp_path / 'p.db'}",
+        durable=False,
+        fallbacks={"small": ("local:smollm2",)},
+        prices={"openai:gpt-4o-mini": gpt},
+    )
+    caplog.set_level(logging.WARNING)
+    app = App(config)
+
+    @app.workflow
+    async def echo(ctx: RunContext, t: Ticket) -> Ticket:
+        return t
+
+    async with app:
+        assert (await app.run("echo", {"text": "x"})).ok
+        priced = await app.model("sim:large").complete(
+            ModelRequest(model="sim:large", messages=(Message(role="user", content="hi"),))
+        )
+    assert "price" not in caplog.text
+    # sim:large at the default sim price ($0.50 / $1.50 per million): not the $15 / $75 fallback.
+    assert (
+        priced.cost_usd
+        == (Decimal("0.50") * priced.input_tokens + Decimal("1.50") * priced.output_tokens)
+        / 1_000_000
+    )
 
 
 @pytest.mark.parametrize(
@@ -693,7 +733,7 @@ def test_runs_and_call_timeouts_work_on_uvloop(tmp_path):
     the kill switch's watch and concurrent runs behave as on asyncio's loop."""
     uvloop = pytest.importorskip("uvloop")
     from corral import Agent, ModelPrice
-    from corral.model import ModelRequest, ModelResponse
+    from corral.model import ModelResponse
 
     class Model:
         name = "slow:model"

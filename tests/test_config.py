@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from corral import AppConfig, SimConfig
+from corral import AppConfig, ModelPrice, SimConfig
 from corral.config import load_config, parse_config, parse_guards
 from corral.errors import ConfigError
 from corral.guards import BudgetPolicy, DailyLimit, GuardPolicies, LoopPolicy, RateLimit
@@ -194,6 +195,69 @@ def test_a_partial_table_keeps_the_other_defaults():
     # A price given for one provider adds to the built-in ones instead of replacing them.
     priced = parse_config({"prices": {"openai": {"input_per_mtok": 1, "output_per_mtok": 2}}})
     assert set(priced.prices) == {"sim", "local", "openai"}
+
+
+def test_prices_given_in_python_keep_the_defaults_for_the_keys_they_do_not_name():
+    """`AppConfig(prices=...)` used to replace the sim and local prices (and every start of an app
+    on the sim tiers warned about unpriced models)."""
+    gpt = ModelPrice(input_per_mtok=Decimal("0.15"), output_per_mtok=Decimal("0.60"))
+    cfg = AppConfig(prices={"openai:gpt-4o-mini": gpt})
+    assert cfg.prices == {**AppConfig().prices, "openai:gpt-4o-mini": gpt}
+    # A default is overridden by naming its key; a concrete model's key sits beside it.
+    large = ModelPrice(input_per_mtok=Decimal(3), output_per_mtok=Decimal(9))
+    own = AppConfig(prices={"sim": gpt, "sim:large": large}).prices
+    assert own == {"sim": gpt, "sim:large": large, "local": AppConfig().prices["local"]}
+    assert replace(cfg, durable=False).prices == cfg.prices
+
+
+def test_a_price_given_as_a_plain_number_is_kept_as_decimal():
+    price = ModelPrice(input_per_mtok=0.1, output_per_mtok=2)  # type: ignore[arg-type]
+    assert (price.input_per_mtok, price.output_per_mtok) == (Decimal("0.1"), Decimal(2))
+
+
+@pytest.mark.parametrize(
+    ("build", "key", "message"),
+    [
+        pytest.param(
+            lambda: AppConfig(prices={"sim": ModelPrice(input_per_mtok=-1, output_per_mtok=1)}),  # type: ignore[arg-type]
+            "prices.sim",
+            "finite and >= 0",
+            id="negative",
+        ),
+        pytest.param(
+            lambda: AppConfig(
+                prices={"x": ModelPrice(input_per_mtok=Decimal("NaN"), output_per_mtok=Decimal(1))}
+            ),
+            "prices.x",
+            "finite and >= 0",
+            id="nan",
+        ),
+        pytest.param(
+            lambda: AppConfig(prices={"x": {"input_per_mtok": 1, "output_per_mtok": 1}}),  # type: ignore[dict-item]
+            "prices.x",
+            "must be a ModelPrice",
+            id="not-a-price",
+        ),
+        pytest.param(
+            lambda: ModelPrice(input_per_mtok="cheap", output_per_mtok=1),  # type: ignore[arg-type]
+            None,
+            "ModelPrice.input_per_mtok must be a number, got 'cheap'",
+            id="not-a-number",
+        ),
+        pytest.param(
+            lambda: parse_config(
+                {"prices": {"openai": {"input_per_mtok": -1, "output_per_mtok": 1}}}
+            ),
+            "prices.openai.input_per_mtok",
+            "greater than or equal to 0",
+            id="file-negative",
+        ),
+    ],
+)
+def test_a_bad_price_is_refused_naming_its_key(build, key, message):
+    with pytest.raises(ConfigError, match=message) as caught:
+        build()
+    assert caught.value.key == key
 
 
 def test_public_masks_credentials_but_keeps_the_shape():

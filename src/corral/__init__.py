@@ -7,7 +7,7 @@ Typed handoffs, durable runs, guards and traces are built in and on by default. 
 from __future__ import annotations
 
 from corral._loop import run
-from corral.agent import Agent, AgentLimits, FunctionAgent, function_agent
+from corral.agent import Agent, AgentLimits, FunctionAgent, Rejection, function_agent
 from corral.app import App, RunHandle, RunResult
 from corral.clock import Clock, SystemClock
 from corral.config import AppConfig, ModelPrice, SimConfig, load_config
@@ -56,6 +56,7 @@ __all__ = [
     "PayloadError",
     "ProviderError",
     "RejectedError",
+    "Rejection",
     "RunContext",
     "RunHandle",
     "RunId",

@@ -6,9 +6,11 @@ crash mid-agent resumes after the last completed model call instead of paying fo
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, Generic, TypeVar, cast
 
@@ -16,11 +18,20 @@ from pydantic import BaseModel
 
 from corral._human_steps import wait_for_human
 from corral._services import RunServices
-from corral.agent import Agent, FunctionAgent
+from corral.agent import Agent, FunctionAgent, Rejection
 from corral.clock import Clock
 from corral.contracts import JsonValue, RunId, dump_payload, validate_payload
 from corral.durable import EphemeralJournal, Journal
-from corral.errors import AgentError, CircuitOpenError, LimitError, ProviderError
+from corral.errors import (
+    AgentError,
+    CircuitOpenError,
+    LimitError,
+    ProviderError,
+    RejectedError,
+    StateError,
+    TakenOverError,
+    UsageError,
+)
 from corral.guards.budget import Cost
 from corral.guards.chain import GuardEvent, ModelCall
 from corral.guards.router import AUTO, RouteInput, route, schema_shape
@@ -79,6 +90,8 @@ class AgentCall(Generic[In, Out]):
         self.last_model: str | None = None
         self.recording: bool = run.recording
         """Spans are kept: without a recorder, building them (and reading the clock) is skipped."""
+        self.rejections: Sequence[Rejection] = ()
+        """Earlier answers that were rejected, and why: the model sees them after the payload."""
 
     def _next_inner(self) -> str:
         self._inner += 1
@@ -89,6 +102,7 @@ class AgentCall(Generic[In, Out]):
 
         async def step() -> JsonValue:
             started, t0 = self.clock.now(), self.clock.monotonic()
+            status: SpanStatus = "ok"
             try:
                 result = await agent.run(self.payload)
                 output = validate_payload(
@@ -96,6 +110,12 @@ class AgentCall(Generic[In, Out]):
                 )
             except AgentError as exc:
                 outcome: dict[str, Any] = {"error": exc.to_dict()}
+                status = "invalid_output" if exc.code == "invalid_output" else "error"
+            except (LimitError, RejectedError, TakenOverError, UsageError, StateError):
+                raise  # a guard's refusal, a human's decision or a bug: not the agent's failure
+            except Exception as exc:  # boundary: the user's function keeps the agent contract
+                outcome = {"error": function_error(agent.name, exc).to_dict()}
+                status = "error"
             else:
                 outcome = {"output": dump_payload(output)}
             await self._record(
@@ -106,7 +126,7 @@ class AgentCall(Generic[In, Out]):
                 input=payload_json,
                 output=outcome.get("output"),
                 error=outcome.get("error"),
-                status="ok" if "output" in outcome else "invalid_output",
+                status=status,
                 started=started,
                 t0=t0,
                 attrs={"from": self.sender},
@@ -119,7 +139,7 @@ class AgentCall(Generic[In, Out]):
         return agent.output.model_validate(outcome["output"])
 
     async def run_llm(self, agent: Agent[In, Out]) -> Out:
-        messages = agent.messages(self.payload, self.payload_json)
+        messages = agent.messages(self.payload, self.payload_json, self.rejections)
         limits = agent.limits
         rounds = repairs = invalid_calls = 0
         ephemeral = isinstance(self.journal, EphemeralJournal)
@@ -187,9 +207,17 @@ class AgentCall(Generic[In, Out]):
                         attrs=_loop_attrs(rounds, repairs, invalid_calls),
                     )
                 return output
-        except AgentError as exc:
+        except (AgentError, LimitError, asyncio.CancelledError) as exc:
+            # A refused call (budget, rate limit, loop, kill switch...) or one cancelled (the
+            # run's deadline, a sibling's failure) ends the agent call too: its span holds the
+            # guard spans already recorded (a trace with no parent for them shows them detached
+            # in an OTLP backend, and at the root of `corral show`).
             await self._agent_span(
-                agent, started, t0, error=exc, attrs=_loop_attrs(rounds, repairs, invalid_calls)
+                agent,
+                started,
+                t0,
+                error=_CANCELLED if isinstance(exc, asyncio.CancelledError) else exc.to_dict(),
+                attrs=_loop_attrs(rounds, repairs, invalid_calls),
             )
             raise
 
@@ -200,7 +228,7 @@ class AgentCall(Generic[In, Out]):
         t0: float,
         *,
         output: BaseModel | None = None,
-        error: AgentError | None = None,
+        error: dict[str, Any] | None = None,
         attrs: dict[str, JsonValue] | None = None,
     ) -> None:
         if not self.recording:
@@ -214,7 +242,7 @@ class AgentCall(Generic[In, Out]):
             model=self.last_model,
             input=dump_payload(self.payload),
             output=dump_payload(output) if output is not None else None,
-            error=error.to_dict() if error is not None else None,
+            error=error,
             status="ok" if error is None else "error",
             started=started,
             t0=t0,
@@ -371,7 +399,8 @@ class AgentCall(Generic[In, Out]):
         tier: str,
     ) -> ModelResponse | dict[str, Any]:
         """One model step's call through the guard chain: the response, or `{"error": ...}` for
-        a provider failure (journaled like an answer). A guard's refusal raises."""
+        a provider failure (journaled like an answer). A guard's refusal raises, after the
+        refused step's model span is recorded (the parent of its guard spans)."""
         step_id = self._model_step_id
         started, t0 = (self.clock.now(), self.clock.monotonic()) if self.recording else (None, 0.0)
         caller = ModelCall(
@@ -401,10 +430,27 @@ class AgentCall(Generic[In, Out]):
                 attrs=_model_attrs(caller, cached=False),
             )
             return {"error": exc.to_dict()}
-        except LimitError as exc:
+        except (LimitError, asyncio.CancelledError) as exc:
             # A refusal is not journaled: after a restart (or a raised limit) the guard decides
-            # again.
-            await self._emit(GuardEvent(kind="refused", detail=exc.to_dict(), alert=True))
+            # again. The refused or cancelled step still gets its model span (like a breaker's
+            # refusal above): it is the parent of this step's guard spans (a retry, a queue
+            # wait...), in the store and over OTLP.
+            error = _CANCELLED if isinstance(exc, asyncio.CancelledError) else exc.to_dict()
+            if isinstance(exc, LimitError):
+                await self._emit(GuardEvent(kind="refused", detail=error, alert=True))
+            await self._record(
+                kind="model",
+                step_id=step_id,
+                parent_id=self.step_id,
+                name=agent.name,
+                model=models[0].name,
+                input=_span_messages(messages) if self.recording else None,
+                error=error,
+                status="error",
+                started=started,
+                t0=t0,
+                tier=tier,
+            )
             raise
         if self.recording:
             await self._record(
@@ -592,6 +638,35 @@ class AgentCall(Generic[In, Out]):
         await self.recorder.record_span(
             _span(self.clock, run_id=self.run.run_id, agent=self.agent.name, **fields)
         )
+
+
+_CANCELLED: dict[str, Any] = {
+    "code": "cancelled",
+    "message": "cancelled before it finished (the run's deadline, a halt, or a failed sibling)",
+}
+"""The error of a model or agent span whose call was cancelled."""
+
+
+def function_error(agent: str, exc: Exception) -> AgentError:
+    """What a function agent that raised fails with: an `AgentError` (`function_error`) naming
+    the exception, so the workflow, a fallback agent, an escalation and a supervisor see a failed
+    agent, as for an LLM agent, instead of a crashed run. The traceback goes to the log (once,
+    here), not into the error: it is stored with the run and shown to operators."""
+    log.warning(
+        "function agent %s raised %s: %s",
+        agent,
+        type(exc).__name__,
+        exc,
+        exc_info=exc,
+        extra={"agent": agent},
+    )
+    kind = type(exc).__name__
+    return AgentError(
+        f"the function raised {kind}: {exc}" if str(exc) else f"the function raised {kind}",
+        agent=agent,
+        code="function_error",
+        details={"type": kind, "message": str(exc)},
+    )
 
 
 _REFUSED_PREVIEW_CHARS = 2_000

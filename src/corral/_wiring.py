@@ -81,6 +81,7 @@ class Wiring:
         if self.exporter is not None:
             await asyncio.to_thread(self.exporter.close)
         await guards.close()
+        guards.alarm = None
         if guards.cache is not None and guards.cache is not self.store:
             close = getattr(guards.cache, "aclose", None)
             if close is not None:
@@ -161,6 +162,7 @@ async def open_adapters(
         alerts = AlertMonitor(config.alerts, store, clock)
         all_taps.append(alerts)
         await alerts.restore(store)
+        guards.alarm = alerts  # guards' own alerts (an agent stopped) are stored and sent too
     tap = (all_taps[0] if len(all_taps) == 1 else Taps(all_taps)) if all_taps else None
     _wire_caches(config, guards, store)
     await _carry_daily_spend(guards, store)
@@ -274,11 +276,13 @@ def _warn_unpriced(config: AppConfig) -> None:
         if not known_price(model, config.prices):
             log.warning(
                 "model %s (%s) has no known price: budgets will charge it $%s / $%s per "
-                "million input / output tokens until you set prices.%s",
+                'million input / output tokens until you give it one: [prices."%s"] (or '
+                "[prices.%s] for the whole provider) in corral.toml, or AppConfig(prices=...)",
                 model,
                 where,
                 UNKNOWN_PRICE.input_per_mtok,
                 UNKNOWN_PRICE.output_per_mtok,
+                model,
                 model.split(":", 1)[0],
             )
 

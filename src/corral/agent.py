@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, get_type_hints
 
@@ -20,7 +20,7 @@ from corral.humans import Escalation
 from corral.model import Message
 from corral.tool import Tool
 
-__all__ = ["Agent", "AgentLimits", "FunctionAgent", "function_agent"]
+__all__ = ["Agent", "AgentLimits", "FunctionAgent", "Rejection", "function_agent"]
 
 In = TypeVar("In", bound=BaseModel)
 Out = TypeVar("Out", bound=BaseModel)
@@ -36,6 +36,39 @@ class AgentLimits:
     """Tool calls with invalid arguments tolerated before the agent fails with `tool_error`."""
     max_repairs: int = 1
     """Repair attempts after an invalid output (the validation error is fed back each time)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rejection:
+    """An earlier answer of an agent and why it was rejected (a pipeline gate's `repair`, a
+    reviewer, a check in the workflow).
+
+    `ctx.call(agent, payload, rejections=[...])` shows the model each rejected answer followed by
+    its reason, so the new answer can address the reason instead of repeating the same one. A
+    `FunctionAgent` cannot read them: it is simply called again.
+    """
+
+    answer: BaseModel
+    """The rejected answer (the agent's output)."""
+    reason: str
+    """Why it was rejected, in words the model can act on."""
+
+    def messages(self) -> tuple[Message, Message]:
+        """The answer as the model's turn, then the reason as the user's reply."""
+        why = self.reason.strip()
+        return (
+            Message(role="assistant", content=model_json(self.answer)),
+            Message(
+                role="user",
+                content=(
+                    "Your previous answer was rejected"
+                    + (f": {why}" if why else "")
+                    + ("" if why.endswith((".", "!", "?")) else ".")
+                    + " Answer again, fixing that, with only one JSON object that matches the "
+                    "schema."
+                ),
+            ),
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,16 +130,25 @@ class Agent(Generic[In, Out]):
         """
         return _schema_of(self.output)
 
-    def messages(self, payload: In, payload_json: str | None = None) -> list[Message]:
+    def messages(
+        self,
+        payload: In,
+        payload_json: str | None = None,
+        rejections: Sequence[Rejection] = (),
+    ) -> list[Message]:
         """The opening conversation for one call: instructions, schema, then the payload
-        (`payload_json`, when the caller already has the payload as JSON)."""
-        return [
+        (`payload_json`, when the caller already has the payload as JSON), then each earlier
+        answer that was rejected with its reason."""
+        messages = [
             _system_message(self.instructions, self.output),
             Message._new(
                 role="user",
                 content=model_json(payload) if payload_json is None else payload_json,
             ),
         ]
+        for rejection in rejections:
+            messages.extend(rejection.messages())
+        return messages
 
 
 @functools.cache

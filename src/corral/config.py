@@ -48,10 +48,37 @@ _MASK = "[REDACTED]"
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelPrice:
-    """USD per million tokens, for models `genai-prices` does not know (`sim`, `local`)."""
+    """USD per million tokens, for models `genai-prices` does not know (`sim`, `local`) or to
+    override what it says. Numbers are kept as `Decimal` (a float `0.1` becomes `Decimal("0.1")`).
+
+    Raises:
+        ConfigError: a price that is not a number.
+    """
 
     input_per_mtok: Decimal
     output_per_mtok: Decimal
+
+    def __post_init__(self) -> None:
+        for name in ("input_per_mtok", "output_per_mtok"):
+            value = getattr(self, name)
+            if isinstance(value, Decimal):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"ModelPrice.{name} must be a number, got {value!r}")
+            # Money is Decimal everywhere: a float here broke the first priced call.
+            object.__setattr__(self, name, Decimal(str(value)))
+
+
+def default_prices() -> dict[str, ModelPrice]:
+    """The prices every app has unless its `prices` name the same key: the simulator and the
+    local model, so budgets and costs work offline with no warning."""
+    return {
+        "sim": ModelPrice(input_per_mtok=Decimal("0.50"), output_per_mtok=Decimal("1.50")),
+        "local": ModelPrice(input_per_mtok=Decimal("0.10"), output_per_mtok=Decimal("0.10")),
+    }
+
+
+_DEFAULT_PRICES = default_prices()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,13 +145,11 @@ class AppConfig:
     `openai` works without an entry (api.openai.com, key in OPENAI_API_KEY)."""
     secrets_file: str | None = None
     """A `NAME=value` file API keys are read from when the environment lacks them."""
-    prices: dict[str, ModelPrice] = field(
-        default_factory=lambda: {
-            "sim": ModelPrice(input_per_mtok=Decimal("0.50"), output_per_mtok=Decimal("1.50")),
-            "local": ModelPrice(input_per_mtok=Decimal("0.10"), output_per_mtok=Decimal("0.10")),
-        }
-    )
-    """Price per provider (`sim`) or per concrete model (`sim:large`); the longest match wins."""
+    prices: dict[str, ModelPrice] = field(default_factory=default_prices)
+    """USD per million input / output tokens, keyed by provider (`sim`, `openai`: all its
+    models) or by concrete model (`sim:large`, `openai:gpt-4o-mini`); a model's own key wins
+    over its provider's, and either wins over genai-prices. The defaults (`sim`, `local`) are
+    kept for the keys you do not name."""
     sim: SimConfig = SimConfig()
     """The simulator's seed, latency and faults."""
     durable: bool = True
@@ -205,9 +230,20 @@ class AppConfig:
                         f"degrade tier {tier!r} is not a tier; tiers are {sorted(self.tiers)}",
                         key="guards.degrade_order",
                     )
+        if not _DEFAULT_PRICES.keys() <= self.prices.keys():
+            # Naming one price keeps the defaults for the rest (the sim and local tiers stay
+            # priced): the field is replaced by a dict with both.
+            object.__setattr__(self, "prices", {**_DEFAULT_PRICES, **self.prices})
         for name, price in self.prices.items():
-            if price.input_per_mtok < 0 or price.output_per_mtok < 0:
-                raise ConfigError("prices must be >= 0", key=f"prices.{name}")
+            if not isinstance(price, ModelPrice):
+                raise ConfigError(
+                    f"must be a ModelPrice(input_per_mtok=..., output_per_mtok=...), got {price!r}",
+                    key=f"prices.{name}",
+                )
+            if not all(
+                p.is_finite() and p >= 0 for p in (price.input_per_mtok, price.output_per_mtok)
+            ):
+                raise ConfigError("prices must be finite and >= 0", key=f"prices.{name}")
         rates = ("error_rate", "rate_limit_rate", "timeout_rate", "malformed_rate")
         for key in (*rates, "hallucinated_args_rate"):
             value = getattr(self.sim, key)

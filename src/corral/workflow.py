@@ -13,7 +13,7 @@ import copy
 import inspect
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast, get_type_hints, overload
 
@@ -23,7 +23,7 @@ from corral._agent_call import AgentCall, audit_refusal
 from corral._finish import WorkflowEnd, finish
 from corral._human_steps import approve_value, escalate_to_human
 from corral._services import Auditor, RunServices
-from corral.agent import Agent, FunctionAgent
+from corral.agent import Agent, FunctionAgent, Rejection
 from corral.contracts import JsonValue, dump_payload, model_json, validate_payload
 from corral.errors import (
     AgentError,
@@ -146,6 +146,12 @@ class RunContext:
         return source, value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
     @property
+    def has_inbox(self) -> bool:
+        """Whether this run can wait for a human (`approve`, `escalate`): true in an open app,
+        whose human requests go to the inbox (`corral inbox`, the dashboard)."""
+        return self._run.humans is not None
+
+    @property
     def budget(self) -> dict[str, str | None]:
         """What is left of this run's budget, per dimension (None: no limit)."""
         return self.guards.budget.remaining()
@@ -235,6 +241,7 @@ class RunContext:
         payload: In | dict[str, Any] | str,
         *,
         sender: str | None = None,
+        rejections: Sequence[Rejection] = (),
     ) -> Out:
         """Hand `payload` to `agent` and return its validated output.
 
@@ -242,6 +249,10 @@ class RunContext:
         output schema. If the agent fails and names a fallback, the fallback is tried. An agent
         with an `escalation` policy sends its hard cases (low confidence, no valid answer, and,
         if asked, a guard's refusal) to a human and returns the human's answer instead.
+
+        `rejections` asks again after earlier answers were rejected: the model sees each rejected
+        answer and its reason (`Rejection`), so it can fix what was wrong instead of repeating
+        itself; the loop guard counts such a call apart from a plain repeat of the same input.
 
         Raises:
             AgentError: invalid input, or the agent (and its fallback) could not produce a valid
@@ -253,11 +264,15 @@ class RunContext:
         policy = agent.escalation
         try:
             try:
-                output = await self._call_one(agent, payload, step_id, sender or self.workflow)
+                output = await self._call_one(
+                    agent, payload, step_id, sender or self.workflow, rejections
+                )
             except AgentError as first:
                 if agent.fallback is None or first.code == "invalid_input":
                     raise
-                output = await self._fallback(agent, agent.fallback, payload, step_id, first)
+                output = await self._fallback(
+                    agent, agent.fallback, payload, step_id, first, rejections
+                )
         except AgentError as exc:
             if policy is None or not policy.on_failure or exc.code == "invalid_input":
                 raise
@@ -288,8 +303,10 @@ class RunContext:
         payload: In | dict[str, Any] | str,
         step_id: str,
         first: AgentError,
+        rejections: Sequence[Rejection],
     ) -> Out:
-        """`agent` failed with `first`: its fallback agent answers instead (step `<id>.f`)."""
+        """`agent` failed with `first`: its fallback agent answers instead (step `<id>.f`), told
+        about the same rejected answers."""
         log.warning(
             "agent %s failed (%s); trying fallback %s",
             agent.name,
@@ -297,7 +314,7 @@ class RunContext:
             fallback.name,
             extra={"run_id": self.run_id, "agent": agent.name},
         )
-        return await self._call_one(fallback, payload, f"{step_id}.f", agent.name)
+        return await self._call_one(fallback, payload, f"{step_id}.f", agent.name, rejections)
 
     async def escalate(
         self,
@@ -380,6 +397,7 @@ class RunContext:
         payload: In | dict[str, Any] | str,
         step_id: str,
         sender: str,
+        rejections: Sequence[Rejection] = (),
     ) -> Out:
         if type(payload) is agent.input:
             # The usual handoff: one agent's output is the next one's input. Its JSON is what
@@ -401,7 +419,14 @@ class RunContext:
             await kill.gate(self.run_id, agent.name)
         # The loop guard's keys live in this process only (a resumed run re-executes and
         # rebuilds them), so the string's own hash is enough: no digest per call.
-        run.loops.on_call(agent.name, hash(payload_json), depth)
+        # A call after rejected answers asks something new: keyed apart from a plain repeat.
+        run.loops.on_call(
+            agent.name,
+            hash((payload_json, *(r.reason for r in rejections)))
+            if rejections
+            else hash(payload_json),
+            depth,
+        )
         run.budget.take_turn()
         # Only user code running inside the call (a function agent, a tool) can nest further
         # calls; an LLM agent without tools skips the context variable (a new mapping per set).
@@ -417,6 +442,7 @@ class RunContext:
             self.workflow,
             self._parent_step,
         )
+        call.rejections = rejections
         try:
             # The agent kind's own loop, awaited here: no dispatching coroutine in between.
             if isinstance(agent, FunctionAgent):

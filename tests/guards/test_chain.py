@@ -16,6 +16,7 @@ from corral.errors import (
     CircuitOpenError,
     KilledError,
     LimitError,
+    LoopDetectedError,
     ProviderError,
     ProviderRateLimitError,
     UsageError,
@@ -325,6 +326,48 @@ async def test_an_error_streak_stops_the_agent_without_more_retries():
     assert events.kinds == ["retry", "agent_stopped"]
     assert "writer" in run.loops.stopped
     model.assert_done()
+
+
+class Alarms:
+    """Collects what the guards raise through `Guards.alarm`."""
+
+    def __init__(self) -> None:
+        self.raised: list[dict[str, object]] = []
+
+    def guard_alert(self, **alert: object) -> None:
+        self.raised.append(alert)
+
+
+async def test_an_agent_stopped_by_an_error_streak_is_not_served_by_the_fallback_model():
+    """The streak used to stop the agent and then let the tier's next model answer for it."""
+    g = guards(loops=LoopPolicy(error_streak=2), retry=RetryPolicy(max_attempts=5))
+    g.alarm = alarms = Alarms()
+    flaky = ProviderError("flaky", retryable=True, status=502)
+    primary = FakeModel([flaky, flaky], name="fake:a")
+    backup = FakeModel(["from b"], name="fake:b")
+    events = Events()
+    run = run_of(g)
+    with pytest.raises(ProviderError):
+        await call_of(run, events).call([primary, backup], request())
+    assert events.kinds == ["retry", "agent_stopped"]
+    assert backup.requests == []
+    assert alarms.raised == [
+        {
+            "kind": "agent_stopped",
+            "subject": "writer",
+            "metric": "error_streak",
+            "value": 2.0,
+            "limit": 2.0,
+            "run_id": "r1",
+            "message": "agent writer stopped for the rest of run r1: the same error from fake:a "
+            "2 times in a row (provider_error:502)",
+        }
+    ]
+    # A call of the stopped agent already past the loop guard (a parallel branch) is refused at
+    # its next attempt, on any model.
+    with pytest.raises(LoopDetectedError, match="was stopped in this run"):
+        await call_of(run, events).call([backup], request("fake:b"))
+    assert backup.requests == []
 
 
 async def test_fallback_tries_the_next_model_after_retryable_failures():

@@ -142,6 +142,11 @@ async def test_same_error_streak_stops_the_agent_and_raises_an_alert():
     stops = [s for s in guard_events(recorder) if s.name == "agent_stopped"]
     assert len(stops) == 1 and stops[0].status == "alert"
     assert sim.calls == 5  # the streak, then every later call is refused without a request
+    # The alert is an alert like the others (stored, sent to the webhook), not only a log line.
+    assert app.alerts is not None
+    await app.alerts.drain()
+    [alert] = [a for a in app.alerts.delivered if a.kind == "agent_stopped"]
+    assert (alert.subject, alert.metric, alert.run_id) == ("flaky", "error_streak", result.run_id)
 
 
 async def test_an_outage_opens_the_breaker_the_fallback_answers_then_it_closes():

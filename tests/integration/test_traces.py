@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 from collections import Counter
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
-from corral import Agent, App, AppConfig, RunContext, function_agent, tool
+from corral import Agent, App, AppConfig, ModelPrice, RunContext, function_agent, tool
+from corral.guards import BudgetPolicy, GuardPolicies
 from corral.observe import OtlpConfig, TracePolicy
 from corral.observe.otlp import OtlpExporter, span_id, trace_id
 from corral.observe.redact import REDACTED, Redactor
@@ -283,6 +286,77 @@ async def test_otlp_export_reaches_a_real_receiver_with_genai_attributes(
     )
     parent = by_id[int.from_bytes(chats[0].parent_span_id, "big")]
     assert parent.name.startswith("invoke_agent")
+
+
+@pytest.mark.parametrize("child_process", [True, False], ids=["child", "thread"])
+async def test_guard_spans_reach_a_real_receiver_each_under_its_model_call(
+    serve, tmp_path, child_process
+):
+    """A budget that degrades then refuses: every guard decision arrives as a `guard {kind}`
+    span with its detail, and its parents (the model step, the agent call, the run) arrive too,
+    the refused step included (before, its guard spans pointed at spans never recorded)."""
+    api, received = receiver()
+    url = await serve(api)
+    config = AppConfig(
+        database=f"sqlite:///{tmp_path / 'c.db'}",
+        durable=False,
+        prices={
+            "sim:large": ModelPrice(input_per_mtok=Decimal(300), output_per_mtok=Decimal(300)),
+            "sim:medium": ModelPrice(input_per_mtok=Decimal(100), output_per_mtok=Decimal(100)),
+            "sim:small": ModelPrice(input_per_mtok=Decimal(3), output_per_mtok=Decimal(3)),
+        },
+        guards=GuardPolicies(budget=BudgetPolicy(usd=Decimal("0.60"), degrade_at=0.8)),
+        otlp=OtlpConfig(endpoint=f"{url}/v1/traces", child_process=child_process),
+    )
+    app = App(config)
+    stages = [
+        Agent(
+            name=f"stage{i}",
+            instructions="Improve.",
+            input=Text,
+            output=Text,
+            model="large",
+            max_output_tokens=200,
+        )
+        for i in range(40)
+    ]
+
+    @app.workflow
+    async def chain(ctx: RunContext, t: Text) -> Text:
+        for stage in stages:
+            t = await ctx.call(stage, t)
+        return t
+
+    async with app:
+        result = await app.run("chain", {"text": "a long document " * 20})
+        assert result.status == "budget_exhausted"
+        assert app.exporter is not None
+        assert await asyncio.to_thread(app.exporter.flush)
+        stored = await app.store.list_spans(result.run_id)
+        exporter = app.exporter
+    assert exporter.failed == 0 and exporter.exported == len(stored) + 1
+    spans = [span for _, span in received]
+    by_id = {s.span_id: s for s in spans}
+    guards = [s for s in spans if s.name.startswith("guard ")]
+    stored_guards = [s for s in stored if s["kind"] == "guard"]
+    assert sorted(s.name for s in guards) == sorted(f"guard {s['name']}" for s in stored_guards)
+    assert {"guard degrade", "guard refused"} <= {s.name for s in guards}
+    for guard in guards:
+        attrs = attrs_of(guard)
+        assert attrs["corral.guard.kind"] == guard.name.removeprefix("guard ")
+        assert attrs["corral.run_id"] == result.run_id and attrs["gen_ai.agent.name"]
+        step = by_id[guard.parent_span_id]  # a KeyError here: a detached guard span
+        assert step.name.startswith("chat ")
+        call = by_id[step.parent_span_id]
+        assert call.name == f"invoke_agent {attrs['gen_ai.agent.name']}"
+        assert not by_id[call.parent_span_id].parent_span_id  # the run's root
+    degrade = next(s for s in guards if s.name == "guard degrade")
+    assert json.loads(attrs_of(degrade)["corral.output"])["from"] == "large"
+    refused = next(s for s in guards if s.name == "guard refused")
+    assert json.loads(attrs_of(refused)["corral.output"])["code"] == "budget_exhausted"
+    refused_step = by_id[refused.parent_span_id]
+    assert refused_step.status.code == refused_step.status.STATUS_CODE_ERROR
+    assert attrs_of(refused_step)["error.type"] == "budget_exhausted"
 
 
 async def test_a_dead_export_child_is_started_again_and_later_spans_arrive(serve):

@@ -14,7 +14,8 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel
 
 from corral import Agent, App, AppConfig, ModelPrice, RunContext
-from corral.errors import ConfigError
+from corral.errors import ConfigError, ProviderError
+from corral.guards import BreakerPolicy, GuardPolicies, LoopPolicy, RetryPolicy
 from corral.observe import AlertPolicy
 from corral.observe.alerts import Detector, _median
 from corral.store import queries
@@ -227,3 +228,63 @@ async def test_a_run_that_raises_many_alerts_logs_one_warning(tmp_path, caplog):
     assert line.endswith("; `corral alerts list` shows them")
     debug = [r for r in caplog.records if r.levelno == logging.DEBUG and "alert" in r.getMessage()]
     assert len(debug) == 6
+
+
+async def test_an_agent_stopped_by_an_error_streak_is_a_stored_and_posted_alert(serve, tmp_path):
+    """It used to be a log line and a span only; and the tier's fallback model went on serving
+    the stopped agent."""
+    hook = FastAPI()
+    posted: list[dict] = []
+
+    @hook.post("/alerts")
+    async def receive(request: Request) -> dict:
+        posted.append(await request.json())
+        return {}
+
+    url = await serve(hook)
+    down = ProviderError("upstream down", retryable=True, status=503, provider="fake")
+    primary = FakeModel([down] * 6, name="fake:primary")
+    backup = FakeModel(name="fake:backup")
+    config = AppConfig(
+        database=f"sqlite:///{tmp_path / 'c.db'}",
+        durable=False,
+        tiers={"small": "fake:primary"},
+        fallbacks={"small": ("fake:backup",)},
+        guards=GuardPolicies(
+            loops=LoopPolicy(error_streak=3),
+            retry=RetryPolicy(max_attempts=3, base_delay_s=0),
+            breaker=BreakerPolicy(minimum_calls=100, window_size=100),
+        ),
+        alerts=AlertPolicy(webhook_url=f"{url}/alerts"),
+    )
+    app = App(
+        config,
+        models={"fake:primary": primary, "fake:backup": backup},
+        clock=FakeClock(start=T0),
+    )
+    agent = Agent(name="answerer", instructions="Answer.", input=Q, output=A)
+
+    @app.workflow
+    async def ask(ctx: RunContext, q: Q) -> A:
+        return await ctx.call(agent, q)
+
+    async with app:
+        first = await app.run("ask", {"text": "q1"})
+        second = await app.run("ask", {"text": "q2"})
+        assert app.alerts is not None
+        await app.alerts.drain()
+        stored = await app.store.query(queries.list_alerts)
+    assert first.error["code"] == "provider_error"
+    assert backup.requests == []  # the stopped agent was not handed to the fallback model
+    [alert] = [a for a in stored if a["kind"] == "agent_stopped"]
+    assert (alert["agent"], alert["metric"], alert["run_id"]) == (
+        "answerer",
+        "error_streak",
+        first.run_id,
+    )
+    assert alert["value"] == 3 and alert["limit_value"] == 3
+    assert "the same error from fake:primary 3 times in a row" in alert["message"]
+    # The second run's stop is the same alert within the cooldown: stored and posted once.
+    assert second.error["code"] == "provider_error"
+    assert [p["kind"] for p in posted] == ["agent_stopped"]
+    assert posted[0]["subject"] == "answerer" and posted[0]["run_id"] == first.run_id

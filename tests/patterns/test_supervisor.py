@@ -72,3 +72,42 @@ async def test_supervisor_walks_its_state_machine_and_sees_worker_errors_as_valu
     result = await app.run("run", {"text": "goal"})
     assert result.ok, result.error
     model.assert_done()
+
+
+async def test_a_worker_function_that_raises_is_a_failed_task_the_supervisor_retries():
+    """It used to escape `ctx.parallel` as an ExceptionGroup and fail the run."""
+    model = FakeModel([{"steps": [{"text": "fine"}, {"text": "boom"}]}])
+    app, _, _ = ephemeral_app(
+        models={"fake:model": model}, tiers={"small": "sim:small", "fake": "fake:model"}
+    )
+    planner = Agent(name="planner", instructions="x", input=Text, output=Plan, model="fake")
+    synth = Agent(name="synth", instructions="x", input=Text, output=Report, model="small")
+
+    @function_agent
+    def worker(t: Text) -> Scored:
+        if t.text == "boom":
+            raise RuntimeError("the index is down")
+        return Scored(text=t.text, score=3)
+
+    sup = Supervisor(
+        planner=planner,
+        workers={"worker": worker},
+        synthesizer=synth,
+        tasks=lambda plan: [Task(worker="worker", payload=s) for s in plan.steps],
+        synthesis_input=lambda goal, outcomes: Text(text="ok"),
+        max_retries=1,
+    )
+
+    @app.workflow
+    async def run(ctx: RunContext, t: Text) -> Report:
+        result = await sup.run(ctx, t)
+        assert result.status == "done" and "monitor->delegate (retry 1)" in result.transitions
+        [failed] = [o for o in result.outcomes if not o.ok]
+        assert failed.attempts == 2 and failed.error is not None
+        assert failed.error.code == "function_error" and failed.error.agent == "worker"
+        assert failed.error.details == {"type": "RuntimeError", "message": "the index is down"}
+        return result.output
+
+    result = await app.run("run", {"text": "goal"})
+    assert result.ok, result.error
+    model.assert_done()

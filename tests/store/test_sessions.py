@@ -22,11 +22,16 @@ T0 = datetime(2026, 12, 1, tzinfo=UTC)
         pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.slow]),
     ]
 )
-async def ops(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Ops]:
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The database: set up before `ops` and so dropped only after its store is closed."""
     if request.param == "postgres":
-        url = request.getfixturevalue("postgres_url")
-    else:
-        url = f"sqlite:///{tmp_path / 's.db'}"
+        found: str = request.getfixturevalue("postgres_url")
+        return found
+    return f"sqlite:///{tmp_path / 's.db'}"
+
+
+@pytest.fixture
+async def ops(url: str, tmp_path: Path) -> AsyncIterator[Ops]:
     store = await SqlStore.open(url)
     try:
         yield Ops(store, key_file=tmp_path / "audit.key", checkpoint_every=0)

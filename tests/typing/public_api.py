@@ -18,6 +18,7 @@ from corral import (
     Model,
     ModelRequest,
     ModelResponse,
+    Rejection,
     RunContext,
     RunResult,
     SystemClock,
@@ -112,6 +113,10 @@ async def support(ctx: RunContext, ticket: Ticket) -> Triage:
     found = await ctx.tool(search_kb, query=first.category)
     assert found is not None and both
     await ctx.tool(refund, order_id="o1", amount_usd=250.0)
+    redone: Triage = await ctx.call(
+        triage, cleaned, rejections=[Rejection(answer=first, reason="not a category we use")]
+    )
+    assert redone and ctx.has_inbox
     answered: Triage = await ctx.escalate(careful, cleaned, reason="policy case")
     approved: Triage = await ctx.approve(answered, title="send it?")
     return approved

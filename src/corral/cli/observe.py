@@ -121,7 +121,9 @@ def stats(
     _emit(rows, columns, fmt, f"Agents since {start:%Y-%m-%d %H:%M}", first=first)
 
 
-alerts_app = typer.Typer(help="Anomaly and threshold alerts: list and acknowledge.")
+alerts_app = typer.Typer(
+    help="Anomaly, threshold and agent_stopped (error streak) alerts: list and acknowledge."
+)
 app.add_typer(alerts_app, name="alerts")
 
 

@@ -65,6 +65,8 @@ log = logging.getLogger(__name__)
 WORKFLOW_NAME = "corral.run"
 _executor: RunExecutor | None = None
 _database: str | None = None
+_engines: list[Any] = []
+"""The SQLAlchemy engines DBOS was launched on in this process (disposed by `shutdown`)."""
 _HOLDER = uuid.uuid4().hex
 """This process in executor leases."""
 
@@ -219,6 +221,7 @@ class DbosEngine:
         await keeper.hold()  # before DBOS recovers anything of this executor id
         self._held = True
         _executor, _database, _lease = executor, self._store.url, keeper
+        _engines.append(self._store.engine)
         DBOS(
             config={
                 "name": "corral",
@@ -297,10 +300,13 @@ class DbosEngine:
 
 
 def shutdown() -> None:
-    """Destroy the process's DBOS instance (for tests and clean interpreter exits)."""
+    """Destroy the process's DBOS instance (for tests and clean interpreter exits), and close
+    the connections it gave back to the engines it was handed after their store closed."""
     global _executor, _database, _lease
     _executor = _database = _lease = None
     DBOS.destroy()
+    while _engines:
+        _engines.pop().dispose()
 
 
 def forget_runs(engine: Any, run_ids: list[str]) -> None:

@@ -68,6 +68,7 @@ from corral.guards.retry import RetryBudget, RetryStep
 from corral.guards.router import FallbackStep
 from corral.guards.step import (
     STEP_NAMES,
+    Alarm,
     GuardEvent,
     GuardStep,
     ModelCall,
@@ -191,6 +192,9 @@ class Guards:
         self._semantic: SemanticCache | None = None
         self._custom: list[tuple[StepName, GuardStep]] = []
         self._chain: Next | None = None
+        self.alarm: Alarm | None = None
+        """Where guards' alerts (an agent stopped by an error streak) are stored and sent; set
+        by the app while it is open and alerts are on (None: the log and the span only)."""
 
     # -- the chain ------------------------------------------------------------------------------
 
@@ -223,7 +227,7 @@ class Guards:
             ),
             ("retry", RetryStep(self.retry_budget, clock, self.rng)),
             ("kill_switch", KillSwitchStep(self.kill)),
-            ("error_streak", ErrorStreakStep(p.loops)),
+            ("error_streak", ErrorStreakStep(p.loops, lambda: self.alarm)),
             ("budget", BudgetStep(self.daily, self.pricer, self.input_ratios)),
             ("breaker", BreakerStep(self.breakers, clock)),
             # No limits configured: not in the chain.

@@ -6,21 +6,23 @@ points.
 
 The loop guard's whole reach: `RunContext.call` (before each agent call: turns, repeats,
 ping-pong, depth, agents stopped by an error streak) and `ErrorStreakStep` (the guard chain, at
-each attempt: the same error from one model `error_streak` times in a row stops the agent).
+each attempt: the same error from one model `error_streak` times in a row stops the agent, which
+`FallbackStep` honours by not trying the tier's next model, and raises a stored alert through
+`Guards.alarm`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from pydantic import BaseModel
 
 from corral.errors import LoopDetectedError, ProviderError
 from corral.guards.policy import LoopPolicy
-from corral.guards.step import GuardEvent, ModelCall, Next
+from corral.guards.step import Alarm, GuardEvent, ModelCall, Next
 from corral.model import ModelResponse
 
 __all__ = ["ErrorStreakStep", "LoopGuard", "fingerprint"]
@@ -151,32 +153,63 @@ class LoopGuard:
 class ErrorStreakStep:
     """The guard chain's error-streak check, per attempt: no infinite retry of the same faulty
     prompt. The `error_streak`-th identical failure in a row from one model fails the call at
-    once (`ModelCall.give_up` tells the retry step) and the agent's later calls in this run are
-    refused (`LoopGuard.on_call`)."""
+    once (`ModelCall.give_up` tells the retry and fallback steps: neither another attempt nor the
+    tier's fallback model serves the stopped agent), raises an alert (a `guard` span, a WARNING
+    line, and, when the app's alerts are on, a stored alert with its webhook: `Guards.alarm`),
+    and the agent's later calls in this run are refused (`LoopGuard.on_call`), as is any attempt
+    of a call of it still in flight (a parallel branch)."""
 
-    def __init__(self, policy: LoopPolicy) -> None:
+    def __init__(self, policy: LoopPolicy, alarm: Callable[[], Alarm | None]) -> None:
         self.policy = policy
+        self.alarm = alarm
+        """The app's alarm at the time of the stop (it is set while the app is open)."""
 
     async def __call__(self, call: ModelCall, next: Next) -> ModelResponse:
         loops = call.run.loops
+        if loops.stopped and call.agent in loops.stopped:
+            call.give_up = True
+            raise LoopDetectedError(
+                f"agent {call.agent!r} was stopped in this run: {loops.stopped[call.agent]}",
+                kind="error_streak",
+                agent=call.agent,
+            )
         try:
             response = await next(call)
         except ProviderError as exc:
             endpoint = call.model.name
             if loops.on_error(call.agent, endpoint, f"{exc.code}:{exc.status}"):
                 call.give_up = True
-                await call.emit(
-                    GuardEvent(
-                        kind="agent_stopped",
-                        detail={
-                            "agent": call.agent,
-                            "endpoint": endpoint,
-                            "error": exc.code,
-                            "times": self.policy.error_streak,
-                        },
-                        alert=True,
-                    )
-                )
+                await self._stopped(call, endpoint, exc)
             raise
         loops.on_success(call.agent, call.model.name)
         return response
+
+    async def _stopped(self, call: ModelCall, endpoint: str, exc: ProviderError) -> None:
+        """The agent was just stopped: the event (span, log) and the stored alert."""
+        times = self.policy.error_streak
+        await call.emit(
+            GuardEvent(
+                kind="agent_stopped",
+                detail={
+                    "agent": call.agent,
+                    "endpoint": endpoint,
+                    "error": exc.code,
+                    "times": times,
+                },
+                alert=True,
+            )
+        )
+        alarm = self.alarm()
+        if alarm is not None:
+            alarm.guard_alert(
+                kind="agent_stopped",
+                subject=call.agent,
+                metric="error_streak",
+                value=float(times),
+                limit=float(times),
+                run_id=call.run.run_id,
+                message=(
+                    f"agent {call.agent} stopped for the rest of run {call.run.run_id}: "
+                    f"{call.run.loops.stopped[call.agent]}"
+                ),
+            )

@@ -138,7 +138,8 @@ class FallbackStep:
     """The guard chain's fallback: the tier's models in order until one answers. The next model
     is tried when one's breaker is open or its retryable failures outlast its retries; a
     non-retryable failure ends the call (the request is wrong; another provider would refuse it
-    too)."""
+    too), and so does the failure that stopped the agent (`error_streak`: the agent is stopped for
+    the run, not the model)."""
 
     def __call__(self, call: ModelCall, next: Next) -> Awaitable[ModelResponse]:
         # Not a coroutine when there is nothing to fall back to and the request already names
@@ -169,7 +170,9 @@ class FallbackStep:
             except CircuitOpenError as exc:
                 last = exc
             except ProviderError as exc:
-                if not exc.retryable:
+                # Not retryable: the request is wrong. Given up: the error streak stopped the
+                # agent, so no other model may serve it in this run.
+                if not exc.retryable or call.give_up:
                     raise
                 last = exc
         assert last is not None  # a chain has at least one model

@@ -38,7 +38,17 @@ from corral.model import Model, ModelRequest, ModelResponse
 if TYPE_CHECKING:
     from corral.guards.chain import RunGuards
 
-__all__ = ["STEP_NAMES", "Emit", "GuardEvent", "GuardStep", "ModelCall", "Next", "StepName"]
+__all__ = [
+    "STEP_NAMES",
+    "Alarm",
+    "Emit",
+    "GuardAlertKind",
+    "GuardEvent",
+    "GuardStep",
+    "ModelCall",
+    "Next",
+    "StepName",
+]
 
 StepName = Literal[
     "redact",
@@ -72,6 +82,33 @@ class GuardEvent:
 
 Emit = Callable[[GuardEvent], Awaitable[None]]
 """Records a guard decision (the agent call turns it into a `guard` span)."""
+
+
+GuardAlertKind = Literal["agent_stopped"]
+"""The alerts guards raise themselves (stored with the anomaly, cost and threshold alerts)."""
+
+
+class Alarm(Protocol):
+    """Where a guard's alerts go to be stored and sent (`corral alerts`, the dashboard, the
+    alert webhook): the app's `corral.observe.alerts.AlertMonitor` when alerts are on.
+
+    Called on the event loop in the hot path, like a `Tap`: it only hands the alert off (its
+    delivery never fails or slows the call)."""
+
+    def guard_alert(
+        self,
+        *,
+        kind: GuardAlertKind,
+        subject: str,
+        metric: str,
+        value: float,
+        limit: float | None,
+        run_id: str,
+        message: str,
+    ) -> None:
+        """Raise one alert about `subject` (an agent), e.g. `agent_stopped`."""
+        ...
+
 
 _ZERO = Decimal(0)
 _NOTHING_HELD = (_ZERO, 0)

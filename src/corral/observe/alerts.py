@@ -10,6 +10,10 @@ and raises:
 - `cost`: a current cost above `cost_ratio` (120%) of its baseline mean;
 - `threshold`: above a hard limit from `AlertPolicy.thresholds`, from the first run.
 
+Guards raise their own alerts as they happen, through `AlertMonitor.guard_alert` (the guard
+chain's `Alarm`): `agent_stopped` when the same error `guards.loops.error_streak` times in a row
+stops an agent for the rest of its run.
+
 The same (kind, subject, metric) fires at most once per `cooldown_s`. `AlertMonitor` is the
 `Tap` that feeds the detector from the spans of finished runs and delivers alerts: stored in
 the run database (listed and acknowledged with `corral alerts` and the dashboard), logged, and
@@ -24,13 +28,14 @@ import asyncio
 import logging
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, Protocol
 
 from corral.clock import Clock
+from corral.guards.step import GuardAlertKind
 from corral.observe.webhook import post_json
 from corral.secrets import url_host
 from corral.state.memory import MemoryCooldowns
@@ -58,7 +63,7 @@ class Cooldowns(Protocol):
 
 log = logging.getLogger("corral.alerts")
 
-AlertKind = Literal["anomaly", "cost", "threshold"]
+AlertKind = Literal["anomaly", "cost", "threshold"] | GuardAlertKind
 _COSTS = frozenset({"cost_usd", "cost_per_task"})
 
 
@@ -267,7 +272,8 @@ class _RunTally:
 
 
 class AlertMonitor:
-    """The `Tap` that turns finished runs into metric values, and alerts into deliveries.
+    """The `Tap` that turns finished runs into metric values, and alerts into deliveries; also
+    the guard chain's `Alarm` (`guard_alert`).
 
     Args:
         policy: Baselines, rules and sinks.
@@ -332,9 +338,42 @@ class AlertMonitor:
             subject = self._subjects[run.workflow] = f"workflow:{run.workflow}"
         observe(found, subject, "cost_per_task", float(run.cost_usd), now, run_id)
         if found:
-            task = asyncio.get_running_loop().create_task(self._deliver(found))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start(self._deliver(found))
+
+    def guard_alert(
+        self,
+        *,
+        kind: GuardAlertKind,
+        subject: str,
+        metric: str,
+        value: float,
+        limit: float | None,
+        run_id: str,
+        message: str,
+    ) -> None:
+        """A guard's alert (`agent_stopped`), delivered like the others: stored, logged and sent
+        to the webhook, at most once per (kind, subject, metric) per cooldown."""
+        at = self._clock.now()
+        if not self.detector._due(kind, subject, metric, at):
+            return
+        alert = Alert(
+            kind=kind,
+            subject=subject,
+            metric=metric,
+            value=value,
+            baseline=None,
+            limit=limit,
+            run_id=run_id,
+            message=message,
+            at=at,
+        )
+        self._start(self._deliver([alert]))
+
+    def _start(self, delivery: Coroutine[Any, Any, None]) -> None:
+        """Deliver off the hot path; `drain` waits for it."""
+        task = asyncio.get_running_loop().create_task(delivery)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _deliver(self, found: list[Alert]) -> None:
         # One line per run, not one per metric: a run that moves every metric of every agent
