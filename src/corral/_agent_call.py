@@ -24,6 +24,7 @@ from corral.contracts import JsonValue, RunId, dump_payload, validate_payload
 from corral.durable import EphemeralJournal, Journal
 from corral.errors import (
     AgentError,
+    BudgetExhaustedError,
     CircuitOpenError,
     LimitError,
     ProviderError,
@@ -153,11 +154,18 @@ class AgentCall(Generic[In, Out]):
                 tier = agent.model
                 if tier == AUTO or self.run.guards.budget.should_degrade:
                     tier = await self._choose_tier(agent, messages, allow_tools)
-                models, request = self._request(agent, step_id, tier, messages, allow_tools)
-                if ephemeral:  # nothing to journal: no step bookkeeping (and no JSON form)
-                    answer = await self._call_models(agent, models, request, messages, tier)
-                else:
-                    answer = await self._journaled_call(agent, models, request, messages, tier)
+                while True:
+                    models, request = self._request(agent, step_id, tier, messages, allow_tools)
+                    try:
+                        if ephemeral:  # nothing to journal: no step bookkeeping (no JSON form)
+                            answer = await self._call_models(agent, models, request, messages, tier)
+                        else:
+                            answer = await self._journaled_call(
+                                agent, models, request, messages, tier
+                            )
+                        break
+                    except BudgetExhaustedError as exc:
+                        tier = await self._cheaper_after(exc, tier)  # or raises `exc`
                 response = self._answered(agent, answer)
                 if response.tool_calls and rounds < limits.max_tool_rounds:
                     rounds += 1
@@ -303,6 +311,28 @@ class AgentCall(Generic[In, Out]):
                 )
                 tier = cheaper
         return tier
+
+    async def _cheaper_after(self, refused: BudgetExhaustedError, tier: str) -> str:
+        """The next cheaper tier to try when the run's budget has no room for `tier`'s worst
+        case (a cheaper tier's may still fit, whatever the degrade point); raises `refused`
+        when there is none, or when a cheaper tier cannot help (a call-count limit, a daily
+        limit)."""
+        run = self.run.guards
+        cheaper = run.guards.cheaper_tier(tier)
+        if refused.scope != "run" or refused.dimension not in ("usd", "tokens") or not cheaper:
+            raise refused
+        await self._emit(
+            GuardEvent(
+                kind="degrade",
+                detail={
+                    "from": tier,
+                    "to": cheaper,
+                    "reason": "does_not_fit",
+                    "budget_used": round(run.budget.fraction(), 3),
+                },
+            )
+        )
+        return cheaper
 
     def _request(
         self,

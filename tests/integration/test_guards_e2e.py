@@ -233,7 +233,9 @@ class Stage(BaseModel):
     text: str
 
 
-async def test_a_budget_running_out_mid_pipeline_degrades_then_returns_its_best_result():
+async def test_a_budget_running_out_mid_pipeline_degrades_tier_by_tier_to_finish():
+    """Past the degrade point calls go one tier cheaper; when even that tier's worst case no
+    longer fits, the next cheaper one is tried before anything is refused."""
     clock = VirtualClock()
     prices = {
         "sim:large": ModelPrice(input_per_mtok=D(300), output_per_mtok=D(300)),
@@ -261,17 +263,16 @@ async def test_a_budget_running_out_mid_pipeline_degrades_then_returns_its_best_
         return doc
 
     result = await app.run("pipeline", {"text": "a long document " * 20})
-    assert result.status == "budget_exhausted"
+    assert result.ok, result.error
     assert result.cost_usd <= D("0.60")
-    assert result.partial is not None and "text" in result.partial
-    assert result.error["best_result_from"].startswith("stage")
-    assert "not_completed" in result.error
-    degrades = [s for s in guard_events(recorder, result.run_id) if s.name == "degrade"]
-    assert degrades and degrades[0].output["from"] == "large"
+    degrades = [s.output for s in guard_events(recorder, result.run_id) if s.name == "degrade"]
+    assert degrades[0]["from"] == "large" and "reason" not in degrades[0]  # the degrade point
+    assert {"from": "medium", "to": "small", "reason": "does_not_fit"}.items() <= next(
+        d for d in degrades if d.get("reason") == "does_not_fit"
+    ).items()
     models = [s.model for s in recorder.spans_of(result.run_id, "model")]
-    assert models[0] == "sim:large" and models[-1] == "sim:medium"  # one tier cheaper
-    refused = [s for s in guard_events(recorder, result.run_id) if s.name == "refused"]
-    assert refused[-1].output["code"] == "budget_exhausted"  # refused before the call
+    assert models[0] == "sim:large" and models[-1] == "sim:small"
+    assert "sim:medium" in models
 
 
 async def test_fifty_parallel_calls_racing_for_the_last_dollar_in_a_real_run():
