@@ -312,14 +312,25 @@ class AgentCall(Generic[In, Out]):
                 tier = cheaper
         return tier
 
+    def _cheaper_tier(self, refused: LimitError, tier: str) -> str | None:
+        """The tier to try after `refused` on `tier`: the next cheaper one when the run's own
+        USD or token budget refused (a cheaper tier's worst case may fit), else None."""
+        if (
+            not isinstance(refused, BudgetExhaustedError)
+            or refused.scope != "run"
+            or refused.dimension not in ("usd", "tokens")
+        ):
+            return None
+        return self.run.guards.guards.cheaper_tier(tier)
+
     async def _cheaper_after(self, refused: BudgetExhaustedError, tier: str) -> str:
         """The next cheaper tier to try when the run's budget has no room for `tier`'s worst
         case (a cheaper tier's may still fit, whatever the degrade point); raises `refused`
         when there is none, or when a cheaper tier cannot help (a call-count limit, a daily
         limit)."""
         run = self.run.guards
-        cheaper = run.guards.cheaper_tier(tier)
-        if refused.scope != "run" or refused.dimension not in ("usd", "tokens") or not cheaper:
+        cheaper = self._cheaper_tier(refused, tier)
+        if cheaper is None:
             raise refused
         await self._emit(
             GuardEvent(
@@ -468,6 +479,8 @@ class AgentCall(Generic[In, Out]):
             error = _CANCELLED if isinstance(exc, asyncio.CancelledError) else exc.to_dict()
             if isinstance(exc, LimitError):
                 await self._emit(GuardEvent(kind="refused", detail=error, alert=True))
+                if self._cheaper_tier(exc, tier) is not None:
+                    raise  # the step goes on at a cheaper tier: its model span is that call's
             await self._record(
                 kind="model",
                 step_id=step_id,

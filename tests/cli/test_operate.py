@@ -442,3 +442,13 @@ def test_tokens_revoke_takes_a_unique_prefix(cli):
     assert code == 0 and out.strip() == f"token {token_id} revoked", err
     code, _, err = cli("tokens", "revoke", "zz")
     assert code == 2 and "no token 'zz'" in err
+
+
+def test_an_unreadable_edit_file_is_one_clear_line_and_decides_nothing(cli, db, tmp_path):
+    seed_runs(db, "run-1")
+    seed_request(db)
+    code, _, err = cli("approve", "run-1:2", "--edit", f"@{tmp_path}/missing.json")
+    assert code == 2 and "cannot read --edit file" in err and "No such file" in err
+    assert "Traceback" not in err
+    code, out, _ = cli("inbox")
+    assert code == 0 and "run-1:2.h" in out  # still pending

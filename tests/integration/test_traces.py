@@ -303,7 +303,8 @@ async def test_guard_spans_reach_a_real_receiver_each_under_its_model_call(
         prices={
             "sim:large": ModelPrice(input_per_mtok=Decimal(300), output_per_mtok=Decimal(300)),
             "sim:medium": ModelPrice(input_per_mtok=Decimal(100), output_per_mtok=Decimal(100)),
-            "sim:small": ModelPrice(input_per_mtok=Decimal(3), output_per_mtok=Decimal(3)),
+            # As dear as medium: degrading cannot save the run, so a call is refused.
+            "sim:small": ModelPrice(input_per_mtok=Decimal(100), output_per_mtok=Decimal(100)),
         },
         guards=GuardPolicies(budget=BudgetPolicy(usd=Decimal("0.60"), degrade_at=0.8)),
         otlp=OtlpConfig(endpoint=f"{url}/v1/traces", child_process=child_process),

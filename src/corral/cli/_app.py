@@ -20,7 +20,16 @@ if TYPE_CHECKING:
     from corral.store.queries import IdKind
     from corral.store.sql import SqlStore
 
-__all__ = ["ConfigOpt", "DbOpt", "ExecutorOpt", "app", "open_store", "read_config", "resolve_id"]
+__all__ = [
+    "ConfigOpt",
+    "DbOpt",
+    "ExecutorOpt",
+    "app",
+    "open_store",
+    "read_config",
+    "read_json_text",
+    "resolve_id",
+]
 
 app = typer.Typer(
     name="corral",
@@ -90,3 +99,25 @@ async def resolve_id(store: SqlStore, kind: IdKind, text: str) -> str:
             "give more characters of the id"
         )
     return found[0]
+
+
+def read_json_text(text: str, option: str) -> str:
+    """An argument that is JSON text, or `@path` for a file's (`--input`, `--edit`, ...).
+
+    Raises:
+        UsageError: the file cannot be read (says why) or is not UTF-8.
+    """
+    if not text.startswith("@"):
+        return text
+    path = Path(text[1:])
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(
+            f"cannot read {option} file {str(path)!r}: {exc.strerror or exc}; "
+            "give JSON text, or @ and the path of a JSON file"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"{option} file {str(path)!r} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from exc

@@ -18,7 +18,15 @@ import typer
 from rich.markup import escape
 
 from corral._loop import run as run_loop
-from corral.cli._app import ConfigOpt, DbOpt, app, open_store, read_config, resolve_id
+from corral.cli._app import (
+    ConfigOpt,
+    DbOpt,
+    app,
+    open_store,
+    read_config,
+    read_json_text,
+    resolve_id,
+)
 from corral.cli._output import Format, _emit, console, err, safe, short
 from corral.config import AppConfig
 from corral.errors import PayloadError, UsageError
@@ -65,8 +73,8 @@ def _with_ops(
     return run_loop(go())
 
 
-def _json_arg(text: str) -> Any:
-    raw = Path(text[1:]).read_text(encoding="utf-8") if text.startswith("@") else text
+def _json_arg(text: str, option: str) -> Any:
+    raw = read_json_text(text, option)
     try:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -169,7 +177,7 @@ def approve(
     The edited arguments are the proposed ones with --edit merged over them (RFC 7386), then
     checked against the tool's schema: `--edit '{"amount_usd": 90}'` keeps every other argument.
     """
-    value = _json_arg(edit) if edit is not None else None
+    value = _json_arg(edit, "--edit") if edit is not None else None
     action = "edit" if edit is not None else "approve"
     _decide(request_id, action, value, comment, actor, config, db, patch=True)
 
@@ -200,7 +208,7 @@ def answer(
     db: DbOpt = None,
 ) -> None:
     """Answer an escalation: the answer becomes the agent's output and the run continues."""
-    _decide(request_id, "answer", _json_arg(value), comment, actor, config, db)
+    _decide(request_id, "answer", _json_arg(value, "VALUE"), comment, actor, config, db)
 
 
 @app.command("take-over")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -17,33 +16,12 @@ from corral.cli._app import (
     app,
     open_store,
     read_config,
+    read_json_text,
     resolve_id,
 )
 from corral.cli._output import Format, _emit, console, safe, short
 from corral.contracts import RunId
 from corral.errors import UsageError
-
-
-def _read_input(text: str) -> str:
-    """`--input`: JSON text, or `@path` for a file's.
-
-    Raises:
-        UsageError: the file cannot be read (says why) or is not UTF-8.
-    """
-    if not text.startswith("@"):
-        return text
-    path = Path(text[1:])
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(
-            f"cannot read --input file {str(path)!r}: {exc.strerror or exc}; "
-            "give JSON text, or @ and the path of a JSON file"
-        ) from exc
-    except UnicodeDecodeError as exc:
-        raise UsageError(
-            f"--input file {str(path)!r} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
-        ) from exc
 
 
 @app.command()
@@ -71,7 +49,7 @@ def run(
     """Run WORKFLOW once and print its result as JSON."""
     from corral.cli._load import load_app
 
-    payload = _read_input(input)
+    payload = read_json_text(input, "--input")
     cfg = read_config(config, db, executor_id)
     target = load_app(app_ref, cfg)
 
