@@ -62,3 +62,35 @@ def test_a_second_process_with_a_live_executor_id_is_refused(database: str) -> N
     # Closed: its lease was given back, so the default id works again at once.
     after = _echo(database)
     assert after.returncode == 0, after.stderr
+
+
+def test_a_process_that_lost_its_lease_runs_no_further_step(database: str, tmp_path) -> None:
+    """A process paused past its lease's TTL came back and ran the side effects another process
+    had taken over: a process that finds its lease gone exits at once (code 75)."""
+    import os
+
+    import sqlalchemy as sa
+
+    ledger = tmp_path / "ledger.txt"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.lease_app", database, "fence", str(ledger)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "CORRAL_LEASE_TTL_S": "2"},  # a heartbeat every 0.5 s
+    )
+    assert proc.stdout is not None
+    try:
+        assert proc.stdout.readline().strip() == "step 1"  # it now waits in step 2
+        engine = sa.create_engine(database.replace("postgresql://", "postgresql+psycopg://"))
+        with engine.begin() as conn:  # another process takes the executor id over
+            conn.execute(sa.text("UPDATE corral_executors SET holder = 'another-process'"))
+        engine.dispose()
+        code = proc.wait(timeout=60)  # its next heartbeat finds the lease gone
+    finally:
+        _, err = proc.communicate(input="go\n", timeout=60)
+    assert code == 75, err
+    assert "lost the lease" in err
+    assert ledger.read_text().split() == ["1"], "no side effect after the lease was lost"

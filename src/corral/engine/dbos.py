@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import uuid
 from datetime import datetime
@@ -104,6 +105,9 @@ class SqlJournal:
     async def step(self, step_id: str, name: str, fn: StepFn) -> JsonValue:
         if step_id in self._done:
             return self._done[step_id]
+        lease = _lease
+        if lease is not None and time.monotonic() >= lease.good_until:
+            await lease.check()  # a paused process may have lost its executor id meanwhile
         result = await fn()
         held = self._spans.drain() if self._spans is not None else []
         await self._store.save_step(self._run_id, step_id, name, result, with_spans=held)
@@ -117,6 +121,9 @@ class SqlJournal:
         return await self._store.take_lost_attempts(self._run_id, at)
 
     async def effect(self, key: str) -> dict[str, JsonValue] | None:
+        lease = _lease  # asked right before a side effect runs
+        if lease is not None and time.monotonic() >= lease.good_until:
+            await lease.check()
         return await self._store.effect(key)
 
     async def record_effect(self, key: str, run_id: RunId, tool: str, result: JsonValue) -> None:
@@ -132,6 +139,9 @@ class _LeaseKeeper:
         self.executor_id = executor_id
         self.users = 0
         self._beat: asyncio.Task[None] | None = None
+        self._trust_s = leases.ttl_s - HEARTBEAT_S
+        self.good_until = 0.0
+        """Until this `time.monotonic()` the lease is trusted without asking the database."""
 
     async def hold(self) -> None:
         """Take the lease (the first user) or share it.
@@ -141,10 +151,30 @@ class _LeaseKeeper:
         """
         if self.users == 0:
             await self.leases.acquire(self.executor_id, _HOLDER, time.time())
+            self.good_until = time.monotonic() + self._trust_s
             self._beat = asyncio.get_running_loop().create_task(
                 self._renew(), name="corral-executor-lease"
             )
         self.users += 1
+
+    async def check(self) -> None:
+        """Before a durable step or a side effect: the lease is still ours. Trusted without a
+        database round trip for a little less than the lease's TTL after its last renewal; past
+        that (a process paused by SIGSTOP, a stalled VM, a missed heartbeat) it is renewed first.
+
+        A process that lost its lease may be executing runs another process has taken over; it
+        must not run one more step, so it exits at once (exit code 75, a temporary failure: a
+        supervisor restarts it, and the runs resume where their journal says)."""
+        if time.monotonic() < self.good_until:
+            return
+        try:
+            held = await self.leases.renew(self.executor_id, _HOLDER, time.time())
+        except CorralError as exc:
+            log.warning("could not renew the lease of %r: %s", self.executor_id, exc)
+            held = False
+        if not held:
+            self._fenced()
+        self.good_until = time.monotonic() + self._trust_s
 
     async def let_go(self) -> None:
         """One user is done; the last gives the lease back."""
@@ -162,7 +192,6 @@ class _LeaseKeeper:
             log.warning("could not give back the lease of %r: %s", self.executor_id, exc)
 
     async def _renew(self) -> None:
-        lost = False
         while True:
             await asyncio.sleep(HEARTBEAT_S)
             try:
@@ -170,14 +199,23 @@ class _LeaseKeeper:
             except CorralError as exc:  # a busy database: the next beat tries again
                 log.warning("could not renew the lease of %r: %s", self.executor_id, exc)
                 continue
-            if not held and not lost:
-                log.error(
-                    "this process lost the lease of executor id %r (no heartbeat for %.0f s): "
-                    "another process may now execute its runs; stop this process",
-                    self.executor_id,
-                    self.leases.ttl_s,
-                )
-            lost = not held
+            if not held:
+                self._fenced()
+            self.good_until = time.monotonic() + self._trust_s
+
+    def _fenced(self) -> None:
+        """The lease is another process's now: that process may be executing this one's runs,
+        so this one must not run another step. It exits at once (code 75, a temporary failure:
+        a supervisor restarts it, and the runs go on where their journal says)."""
+        log.critical(
+            "this process lost the lease of executor id %r (no heartbeat for over %.0f s; "
+            "another process may be executing its runs): exiting now rather than run another "
+            "step",
+            self.executor_id,
+            self.leases.ttl_s,
+        )
+        logging.shutdown()
+        os._exit(75)
 
 
 _lease: _LeaseKeeper | None = None

@@ -29,11 +29,12 @@ from corral.store.sql import SqlStore
 
 __all__ = ["HEARTBEAT_S", "LEASE_TTL_S", "ExecutorLeases", "Lease"]
 
-HEARTBEAT_S = 5.0
-"""How often a holder renews its lease."""
-LEASE_TTL_S = 20.0
-"""A lease not renewed for this long is free (its process is taken for dead): four heartbeats,
-so a process busy for a few seconds keeps its lease."""
+LEASE_TTL_S = float(os.environ.get("CORRAL_LEASE_TTL_S", "20"))
+"""A lease not renewed for this long is free (its process is taken for dead). 20 s by default;
+`CORRAL_LEASE_TTL_S` changes it (every process on a database must use the same value)."""
+HEARTBEAT_S = LEASE_TTL_S / 4
+"""How often a holder renews its lease: four heartbeats per TTL, so a process busy for a few
+seconds keeps its lease."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
