@@ -197,6 +197,16 @@ async def test_a_partial_edit_is_a_merge_patch_over_the_proposed_arguments(tmp_p
                 value={"order_id": None},
                 patch=True,
             )
+        for bad in (float("nan"), float("inf")):  # NaN passed the schema, then the tool failed
+            with pytest.raises(PayloadError, match="not finite at amount_usd"):
+                await app.ops.decide(
+                    request.id,
+                    "edit",
+                    by="bob",
+                    at=app.clock.now(),
+                    value={"amount_usd": bad},
+                    patch=True,
+                )
         row = await app.ops.decide(
             request.id, "edit", by="bob", at=app.clock.now(), value={"amount_usd": 90}, patch=True
         )

@@ -277,6 +277,10 @@ def test_audit_verify_never_creates_a_key(tmp_path, db, monkeypatch, capsys):
     )
     monkeypatch.delenv("CORRAL_AUDIT_KEY")
     cli = cli_runner(config, monkeypatch, capsys)
+    code, _, err = cli("audit", "verify")  # no database yet: verify creates none either
+    assert code == 2 and "no Corral database" in err
+    assert not Path(db.removeprefix("sqlite:///")).exists()
+    seed_runs(db)  # a database with no audit entries and no key
     code, _, err = cli("audit", "verify")
     assert code == 1
     assert f"key no trusted public key: there is no key at {key}" in " ".join(err.split())

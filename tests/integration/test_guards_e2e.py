@@ -318,7 +318,7 @@ async def test_halting_a_run_cancels_its_model_call_and_ends_it_killed():
     assert clock.monotonic() < 30
 
 
-async def test_a_daily_limit_pauses_a_batch_run_until_an_operator_raises_it():
+async def test_a_daily_limit_pauses_a_batch_run_until_an_operator_raises_it(caplog):
     clock = VirtualClock(start=datetime(2026, 3, 1, 9, 0, tzinfo=UTC))
     guards = GuardPolicies(daily={"tenant:*": DailyLimit(usd=D("0.0001"))})
     app, recorder = app_with(clock, guards=guards)
@@ -334,6 +334,9 @@ async def test_a_daily_limit_pauses_a_batch_run_until_an_operator_raises_it():
         handle = await app.start("once", {"text": "y"}, tenant="acme", priority="batch")
         await clock.sleep(60)
         assert not handle.done(), "paused, not failed"
+        # Not silently: the log says why, and that only an operator can help this one.
+        assert "paused: the daily limit of tenant:acme" in caplog.text
+        assert "a new day will not help" in caplog.text
         app.guards.daily.raise_limit("tenant:*", DailyLimit(usd=D("10")))
         result = await handle.result()
         assert clock.monotonic() < 900  # woke by the raise, not by the next day

@@ -125,3 +125,50 @@ async def test_journaled_steps_effects_and_cached_answers_are_stored_redacted(tm
     assert steps == {"1": {"error": "401 [REDACTED]", "long": long_text}}
     assert effect == {"result": "done with [REDACTED]"}
     assert cached == {"text": "[REDACTED]"}
+
+
+async def test_a_runs_user_tenant_and_tags_are_stored_redacted(tmp_path: Path):
+    """A caller can put anything in them: `--user` holding a key stored it in clear."""
+    from corral.secrets import register_secret
+
+    key = register_secret("user-field-key-7c1e")
+    store = await SqlStore.open(f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        await store.record_run(
+            RunRecord(
+                run_id="r1",
+                workflow="w",
+                status="running",
+                durable=False,
+                user=f"u-{key}",
+                tenant=key,
+                tags=("plain", key),
+                started_at=T0,
+            )
+        )
+        [row] = await store.list_runs()
+    finally:
+        await store.close()
+    assert key not in repr(row)
+    assert row["user_id"] == "u-[REDACTED]" and row["tags"] == ["plain", "[REDACTED]"]
+
+
+async def test_a_resumed_runs_record_keeps_the_time_it_first_started(tmp_path: Path):
+    """Recovery rewrote `started_at` to the moment the run resumed."""
+    store = await SqlStore.open(f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        for status, started in (("running", T0), ("succeeded", T0 + timedelta(hours=2))):
+            await store.record_run(
+                RunRecord(
+                    run_id="r1",
+                    workflow="w",
+                    status=status,
+                    durable=True,
+                    started_at=started,
+                    finished_at=started if status == "succeeded" else None,
+                )
+            )
+        [row] = await store.list_runs()
+    finally:
+        await store.close()
+    assert row["status"] == "succeeded" and row["started_at"] == T0

@@ -422,7 +422,7 @@ def audit_verify(
         count, problems = await ops.verify(exported=exported, trusted_keys=keys, also_trust=named)
         return count, problems, await asyncio.to_thread(lambda: ops.log.checkpoint_file)
 
-    count, problems, where = _with_ops(config, db, verify)
+    count, problems, where = _with_ops(config, db, verify, read_only=True)
     if problems:
         for p in problems:
             err.print(f"[red]{p.kind}[/red] {escape(p.message)}")

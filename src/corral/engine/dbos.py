@@ -317,8 +317,13 @@ class DbosEngine:
         )
 
     async def pending(self) -> list[RunId]:
+        # This executor's runs only: another id's are resumed by a process with that id (a
+        # wait for them here would last until that process comes back).
         found = await DBOS.list_workflows_async(
-            status=["PENDING", "ENQUEUED"], name=WORKFLOW_NAME, sort_desc=False
+            status=["PENDING", "ENQUEUED"],
+            name=WORKFLOW_NAME,
+            sort_desc=False,
+            executor_id=self._executor_id,
         )
         return [RunId(w.workflow_id) for w in found]
 

@@ -646,6 +646,17 @@ class BudgetStep:
         await call.emit(GuardEvent(kind="refused", detail=exc.to_dict()))
         if exc.scope == "run" or call.run.priority == "critical":
             raise exc
+        never = Decimal(exc.details["needed"]) > Decimal(exc.details["limit"])
+        log.warning(
+            "run %s paused: the daily limit of %s has no room for its next call (%s); it goes "
+            "on when an operator raises the limit%s",
+            call.run.run_id,
+            exc.scope,
+            exc.dimension,
+            " (the call alone needs more than the whole limit, so a new day will not help)"
+            if never
+            else f" or at midnight UTC (in {self.daily.seconds_to_reset() / 60:.0f} min)",
+        )
         await call.emit(
             GuardEvent(
                 kind="paused",

@@ -14,6 +14,7 @@ win and nothing executes twice.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -310,6 +311,12 @@ def _checked_value(row: dict[str, Any], action: str, value: JsonValue) -> JsonVa
     schema = row.get("schema")
     if value is None:
         raise PayloadError(f"{action!r} needs a value that fits the request's schema")
+    where = _non_finite(value)
+    if where is not None:  # JSON has no NaN or Infinity; a schema check lets them through
+        raise PayloadError(
+            f"{action!r} holds a number that is not finite at {where or '<root>'}; give a "
+            "finite number"
+        )
     if schema is None:
         raise UsageError(f"request {row['id']} has no schema, so it cannot be edited or answered")
     try:
@@ -328,3 +335,20 @@ def _checked_value(row: dict[str, Any], action: str, value: JsonValue) -> JsonVa
             errors=details,
         )
     return value
+
+
+def _non_finite(value: JsonValue, path: str = "") -> str | None:
+    """The path of the first NaN or infinite number in `value`, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _non_finite(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _non_finite(item, f"{path}.{i}" if path else str(i))
+            if found is not None:
+                return found
+    return None

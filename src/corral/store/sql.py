@@ -223,7 +223,8 @@ class SqlStore:
         # Upserts are built once and executed with bound parameters: building a statement from
         # literal values costs more than the SQLite write itself.
         self._upserts = {
-            "runs": self._upsert_statement(runs, ["run_id"]),
+            # A resumed run's records keep the time it first started.
+            "runs": self._upsert_statement(runs, ["run_id"], keep=("started_at",)),
             "spans": self._upsert_statement(spans, ["run_id", "step_id"]),
             "effects": self._upsert_statement(effects, ["key"]),
             "cache": self._upsert_statement(cache, ["namespace", "key"]),
@@ -232,11 +233,15 @@ class SqlStore:
             index_elements=["run_id", "step_id"]
         )
 
-    def _upsert_statement(self, table: sa.Table, keys: list[str]) -> _Insert:
+    def _upsert_statement(
+        self, table: sa.Table, keys: list[str], keep: tuple[str, ...] = ()
+    ) -> _Insert:
+        """Insert a row, or update every column of the existing one but `keys` and `keep`."""
         stmt = self.insert(table)
+        fixed = {*keys, *keep}
         return stmt.on_conflict_do_update(
             index_elements=keys,
-            set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys},
+            set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in fixed},
         )
 
     @classmethod
@@ -397,15 +402,16 @@ class SqlStore:
 
     def _run_values(self, run: RunRecord) -> dict[str, Any]:
         # Called in the writer thread: redacting and dumping stays off the event loop.
-        dump = self.redactor.dump
+        dump, text = self.redactor.dump, self.redactor.text
         return {
             "run_id": run.run_id,
             "workflow": run.workflow,
             "status": run.status,
             "durable": run.durable,
-            "user_id": run.user,
-            "tenant": run.tenant,
-            "tags": json.dumps(list(run.tags)),
+            # Caller-given names can hold anything, a key included: scrubbed like the payloads.
+            "user_id": text(run.user) if run.user else run.user,
+            "tenant": text(run.tenant) if run.tenant else run.tenant,
+            "tags": text(json.dumps(list(run.tags))) if run.tags else "[]",
             "input": dump(run.input),
             "output": dump(run.output),
             "error": dump(run.error),
