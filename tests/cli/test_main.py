@@ -337,3 +337,10 @@ def test_show_as_json_has_the_run_and_its_spans_whole(cli):
     assert {(s["kind"], s["name"]) for s in shown["spans"]} >= {("agent", "answerer")}
     code, _, err = cli("show", run_id, "--format", "yaml")
     assert code == 2 and "unknown format 'yaml'; use tree or json" in err
+
+
+def test_an_argument_that_is_not_utf8_is_one_line(cli, tmp_path):
+    """`corral pause --agent $'a\\xff'` printed a 500-line traceback."""
+    code, _, err = cli("pause", "--agent", "a\udcff")
+    assert code == 2 and "is not UTF-8 text" in err and "Traceback" not in err
+    assert not (tmp_path / "c.db").exists()  # nothing was opened

@@ -323,3 +323,14 @@ async def test_a_form_on_another_port_of_the_same_host_cannot_cancel_a_run(serve
 )
 def test_an_origin_matches_only_its_own_host_and_port(origin, host, same):
     assert _is_host(origin, host) is same
+
+
+async def test_a_lone_surrogate_in_a_body_is_a_400_not_a_500(served):
+    """`"\\ud800"` in a control's reason reached the database and failed there (500)."""
+    body = b'{"action": "pause", "scope": "agent", "name": "a", "reason": "x\\ud800"}'
+    async with served.client("operator") as operator:
+        response = await operator.post(
+            "/api/controls", content=body, headers={"Content-Type": "application/json"}
+        )
+    assert response.status_code == 400, response.text
+    assert "not valid Unicode" in response.json()["message"]

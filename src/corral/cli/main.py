@@ -43,6 +43,16 @@ def _configure_logging() -> None:
 def main() -> None:
     """Entry point: turns Corral errors into a one-line message and exit code 2."""
     _configure_logging()
+    for arg in sys.argv[1:]:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8 reach Python as lone surrogates
+            shown = arg.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+            err.print(
+                f"[red]error[/red] {safe(f'[usage_error] argument {shown} is not UTF-8 text')}",
+                soft_wrap=True,
+            )
+            sys.exit(2)
     try:
         app()
     except CorralError as exc:

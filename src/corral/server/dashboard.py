@@ -236,6 +236,8 @@ _ERRORS: dict[type[Exception], tuple[int, str]] = {
     PayloadError: (422, "invalid_payload"),
     UsageError: (400, "bad_request"),
     StateError: (503, "unavailable"),  # a locked or unreachable database: try again
+    # Text that cannot be stored: a lone surrogate (`"\ud800"` in JSON) in a field.
+    UnicodeEncodeError: (400, "bad_request"),
 }
 
 
@@ -294,6 +296,11 @@ def create_dashboard(
     async def refuse(request: Request, exc: Exception) -> Response:
         status, code = next(v for k, v in _ERRORS.items() if isinstance(exc, k))
         message = str(exc)
+        if isinstance(exc, UnicodeEncodeError):
+            message = (
+                "the request holds text that is not valid Unicode (a lone surrogate such as "
+                "\\ud800); send each surrogate pair whole"
+            )
         is_api = request.url.path.startswith("/api/") or request.url.path == "/metrics"
         if status == 401 and not is_api:
             target = quote(
