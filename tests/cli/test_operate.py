@@ -456,3 +456,32 @@ def test_an_unreadable_edit_file_is_one_clear_line_and_decides_nothing(cli, db, 
     assert "Traceback" not in err
     code, out, _ = cli("inbox")
     assert code == 0 and "run-1:2.h" in out  # still pending
+
+
+def test_cancelling_a_run_that_already_ended_stores_nothing(cli, db):
+    """Each `corral cancel` of a finished run stored another halt and said it halted it."""
+
+    async def finished() -> None:
+        store = await SqlStore.open(db)
+        try:
+            await store.record_run(
+                RunRecord(
+                    run_id=RunId("done-1"),
+                    workflow="pay",
+                    status="succeeded",
+                    durable=False,
+                    started_at=datetime.now(UTC),
+                    finished_at=datetime.now(UTC),
+                )
+            )
+        finally:
+            await store.close()
+
+    asyncio.run(finished())
+    code, _, err = cli("cancel", "done-1")
+    assert code == 2 and "already ended (succeeded); there is nothing to cancel" in err
+    code, out, _ = cli("audit", "list", "--format", "json")
+    assert "operator.halt" not in out
+    code, out, _ = cli("pause", "--agent", "a")
+    code, out, _ = cli("unpause", "--agent", "a")
+    assert code == 0 and out.startswith("unpause agent a")

@@ -29,6 +29,7 @@ from corral.cli._app import (
 )
 from corral.cli._output import Format, _emit, console, err, safe, short
 from corral.config import AppConfig
+from corral.contracts import RunId
 from corral.errors import PayloadError, UsageError
 
 if TYPE_CHECKING:
@@ -259,13 +260,21 @@ def _control(
         # A run control names a run that exists (a unique prefix is enough): a typo must not
         # store a control that stops nothing and report success.
         target = await resolve_id(ops.store, "run", name) if scope == "run" and name else name
+        if action == "halt" and scope == "run" and target:
+            run = await ops.store.get_run(RunId(target))
+            if run is not None and run["status"] not in ("running", "pending"):
+                raise UsageError(
+                    f"run {target} already ended ({run['status']}); there is nothing to cancel"
+                )
         return await ops.add_control(
             action, scope, target, by=who, at=datetime.now(UTC), reason=reason
         )
 
     control = _with_ops(config, db, add)
     target = f"{scope} {control.name}" if control.name else scope
-    console.print(f"{action} {safe(target)} (control {control.seq}, by {safe(who)})")
+    # The controls log's word for lifting a pause is `resume`; the command is `unpause`.
+    said = "unpause" if action == "resume" else action
+    console.print(f"{said} {safe(target)} (control {control.seq}, by {safe(who)})")
 
 
 def _one_scope(**given: Any) -> tuple[str, str | None]:
