@@ -79,7 +79,7 @@ async def test_two_racers_for_a_free_lease_get_it_once(leases: ExecutorLeases):
 async def test_processes_opening_a_fresh_database_at_once_all_succeed(tmp_path: Path):
     """Each open migrates in its own thread and connection, as separate processes would: the
     migration lock makes the others wait, then find the tables at head."""
-    for attempt in range(3):
+    for attempt in range(8):
         url = f"sqlite:///{tmp_path}/fresh-{attempt}.db"
         stores = await asyncio.gather(*(SqlStore.open(url) for _ in range(4)))
         for store in stores:

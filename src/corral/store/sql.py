@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -187,14 +188,28 @@ def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     # failing with "database is locked" when a read lock cannot be upgraded.
     dbapi_conn.isolation_level = "IMMEDIATE"
     cur = dbapi_conn.cursor()
-    for pragma in (
-        "journal_mode=WAL",
-        "synchronous=NORMAL",
-        "busy_timeout=10000",
-        "foreign_keys=ON",
-    ):
+    cur.execute("PRAGMA busy_timeout=10000")
+    _wal(cur)
+    for pragma in ("synchronous=NORMAL", "foreign_keys=ON"):
         cur.execute(f"PRAGMA {pragma}")
     cur.close()
+
+
+def _wal(cur: sqlite3.Cursor) -> None:
+    """Put the database in WAL mode (once per file: the mode is stored in it). Switching needs
+    the file to itself and SQLite answers "locked" at once rather than wait, so processes
+    opening a fresh file together try again for up to 10 s (connections open in threads,
+    never on the event loop)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 class SqlStore:
