@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Generic, TypeVar, cast
 
@@ -456,21 +457,18 @@ class AgentCall(Generic[In, Out]):
             response = await caller.call(models, request)
             self._cost = caller.cost  # `response` is unpriced (see `ProviderStep`)
         except (ProviderError, CircuitOpenError) as exc:
-            await self._record(
-                kind="model",
-                step_id=step_id,
-                parent_id=self.step_id,
-                name=agent.name,
-                model=models[0].name,
-                input=_span_messages(messages) if self.recording else None,
-                error=exc.to_dict(),
-                status="error",
-                started=started,
-                t0=t0,
-                tier=tier,
-                attrs=_model_attrs(caller, cached=False),
+            error = exc.to_dict()
+            await self._failed_span(
+                agent,
+                models,
+                messages,
+                error,
+                started,
+                t0,
+                tier,
+                _model_attrs(caller, cached=False),
             )
-            return {"error": exc.to_dict()}
+            return {"error": error}
         except (LimitError, asyncio.CancelledError) as exc:
             # A refusal is not journaled: after a restart (or a raised limit) the guard decides
             # again. The refused or cancelled step still gets its model span (like a breaker's
@@ -481,19 +479,7 @@ class AgentCall(Generic[In, Out]):
                 await self._emit(GuardEvent(kind="refused", detail=error, alert=True))
                 if self._cheaper_tier(exc, tier) is not None:
                     raise  # the step goes on at a cheaper tier: its model span is that call's
-            await self._record(
-                kind="model",
-                step_id=step_id,
-                parent_id=self.step_id,
-                name=agent.name,
-                model=models[0].name,
-                input=_span_messages(messages) if self.recording else None,
-                error=error,
-                status="error",
-                started=started,
-                t0=t0,
-                tier=tier,
-            )
+            await self._failed_span(agent, models, messages, error, started, t0, tier, None)
             raise
         if self.recording:
             await self._record(
@@ -513,6 +499,34 @@ class AgentCall(Generic[In, Out]):
                 attrs=_model_attrs(caller, cached=response.cached),
             )
         return response
+
+    async def _failed_span(
+        self,
+        agent: Agent[In, Out],
+        models: list[Model],
+        messages: list[Message],
+        error: dict[str, Any],
+        started: datetime | None,
+        t0: float,
+        tier: str,
+        attrs: dict[str, JsonValue] | None,
+    ) -> None:
+        """The model span of a step that got no answer (a provider failure, a refusal, a
+        cancellation): the parent of the step's guard spans."""
+        await self._record(
+            kind="model",
+            step_id=self._model_step_id,
+            parent_id=self.step_id,
+            name=agent.name,
+            model=models[0].name,
+            input=_span_messages(messages) if self.recording else None,
+            error=error,
+            status="error",
+            started=started,
+            t0=t0,
+            tier=tier,
+            attrs=attrs,
+        )
 
     async def _tool_call(self, agent: Agent[In, Out], call: ToolCall) -> tuple[str, bool]:
         """Run one model-proposed tool call; returns the tool message content and validity."""
